@@ -1,0 +1,1 @@
+"""choral's command line: thin typer commands, one module per stage."""

@@ -1,0 +1,1 @@
+"""Hot numeric loops used by the pipeline: DTW (and later the RNN-T lattice and propagation)."""
