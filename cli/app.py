@@ -1,0 +1,24 @@
+"""The ``choral`` command: one sub-command per pipeline stage."""
+
+from __future__ import annotations
+
+import typer
+
+from . import graph, group, synth
+
+app = typer.Typer(
+    name="choral",
+    help="Cross-utterance rescoring of teacher RNN-T pseudo-labels: group utterances with overlapping "
+         "hypotheses, link those that sound alike, propagate good hypotheses across the graph.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("group")(group.group)
+app.command("graph")(graph.graph)
+app.command("synth")(synth.synth)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,99 @@
+"""What every command shares: the consoles, a rich progress bar, one-line errors, exit codes.
+
+Exit codes batch jobs can rely on: 0 success (including "up to date, skipped"),
+1 bad input or failed stage (one line on stderr naming the file), 2 bad usage
+(typer's own), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from ..pipeline.errors import ChoralError
+
+console = Console()
+error_console = Console(stderr=True)
+
+
+class RichProgress:
+    """Implements the pipeline's Progress protocol with a rich progress bar."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task = None
+
+    def task(self, description: str, total: int | None) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, completed=self._progress.tasks[-1].total or 0)
+            self._progress.stop_task(self._task)
+        self._task = self._progress.add_task(description, total=total)
+
+    def advance(self, amount: int = 1) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task, amount)
+
+
+@contextmanager
+def progress_bar() -> Iterator[RichProgress]:
+    """A progress bar on stderr (so stdout stays clean for summaries and pipes)."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=error_console,
+        transient=False,
+    ) as progress:
+        yield RichProgress(progress)
+
+
+@contextmanager
+def stage_errors(command: str) -> Iterator[None]:
+    """Turn choral's user-facing errors into one stderr line and exit code 1."""
+    try:
+        yield
+    except ChoralError as error:
+        error_console.print(f"[bold red]choral {command}: error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        error_console.print(f"choral {command}: interrupted; no output was written")
+        raise typer.Exit(130) from None
+
+
+def summary_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    """A two-column key/value table for the end-of-stage summary."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def print_skipped(command: str, output: object) -> None:
+    console.print(f"choral {command}: {output} is up to date (inputs and parameters unchanged); skipped. "
+                  "Use --force to redo it.")
+
+
+def fail_if(condition: bool, message: str) -> None:
+    """Usage errors found after parsing (e.g. option combinations)."""
+    if condition:
+        error_console.print(f"[bold red]error:[/] {message}")
+        sys.exit(2)

@@ -1,0 +1,63 @@
+"""``choral graph``: link cuts of a group that sound alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..pipeline.graph import METRICS, GraphConfig, build_graph
+from ..pipeline.text import TextNormalizer
+from .common import console, print_skipped, progress_bar, stage_errors, summary_table
+
+
+def graph(
+    grouped: Path = typer.Argument(..., help="Grouped manifest from `choral group`, e.g. RUN/grouped.jsonl.gz."),
+    output: Path = typer.Argument(..., help="Where to write the graph, e.g. RUN/graph.npz."),
+    threshold_file: Optional[Path] = typer.Option(None, "--threshold-file",
+                                                  help="Where to write threshold.json (default: beside OUTPUT)."),
+    metric: str = typer.Option("dtw-vector", help=f"Distance between cuts: {', '.join(METRICS)}. dtw-vector reads the "
+                                                  "pooled embedding as a time series (the paper); dtw-frames needs "
+                                                  "encoder frames (decode --save-frames)."),
+    window: Optional[int] = typer.Option(None, min=0, help="Sakoe-Chiba radius for DTW (|i-j| <= WINDOW); "
+                                                           "default: unconstrained."),
+    threshold: Optional[float] = typer.Option(None, help="Use this distance threshold instead of learning one."),
+    confidence: float = typer.Option(0.9, min=0.0, max=1.0,
+                                     help="Without annotated pairs: teacher 1-best posterior above which two cuts' "
+                                          "agreeing 1-bests count as pseudo-annotations."),
+    quantile: float = typer.Option(0.2, help="Last resort without any labels: link this fraction of the closest "
+                                             "within-group pairs."),
+    digits: str = typer.Option("spell", help="Digits policy of the text normaliser: keep, spell or drop."),
+    force: bool = typer.Option(False, "--force", help="Redo the stage even if the outputs are up to date."),
+) -> None:
+    """Build the similarity graph: distances between all cuts of each group, binary edges below a learned threshold.
+
+    The threshold maximises F1 of "edge = same reference transcript" over annotated pairs; threshold.json
+    records it with precision, recall and pair counts, and which rule set it.
+    """
+    with stage_errors("graph"):
+        config = GraphConfig(metric=metric, window=window, threshold=threshold,  # type: ignore[arg-type]
+                             confidence=confidence, quantile=quantile)
+        normalizer = TextNormalizer(digits=digits)  # type: ignore[arg-type]
+        with progress_bar() as progress:
+            summary = build_graph(grouped, output, threshold_file, config, normalizer, force=force, progress=progress)
+    if summary.skipped:
+        print_skipped("graph", output)
+        return
+    fit = summary.fit
+    assert fit is not None
+    quality = "n/a"
+    if fit.f1 is not None:
+        quality = f"P {fit.precision:.3f}  R {fit.recall:.3f}  F1 {fit.f1:.3f}"
+    console.print(summary_table(f"choral graph -> {output}", [
+        ("cuts", f"{summary.n_cuts:,}"),
+        ("groups", f"{summary.n_groups:,}"),
+        ("pairs compared", f"{summary.n_pairs:,} ({summary.distance_seconds:.2f} s, {metric})"),
+        ("threshold", f"{fit.threshold:.4g}  (rule: {fit.rule})"),
+        ("labelled pairs", f"{fit.n_pairs:,} ({fit.n_positive:,} same text)"),
+        ("threshold quality", quality),
+        ("edges", f"{summary.n_edges:,}"),
+        ("isolated cuts", f"{summary.n_isolated:,}"),
+        ("time", f"{summary.seconds:.1f} s"),
+    ]))

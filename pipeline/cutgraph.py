@@ -1,0 +1,95 @@
+"""``graph.npz``: the similarity graph over all cuts, and how to read it back.
+
+One symmetric scipy CSR adjacency over every cut of the grouped manifest, in
+manifest order (``cut_ids``); edges only join cuts of the same group, so the
+matrix is block-diagonal by group up to a permutation. Beside the binary
+adjacency the file keeps every within-group pair with its distance, so later
+stages can re-threshold (a tuned threshold scale) or weight edges by distance
+without recomputing DTW.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .errors import InputError
+from .manifest import atomic_output
+
+
+@dataclass(frozen=True)
+class CutGraph:
+    """Cut ids, candidate pairs with distances, and the thresholded binary adjacency."""
+
+    cut_ids: np.ndarray
+    pair_a: np.ndarray
+    pair_b: np.ndarray
+    distances: np.ndarray
+    threshold: float
+    metric: str
+
+    @property
+    def n_cuts(self) -> int:
+        return len(self.cut_ids)
+
+    def adjacency(self, threshold: float | None = None, weighted: bool = False) -> sp.csr_matrix:
+        """Symmetric adjacency linking pairs with distance <= threshold (the stored one by default).
+
+        ``weighted=True`` gives edge weight ``exp(-d / threshold)`` instead of 1.
+        """
+        threshold = self.threshold if threshold is None else threshold
+        keep = self.distances <= threshold
+        a, b, d = self.pair_a[keep], self.pair_b[keep], self.distances[keep]
+        weights = np.exp(-d / threshold) if weighted and threshold > 0 else np.ones(len(d))
+        rows = np.concatenate([a, b])
+        cols = np.concatenate([b, a])
+        data = np.concatenate([weights, weights]).astype(np.float32)
+        return sp.csr_matrix((data, (rows, cols)), shape=(self.n_cuts, self.n_cuts))
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically: CSR arrays of the binary adjacency plus the pair list."""
+        adjacency = self.adjacency()
+        with atomic_output(path) as tmp:
+            with open(tmp, "wb") as stream:
+                np.savez_compressed(
+                    stream,
+                    cut_ids=np.asarray(self.cut_ids, dtype=str),
+                    indptr=adjacency.indptr,
+                    indices=adjacency.indices,
+                    data=adjacency.data,
+                    shape=np.asarray(adjacency.shape),
+                    pair_a=self.pair_a,
+                    pair_b=self.pair_b,
+                    distances=self.distances,
+                    threshold=np.float64(self.threshold),
+                    metric=np.asarray(self.metric),
+                )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CutGraph":
+        """Read a ``graph.npz`` written by :meth:`save`; errors name the file."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(path, "file not found")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(
+                    cut_ids=data["cut_ids"],
+                    pair_a=data["pair_a"],
+                    pair_b=data["pair_b"],
+                    distances=data["distances"],
+                    threshold=float(data["threshold"]),
+                    metric=str(data["metric"]),
+                )
+        except (OSError, KeyError, ValueError) as error:
+            raise InputError(path, f"not a choral graph file ({error})") from None
+
+
+def load_adjacency(path: str | Path) -> tuple[np.ndarray, sp.csr_matrix]:
+    """The cut ids and the stored binary CSR adjacency, as other tools would read them."""
+    with np.load(path, allow_pickle=False) as data:
+        matrix = sp.csr_matrix((data["data"], data["indices"], data["indptr"]), shape=tuple(data["shape"]))
+        return data["cut_ids"], matrix

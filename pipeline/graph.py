@@ -1,0 +1,254 @@
+"""``choral graph``: link cuts of the same group that sound alike.
+
+For every group, all pairs of its cuts get a distance between their teacher
+embeddings:
+
+- ``dtw-vector`` (the paper's choice): DTW between the pooled utterance vectors,
+  each vector read as a time series;
+- ``dtw-frames``: DTW between encoder frame sequences (needs ``custom.frames``);
+- ``cosine``: one minus the cosine similarity of the pooled vectors (a cheap baseline).
+
+Pairs closer than a learned threshold (:mod:`.threshold`) become binary edges.
+Writes ``graph.npz`` (:mod:`.cutgraph`) and ``threshold.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ..kernels import dtw
+from .cutgraph import CutGraph
+from .errors import ChoralError, InputError
+from .fields import custom_field, load_array, nbest, reference_text
+from .manifest import check_readable, iter_cuts, write_json
+from .meta import StageRecord, is_up_to_date, write_meta
+from .progress import NullProgress, Progress
+from .text import TextNormalizer
+from .threshold import ThresholdFit, evaluate_threshold, fit_f1_threshold, quantile_threshold
+
+Metric = Literal["dtw-vector", "dtw-frames", "cosine"]
+METRICS: tuple[str, ...] = ("dtw-vector", "dtw-frames", "cosine")
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    """How distances are measured and the edge threshold chosen."""
+
+    metric: Metric = "dtw-vector"
+    window: int | None = None
+    threshold: float | None = None
+    confidence: float = 0.9
+    quantile: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ChoralError(f"unknown metric {self.metric!r}; choose one of {', '.join(METRICS)}")
+        if self.window is not None and self.window < 0:
+            raise ChoralError("--window must be a non-negative radius")
+        if not 0.0 < self.quantile < 1.0:
+            raise ChoralError("--quantile must lie strictly between 0 and 1")
+
+
+@dataclass(frozen=True)
+class GraphSummary:
+    """What ``choral graph`` did, for the end-of-run summary."""
+
+    output: Path
+    threshold_file: Path
+    skipped: bool
+    n_cuts: int = 0
+    n_groups: int = 0
+    n_pairs: int = 0
+    n_edges: int = 0
+    n_isolated: int = 0
+    fit: ThresholdFit | None = None
+    distance_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+@dataclass
+class _CutTable:
+    """The per-cut columns the graph stage needs, in manifest order."""
+
+    ids: list[str]
+    groups: list[str]
+    series: list[np.ndarray]
+    references: list[str | None]
+    top_texts: list[str]
+    top_posteriors: np.ndarray
+
+
+def _top_posterior(scores: list[float]) -> float:
+    """Teacher posterior of the 1-best within its n-best (softmax of log-probabilities)."""
+    values = np.asarray(scores, dtype=np.float64)
+    return float(1.0 / np.exp(values - values[0]).sum())
+
+
+def _read_table(grouped: Path, metric: str, normalizer: TextNormalizer, progress: Progress) -> _CutTable:
+    field = "frames" if metric == "dtw-frames" else "embedding"
+    table = _CutTable([], [], [], [], [], np.zeros(0))
+    posteriors: list[float] = []
+    expected_ndim = 2 if metric == "dtw-frames" else 1
+    for cut in iter_cuts(grouped):
+        group = custom_field(cut, "group")
+        if group is None:
+            raise InputError(grouped, "cut has no custom.group; run `choral group` first", cut_id=cut.id)
+        hypotheses = nbest(cut, grouped)
+        series = load_array(cut, field, grouped)
+        if series.ndim != expected_ndim:
+            raise InputError(grouped, f"custom.{field} must be {expected_ndim}-D, found shape {series.shape}",
+                             cut_id=cut.id)
+        if table.series and series.shape[1:] != table.series[0].shape[1:] and metric == "dtw-frames":
+            raise InputError(grouped, f"custom.frames has dimension {series.shape[1]}, "
+                                      f"others have {table.series[0].shape[1]}", cut_id=cut.id)
+        if table.series and metric == "cosine" and series.shape != table.series[0].shape:
+            raise InputError(grouped, f"custom.embedding has length {series.shape[0]}, "
+                                      f"others have {table.series[0].shape[0]}", cut_id=cut.id)
+        reference = reference_text(cut)
+        table.ids.append(cut.id)
+        table.groups.append(str(group))
+        table.series.append(series)
+        table.references.append(normalizer(reference) if reference is not None else None)
+        table.top_texts.append(normalizer(hypotheses[0].text))
+        posteriors.append(_top_posterior([h.score for h in hypotheses]))
+        progress.advance()
+    table.top_posteriors = np.asarray(posteriors)
+    return table
+
+
+def within_group_pairs(groups: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    """All unordered pairs of cuts sharing a group (indices into ``groups``), and the group count."""
+    codes, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    boundaries = np.flatnonzero(np.diff(inverse[order])) + 1
+    pair_a: list[np.ndarray] = []
+    pair_b: list[np.ndarray] = []
+    for members in np.split(order, boundaries):
+        if len(members) < 2:
+            continue
+        i, j = np.triu_indices(len(members), k=1)
+        pair_a.append(members[i])
+        pair_b.append(members[j])
+    if not pair_a:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), len(codes)
+    return np.concatenate(pair_a).astype(np.int64), np.concatenate(pair_b).astype(np.int64), len(codes)
+
+
+def cosine_distances(vectors: list[np.ndarray], pair_a: np.ndarray, pair_b: np.ndarray) -> np.ndarray:
+    """One minus cosine similarity for each pair; a zero vector is at distance 1 from everything."""
+    matrix = np.stack(vectors).astype(np.float64)
+    norms = np.linalg.norm(matrix, axis=1)
+    norms[norms == 0] = 1.0
+    unit = matrix / norms[:, None]
+    return 1.0 - np.einsum("ij,ij->i", unit[pair_a], unit[pair_b])
+
+
+def pair_distances(table: _CutTable, pair_a: np.ndarray, pair_b: np.ndarray, config: GraphConfig) -> np.ndarray:
+    """Distances of the candidate pairs under the configured metric."""
+    if len(pair_a) == 0:
+        return np.zeros(0)
+    if config.metric == "cosine":
+        return cosine_distances(table.series, pair_a, pair_b)
+    return np.asarray(dtw.paired(table.series, pair_a, pair_b, window=config.window), dtype=np.float64)
+
+
+def choose_threshold(table: _CutTable, pair_a: np.ndarray, pair_b: np.ndarray, distances: np.ndarray,
+                     config: GraphConfig) -> ThresholdFit:
+    """Apply the documented rules in order: user, annotated, confident-teacher, quantile."""
+    references = np.asarray([r if r is not None else "" for r in table.references], dtype=object)
+    annotated = np.asarray([r is not None for r in table.references])
+    both_annotated = annotated[pair_a] & annotated[pair_b]
+    labelled_positive = references[pair_a] == references[pair_b]
+    if config.threshold is not None:
+        if both_annotated.any():
+            return evaluate_threshold(distances[both_annotated], labelled_positive[both_annotated],
+                                      config.threshold, "user")
+        return ThresholdFit(threshold=config.threshold, rule="user", n_pairs=len(distances))
+    if (both_annotated & labelled_positive).any():
+        return fit_f1_threshold(distances[both_annotated], labelled_positive[both_annotated], "annotated")
+    confident = table.top_posteriors >= config.confidence
+    both_confident = confident[pair_a] & confident[pair_b]
+    top = np.asarray(table.top_texts, dtype=object)
+    agree = top[pair_a] == top[pair_b]
+    if (both_confident & agree).any():
+        return fit_f1_threshold(distances[both_confident], agree[both_confident], "confident-teacher")
+    return quantile_threshold(distances, config.quantile)
+
+
+def build_graph(
+    grouped: str | Path,
+    output: str | Path,
+    threshold_file: str | Path | None = None,
+    config: GraphConfig = GraphConfig(),
+    normalizer: TextNormalizer = TextNormalizer(),
+    *,
+    force: bool = False,
+    progress: Progress = NullProgress(),
+) -> GraphSummary:
+    """Compute within-group distances, learn the threshold, write ``graph.npz`` and ``threshold.json``."""
+    grouped, output = check_readable(grouped), Path(output)
+    threshold_file = Path(threshold_file) if threshold_file else output.with_name("threshold.json")
+    record = StageRecord.create(
+        "graph",
+        inputs=[grouped, *_storage_files(grouped)],
+        params={"graph": asdict(config), "normalizer": asdict(normalizer)},
+        outputs=[output, threshold_file],
+    )
+    if not force and is_up_to_date(record, output):
+        return GraphSummary(output=output, threshold_file=threshold_file, skipped=True)
+    started = time.perf_counter()
+
+    progress.task("loading embeddings", None)
+    table = _read_table(grouped, config.metric, normalizer, progress)
+    pair_a, pair_b, n_groups = within_group_pairs(table.groups)
+
+    progress.task(f"{config.metric} distances ({len(pair_a):,} pairs)", 1)
+    distance_started = time.perf_counter()
+    try:
+        distances = pair_distances(table, pair_a, pair_b, config)
+    except ValueError as error:
+        raise InputError(grouped, str(error)) from None
+    distance_seconds = time.perf_counter() - distance_started
+    progress.advance()
+
+    fit = choose_threshold(table, pair_a, pair_b, distances, config)
+    graph = CutGraph(np.asarray(table.ids), pair_a, pair_b, distances, fit.threshold, config.metric)
+    adjacency = graph.adjacency()
+    degree = np.diff(adjacency.indptr)
+    graph.save(output)
+    write_json({**fit.to_dict(), "metric": config.metric, "window": config.window,
+                "n_edges": int(adjacency.nnz // 2)}, threshold_file)
+    write_meta(record, output)
+    return GraphSummary(
+        output=output,
+        threshold_file=threshold_file,
+        skipped=False,
+        n_cuts=len(table.ids),
+        n_groups=n_groups,
+        n_pairs=len(pair_a),
+        n_edges=int(adjacency.nnz // 2),
+        n_isolated=int(np.sum(degree == 0)),
+        fit=fit,
+        distance_seconds=distance_seconds,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _storage_files(manifest: Path) -> list[Path]:
+    """Array storage files the first cut points at (embeddings.h5), so their changes count too."""
+    try:
+        first = next(iter_cuts(manifest))
+    except (StopIteration, InputError):
+        return []
+    paths = []
+    for name in ("embedding", "frames"):
+        array = custom_field(first, name)
+        storage = getattr(getattr(array, "array", array), "storage_path", None)
+        if storage and Path(storage).is_file():
+            paths.append(Path(storage))
+    return paths

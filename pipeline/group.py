@@ -1,0 +1,104 @@
+"""``choral group``: put cuts whose n-best hypotheses overlap into the same group.
+
+Two streaming passes over the decoded manifest: the first collects each cut's
+normalised top-k hypotheses, MinHash/LSH grouping assigns group labels
+(:mod:`.grouping`), the second pass writes every cut again with
+``custom.group`` (``g<N>`` for groups, ``s<N>`` for singletons) and
+``custom.group_size``. Cut objects are never all held in memory.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .fields import nbest
+from .grouping import GroupingConfig, group_hypotheses
+from .manifest import CutWriter, iter_cuts
+from .meta import StageRecord, is_up_to_date, write_meta
+from .progress import NullProgress, Progress
+from .text import TextNormalizer
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """What ``choral group`` did, for the end-of-run summary."""
+
+    output: Path
+    skipped: bool
+    n_cuts: int = 0
+    n_groups: int = 0
+    n_singletons: int = 0
+    largest: int = 0
+    n_split: int = 0
+    seconds: float = 0.0
+
+
+def group_id(label: int, size: int) -> str:
+    """Stable, sortable group name; singletons are marked by their ``s`` prefix."""
+    return f"{'s' if size == 1 else 'g'}{label:07d}"
+
+
+def group_manifest(
+    decoded: str | Path,
+    output: str | Path,
+    config: GroupingConfig = GroupingConfig(),
+    normalizer: TextNormalizer = TextNormalizer(),
+    *,
+    force: bool = False,
+    progress: Progress = NullProgress(),
+) -> GroupSummary:
+    """Read ``decoded``, assign ``custom.group`` to every cut, write ``output`` atomically."""
+    decoded, output = Path(decoded), Path(output)
+    record = StageRecord.create(
+        "group",
+        inputs=[decoded] if decoded.exists() else [],
+        params={"grouping": asdict(config), "normalizer": asdict(normalizer)},
+        outputs=[output],
+    )
+    if not force and decoded.exists() and is_up_to_date(record, output):
+        return GroupSummary(output=output, skipped=True)
+    started = time.perf_counter()
+
+    progress.task("reading hypotheses", None)
+    hypotheses: list[list[str]] = []
+    for cut in iter_cuts(decoded):
+        hypotheses.append([normalizer(h.text) for h in nbest(cut, decoded)[: config.top_k]])
+        progress.advance()
+
+    progress.task("grouping (MinHash LSH)", len(hypotheses))
+    done = 0
+
+    def report(n: int) -> None:
+        nonlocal done
+        progress.advance(n - done)
+        done = n
+
+    grouping = group_hypotheses(hypotheses, config, progress=report)
+    del hypotheses
+
+    progress.task("writing grouped manifest", len(grouping.labels))
+    labels, sizes = grouping.labels, grouping.sizes
+    with CutWriter(output) as writer:
+        for index, cut in enumerate(iter_cuts(decoded)):
+            if index >= len(labels):
+                raise RuntimeError(f"{decoded} changed while it was being grouped")
+            label = int(labels[index])
+            size = int(sizes[label])
+            cut.custom = dict(cut.custom or {}, group=group_id(label, size), group_size=size)
+            writer.write(cut)
+            progress.advance()
+        if writer.count != len(labels):
+            raise RuntimeError(f"{decoded} changed while it was being grouped")
+    write_meta(record, output)
+    return GroupSummary(
+        output=output,
+        skipped=False,
+        n_cuts=len(labels),
+        n_groups=grouping.n_groups,
+        n_singletons=grouping.n_singletons,
+        largest=grouping.largest,
+        n_split=grouping.n_split,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,142 @@
+"""Manifest I/O in one place: lazy lhotse JSONL reading and atomic writing.
+
+Every reader error names the file and line; every writer writes to a temporary
+name in the destination folder and renames it only when complete, so a killed
+run never leaves a half-written manifest under the real name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+from lhotse.cut import Cut
+from lhotse.serialization import deserialize_item
+
+from .errors import InputError
+
+
+def _open_text(path: Path, mode: str) -> IO[str]:
+    if path.suffix == ".gz":
+        return gzip.open(path, mode + "t", encoding="utf-8")
+    return open(path, mode, encoding="utf-8")
+
+
+def check_readable(path: str | Path) -> Path:
+    """Return ``path`` as a Path, or raise an InputError if it is missing or not a file."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if not path.is_file():
+        raise InputError(path, "not a file")
+    return path
+
+
+def iter_cuts(path: str | Path) -> Iterator[Cut]:
+    """Yield the cuts of a lhotse JSONL(.gz) manifest lazily, one line at a time.
+
+    Raises InputError naming the file and line for a malformed line, and for a
+    manifest that holds no cut at all.
+    """
+    path = check_readable(path)
+    count = 0
+    try:
+        with _open_text(path, "r") as stream:
+            for line_number, line in enumerate(stream, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    data = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise InputError(path, f"malformed JSON ({error.msg})", line=line_number) from None
+                if not isinstance(data, dict) or "id" not in data:
+                    raise InputError(path, "not a cut (expected a JSON object with an 'id')", line=line_number)
+                try:
+                    cut = deserialize_item(data)
+                except Exception as error:  # noqa: BLE001 - lhotse raises many kinds
+                    raise InputError(
+                        path, f"not a lhotse cut ({error})", line=line_number, cut_id=str(data.get("id"))
+                    ) from None
+                if not isinstance(cut, Cut):
+                    raise InputError(path, f"expected a cut, found a {type(cut).__name__}", line=line_number)
+                count += 1
+                yield cut
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as error:
+        raise InputError(path, f"cannot read ({error})") from None
+    if count == 0:
+        raise InputError(path, "manifest holds no cuts")
+
+
+def read_cuts(path: str | Path) -> list[Cut]:
+    """All cuts of a manifest in memory (stages that need random access use this)."""
+    return list(iter_cuts(path))
+
+
+def temporary_name(path: Path) -> Path:
+    """A unique sibling name for ``path`` that keeps its suffixes (lhotse infers format from them)."""
+    suffixes = "".join(path.suffixes)
+    stem = path.name[: len(path.name) - len(suffixes)] if suffixes else path.name
+    return path.with_name(f".{stem}.tmp.{os.getpid()}{suffixes}")
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write; rename it to ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class CutWriter:
+    """Write cuts as JSONL(.gz) to a temporary file; ``close`` renames it into place.
+
+    Use as a context manager: on an exception the temporary file is removed and
+    nothing appears under the destination name.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._context = atomic_output(self.path)
+        self._tmp = self._context.__enter__()
+        self._stream = _open_text(self._tmp, "w")
+        self.count = 0
+
+    def write(self, cut: Cut) -> None:
+        self._stream.write(json.dumps(cut.to_dict(), ensure_ascii=False))
+        self._stream.write("\n")
+        self.count += 1
+
+    def __enter__(self) -> "CutWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._stream.close()
+        if exc_type is None:
+            self._context.__exit__(None, None, None)
+        else:
+            self._context.__exit__(exc_type, exc, tb)
+
+
+def write_cuts(cuts, path: str | Path) -> int:
+    """Write an iterable of cuts atomically; return how many were written."""
+    with CutWriter(path) as writer:
+        for cut in cuts:
+            writer.write(cut)
+    return writer.count
+
+
+def write_json(data: object, path: str | Path) -> None:
+    """Write JSON atomically (pretty-printed, for humans and tools alike)."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -1,0 +1,112 @@
+"""Learn the DTW distance below which two cuts are linked.
+
+An edge should mean "these two cuts say the same thing". Over labelled pairs
+(same group, both with a known transcript) the pair is *positive* when the two
+transcripts are equal. Linking every pair with distance ``d <= t`` then has
+
+    precision(t) = TP(t) / (TP(t) + FP(t)),  recall(t) = TP(t) / P,
+    F1(t) = 2 TP(t) / (2 TP(t) + FP(t) + FN(t)),
+
+and one sort of the distances gives TP and FP for every candidate ``t`` as
+cumulative sums. The threshold is placed halfway between the F1-maximising
+distance and the next larger one, so a new pair at exactly the boundary does
+not flip.
+
+Where the labels come from (``rule``):
+- ``annotated``: both cuts annotated; labels compare references (the default);
+- ``confident-teacher``: no annotated pair with a positive label exists; pairs
+  whose teacher 1-best posteriors are both at least ``confidence`` serve as
+  pseudo-annotations, labelled by whether the two 1-best texts agree;
+- ``quantile``: neither exists; the threshold is the ``quantile`` of all
+  within-group distances (a fixed fraction of candidate pairs becomes edges);
+- ``user``: a threshold given on the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ThresholdFit:
+    """The chosen threshold and how well it separates the labelled pairs."""
+
+    threshold: float
+    rule: str
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    n_pairs: int = 0
+    n_positive: int = 0
+    n_negative: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit_f1_threshold(distances: np.ndarray, positive: np.ndarray, rule: str) -> ThresholdFit:
+    """Pick the threshold maximising F1 of ``distance <= t`` against ``positive`` labels.
+
+    Needs at least one positive pair. Infinite distances (outside a DTW window)
+    never become edges.
+    """
+    distances = np.asarray(distances, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    n_positive = int(positive.sum())
+    if n_positive == 0:
+        raise ValueError("fitting a threshold needs at least one positive pair")
+    finite = np.isfinite(distances)
+    order = np.argsort(distances[finite], kind="stable")
+    sorted_distances = distances[finite][order]
+    sorted_positive = positive[finite][order]
+    true_positive = np.cumsum(sorted_positive)
+    false_positive = np.cumsum(~sorted_positive)
+    # Only the last of equal distances is a valid cut point: ties are linked together.
+    last_of_tie = np.append(sorted_distances[1:] != sorted_distances[:-1], True)
+    f1 = np.where(last_of_tie, 2 * true_positive / (n_positive + true_positive + false_positive), -1.0)
+    best = int(np.argmax(f1))
+    if best + 1 < len(sorted_distances):
+        threshold = 0.5 * (sorted_distances[best] + sorted_distances[best + 1])
+    else:
+        threshold = float(sorted_distances[best])
+    tp, fp = int(true_positive[best]), int(false_positive[best])
+    return ThresholdFit(
+        threshold=float(threshold),
+        rule=rule,
+        precision=tp / (tp + fp),
+        recall=tp / n_positive,
+        f1=float(f1[best]),
+        n_pairs=int(len(distances)),
+        n_positive=n_positive,
+        n_negative=int(len(distances) - n_positive),
+    )
+
+
+def quantile_threshold(distances: np.ndarray, quantile: float) -> ThresholdFit:
+    """Threshold at a quantile of the finite within-group distances (the no-label fallback)."""
+    finite = np.asarray(distances, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    threshold = float(np.quantile(finite, quantile)) if finite.size else 0.0
+    return ThresholdFit(threshold=threshold, rule="quantile", n_pairs=int(finite.size))
+
+
+def evaluate_threshold(distances: np.ndarray, positive: np.ndarray, threshold: float, rule: str) -> ThresholdFit:
+    """Precision/recall/F1 of a given threshold on labelled pairs (for a user-set threshold)."""
+    distances = np.asarray(distances, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    linked = distances <= threshold
+    tp = int(np.sum(linked & positive))
+    fp = int(np.sum(linked & ~positive))
+    n_positive = int(positive.sum())
+    return ThresholdFit(
+        threshold=float(threshold),
+        rule=rule,
+        precision=tp / (tp + fp) if tp + fp else None,
+        recall=tp / n_positive if n_positive else None,
+        f1=2 * tp / (n_positive + tp + fp) if n_positive + tp + fp else None,
+        n_pairs=int(len(distances)),
+        n_positive=n_positive,
+        n_negative=int(len(distances) - n_positive),
+    )

@@ -1,0 +1,31 @@
+import os
+from pathlib import Path
+
+from choral.pipeline.meta import StageRecord, is_up_to_date, meta_path, write_meta
+
+
+def test_up_to_date_only_when_inputs_params_and_outputs_match(tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("a")
+    output = tmp_path / "out.txt"
+    record = StageRecord.create("stage", [source], {"alpha": 0.5}, [output])
+    assert not is_up_to_date(record, output)  # nothing written yet
+    output.write_text("result")
+    write_meta(record, output)
+    assert meta_path(output).exists()
+    assert is_up_to_date(StageRecord.create("stage", [source], {"alpha": 0.5}, [output]), output)
+    assert not is_up_to_date(StageRecord.create("stage", [source], {"alpha": 0.6}, [output]), output)
+    source.write_text("changed input")
+    os.utime(source, ns=(1, 1))
+    assert not is_up_to_date(StageRecord.create("stage", [source], {"alpha": 0.5}, [output]), output)
+
+
+def test_missing_output_is_not_up_to_date(tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("a")
+    output = tmp_path / "out.txt"
+    output.write_text("x")
+    record = StageRecord.create("stage", [source], {}, [output])
+    write_meta(record, output)
+    output.unlink()
+    assert not is_up_to_date(record, output)
