@@ -39,7 +39,7 @@ class OptionalBuildExt(build_ext):
 dtw_kernel = Extension(
     "choral.kernels._dtw_simd",
     sources=["kernels/_dtw_simd.c"],
-    extra_compile_args=["-O3", "-std=c99", "-fno-math-errno"],
+    extra_compile_args=["-O3", "-std=c99", "-fno-math-errno", "-ffp-contract=fast"],
 )
 
 setup(ext_modules=[dtw_kernel], cmdclass={"build_ext": OptionalBuildExt})

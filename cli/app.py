@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from . import graph, group, synth
+from . import export, graph, group, propagate, synth, tune
+from . import eval as eval_
 
 app = typer.Typer(
     name="choral",
@@ -16,7 +17,11 @@ app = typer.Typer(
 )
 app.command("group")(group.group)
 app.command("graph")(graph.graph)
+app.command("propagate")(propagate.propagate)
+app.command("tune")(tune.tune)
 app.command("synth")(synth.synth)
+app.command("export")(export.export)
+app.command("eval")(eval_.eval_command)
 
 
 def main() -> None:

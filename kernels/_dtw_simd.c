@@ -1,42 +1,49 @@
 /*
  * choral.kernels._dtw_simd -- lock-step SIMD DTW kernels.
  *
- * The expensive part of all-pairs DTW is a long serial recurrence per pair:
+ * Step pattern symmetric1 with the squared local cost:
  *
  *     D[i][j] = cost(i, j) + min(D[i-1][j], D[i][j-1], D[i-1][j-1])
+ *     dtw(x, y) = sqrt(D[n-1][m-1])
  *
- * Inside one pair there is little data parallelism (every cell depends on its
- * left neighbour), but across pairs there is plenty.  These kernels therefore
- * run a block of LANES pairs in lock-step: the block's series are interleaved
- * as [t][lane] float32 buffers, two DP rows of (m + 1) * LANES floats are kept,
- * and the innermost loop runs over lanes.  That loop has a fixed trip count and
- * no dependencies between its iterations, so the compiler turns it into plain
- * SIMD code (minps/addps/mulps on 4, 8 or 16 lanes at a time).
+ * Inside one pair there is little data parallelism (each cell depends on its
+ * left neighbour), but across pairs there is plenty.  So a block of LANES
+ * pairs runs in lock-step: the block's series are interleaved as [t][lane]
+ * float32 buffers, DP rows are laid out [(j + 1) * LANES + lane], and every
+ * innermost loop runs over the LANES lanes.  Those loops have a fixed trip
+ * count and independent iterations, so the compiler turns them into SIMD code
+ * (LANES = 16 floats is exactly one AVX-512 register).
+ *
+ * 1-D series (choral_dtw_series) additionally tile the rows: one sweep along j
+ * advances TILE rows at once, keeping the TILE running cells of every lane in
+ * registers.  Per column that costs one load of the previous row, one load of
+ * y_j and one store, shared by TILE cells, so the loop is bound by arithmetic
+ * (sub, fma, 2x min per cell and lane) rather than by cache traffic.
  *
  * Pairs inside a block may have different lengths.  Shorter series are padded
- * with zeros and every lane's result is read at its own (n_k - 1, m_k - 1)
- * cell as soon as row n_k - 1 is finished: a DTW cell only depends on cells
- * above and to the left of it, so padded cells never influence a result.
+ * with zeros and each lane's result is read at its own (n_k - 1, m_k - 1) cell
+ * once row n_k - 1 is done (row tiles always end at such rows): a DTW cell
+ * only depends on cells above and to the left of it, so padded cells never
+ * influence a result.
  *
- * A Sakoe-Chiba window (|i - j| <= r) is the same band for all lanes: each row
- * only visits its band and writes +inf into the two cells bordering it, which
- * are the only out-of-band cells the next row reads.
+ * A Sakoe-Chiba window |i - j| <= r is the same band for all lanes: each row
+ * only visits its band and the cells bordering the band read as +inf.
  *
- * Two entry points are exported for ctypes (which releases the GIL, so the
- * Python wrapper can run several calls concurrently on disjoint blocks):
+ * Exported for ctypes (which releases the GIL, so the Python wrapper runs one
+ * call per core on disjoint blocks of the same pair list):
  *
- *   choral_dtw_series  -- 1-D series, cost (x_i - y_j)^2, for a list of pairs;
- *                         the function loops over the blocks itself.
- *   choral_dtw_costs   -- one block of pairs whose local cost matrices were
- *                         precomputed (frame mode: squared Euclidean distance
- *                         between D-dimensional frames, via GEMM in NumPy).
+ *   choral_dtw_series  1-D series, cost (x_i - y_j)^2, over a list of pairs.
+ *   choral_dtw_gram    frames: cost |x_i|^2 + |y_j|^2 - 2 x_i.y_j from a
+ *                      precomputed float32 Gram matrix (GEMM done in NumPy)
+ *                      and squared frame norms, over a list of pairs.
+ *   choral_dtw_lanes   the block width LANES.
  *
  * Runtime ISA dispatch: on x86-64 with GCC and glibc the block functions are
- * compiled for AVX-512F, AVX2 and baseline x86-64 (target_clones); the loader
- * picks the best one for the running CPU.  Everywhere else this is plain C99.
+ * compiled for AVX-512F, AVX2 and baseline x86-64 (target_clones); the dynamic
+ * loader picks the best one for the running CPU.  Elsewhere this is plain C99.
  *
- * The file is also a (method-less) CPython extension module so that
- * ``import choral.kernels._dtw_simd`` works and setuptools can build it.
+ * The file is also a minimal (method-less) CPython extension module, so that
+ * setuptools can build it and ``import choral.kernels._dtw_simd`` works.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -48,15 +55,29 @@
 #include <string.h>
 
 #ifndef CHORAL_LANES
-#define CHORAL_LANES 64
+#define CHORAL_LANES 16
 #endif
 #define LANES CHORAL_LANES
+
+#ifndef CHORAL_TILE
+#define CHORAL_TILE 4
+#endif
+#define TILE CHORAL_TILE
+#if TILE < 1 || TILE > 8
+#error "CHORAL_TILE must be between 1 and 8"
+#endif
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
     defined(__linux__) && defined(__GLIBC__) && !defined(CHORAL_NO_CLONES)
 #define CHORAL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CHORAL_CLONES
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
 #endif
 
 #if defined(_WIN32)
@@ -67,83 +88,37 @@
 
 #define MIN2(a, b) ((a) < (b) ? (a) : (b))
 
-/* Lanes per block, so the Python side can size its cost blocks. */
 CHORAL_EXPORT int64_t choral_dtw_lanes(void) { return LANES; }
 
-/*
- * One DP row over the band [lo, hi] for 1-D series.
- *   cur/prev: rows laid out [(j + 1) * LANES + lane]; index 0 is the j = -1
- *             boundary column.
- *   xi:       the LANES values x_k[i].
- *   y:        interleaved y, [j * LANES + lane].
- */
-static inline void row_series(float *restrict cur, const float *restrict prev,
-                              const float *restrict xi, const float *restrict y,
-                              int64_t lo, int64_t hi)
+static inline void fill(float *p, float v, int64_t n)
 {
-    float left[LANES];
-    for (int l = 0; l < LANES; l++) left[l] = cur[lo * LANES + l];
-    for (int64_t j = lo; j <= hi; j++) {
-        const float *restrict yj = y + j * LANES;
-        const float *restrict up = prev + (j + 1) * LANES;
-        const float *restrict dg = prev + j * LANES;
-        float *restrict out = cur + (j + 1) * LANES;
-        for (int l = 0; l < LANES; l++) {
-            float d = xi[l] - yj[l];
-            float m = MIN2(up[l], dg[l]);
-            m = MIN2(m, left[l]);
-            float v = d * d + m;
-            left[l] = v;
-            out[l] = v;
-        }
-    }
+    for (int64_t k = 0; k < n; k++) p[k] = v;
 }
 
-/* Same row over precomputed costs c[j * LANES + lane] (already for this row). */
-static inline void row_costs(float *restrict cur, const float *restrict prev,
-                             const float *restrict c, int64_t lo, int64_t hi)
+/* 64-byte aligned scratch (kept C99: no aligned_alloc / posix_memalign). */
+static float *alloc_floats(int64_t n, void **base)
 {
-    float left[LANES];
-    for (int l = 0; l < LANES; l++) left[l] = cur[lo * LANES + l];
-    for (int64_t j = lo; j <= hi; j++) {
-        const float *restrict cj = c + j * LANES;
-        const float *restrict up = prev + (j + 1) * LANES;
-        const float *restrict dg = prev + j * LANES;
-        float *restrict out = cur + (j + 1) * LANES;
-        for (int l = 0; l < LANES; l++) {
-            float m = MIN2(up[l], dg[l]);
-            m = MIN2(m, left[l]);
-            float v = cj[l] + m;
-            left[l] = v;
-            out[l] = v;
-        }
-    }
+    *base = malloc(sizeof(float) * (size_t)n + 64);
+    if (*base == NULL) return NULL;
+    uintptr_t p = ((uintptr_t)*base + 63) & ~(uintptr_t)63;
+    return (float *)p;
 }
 
-
-#ifndef CHORAL_TILE
-#define CHORAL_TILE 4
-#endif
-#define TILE CHORAL_TILE
-
-#if defined(__GNUC__)
-#define ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define ALWAYS_INLINE inline
-#endif
+/* ------------------------------------------------------------------------ */
+/* 1-D series: row-tiled sweeps                                             */
+/* ------------------------------------------------------------------------ */
 
 /*
- * One sweep over columns j in [jlo, jhi] for H consecutive rows i0..i0+H-1
- * (1-D series).  `row` holds row i0-1 on entry ([(j + 1) * LANES + lane]) and
- * row i0+H-1 on exit; the H rows' running values stay in registers, so the
- * memory traffic per column is one load of the previous row, one load of y_j
- * and one store, shared by H cells per lane.  Columns of [mlo, mhi] are inside
- * the window for all H rows; outside it each cell is checked against the band.
+ * Columns j in [a, b] of the H rows i0..i0+H-1.  `row` holds row i0-1 for the
+ * columns not yet swept and row i0+H-1 for those already swept.  left[r] is
+ * D[i0+r][j-1], dg0 is D[i0-1][j-1].  With `masked`, cells outside the window
+ * band are forced to +inf (only used on the few columns at the band edges).
  */
 static ALWAYS_INLINE void sweep_cols(float *restrict row, const float *restrict y,
-                                     float (*restrict left)[LANES], float (*restrict xr)[LANES],
-                                     float *restrict dg0, const int H, const int masked,
-                                     int64_t i0, int64_t a, int64_t b, int64_t w)
+                                     float (*restrict left)[LANES],
+                                     float (*restrict xr)[LANES], float *restrict dg0,
+                                     const int H, const int masked, int64_t i0, int64_t a,
+                                     int64_t b, int64_t w)
 {
     const float inf = INFINITY;
     for (int64_t j = a; j <= b; j++) {
@@ -172,16 +147,18 @@ static ALWAYS_INLINE void sweep_cols(float *restrict row, const float *restrict 
     }
 }
 
-static ALWAYS_INLINE void sweep_series(float *restrict row, const float *restrict x,
-                                       const float *restrict y, const int H, int64_t i0,
-                                       int64_t jlo, int64_t jhi, int64_t mlo, int64_t mhi,
-                                       int64_t w)
+/* One tile of H rows starting at i0 over the columns [jlo, jhi]; all H rows
+   are inside the window on [mlo, mhi] (empty when mlo > mhi). */
+static ALWAYS_INLINE void sweep_tile(float *restrict row, const float *restrict x,
+                                     const float *restrict y, const int H, int64_t i0,
+                                     int64_t jlo, int64_t jhi, int64_t mlo, int64_t mhi,
+                                     int64_t w)
 {
     float left[TILE][LANES], xr[TILE][LANES], dg0[LANES];
     const float inf = INFINITY;
     for (int r = 0; r < H; r++)
         for (int l = 0; l < LANES; l++) {
-            left[r][l] = inf;
+            left[r][l] = inf; /* column jlo - 1 is the boundary or out of band */
             xr[r][l] = x[(i0 + r) * LANES + l];
         }
     for (int l = 0; l < LANES; l++) dg0[l] = row[jlo * LANES + l];
@@ -195,135 +172,78 @@ static ALWAYS_INLINE void sweep_series(float *restrict row, const float *restric
 }
 
 /*
- * 1-D block driver: rows are processed in tiles of up to TILE rows; a tile
- * always ends at a row where some lane finishes, so that lane's result can be
- * read from the row buffer.
+ * DP of one block: x is [i][lane] (nmax rows), y is [j][lane] (mmax columns),
+ * lane l has lengths nl[l] x ml[l] (nl[l] == 0: unused lane).  `row` has
+ * (mmax + 1) * LANES floats.  res[l] = sqrt(D[nl-1][ml-1]), +inf when the end
+ * cell is outside the window.
  */
 CHORAL_CLONES
-static void run_block_series(const float *x, const float *y, const int64_t *nl,
-                             const int64_t *ml, int64_t nmax, int64_t mmax, int64_t w,
-                             float *row, double *res)
+static void block_series(const float *restrict x, const float *restrict y,
+                         const int64_t *nl, const int64_t *ml, int64_t nmax, int64_t mmax,
+                         int64_t w, float *restrict row, double *res)
 {
     const float inf = INFINITY;
-    fill(row, 0.0f, LANES);
+    fill(row, 0.0f, LANES); /* D[-1][-1] = 0 */
     fill(row + LANES, inf, mmax * LANES);
     int64_t i0 = 0;
     while (i0 < nmax) {
+        /* tile rows i0..ie: at most TILE, ending at the next row where a lane
+           finishes */
         int64_t ie = i0 + TILE - 1;
         for (int l = 0; l < LANES; l++)
             if (nl[l] - 1 >= i0 && nl[l] - 1 < ie) ie = nl[l] - 1;
         if (ie > nmax - 1) ie = nmax - 1;
         int64_t jlo = i0 - w < 0 ? 0 : i0 - w;
         int64_t jhi = ie + w > mmax - 1 ? mmax - 1 : ie + w;
-        if (jlo > jhi) break;
+        if (jlo > jhi) break; /* below the band: every later row is empty too */
         int64_t mlo = ie - w > jlo ? ie - w : jlo;
         int64_t mhi = i0 + w < jhi ? i0 + w : jhi;
+        /* Columns right of jhi were never written, so they still read +inf;
+           column jlo - 1 of row i0 - 1 is in band (or the boundary). */
         switch ((int)(ie - i0 + 1)) {
-        case 1: sweep_series(row, x, y, 1, i0, jlo, jhi, mlo, mhi, w); break;
+        case 1: sweep_tile(row, x, y, 1, i0, jlo, jhi, mlo, mhi, w); break;
 #if TILE >= 2
-        case 2: sweep_series(row, x, y, 2, i0, jlo, jhi, mlo, mhi, w); break;
+        case 2: sweep_tile(row, x, y, 2, i0, jlo, jhi, mlo, mhi, w); break;
 #endif
 #if TILE >= 3
-        case 3: sweep_series(row, x, y, 3, i0, jlo, jhi, mlo, mhi, w); break;
+        case 3: sweep_tile(row, x, y, 3, i0, jlo, jhi, mlo, mhi, w); break;
 #endif
 #if TILE >= 4
-        case 4: sweep_series(row, x, y, 4, i0, jlo, jhi, mlo, mhi, w); break;
+        case 4: sweep_tile(row, x, y, 4, i0, jlo, jhi, mlo, mhi, w); break;
 #endif
 #if TILE >= 5
-        case 5: sweep_series(row, x, y, 5, i0, jlo, jhi, mlo, mhi, w); break;
+        case 5: sweep_tile(row, x, y, 5, i0, jlo, jhi, mlo, mhi, w); break;
 #endif
 #if TILE >= 6
-        case 6: sweep_series(row, x, y, 6, i0, jlo, jhi, mlo, mhi, w); break;
+        case 6: sweep_tile(row, x, y, 6, i0, jlo, jhi, mlo, mhi, w); break;
 #endif
 #if TILE >= 7
-        case 7: sweep_series(row, x, y, 7, i0, jlo, jhi, mlo, mhi, w); break;
+        case 7: sweep_tile(row, x, y, 7, i0, jlo, jhi, mlo, mhi, w); break;
 #endif
 #if TILE >= 8
-        case 8: sweep_series(row, x, y, 8, i0, jlo, jhi, mlo, mhi, w); break;
+        case 8: sweep_tile(row, x, y, 8, i0, jlo, jhi, mlo, mhi, w); break;
 #endif
         default: break;
         }
-        if (i0 == 0) fill(row, inf, LANES); /* boundary column: only row -1 has 0 */
+        if (i0 == 0) fill(row, inf, LANES); /* boundary column j = -1 */
         for (int l = 0; l < LANES; l++) {
             if (nl[l] - 1 == ie) {
-                int64_t m = ml[l];
-                int64_t d = ie - (m - 1);
+                int64_t d = ie - (ml[l] - 1);
                 if (d < 0) d = -d;
-                res[l] = d > w ? (double)inf : sqrt((double)row[m * LANES + l]);
+                res[l] = d > w ? (double)inf : sqrt((double)row[ml[l] * LANES + l]);
             }
         }
         i0 = ie + 1;
     }
 }
 
-/* Band of row i: columns [lo, hi] with |i - j| <= r, clipped to [0, mmax). */
-static inline int band(int64_t i, int64_t r, int64_t mmax, int64_t *lo, int64_t *hi)
-{
-    int64_t a = i - r, b = i + r;
-    if (a < 0) a = 0;
-    if (b > mmax - 1) b = mmax - 1;
-    *lo = a;
-    *hi = b;
-    return a <= b;
-}
-
-static inline void fill(float *p, float v, int64_t n)
-{
-    for (int64_t k = 0; k < n; k++) p[k] = v;
-}
-
 /*
- * Run the DP for one block whose lanes have lengths nl[l] x ml[l] (nl[l] == 0
- * marks an unused lane).  If y is non-NULL the costs are (x - y)^2 from the
- * interleaved series x/y; otherwise costs come from cost[i * cs_i + ...] laid
- * out [i][j][lane] with row stride cs_i (floats).  Results (sqrt of the
- * accumulated cost, +inf outside the window) go to res[l].
- */
-CHORAL_CLONES
-static void run_block(const float *x, const float *y, const float *cost, int64_t cs_i,
-                      const int64_t *nl, const int64_t *ml, int64_t nmax, int64_t mmax,
-                      int64_t r, float *rows, double *res)
-{
-    const float inf = INFINITY;
-    const int64_t w = (mmax + 1) * LANES;
-    float *prev = rows, *cur = rows + w;
-
-    /* Row -1: D[-1][-1] = 0, everything else +inf. */
-    fill(prev, 0.0f, LANES);
-    fill(prev + LANES, inf, w - LANES);
-    fill(cur, inf, w);
-
-    for (int64_t i = 0; i < nmax; i++) {
-        int64_t lo, hi;
-        if (!band(i, r, mmax, &lo, &hi)) break; /* every later row is empty too */
-        fill(cur + lo * LANES, inf, LANES);
-        if (y != NULL)
-            row_series(cur, prev, x + i * LANES, y, lo, hi);
-        else
-            row_costs(cur, prev, cost + i * cs_i, lo, hi);
-        if (hi + 2 <= mmax) fill(cur + (hi + 2) * LANES, inf, LANES);
-
-        for (int l = 0; l < LANES; l++) {
-            if (nl[l] - 1 == i) {
-                int64_t m = ml[l];
-                int64_t d = i - (m - 1);
-                if (d < 0) d = -d;
-                res[l] = d > r ? (double)inf : sqrt((double)cur[m * LANES + l]);
-            }
-        }
-        float *t = prev;
-        prev = cur;
-        cur = t;
-    }
-}
-
-/*
- * 1-D series: DTW for pairs (pa[k], pb[k]), k = 0..npairs-1, of sequences
- * stored back to back in `data` (sequence s is data[off[s] : off[s] + len[s]]).
- * Blocks of LANES consecutive pairs are processed; this call handles blocks
- * block_start, block_start + block_step, ... so several threads can share one
- * pair list.  window < 0 means no window.  Writes out[k] for its blocks.
- * Returns 0, or -1 if scratch memory could not be allocated.
+ * DTW of pairs (pa[k], pb[k]), k < npairs, of 1-D float32 sequences stored
+ * back to back in `data` (sequence s is data[off[s] : off[s] + len[s]]).
+ * Consecutive pairs form blocks of LANES; this call does blocks block_start,
+ * block_start + block_step, ... so several threads can share one pair list
+ * (sort it by lengths for little padding).  window < 0: no window.
+ * Writes out[k] for the pairs of its blocks.  Returns 0, -1 on out of memory.
  */
 CHORAL_EXPORT int choral_dtw_series(const float *data, const int64_t *off, const int64_t *len,
                                     const int64_t *pa, const int64_t *pb, int64_t npairs,
@@ -332,20 +252,21 @@ CHORAL_EXPORT int choral_dtw_series(const float *data, const int64_t *off, const
 {
     if (npairs <= 0) return 0;
     if (block_step < 1) block_step = 1;
-    int64_t nbig = 0, mbig = 0;
+    int64_t nbig = 1, mbig = 1;
     for (int64_t k = 0; k < npairs; k++) {
         if (len[pa[k]] > nbig) nbig = len[pa[k]];
         if (len[pb[k]] > mbig) mbig = len[pb[k]];
     }
-    int64_t r = window < 0 ? (nbig + mbig + 1) : window;
+    int64_t w = window < 0 ? nbig + mbig + 1 : window;
 
-    float *x = malloc(sizeof(float) * (size_t)(nbig * LANES));
-    float *y = malloc(sizeof(float) * (size_t)(mbig * LANES));
-    float *rows = malloc(sizeof(float) * (size_t)(2 * (mbig + 1) * LANES));
-    if (x == NULL || y == NULL || rows == NULL) {
-        free(x);
-        free(y);
-        free(rows);
+    void *bx, *by, *br;
+    float *x = alloc_floats(nbig * LANES, &bx);
+    float *y = alloc_floats(mbig * LANES, &by);
+    float *row = alloc_floats((mbig + 1) * LANES, &br);
+    if (x == NULL || y == NULL || row == NULL) {
+        free(bx);
+        free(by);
+        free(br);
         return -1;
     }
 
@@ -362,7 +283,7 @@ CHORAL_EXPORT int choral_dtw_series(const float *data, const int64_t *off, const
             if (nl[l] > nmax) nmax = nl[l];
             if (ml[l] > mmax) mmax = ml[l];
         }
-        /* Interleave; zero padding keeps the (never used) padded cells finite. */
+        /* interleave; zero padding keeps the (never used) padded cells finite */
         memset(x, 0, sizeof(float) * (size_t)(nmax * LANES));
         memset(y, 0, sizeof(float) * (size_t)(mmax * LANES));
         for (int64_t l = 0; l < cnt; l++) {
@@ -371,42 +292,150 @@ CHORAL_EXPORT int choral_dtw_series(const float *data, const int64_t *off, const
             for (int64_t t = 0; t < nl[l]; t++) x[t * LANES + l] = sa[t];
             for (int64_t t = 0; t < ml[l]; t++) y[t * LANES + l] = sb[t];
         }
-        #ifdef CHORAL_ROWWISE
-        run_block(x, y, NULL, 0, nl, ml, nmax, mmax, r, rows, res);
-#else
-        run_block_series(x, y, nl, ml, nmax, mmax, r, rows, res);
-#endif
+        block_series(x, y, nl, ml, nmax, mmax, w, row, res);
         for (int64_t l = 0; l < cnt; l++) out[k0 + l] = res[l];
     }
-    free(x);
-    free(y);
-    free(rows);
+    free(bx);
+    free(by);
+    free(br);
     return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Frames: DP over costs derived from a precomputed Gram matrix             */
+/* ------------------------------------------------------------------------ */
+
+/* One DP row over the band [lo, hi] with the row's costs c[j * LANES + l]. */
+static ALWAYS_INLINE void row_costs(float *restrict cur, const float *restrict prev,
+                                    const float *restrict c, int64_t lo, int64_t hi)
+{
+    float left[LANES];
+    for (int l = 0; l < LANES; l++) left[l] = cur[lo * LANES + l];
+    for (int64_t j = lo; j <= hi; j++) {
+        const float *restrict cj = c + j * LANES;
+        const float *restrict up = prev + (j + 1) * LANES;
+        const float *restrict dg = prev + j * LANES;
+        float *restrict o = cur + (j + 1) * LANES;
+        for (int l = 0; l < LANES; l++) {
+            float m = MIN2(up[l], dg[l]);
+            m = MIN2(m, left[l]);
+            float v = cj[l] + m;
+            left[l] = v;
+            o[l] = v;
+        }
+    }
 }
 
 /*
- * Precomputed costs for one block: cost is [i][j][lane] float32 with shape
- * (nmax, mmax, LANES) (lanes >= cnt are ignored; their lengths are given as 0).
- * nl/ml: the lanes' lengths (LANES entries).  window < 0 means no window.
- * Writes out[0..LANES).  Returns 0, or -1 if scratch memory could not be
- * allocated.
+ * One block of the frames DP.  Lane l: cost(i, j) = max(0, nrm[xo[l] + i] +
+ * nrm[yo[l] + j] - 2 * g[go[l] + i * gs + j]) for i < nl[l], j < ml[l].
+ * Scratch: two rows of (mmax + 1) * LANES and a cost row of mmax * LANES.
  */
-CHORAL_EXPORT int choral_dtw_costs(const float *cost, const int64_t *nl, const int64_t *ml,
-                                   int64_t nmax, int64_t mmax, int64_t window, double *out)
+CHORAL_CLONES
+static void block_gram(const float *restrict g, const int64_t *go, int64_t gs,
+                       const float *restrict nrm, const int64_t *xo, const int64_t *yo,
+                       const int64_t *nl, const int64_t *ml, int64_t nmax, int64_t mmax,
+                       int64_t w, float *restrict rows, float *restrict c, double *res)
 {
-    if (nmax <= 0 || mmax <= 0) return 0;
-    int64_t r = window < 0 ? (nmax + mmax + 1) : window;
-    float *rows = malloc(sizeof(float) * (size_t)(2 * (mmax + 1) * LANES));
-    if (rows == NULL) return -1;
-    /* row_costs reads c[j * LANES + l] with c = cost + i * cs_i; index j is
-       the column, so shift by one column for the [(j + 1) * LANES] row layout:
-       run_block passes cost + i * cs_i and row_costs indexes cj = c + j*LANES. */
-    run_block(NULL, NULL, cost, mmax * LANES, nl, ml, nmax, mmax, r, rows, out);
-    free(rows);
+    const float inf = INFINITY;
+    const int64_t rw = (mmax + 1) * LANES;
+    float *prev = rows, *cur = rows + rw;
+    fill(prev, 0.0f, LANES);
+    fill(prev + LANES, inf, rw - LANES);
+    fill(cur, inf, rw);
+    for (int64_t i = 0; i < nmax; i++) {
+        int64_t lo = i - w < 0 ? 0 : i - w;
+        int64_t hi = i + w > mmax - 1 ? mmax - 1 : i + w;
+        if (lo > hi) break;
+        /* this row's costs, transposed to [j][lane] */
+        for (int l = 0; l < LANES; l++) {
+            int64_t je = hi;
+            if (i < nl[l]) {
+                const float *gr = g + go[l] + i * gs;
+                const float *yn = nrm + yo[l];
+                const float xn = nrm[xo[l] + i];
+                if (je > ml[l] - 1) je = ml[l] - 1;
+                for (int64_t j = lo; j <= je; j++) {
+                    float v = xn + yn[j] - 2.0f * gr[j];
+                    c[j * LANES + l] = v > 0.0f ? v : 0.0f;
+                }
+            } else {
+                je = lo - 1;
+            }
+            for (int64_t j = je + 1 < lo ? lo : je + 1; j <= hi; j++) c[j * LANES + l] = 0.0f;
+        }
+        fill(cur + lo * LANES, inf, LANES);
+        row_costs(cur, prev, c, lo, hi);
+        if (hi + 2 <= mmax) fill(cur + (hi + 2) * LANES, inf, LANES);
+        for (int l = 0; l < LANES; l++) {
+            if (nl[l] - 1 == i) {
+                int64_t d = i - (ml[l] - 1);
+                if (d < 0) d = -d;
+                res[l] = d > w ? (double)inf : sqrt((double)cur[ml[l] * LANES + l]);
+            }
+        }
+        float *t = prev;
+        prev = cur;
+        cur = t;
+    }
+}
+
+/*
+ * Frames DTW for npairs pairs sharing one Gram matrix g (float32, row stride
+ * gs): pair k has lengths n[k] x m[k]; its frame i / frame j inner products
+ * are g[go[k] + i * gs + j]; the squared norms of its frames are
+ * nrm[xo[k] + i] and nrm[yo[k] + j].  Consecutive pairs form blocks of LANES;
+ * blocks block_start, block_start + block_step, ... are done by this call.
+ * window < 0: no window.  Returns 0, -1 on out of memory.
+ */
+CHORAL_EXPORT int choral_dtw_gram(const float *g, const int64_t *go, int64_t gs,
+                                  const float *nrm, const int64_t *xo, const int64_t *yo,
+                                  const int64_t *n, const int64_t *m, int64_t npairs,
+                                  int64_t window, int64_t block_start, int64_t block_step,
+                                  double *out)
+{
+    if (npairs <= 0) return 0;
+    if (block_step < 1) block_step = 1;
+    int64_t nbig = 1, mbig = 1;
+    for (int64_t k = 0; k < npairs; k++) {
+        if (n[k] > nbig) nbig = n[k];
+        if (m[k] > mbig) mbig = m[k];
+    }
+    int64_t w = window < 0 ? nbig + mbig + 1 : window;
+    void *br, *bc;
+    float *rows = alloc_floats(2 * (mbig + 1) * LANES, &br);
+    float *c = alloc_floats(mbig * LANES, &bc);
+    if (rows == NULL || c == NULL) {
+        free(br);
+        free(bc);
+        return -1;
+    }
+    int64_t nblocks = (npairs + LANES - 1) / LANES;
+    int64_t nl[LANES], ml[LANES], bgo[LANES], bxo[LANES], byo[LANES];
+    double res[LANES];
+    for (int64_t b = block_start; b < nblocks; b += block_step) {
+        int64_t k0 = b * LANES;
+        int64_t cnt = npairs - k0 < LANES ? npairs - k0 : LANES;
+        int64_t nmax = 0, mmax = 0;
+        for (int64_t l = 0; l < LANES; l++) {
+            int live = l < cnt;
+            nl[l] = live ? n[k0 + l] : 0;
+            ml[l] = live ? m[k0 + l] : 0;
+            bgo[l] = live ? go[k0 + l] : 0;
+            bxo[l] = live ? xo[k0 + l] : 0;
+            byo[l] = live ? yo[k0 + l] : 0;
+            if (nl[l] > nmax) nmax = nl[l];
+            if (ml[l] > mmax) mmax = ml[l];
+        }
+        block_gram(g, bgo, gs, nrm, bxo, byo, nl, ml, nmax, mmax, w, rows, c, res);
+        for (int64_t l = 0; l < cnt; l++) out[k0 + l] = res[l];
+    }
+    free(br);
+    free(bc);
     return 0;
 }
 
-/* ---- minimal CPython module: the compute functions are used via ctypes ---- */
+/* ---- minimal CPython module; the compute functions are used via ctypes --- */
 
 static struct PyModuleDef dtw_simd_module = {
     PyModuleDef_HEAD_INIT,
@@ -418,7 +447,10 @@ static struct PyModuleDef dtw_simd_module = {
 
 PyMODINIT_FUNC PyInit__dtw_simd(void)
 {
-    PyObject *m = PyModule_Create(&dtw_simd_module);
-    if (m != NULL) PyModule_AddIntConstant(m, "LANES", LANES);
-    return m;
+    PyObject *mod = PyModule_Create(&dtw_simd_module);
+    if (mod != NULL && PyModule_AddIntConstant(mod, "LANES", LANES) < 0) {
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
 }

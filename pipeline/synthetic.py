@@ -95,7 +95,7 @@ class SyntheticConfig:
     frames: bool = False
     frame_dim: int = 16
     seed: int = 0
-    confusions_per_accent: int = 40
+    confusion_fraction: float = 0.15
 
     @property
     def n_cuts(self) -> int:
@@ -182,7 +182,8 @@ def generate(out_dir: str | Path, config: SyntheticConfig = SyntheticConfig()) -
     rng = np.random.default_rng(config.seed)
     prompts = _prompts(config.n_prompts, rng)
     vocabulary = sorted({w for p in prompts for w in p.split()})
-    confusions = {a: _accent_confusions(a, vocabulary, config.confusions_per_accent, config.seed)
+    confusions = {a: _accent_confusions(a, vocabulary, max(1, round(config.confusion_fraction * len(vocabulary))),
+                                         config.seed)
                   for a in config.accents if a != config.majority_accent}
     confusions[config.majority_accent] = {}
     prototypes = [_smooth_series(rng, config.embedding_dim) for _ in prompts]

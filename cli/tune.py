@@ -1,0 +1,61 @@
+"""``choral tune``: pick propagation parameters by cross-validation on annotated cuts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..pipeline.propagate import PropagateConfig
+from ..pipeline.text import TextNormalizer
+from ..pipeline.tune import parse_grid, tune_params
+from .common import console, progress_bar, stage_errors, summary_table
+
+
+def tune(
+    grouped: Path = typer.Argument(..., help="Grouped manifest from `choral group` (with annotated cuts)."),
+    graph_file: Path = typer.Argument(..., metavar="GRAPH", help="graph.npz from `choral graph`."),
+    output: Path = typer.Argument(..., help="Where to write the chosen parameters, e.g. RUN/params.yaml "
+                                            "(a report goes beside it as .json)."),
+    folds: int = typer.Option(5, min=2, help="Cross-validation folds over the annotated cuts."),
+    algorithm: str = typer.Option("spreading", help="spreading or propagation."),
+    alpha: Optional[str] = typer.Option(None, help="Comma-separated alphas to try [default: 0.5,0.8,0.9,0.99]."),
+    fusion_weight: Optional[str] = typer.Option(None, "--lambda", help="Comma-separated λ values "
+                                                                       "[default: 0.2,0.4,0.6,0.8]."),
+    temperature: Optional[str] = typer.Option(None, help="Comma-separated temperatures [default: 0.5,1,2]."),
+    threshold_scale: Optional[str] = typer.Option(None, help="Comma-separated threshold scales "
+                                                             "[default: 0.8,1,1.25]."),
+    seed: int = typer.Option(0, help="Seed of the fold assignment."),
+    digits: str = typer.Option("spell", help="Digits policy of the text normaliser: keep, spell or drop."),
+) -> None:
+    """Choose alpha, lambda, temperature and threshold scale by k-fold cross-validation over the annotated
+    cuts only (hide a fold's references, propagate, score those cuts). Writes a YAML for
+    `choral propagate --params` and reports how WER falls as the confidence threshold rises."""
+    with stage_errors("tune"):
+        grid = parse_grid({"alpha": alpha, "fusion_weight": fusion_weight, "temperature": temperature,
+                           "threshold_scale": threshold_scale})
+        base = PropagateConfig(algorithm=algorithm)  # type: ignore[arg-type]
+        normalizer = TextNormalizer(digits=digits)  # type: ignore[arg-type]
+        with progress_bar() as progress:
+            summary = tune_params(grouped, graph_file, output, base=base, grid=grid, folds=folds, seed=seed,
+                                  normalizer=normalizer, progress=progress)
+    best = summary.best
+    console.print(summary_table(f"choral tune -> {output}", [
+        ("annotated cuts", f"{summary.n_annotated:,} in {summary.folds} folds"),
+        ("combinations", f"{summary.n_combinations:,}"),
+        ("held-out WER: teacher", f"{100 * summary.teacher_wer:.2f}%"),
+        ("held-out WER: choral", f"{100 * summary.best_wer:.2f}%"),
+        ("best", f"alpha {best.alpha}, lambda {best.fusion_weight}, T {best.temperature}, "
+                 f"threshold x{best.threshold_scale}"),
+        ("time", f"{summary.seconds:.1f} s"),
+    ]))
+    curve = Table(title="held-out WER by confidence threshold", title_justify="left")
+    for column in ("min confidence", "kept cuts", "kept %", "WER"):
+        curve.add_column(column, justify="right")
+    for point in summary.confidence_curve:
+        wer = "-" if point["wer"] is None else f"{100 * point['wer']:.2f}%"
+        curve.add_row(f"{point['min_confidence']:.2f}", f"{point['kept_cuts']:,}",
+                      f"{100 * point['kept_fraction']:.1f}", wer)
+    console.print(curve)

@@ -1,0 +1,341 @@
+"""``choral propagate``: spread good hypotheses across the graph and fuse with the teacher.
+
+For every cut ``i`` and label ``h`` of its group (:mod:`.labels`):
+
+1. Propagation gives ``F[i, h]``, how strongly the graph neighbourhood of ``i``
+   supports ``h``: label spreading (Zhou et al.) or label propagation with hard
+   clamping (Zhu & Ghahramani), from :mod:`choral.kernels.propagation`.
+   Annotated cuts are the seeds; with ``algorithm="propagation"`` unannotated
+   cuts whose teacher 1-best posterior reaches ``clamp_confidence`` are
+   clamped too, so the fully unsupervised case still has sources.
+2. Fusion with the teacher::
+
+       score(h, i) = λ · log P_teacher(h | i) + (1 − λ) · log F̂[i, h]
+
+   with ``F̂`` the row-normalised ``F``. The answer is the best-scoring label;
+   its confidence is its share of ``exp(score)`` over the cut's candidates.
+3. Candidate sharing: a label that reached ``i`` through the graph but is not
+   in ``i``'s own n-best is a candidate too. Its teacher term comes from a
+   pluggable ``scorer(cut_id, texts) -> log-likelihoods`` (the RNN-T scorer),
+   renormalised with the cut's own n-best scores; without a scorer it gets
+   ``borrowed_floor`` as its teacher log-posterior.
+
+Annotated cuts keep their reference (``source="reference"``); cuts without
+any edge keep the teacher's 1-best (``source="teacher"``); the rest are
+``source="propagated"``. The result is ``custom.choral`` on every cut of
+``rescored.jsonl.gz``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable, Iterable, Literal, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import yaml
+
+from ..kernels.propagation import label_propagation, label_spreading, normalize_rows
+from .cutgraph import CutGraph
+from .errors import ChoralError, InputError
+from .fields import custom_field, nbest, reference_text
+from .labels import CutEntry, build_group_labels, log_posterior, own_log_posteriors, prior_row
+from .manifest import CutWriter, check_readable, iter_cuts
+from .meta import StageRecord, is_up_to_date, write_meta
+from .progress import NullProgress, Progress
+from .text import TextNormalizer
+
+Scorer = Callable[[str, Sequence[str]], Sequence[float]]
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class PropagateConfig:
+    """Propagation and fusion parameters (``choral tune`` writes these to YAML)."""
+
+    algorithm: Literal["spreading", "propagation"] = "spreading"
+    alpha: float = 0.9
+    fusion_weight: float = 0.5          # λ: weight of the teacher term
+    temperature: float = 1.0            # T of the teacher posterior softmax
+    threshold_scale: float = 1.0        # edges link pairs with distance <= scale * learned threshold
+    weighted_edges: bool = False        # weight edges by exp(-d / threshold) instead of 1
+    share_candidates: bool = True       # let labels from neighbours compete for a cut
+    share_min: float = 1e-3             # minimum normalised support for a shared candidate
+    borrowed_floor: float = -4.0        # teacher log-posterior of a shared candidate without a scorer
+    clamp_confidence: float = 0.95      # propagation: also clamp unannotated cuts this confident
+    max_labels: int = 64                # label columns kept per group
+    batch_cuts: int = 50_000            # cuts solved together (whole groups; bounds memory)
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ("spreading", "propagation"):
+            raise ChoralError(f"algorithm must be spreading or propagation, not {self.algorithm!r}")
+        if not 0.0 <= self.alpha < 1.0:
+            raise ChoralError(f"alpha must be in [0, 1), not {self.alpha}")
+        if not 0.0 <= self.fusion_weight <= 1.0:
+            raise ChoralError(f"fusion_weight must be in [0, 1], not {self.fusion_weight}")
+        if self.temperature <= 0 or self.threshold_scale <= 0:
+            raise ChoralError("temperature and threshold_scale must be positive")
+        if self.max_labels < 1 or self.batch_cuts < 1:
+            raise ChoralError("max_labels and batch_cuts must be positive")
+
+
+def load_params(path: str | Path, base: PropagateConfig = PropagateConfig()) -> PropagateConfig:
+    """Read a YAML of PropagateConfig fields (as ``choral tune`` writes); unknown keys are errors."""
+    path = check_readable(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise InputError(path, f"malformed YAML ({error})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "expected a mapping of parameter names to values")
+    data = data.get("propagate", data)
+    known = {f.name: f for f in fields(PropagateConfig)}
+    values = asdict(base)
+    for key, value in data.items():
+        if key not in known:
+            raise InputError(path, f"unknown key {key!r} (known: {', '.join(sorted(known))})")
+        expected = type(values[key])
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+            raise InputError(path, f"key {key!r} must be {expected.__name__}, not {type(value).__name__}")
+        values[key] = value
+    try:
+        return PropagateConfig(**values)
+    except ChoralError as error:
+        raise InputError(path, str(error)) from None
+
+
+@dataclass(frozen=True)
+class CutResult:
+    """The rescored transcript of one cut (``custom.choral[0]``)."""
+
+    text: str
+    confidence: float
+    teacher_text: str
+    source: str
+
+    def to_custom(self) -> list[dict]:
+        return [asdict(self)]
+
+
+@dataclass(frozen=True)
+class PropagateSummary:
+    output: Path
+    skipped: bool
+    n_cuts: int = 0
+    sources: dict[str, int] | None = None
+    changed: int = 0
+    shared: int = 0
+    n_edges: int = 0
+    seconds: float = 0.0
+
+
+def read_entries(grouped: Path, normalizer: TextNormalizer, progress: Progress = NullProgress()) -> list[CutEntry]:
+    """The propagation view of every cut of a grouped manifest, in manifest order."""
+    entries = []
+    for cut in iter_cuts(grouped):
+        group = custom_field(cut, "group")
+        if group is None:
+            raise InputError(grouped, "cut has no custom.group; run `choral group` first", cut_id=cut.id)
+        hypotheses = nbest(cut, grouped)
+        reference = reference_text(cut)
+        entries.append(CutEntry(
+            cut_id=cut.id,
+            group=str(group),
+            hypotheses=[normalizer(h.text) for h in hypotheses],
+            originals=[h.text for h in hypotheses],
+            scores=np.asarray([h.score for h in hypotheses]),
+            reference=normalizer(reference) if reference is not None else None,
+            reference_original=reference,
+        ))
+        progress.advance()
+    return entries
+
+
+def _batches(entries: Sequence[CutEntry], batch_cuts: int) -> Iterable[list[int]]:
+    """Indices of whole groups, packed into batches of about ``batch_cuts`` cuts."""
+    by_group: dict[str, list[int]] = {}
+    for index, entry in enumerate(entries):
+        by_group.setdefault(entry.group, []).append(index)
+    batch: list[int] = []
+    for members in by_group.values():
+        batch.extend(members)
+        if len(batch) >= batch_cuts:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def rescore(
+    entries: Sequence[CutEntry],
+    adjacency: sp.csr_matrix,
+    config: PropagateConfig = PropagateConfig(),
+    scorer: Scorer | None = None,
+    progress: Progress = NullProgress(),
+) -> list[CutResult]:
+    """Propagate and fuse for every cut; ``adjacency`` is in the order of ``entries``."""
+    if adjacency.shape != (len(entries), len(entries)):
+        raise ChoralError(f"graph has {adjacency.shape[0]} cuts, manifest has {len(entries)}")
+    results: list[CutResult | None] = [None] * len(entries)
+    degree = np.diff(adjacency.indptr)
+    for batch in _batches(entries, config.batch_cuts):
+        for index, result in zip(batch, _rescore_batch([entries[i] for i in batch], adjacency[batch][:, batch],
+                                                       degree[batch], config, scorer)):
+            results[index] = result
+        progress.advance(len(batch))
+    return [r for r in results if r is not None]
+
+
+@dataclass
+class BatchSupport:
+    """Propagation results for a batch of whole groups, before fusion."""
+
+    entries: list[CutEntry]
+    labels_of: dict
+    support: np.ndarray      # row-normalised F
+    teacher: np.ndarray      # teacher log-posterior per label column (-inf: not a candidate)
+    degree: np.ndarray
+
+
+def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: np.ndarray,
+                    config: PropagateConfig, scorer: Scorer | None = None) -> BatchSupport:
+    """Build priors, run the propagation kernel, and collect teacher terms (with shared candidates)."""
+    groups: dict[str, list[int]] = {}
+    for row, entry in enumerate(entries):
+        groups.setdefault(entry.group, []).append(row)
+    labels_of = {g: build_group_labels([entries[r] for r in rows], config.temperature, config.max_labels)
+                 for g, rows in groups.items()}
+    width = max(len(labels.texts) for labels in labels_of.values())
+    n = len(entries)
+    prior = np.zeros((n, width))
+    teacher = np.full((n, width), -np.inf)
+    for row, entry in enumerate(entries):
+        labels = labels_of[entry.group]
+        own = own_log_posteriors(entry, labels, config.temperature)
+        prior[row] = prior_row(entry, labels, own, width)
+        for column, logp in own.items():
+            teacher[row, column] = logp
+    annotated = np.array([e.reference is not None for e in entries])
+
+    if config.algorithm == "spreading":
+        support = label_spreading(adjacency, prior, config.alpha)
+    else:
+        top = np.array([np.exp(log_posterior(e.scores, config.temperature)[0]) for e in entries])
+        clamped = annotated | (top >= config.clamp_confidence)
+        support = label_propagation(adjacency, prior, clamped)
+    support = normalize_rows(support)
+
+    if config.share_candidates:
+        borrowed = (support >= config.share_min) & np.isneginf(teacher)
+        for row in np.flatnonzero(borrowed.any(axis=1)):
+            columns = np.flatnonzero(borrowed[row])
+            teacher[row] = _teacher_with_borrowed(entries[row], labels_of[entries[row].group], teacher[row],
+                                                  columns, config, scorer)
+    return BatchSupport(entries, labels_of, support, teacher, np.asarray(degree))
+
+
+def fuse(batch: BatchSupport, rows: Iterable[int], fusion_weight: float, config: PropagateConfig) -> list[CutResult]:
+    """Decide the transcripts of ``rows`` of a batch with teacher weight λ = ``fusion_weight``."""
+    results = []
+    for row in rows:
+        teacher = batch.teacher[row]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fused = fusion_weight * teacher + (1 - fusion_weight) * np.log(batch.support[row] + _EPS)
+        fused[np.isneginf(teacher)] = -np.inf
+        entry = batch.entries[row]
+        results.append(_decide(entry, batch.labels_of[entry.group], fused, int(batch.degree[row]), config))
+    return results
+
+
+def _rescore_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: np.ndarray,
+                   config: PropagateConfig, scorer: Scorer | None) -> list[CutResult]:
+    batch = propagate_batch(entries, adjacency, degree, config, scorer)
+    return fuse(batch, range(len(entries)), config.fusion_weight, config)
+
+
+def _teacher_with_borrowed(entry: CutEntry, labels, teacher_row: np.ndarray, columns: np.ndarray,
+                           config: PropagateConfig, scorer: Scorer | None) -> np.ndarray:
+    """Teacher log-posteriors over the cut's own n-best plus labels borrowed from neighbours."""
+    row = teacher_row.copy()
+    if scorer is None:
+        row[columns] = config.borrowed_floor
+        return row
+    borrowed_scores = np.asarray(scorer(entry.cut_id, [labels.originals[c] for c in columns]), dtype=np.float64)
+    if borrowed_scores.shape != (len(columns),):
+        raise ChoralError(f"scorer returned {borrowed_scores.shape} scores for {len(columns)} texts")
+    own_columns = np.flatnonzero(np.isfinite(teacher_row))
+    own_best = {}
+    for text, score in zip(entry.hypotheses, entry.scores):
+        column = labels.index.get(text)
+        if column is not None:
+            own_best[column] = float(np.logaddexp(own_best[column], score)) if column in own_best else float(score)
+    all_columns = np.concatenate([own_columns, columns])
+    all_scores = np.concatenate([[own_best[c] for c in own_columns], borrowed_scores])
+    row[all_columns] = log_posterior(all_scores, config.temperature)
+    return row
+
+
+def _decide(entry: CutEntry, labels, fused_row: np.ndarray, degree: int, config: PropagateConfig) -> CutResult:
+    teacher_text = entry.originals[0]
+    if entry.reference is not None:
+        return CutResult(entry.reference_original or entry.reference, 1.0, teacher_text, "reference")
+    if degree == 0 or not np.isfinite(fused_row).any():
+        confidence = float(np.exp(log_posterior(entry.scores, config.temperature)[0]))
+        return CutResult(teacher_text, confidence, teacher_text, "teacher")
+    best = int(np.argmax(fused_row))
+    finite = fused_row[np.isfinite(fused_row)]
+    confidence = float(1.0 / np.exp(finite - fused_row[best]).sum())
+    text = labels.texts[best]
+    original = teacher_text if text == entry.hypotheses[0] else labels.originals[best]
+    return CutResult(original, confidence, teacher_text, "propagated")
+
+
+def propagate_manifest(
+    grouped: str | Path,
+    graph_file: str | Path,
+    output: str | Path,
+    config: PropagateConfig = PropagateConfig(),
+    normalizer: TextNormalizer = TextNormalizer(),
+    *,
+    scorer: Scorer | None = None,
+    force: bool = False,
+    progress: Progress = NullProgress(),
+) -> PropagateSummary:
+    """Read the grouped manifest and graph, rescore every cut, write ``rescored.jsonl.gz``."""
+    grouped, graph_file, output = check_readable(grouped), check_readable(graph_file), Path(output)
+    record = StageRecord.create("propagate", inputs=[grouped, graph_file],
+                                params={"propagate": asdict(config), "normalizer": asdict(normalizer),
+                                        "scorer": getattr(scorer, "name", None if scorer is None else "custom")},
+                                outputs=[output])
+    if not force and scorer is None and is_up_to_date(record, output):
+        return PropagateSummary(output=output, skipped=True)
+    started = time.perf_counter()
+    progress.task("reading grouped manifest", None)
+    entries = read_entries(grouped, normalizer, progress)
+    graph = CutGraph.load(graph_file)
+    if list(graph.cut_ids) != [e.cut_id for e in entries]:
+        raise InputError(graph_file, f"its cuts do not match {grouped} (rerun `choral graph`)")
+    adjacency = graph.adjacency(graph.threshold * config.threshold_scale, weighted=config.weighted_edges)
+    progress.task("propagating", len(entries))
+    results = rescore(entries, adjacency, config, scorer, progress)
+
+    progress.task("writing rescored manifest", len(entries))
+    with CutWriter(output) as writer:
+        for cut, result in zip(iter_cuts(grouped), results):
+            cut.custom = dict(cut.custom or {}, choral=result.to_custom())
+            writer.write(cut)
+            progress.advance()
+    write_meta(record, output)
+    sources = Counter(r.source for r in results)
+    changed = sum(r.source == "propagated" and r.text != r.teacher_text for r in results)
+    shared = sum(
+        r.source == "propagated" and normalizer(r.text) not in set(e.hypotheses) for r, e in zip(results, entries)
+    )
+    return PropagateSummary(output=output, skipped=False, n_cuts=len(results), sources=dict(sources),
+                            changed=changed, shared=shared, n_edges=int(adjacency.nnz // 2),
+                            seconds=time.perf_counter() - started)

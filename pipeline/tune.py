@@ -1,0 +1,206 @@
+"""``choral tune``: choose α, λ, temperature and threshold scale by cross-validation.
+
+Only annotated cuts are used: the annotated cuts are split into ``folds``;
+for each fold its references are hidden (those cuts become unannotated),
+propagation runs with every parameter combination of the grid, and the
+rescored transcripts of the hidden cuts are scored against their references.
+The combination with the lowest pooled WER over all folds wins and is written
+as a YAML that ``choral propagate --params`` accepts. References of unannotated
+cuts are never read here.
+
+Only groups that contain an annotated cut matter for the hidden cuts, so the
+search runs on that sub-graph. The propagation solve depends on (threshold
+scale, α, temperature); λ only changes the fusion, so one solve serves every λ.
+
+Confidence check: for the winning parameters the held-out cuts' confidences
+are binned, and the report shows the WER of the cuts kept at each confidence
+threshold (it should fall as the threshold rises).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import jiwer
+import numpy as np
+import yaml
+
+from .cutgraph import CutGraph
+from .errors import ChoralError, InputError
+from .labels import CutEntry
+from .manifest import atomic_output, check_readable, write_json
+from .progress import NullProgress, Progress
+from .propagate import PropagateConfig, fuse, propagate_batch, read_entries
+from .text import TextNormalizer
+
+CONFIDENCE_LEVELS: tuple[float, ...] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+@dataclass(frozen=True)
+class TuneGrid:
+    """The parameter values tried (every combination)."""
+
+    alpha: tuple[float, ...] = (0.5, 0.8, 0.9, 0.99)
+    fusion_weight: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
+    temperature: tuple[float, ...] = (0.5, 1.0, 2.0)
+    threshold_scale: tuple[float, ...] = (0.8, 1.0, 1.25)
+
+    @property
+    def size(self) -> int:
+        return len(self.alpha) * len(self.fusion_weight) * len(self.temperature) * len(self.threshold_scale)
+
+
+@dataclass
+class TuneSummary:
+    params_file: Path
+    report_file: Path
+    best: PropagateConfig
+    best_wer: float
+    teacher_wer: float
+    n_annotated: int
+    folds: int
+    n_combinations: int
+    confidence_curve: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _word_errors(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[int, int]:
+    """(edits, reference words) pooled over cuts; empty references count their insertions."""
+    edits = words = 0
+    for reference, hypothesis in zip(references, hypotheses):
+        ref_words = reference.split()
+        if ref_words:
+            out = jiwer.process_words(reference, hypothesis if hypothesis else "")
+            edits += out.substitutions + out.deletions + out.insertions
+        else:
+            edits += len(hypothesis.split())
+        words += len(ref_words)
+    return edits, words
+
+
+def _fold_of(n: int, folds: int, seed: int) -> np.ndarray:
+    order = np.random.default_rng(seed).permutation(n)
+    fold = np.empty(n, dtype=np.int64)
+    fold[order] = np.arange(n) % folds
+    return fold
+
+
+def tune_params(
+    grouped: str | Path,
+    graph_file: str | Path,
+    output: str | Path,
+    *,
+    base: PropagateConfig = PropagateConfig(),
+    grid: TuneGrid = TuneGrid(),
+    folds: int = 5,
+    seed: int = 0,
+    normalizer: TextNormalizer = TextNormalizer(),
+    progress: Progress = NullProgress(),
+) -> TuneSummary:
+    """Cross-validate the grid on annotated cuts; write the best parameters (YAML) and a report (JSON)."""
+    grouped, graph_file, output = check_readable(grouped), check_readable(graph_file), Path(output)
+    started = time.perf_counter()
+    progress.task("reading grouped manifest", None)
+    entries = read_entries(grouped, normalizer, progress)
+    graph = CutGraph.load(graph_file)
+    if list(graph.cut_ids) != [e.cut_id for e in entries]:
+        raise InputError(graph_file, f"its cuts do not match {grouped} (rerun `choral graph`)")
+    annotated_groups = {e.group for e in entries if e.reference is not None}
+    rows = np.array([i for i, e in enumerate(entries) if e.group in annotated_groups], dtype=np.int64)
+    sub_entries = [entries[i] for i in rows]
+    annotated_rows = np.array([k for k, e in enumerate(sub_entries) if e.reference is not None], dtype=np.int64)
+    folds = min(folds, len(annotated_rows))
+    if folds < 2:
+        raise InputError(grouped, f"tuning needs at least 2 annotated cuts, found {len(annotated_rows)}")
+    fold = _fold_of(len(annotated_rows), folds, seed)
+    references = [sub_entries[k].reference or "" for k in annotated_rows]
+
+    solves = list(itertools.product(grid.threshold_scale, grid.alpha, grid.temperature))
+    progress.task(f"cross-validating {grid.size} combinations x {folds} folds", len(solves) * folds)
+    # errors[(scale, alpha, temperature, lambda)] = edits pooled over folds
+    edits: dict[tuple[float, float, float, float], int] = {}
+    hypotheses: dict[tuple[float, float, float, float], list[tuple[int, str, float]]] = {}
+    teacher_edits, total_words = _word_errors(references, [sub_entries[k].hypotheses[0] for k in annotated_rows])
+    for scale in grid.threshold_scale:
+        full = graph.adjacency(graph.threshold * scale * base.threshold_scale, weighted=base.weighted_edges)
+        adjacency = full[rows][:, rows]
+        degree = np.diff(adjacency.indptr)
+        for f in range(folds):
+            held_out = annotated_rows[fold == f]
+            hidden = list(sub_entries)
+            for k in held_out:
+                hidden[k] = replace(sub_entries[k], reference=None, reference_original=None)
+            fold_refs = [sub_entries[k].reference or "" for k in held_out]
+            for alpha, temperature in itertools.product(grid.alpha, grid.temperature):
+                config = replace(base, alpha=alpha, temperature=temperature)
+                batch = propagate_batch(hidden, adjacency, degree, config)
+                for weight in grid.fusion_weight:
+                    results = fuse(batch, held_out, weight, config)
+                    texts = [normalizer(r.text) for r in results]
+                    key = (scale, alpha, temperature, weight)
+                    edits[key] = edits.get(key, 0) + _word_errors(fold_refs, texts)[0]
+                    hypotheses.setdefault(key, []).extend(
+                        (int(k), text, r.confidence) for k, text, r in zip(held_out, texts, results))
+                progress.advance()
+
+    default_key = (1.0, base.alpha, base.temperature, base.fusion_weight)
+    best_key = min(edits, key=lambda k: (edits[k], k != default_key))
+    scale, alpha, temperature, weight = best_key
+    best = replace(base, alpha=alpha, temperature=temperature, fusion_weight=weight,
+                   threshold_scale=base.threshold_scale * scale)
+    curve = _confidence_curve(hypotheses[best_key], {int(k): r for k, r in zip(annotated_rows, references)})
+    _write_params(best, output, grouped, folds, edits[best_key] / max(total_words, 1))
+    report_file = output.with_suffix(".json")
+    write_json({
+        "best": asdict(best),
+        "best_wer": edits[best_key] / max(total_words, 1),
+        "teacher_wer": teacher_edits / max(total_words, 1),
+        "n_annotated": int(len(annotated_rows)),
+        "n_words": int(total_words),
+        "folds": folds,
+        "confidence_curve": curve,
+        "grid": [{"threshold_scale": k[0], "alpha": k[1], "temperature": k[2], "fusion_weight": k[3],
+                  "wer": v / max(total_words, 1)} for k, v in sorted(edits.items(), key=lambda kv: kv[1])],
+    }, report_file)
+    return TuneSummary(params_file=output, report_file=report_file, best=best,
+                       best_wer=edits[best_key] / max(total_words, 1), teacher_wer=teacher_edits / max(total_words, 1),
+                       n_annotated=int(len(annotated_rows)), folds=folds, n_combinations=grid.size,
+                       confidence_curve=curve, seconds=time.perf_counter() - started)
+
+
+def _confidence_curve(held_out: list[tuple[int, str, float]], references: dict[int, str]) -> list[dict]:
+    """WER and kept fraction of held-out cuts at rising confidence thresholds."""
+    curve = []
+    for level in CONFIDENCE_LEVELS:
+        kept = [(references[k], text) for k, text, confidence in held_out if confidence >= level]
+        errors, words = _word_errors([r for r, _ in kept], [t for _, t in kept])
+        curve.append({"min_confidence": level, "kept_cuts": len(kept),
+                      "kept_fraction": len(kept) / max(len(held_out), 1),
+                      "wer": errors / words if words else None})
+    return curve
+
+
+def _write_params(config: PropagateConfig, output: Path, grouped: Path, folds: int, wer: float) -> None:
+    header = (f"# choral propagate parameters chosen by `choral tune` on {grouped}\n"
+              f"# {folds}-fold cross-validation over annotated cuts; held-out WER {wer:.4f}\n")
+    with atomic_output(output) as tmp:
+        tmp.write_text(header + yaml.safe_dump({"propagate": asdict(config)}, sort_keys=False), encoding="utf-8")
+
+
+def parse_grid(values: dict[str, str | None]) -> TuneGrid:
+    """A grid from comma-separated option strings (None keeps the default axis)."""
+    axes = {}
+    for name, text in values.items():
+        if text is None:
+            continue
+        try:
+            axes[name] = tuple(float(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise ChoralError(f"--{name.replace('_', '-')} must be comma-separated numbers, not {text!r}") from None
+        if not axes[name]:
+            raise ChoralError(f"--{name.replace('_', '-')} needs at least one value")
+    return replace(TuneGrid(), **axes)

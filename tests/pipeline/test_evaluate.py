@@ -1,0 +1,215 @@
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from lhotse import MonoCut, SupervisionSegment
+
+from choral.pipeline.errors import ChoralError, InputError
+from choral.pipeline.evaluate import SYSTEMS, evaluate, score_cut, word_errors, word_errors_many, write_report
+from choral.pipeline.fields import is_annotated, nbest, reference_text
+from choral.pipeline.manifest import read_cuts, write_cuts
+from choral.pipeline.synthetic import SyntheticCorpus
+from choral.pipeline.text import TextNormalizer
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_cut(cut_id: str, hypotheses: list[str], label: str, *, source: str = "propagated",
+             accent: str | None = "us", speaker: str = "spk1", annotated: str | None = None) -> MonoCut:
+    """A rescored cut without audio: n-best, choral label, optional accent and supervision text."""
+    custom: dict = {"nbest": [{"text": t, "tokens": [], "score": -float(i)} for i, t in enumerate(hypotheses)],
+                    "choral": [{"text": label, "confidence": 0.9, "teacher_text": hypotheses[0], "source": source}]}
+    if accent is not None:
+        custom["accent"] = accent
+    supervision = SupervisionSegment(id=cut_id, recording_id=cut_id, start=0.0, duration=1.0, text=annotated,
+                                     speaker=speaker)
+    return MonoCut(id=cut_id, start=0.0, duration=1.0, channel=0, supervisions=[supervision], custom=custom)
+
+
+def write_supervisions(path: Path, references: dict[str, str], custom: dict[str, dict] | None = None) -> Path:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", encoding="utf-8") as stream:
+        for cut_id, text in references.items():
+            segment = SupervisionSegment(id=cut_id, recording_id=cut_id, start=0.0, duration=1.0, text=text,
+                                         custom=(custom or {}).get(cut_id))
+            stream.write(json.dumps(segment.to_dict()) + "\n")
+    return path
+
+
+REFERENCES = {"a": "The cat, sat.", "b": "turn on the lights", "c": "play jazz", "d": "call 26"}
+
+
+@pytest.fixture()
+def hand_built(tmp_path: Path) -> tuple[Path, Path]:
+    """Four cuts with hand-countable errors; ``c`` is annotated."""
+    cuts = [
+        make_cut("a", ["the bat sat", "the cat sat"], "the cat sat", accent="us"),            # T 1, C 0, O 0 / 3
+        make_cut("b", ["turn off the light", "turn off the lights"], "turn off the lights",
+                 accent="scotland", speaker="spk2"),                                          # T 2, C 1, O 1 / 4
+        make_cut("c", ["play jess", "play chess"], "play jazz", source="reference",
+                 annotated="play jazz"),                                                      # T 1, C 0, O 1 / 2
+        make_cut("d", ["call two six"], "call two sex", accent="scotland", source="teacher"),  # T 0, C 1, O 0 / 3
+    ]
+    rescored = tmp_path / "rescored.jsonl.gz"
+    write_cuts(cuts, rescored)
+    return rescored, write_supervisions(tmp_path / "refs.jsonl.gz", REFERENCES)
+
+
+def test_word_errors_counts_substitutions_deletions_insertions() -> None:
+    assert word_errors("a b c", "a x c d") == 2
+    assert word_errors("a b", "") == 2 and word_errors("", "a b") == 2 and word_errors("", "") == 0
+    assert word_errors_many("a b c", ["a x c d", "", "a b c", "c b a", "b c"]) == [2, 3, 0, 2, 1]
+    assert word_errors_many("", ["a b", ""]) == [2, 0]
+
+
+def test_score_cut_normalises_and_picks_oracle() -> None:
+    score = score_cut("The cat, sat.", "the bat sat", "THE CAT SAT!", ["the bat sat", "a cat sat", "the cat"],
+                      TextNormalizer())
+    assert score.n_words == 3
+    assert dict(score.errors) == {"teacher": 1, "choral": 0, "oracle": 1}
+
+
+def test_hand_computed_wers(hand_built: tuple[Path, Path]) -> None:
+    report = evaluate(*hand_built, by=["accent"]).to_dict()
+    unannotated, annotated = report["unannotated"], report["annotated"]
+    assert unannotated["n_cuts"] == 3 and unannotated["n_words"] == 10
+    assert unannotated["teacher"]["wer"] == pytest.approx(3 / 10)
+    assert unannotated["choral"]["wer"] == pytest.approx(2 / 10)
+    assert unannotated["oracle"]["wer"] == pytest.approx(1 / 10)
+    assert unannotated["relative_wer_reduction"] == pytest.approx(1 / 3)
+    assert unannotated["teacher"]["by"]["accent"] == pytest.approx({"us": 1 / 3, "scotland": 2 / 7})
+    assert unannotated["choral"]["by"]["accent"] == pytest.approx({"us": 0.0, "scotland": 2 / 7})
+    assert unannotated["sources"] == {"reference": 0, "propagated": 2, "teacher": 1}
+    assert unannotated["breakdown"]["accent"]["scotland"] == {"n_cuts": 2, "n_words": 7,
+                                                              "relative_wer_reduction": 0.0}
+    assert annotated["n_cuts"] == 1 and annotated["n_words"] == 2
+    assert annotated["teacher"]["wer"] == pytest.approx(0.5) and annotated["choral"]["wer"] == 0.0
+    assert annotated["oracle"]["wer"] == pytest.approx(0.5)
+    assert annotated["relative_wer_reduction"] == pytest.approx(1.0)
+    assert annotated["sources"]["reference"] == 1
+
+
+def test_report_json_shape(hand_built: tuple[Path, Path], tmp_path: Path) -> None:
+    paths = write_report(evaluate(*hand_built, by=["accent", "speaker"]), tmp_path / "eval")
+    report = json.loads(paths.json.read_text())
+    assert list(report) == ["unannotated", "annotated"]
+    for split in report.values():
+        assert {"teacher", "choral", "oracle", "relative_wer_reduction", "n_cuts", "n_words"} <= set(split)
+        assert isinstance(split["relative_wer_reduction"], float)
+        assert isinstance(split["n_cuts"], int) and isinstance(split["n_words"], int)
+        for system in SYSTEMS:
+            assert set(split[system]) == {"wer", "by"} and isinstance(split[system]["wer"], float)
+            assert list(split[system]["by"]) == ["accent", "speaker"]
+            for values in split[system]["by"].values():
+                assert all(isinstance(k, str) and isinstance(v, float) for k, v in values.items())
+    assert set(report["unannotated"]["teacher"]["by"]["speaker"]) == {"spk1", "spk2"}
+    assert sorted(p.name for p in paths.json.parent.iterdir()) == ["report.json", "report.md", "report.png"]
+
+
+def test_markdown_and_png_written(hand_built: tuple[Path, Path], tmp_path: Path) -> None:
+    paths = write_report(evaluate(*hand_built, by=["accent"]), tmp_path)
+    markdown = paths.markdown.read_text()
+    assert "## Unannotated cuts (headline)" in markdown and "## Annotated cuts" in markdown
+    assert "| overall | 3 | 10 | 30.00% | 20.00% | 10.00% | 33.33% |" in markdown
+    assert "| accent = scotland | 2 | 7 |" in markdown
+    assert "propagated 2" in markdown
+    assert paths.chart.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_by_falls_back_to_supervision_and_reference_fields(tmp_path: Path) -> None:
+    rescored = tmp_path / "rescored.jsonl.gz"
+    write_cuts([make_cut("a", ["x y"], "x y", accent=None, speaker="s1"),
+                make_cut("b", ["x y"], "x z", accent=None, speaker="s2")], rescored)
+    refs = write_supervisions(tmp_path / "refs.jsonl.gz", {"a": "x y", "b": "x y"}, {"a": {"accent": "leeds"}})
+    report = evaluate(rescored, refs, by=["accent", "speaker", "gender"]).to_dict()["unannotated"]
+    assert report["choral"]["by"]["accent"] == {"leeds": 0.0, "unknown": 0.5}
+    assert report["choral"]["by"]["speaker"] == {"s1": 0.0, "s2": 0.5}
+    assert report["choral"]["by"]["gender"] == {"unknown": 0.25}
+
+
+def test_missing_reference_names_cut_unless_allowed(hand_built: tuple[Path, Path], tmp_path: Path) -> None:
+    rescored, _ = hand_built
+    partial = write_supervisions(tmp_path / "partial.jsonl.gz", {k: v for k, v in REFERENCES.items() if k != "b"})
+    with pytest.raises(InputError) as caught:
+        evaluate(rescored, partial)
+    assert caught.value.cut_id == "b" and "partial.jsonl.gz" in str(caught.value)
+    assert "(cut b)" in str(caught.value) and "\n" not in str(caught.value)
+    report = evaluate(rescored, partial, allow_missing=True).to_dict()
+    assert report["unannotated"]["n_missing_references"] == 1
+    assert report["unannotated"]["n_cuts"] == 2 and report["unannotated"]["n_words"] == 6
+
+
+def test_references_as_cut_manifest(hand_built: tuple[Path, Path], tmp_path: Path) -> None:
+    rescored, supervisions = hand_built
+    cut_refs = tmp_path / "ref_cuts.jsonl.gz"
+    write_cuts([make_cut(k, ["?"], "?", accent=None, annotated=v) for k, v in REFERENCES.items()], cut_refs)
+    assert evaluate(rescored, cut_refs, by=["accent"]).to_dict() == \
+        evaluate(rescored, supervisions, by=["accent"]).to_dict()
+
+
+def test_bad_inputs_name_file_and_cut(hand_built: tuple[Path, Path], tmp_path: Path) -> None:
+    rescored, refs = hand_built
+    cut = make_cut("z", ["a"], "a")
+    del cut.custom["choral"]
+    unrescored = tmp_path / "unrescored.jsonl.gz"
+    write_cuts([cut], unrescored)
+    with pytest.raises(InputError, match=r"unrescored.jsonl.gz \(cut z\): .*custom.choral"):
+        evaluate(unrescored, refs)
+    duplicated = tmp_path / "dup.jsonl"
+    duplicated.write_text("".join(json.dumps(SupervisionSegment(id="a", recording_id="a", start=0, duration=1,
+                                                                 text="x").to_dict()) + "\n" for _ in range(2)))
+    with pytest.raises(InputError, match=r"dup.jsonl:2 \(cut a\): a second reference"):
+        evaluate(rescored, duplicated)
+    with pytest.raises(InputError, match="file not found"):
+        evaluate(rescored, tmp_path / "nope.jsonl.gz")
+
+
+def test_empty_split_reports_zero(tmp_path: Path) -> None:
+    rescored = tmp_path / "rescored.jsonl.gz"
+    write_cuts([make_cut("a", ["x y"], "x y")], rescored)
+    report = evaluate(rescored, write_supervisions(tmp_path / "r.jsonl", {"a": "x y"}), by=["accent"])
+    annotated = report.to_dict()["annotated"]
+    assert annotated["n_cuts"] == 0 and annotated["teacher"]["wer"] == 0.0
+    assert annotated["teacher"]["by"] == {"accent": {}}
+    assert "No cuts in this split." in write_report(report, tmp_path / "out").markdown.read_text()
+
+
+def rescore_synthetic(corpus: SyntheticCorpus, path: Path) -> Path:
+    """A rescored manifest from synthetic decoded cuts: choral fixes even-numbered prompts, else keeps the 1-best."""
+    cuts = []
+    for cut in read_cuts(corpus.decoded):
+        teacher = nbest(cut, corpus.decoded)[0].text
+        fixed = corpus.prompt_of_cut[cut.id] % 2 == 0 or is_annotated(cut)
+        text = reference_text(cut) or (corpus.reference_of_cut[cut.id] if fixed else teacher)
+        source = "reference" if is_annotated(cut) else "propagated" if fixed else "teacher"
+        cut.custom["choral"] = [{"text": text, "confidence": 1.0, "teacher_text": teacher, "source": source}]
+        cuts.append(cut)
+    write_cuts(cuts, path)
+    return path
+
+
+def test_synthetic_corpus_breakdowns(small_corpus: SyntheticCorpus, tmp_path: Path) -> None:
+    rescored = rescore_synthetic(small_corpus, tmp_path / "rescored.jsonl.gz")
+    report = evaluate(rescored, small_corpus.references, by=["accent", "speaker"]).to_dict()
+    n_annotated = sum(is_annotated(cut) for cut in read_cuts(small_corpus.decoded))
+    assert report["annotated"]["n_cuts"] == n_annotated > 0
+    assert report["unannotated"]["n_cuts"] + n_annotated == small_corpus.n_cuts
+    assert report["annotated"]["choral"]["wer"] == 0.0
+    for split in report.values():
+        assert split["oracle"]["wer"] <= split["teacher"]["wer"]
+        assert split["choral"]["wer"] <= split["teacher"]["wer"]
+        for accent, wer in split["teacher"]["by"]["accent"].items():
+            assert split["oracle"]["by"]["accent"][accent] <= wer
+    unannotated = report["unannotated"]
+    assert set(unannotated["teacher"]["by"]["accent"]) == {"us", "england", "scotland", "caribbean"}
+    assert len(unannotated["teacher"]["by"]["speaker"]) == 8
+    assert unannotated["teacher"]["by"]["accent"]["us"] < unannotated["teacher"]["by"]["accent"]["scotland"]
+    assert unannotated["relative_wer_reduction"] > 0.2
+
+
+def test_write_report_into_a_file_fails_cleanly(hand_built: tuple[Path, Path], tmp_path: Path) -> None:
+    blocker = tmp_path / "report"
+    blocker.write_text("not a folder")
+    with pytest.raises(ChoralError, match="not a folder"):
+        write_report(evaluate(*hand_built), blocker)

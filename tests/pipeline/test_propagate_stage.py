@@ -1,0 +1,152 @@
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from choral.pipeline.errors import InputError
+from choral.pipeline.graph import build_graph
+from choral.pipeline.group import group_manifest
+from choral.pipeline.labels import CutEntry
+from choral.pipeline.manifest import read_cuts
+from choral.pipeline.propagate import PropagateConfig, load_params, propagate_manifest, rescore
+from choral.pipeline.synthetic import SyntheticConfig, generate
+from choral.pipeline.text import normalize
+
+
+def entry(cut_id: str, texts: list[str], scores: list[float], reference: str | None = None) -> CutEntry:
+    return CutEntry(cut_id, "g0", [normalize(t) for t in texts], texts, np.asarray(scores),
+                    normalize(reference) if reference else None, reference)
+
+
+def complete_graph(n: int) -> sp.csr_matrix:
+    dense = np.ones((n, n)) - np.eye(n)
+    return sp.csr_matrix(dense)
+
+
+def test_annotated_neighbours_flip_a_wrong_top1() -> None:
+    entries = [
+        entry("a", ["play jazz"], [-0.1], reference="play jazz"),
+        entry("b", ["play jazz"], [-0.1], reference="play jazz"),
+        entry("c", ["pay jess", "play jazz"], [-0.5, -1.0]),  # accented: right text second
+    ]
+    results = rescore(entries, complete_graph(3), PropagateConfig(alpha=0.9, fusion_weight=0.5))
+    assert [r.source for r in results] == ["reference", "reference", "propagated"]
+    assert results[2].text == "play jazz" and results[2].teacher_text == "pay jess"
+    assert 0.5 < results[2].confidence <= 1.0
+
+
+def test_teacher_wins_without_support_and_isolated_cuts_keep_teacher() -> None:
+    entries = [entry("a", ["play jazz", "pay jess"], [-0.1, -5.0]), entry("b", ["stop"], [-0.2])]
+    results = rescore(entries, sp.csr_matrix((2, 2)), PropagateConfig())
+    assert [r.source for r in results] == ["teacher", "teacher"]
+    assert results[0].text == "play jazz"
+    assert results[0].confidence == pytest.approx(1 / (1 + np.exp(-4.9)))
+
+
+def test_candidate_sharing_recovers_a_text_missing_from_the_nbest() -> None:
+    entries = [
+        entry("a", ["turn on the lights"], [-0.1], reference="turn on the lights"),
+        entry("b", ["turn on the lights"], [-0.2], reference="turn on the lights"),
+        entry("c", ["turn on the lice", "turn in the lights"], [-0.3, -0.9]),
+    ]
+    graph = complete_graph(3)
+    shared = rescore(entries, graph, PropagateConfig(borrowed_floor=-1.0))
+    assert shared[2].text == "turn on the lights"
+    assert rescore(entries, graph, PropagateConfig(share_candidates=False))[2].text != "turn on the lights"
+    # a scorer that finds the borrowed text unlikely keeps the teacher's choice
+    calls = []
+
+    def scorer(cut_id: str, texts):
+        calls.append((cut_id, list(texts)))
+        return [-50.0] * len(texts)
+
+    assert rescore(entries, graph, PropagateConfig(), scorer=scorer)[2].text == "turn on the lice"
+    assert calls == [("c", ["turn on the lights"])]
+
+
+def test_hard_clamped_propagation_uses_confident_cuts_without_annotations() -> None:
+    entries = [
+        entry("a", ["call home", "fall home"], [-0.01, -6.0]),
+        entry("b", ["call home", "fall home"], [-0.01, -6.0]),
+        entry("c", ["fall home", "call home"], [-0.6, -0.8]),
+    ]
+    results = rescore(entries, complete_graph(3), PropagateConfig(algorithm="propagation", fusion_weight=0.3))
+    assert results[2].text == "call home" and results[2].source == "propagated"
+
+
+def corpus_wer(cuts, references: dict[str, str], which: str) -> float:
+    refs, hyps = [], []
+    for cut in cuts:
+        if cut.supervisions[0].text is not None:
+            continue
+        refs.append(normalize(references[cut.id]))
+        choral = cut.custom["choral"][0]
+        hyps.append(normalize(choral["text"] if which == "choral" else choral["teacher_text"]))
+    return jiwer.wer(refs, hyps)
+
+
+@pytest.fixture(scope="module")
+def accented_run(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("accented")
+    corpus = generate(out, SyntheticConfig(n_prompts=40, speakers_per_accent=3, annotated_fraction=0.15, seed=11))
+    group_manifest(corpus.decoded, out / "grouped.jsonl.gz")
+    build_graph(out / "grouped.jsonl.gz", out / "graph.npz")
+    return corpus, out
+
+
+def test_chain_reduces_unannotated_wer(accented_run) -> None:
+    corpus, out = accented_run
+    summary = propagate_manifest(out / "grouped.jsonl.gz", out / "graph.npz", out / "rescored.jsonl.gz")
+    assert summary.n_cuts == corpus.n_cuts and summary.sources["reference"] > 0
+    cuts = read_cuts(out / "rescored.jsonl.gz")
+    for cut in cuts:
+        (result,) = cut.custom["choral"]
+        assert set(result) == {"text", "confidence", "teacher_text", "source"}
+        assert 0.0 <= result["confidence"] <= 1.0
+    teacher = corpus_wer(cuts, corpus.reference_of_cut, "teacher")
+    choral = corpus_wer(cuts, corpus.reference_of_cut, "choral")
+    assert choral < 0.6 * teacher, (teacher, choral)
+    assert propagate_manifest(out / "grouped.jsonl.gz", out / "graph.npz", out / "rescored.jsonl.gz").skipped
+
+
+def test_unsupervised_chain_runs(tmp_path: Path) -> None:
+    corpus = generate(tmp_path, SyntheticConfig(n_prompts=20, annotated_fraction=0.0, seed=5))
+    group_manifest(corpus.decoded, tmp_path / "grouped.jsonl.gz")
+    build_graph(tmp_path / "grouped.jsonl.gz", tmp_path / "graph.npz")
+    for algorithm in ("spreading", "propagation"):
+        summary = propagate_manifest(tmp_path / "grouped.jsonl.gz", tmp_path / "graph.npz",
+                                     tmp_path / f"{algorithm}.jsonl.gz", PropagateConfig(algorithm=algorithm))
+        assert "reference" not in summary.sources
+        cuts = read_cuts(tmp_path / f"{algorithm}.jsonl.gz")
+        teacher = corpus_wer(cuts, corpus.reference_of_cut, "teacher")
+        assert corpus_wer(cuts, corpus.reference_of_cut, "choral") <= teacher + 0.02
+
+
+def test_graph_from_another_manifest_is_rejected(accented_run, tmp_path: Path) -> None:
+    _, out = accented_run
+    other = generate(tmp_path, SyntheticConfig(n_prompts=5, seed=1))
+    group_manifest(other.decoded, tmp_path / "grouped.jsonl.gz")
+    with pytest.raises(InputError, match="do not match"):
+        propagate_manifest(tmp_path / "grouped.jsonl.gz", out / "graph.npz", tmp_path / "rescored.jsonl.gz")
+    assert not (tmp_path / "rescored.jsonl.gz").exists()
+
+
+def test_params_yaml_validation(tmp_path: Path) -> None:
+    good = tmp_path / "params.yaml"
+    good.write_text("propagate:\n  alpha: 0.5\n  fusion_weight: 1\n")
+    config = load_params(good)
+    assert config.alpha == 0.5 and config.fusion_weight == 1.0
+    bad_key = tmp_path / "bad.yaml"
+    bad_key.write_text("alfa: 0.5\n")
+    with pytest.raises(InputError, match=r"bad.yaml: unknown key 'alfa'"):
+        load_params(bad_key)
+    bad_type = tmp_path / "type.yaml"
+    bad_type.write_text("alpha: high\n")
+    with pytest.raises(InputError, match=r"type.yaml: key 'alpha' must be float"):
+        load_params(bad_type)
+    bad_value = tmp_path / "value.yaml"
+    bad_value.write_text("alpha: 1.5\n")
+    with pytest.raises(InputError, match=r"value.yaml: alpha must be in"):
+        load_params(bad_value)
