@@ -60,6 +60,8 @@ def progress_bar() -> Iterator[RichProgress]:
         TimeRemainingColumn(),
         console=error_console,
         transient=False,
+        # batch jobs and cron logs get the summary, not a frozen progress bar
+        disable=not error_console.is_terminal,
     ) as progress:
         yield RichProgress(progress)
 
@@ -73,7 +75,7 @@ def stage_errors(command: str) -> Iterator[None]:
         error_console.print(f"[bold red]choral {command}: error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        error_console.print(f"choral {command}: interrupted; no output was written")
+        error_console.print(f"choral {command}: interrupted; no output was written", highlight=False)
         raise typer.Exit(130) from None
 
 
@@ -89,7 +91,7 @@ def summary_table(title: str, rows: list[tuple[str, str]]) -> Table:
 
 def print_skipped(command: str, output: object) -> None:
     console.print(f"choral {command}: {output} is up to date (inputs and parameters unchanged); skipped. "
-                  "Use --force to redo it.")
+                  "Use --force to redo it.", soft_wrap=True, highlight=False)
 
 
 def fail_if(condition: bool, message: str) -> None:

@@ -438,11 +438,10 @@ CHORAL_EXPORT int choral_dtw_gram(const float *g, const int64_t *go, int64_t gs,
 /* ---- minimal CPython module; the compute functions are used via ctypes --- */
 
 static struct PyModuleDef dtw_simd_module = {
-    PyModuleDef_HEAD_INIT,
-    "_dtw_simd",
-    "Lock-step SIMD DTW kernels (called through ctypes by choral.kernels.dtw).",
-    -1,
-    NULL,
+    .m_base = PyModuleDef_HEAD_INIT,
+    .m_name = "_dtw_simd",
+    .m_doc = "Lock-step SIMD DTW kernels (called through ctypes by choral.kernels.dtw).",
+    .m_size = -1,
 };
 
 PyMODINIT_FUNC PyInit__dtw_simd(void)

@@ -3,7 +3,10 @@
 Both methods take a sparse, symmetric, non-negative adjacency ``W`` (n x n; zero
 diagonal expected, isolated nodes allowed) and a dense prior ``Y`` (n x c; rows are
 label distributions or zero rows) and return a dense ``F`` (n x c, float64).
-``D = diag(d)`` with ``d_i = sum_j W_ij`` is the degree matrix.
+``D = diag(d)`` with ``d_i = sum_j W_ij`` is the degree matrix. Inputs are
+validated (square, finite, non-negative, symmetric ``W``; ``Y`` with n rows and
+no NaN/inf) and rejected with ``ValueError``; stored zeros in ``W`` are not
+edges; self-loops, if any, count like other edges.
 
 Label spreading (Zhou et al., 2004)
     With the symmetrically normalised affinity ``S = D^{-1/2} W D^{-1/2}`` the
@@ -57,7 +60,10 @@ Why conjugate gradients converge
 The solver, :func:`block_cg`, runs the ``c`` right-hand sides as independent CG
 recurrences that share one sparse matrix-matrix product per iteration (step
 sizes, residual norms and convergence tests are per column); columns are
-dropped from the block as they converge.
+dropped from the block as they converge. On a 50,000-node block graph with 10
+label columns this is about 1.3-1.7x faster than ``scipy.sparse.linalg.cg`` run
+column by column, and roughly 15x (propagation) to 60x (spreading, alpha =
+0.99) faster than the fixed-point iterations (``benchmarks/propagation_speed.py``).
 """
 
 from __future__ import annotations
@@ -74,9 +80,12 @@ __all__ = [
     "BlockCGResult",
     "PropagationConvergenceWarning",
     "block_cg",
+    "degrees",
     "label_propagation",
     "label_spreading",
     "normalize_rows",
+    "normalized_adjacency",
+    "reachable_from",
 ]
 
 _SYMMETRY_RTOL = 1e-8  # relative tolerance of the symmetry probe
@@ -188,8 +197,8 @@ def normalized_adjacency(W: sp.csr_array, d: np.ndarray | None = None) -> sp.csr
     ``W`` (same sparsity pattern, no NaN/inf).
     """
     scale = _inv_sqrt(degrees(W) if d is None else d)
-    rows = np.repeat(np.arange(W.shape[0]), np.diff(W.indptr))
-    data = W.data * scale[rows] * scale[W.indices]
+    data = W.data * scale[W.indices]
+    data *= np.repeat(scale, np.diff(W.indptr))  # row i's entries times d_i^{-1/2}
     return sp.csr_array((data, W.indices, W.indptr), shape=W.shape)
 
 
@@ -208,9 +217,47 @@ def normalize_rows(F: np.ndarray) -> np.ndarray:
 # --- block conjugate gradients -------------------------------------------------------------
 
 
+# The CG state is kept as C-contiguous (n x c) blocks, the layout scipy's CSR
+# mat-mat product reads and writes. Column-wise numpy operations on such blocks
+# broadcast along an inner axis of only c elements, which is several times slower
+# than a flat loop; the helpers below view the first rows as lines of
+# ``_LINE_ROWS * c`` contiguous elements (plus a short remainder) instead.
+_LINE_ROWS = 256
+
+
+def _split(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A C-contiguous (n x c) block as (lines of ``_LINE_ROWS`` rows flattened, remaining rows)."""
+    if not A.flags.c_contiguous:  # a reshape would copy, and writes to ``out`` would be lost
+        raise ValueError("internal error: CG blocks must be C-contiguous")
+    n, c = A.shape
+    q = n - n % _LINE_ROWS
+    return A[:q].reshape(q // _LINE_ROWS, _LINE_ROWS * c), A[q:]
+
+
 def _column_dot(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """``<A[:, k], B[:, k]>`` for every column k."""
-    return np.einsum("ij,ij->j", A, B)
+    """``<A[:, k], B[:, k]>`` for every column k of two C-contiguous blocks."""
+    (A_lines, A_rest), (B_lines, B_rest) = _split(A), _split(B)
+    partial = np.einsum("ij,ij->j", A_lines, B_lines).reshape(_LINE_ROWS, A.shape[1]).sum(axis=0)
+    return partial + np.einsum("ij,ij->j", A_rest, B_rest)
+
+
+def _scale_columns(A: np.ndarray, s: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[:, k] = s[k] * A[:, k]`` for C-contiguous blocks; returns ``out``."""
+    (A_lines, A_rest), (out_lines, out_rest) = _split(A), _split(out)
+    np.multiply(A_lines, np.tile(s, _LINE_ROWS), out=out_lines)
+    np.multiply(A_rest, s, out=out_rest)
+    return out
+
+
+def _scale_rows(A: np.ndarray, repeated: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[i, k] = v[i] * A[i, k]`` given ``repeated = np.repeat(v, c)``; returns ``out``."""
+    np.multiply(A.reshape(-1), repeated, out=out.reshape(-1))
+    return out
+
+
+def _columns(A: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``A[:, index]`` as a C-contiguous copy (numpy's fancy indexing along axis 1 returns F order)."""
+    return np.ascontiguousarray(A[:, index])
 
 
 def block_cg(
@@ -245,22 +292,29 @@ def block_cg(
     X_out = np.zeros((n, c)) if x0 is None else np.array(x0, dtype=np.float64)
     if X_out.shape != B.shape:
         raise ValueError(f"x0 has shape {X_out.shape}, expected {B.shape}")
+    if inv_diag is not None:
+        inv_diag = np.asarray(inv_diag, dtype=np.float64)
+        if inv_diag.shape != (n,):
+            raise ValueError(f"inv_diag has shape {inv_diag.shape}, expected ({n},)")
     b_norm = np.linalg.norm(B, axis=0)
     residuals = np.zeros(c)
     converged = b_norm == 0
     X_out[:, converged] = 0.0
 
     cols = np.flatnonzero(~converged)
-    X = X_out[:, cols]
-    R = B[:, cols] - matmat(X) if x0 is not None else B[:, cols].copy()
-    Z = R * inv_diag[:, None] if inv_diag is not None else R
+    X = _columns(X_out, cols)
+    R = _columns(B, cols)
+    if x0 is not None:
+        R -= matmat(X)
+    T = np.empty_like(R)  # scratch for the step products
+    inv_rep = None if inv_diag is None else np.repeat(inv_diag, cols.size)
+    Z = R if inv_rep is None else _scale_rows(R, inv_rep, np.empty_like(R))
     P = Z.copy()
-    T = np.empty_like(P)  # scratch for the step products, saves two allocations per step
     rz = _column_dot(R, Z)
     stalled = np.zeros(cols.size, dtype=bool)
     iterations = 0
     while cols.size:
-        rr = rz if inv_diag is None else _column_dot(R, R)
+        rr = rz if inv_rep is None else _column_dot(R, R)
         r_rel = np.sqrt(rr) / b_norm[cols]
         done = (r_rel <= tol) | stalled | (iterations >= max_iter)
         if np.any(done):
@@ -268,21 +322,24 @@ def block_cg(
             residuals[cols[done]] = r_rel[done]
             converged[cols[done]] = r_rel[done] <= tol
             keep = ~done
-            cols, X, R, P, rz = cols[keep], X[:, keep], R[:, keep], P[:, keep], rz[keep]
-            stalled, T = stalled[keep], T[:, keep]
-            Z = R if inv_diag is None else Z[:, keep]
+            cols, X, R, P, T, Z = (cols[keep], *(_columns(A, keep) for A in (X, R, P, T, Z)))
+            rz, stalled = rz[keep], stalled[keep]
+            if inv_rep is None:
+                Z = R
+            elif cols.size:
+                inv_rep = np.repeat(inv_diag, cols.size)
             if not cols.size:
                 break
-        AP = matmat(P)
+        AP = np.ascontiguousarray(matmat(P), dtype=np.float64)
         pAp = _column_dot(P, AP)
         stalled = pAp <= 0  # breakdown: A not SPD on this column (or rounding once r ~ 0)
         step = np.where(stalled, 0.0, rz / np.where(stalled, 1.0, pAp))
-        X += np.multiply(P, step, out=T)
-        R -= np.multiply(AP, step, out=T)
-        if inv_diag is not None:
-            np.multiply(R, inv_diag[:, None], out=Z)
+        X += _scale_columns(P, step, T)
+        R -= _scale_columns(AP, step, T)
+        if inv_rep is not None:
+            _scale_rows(R, inv_rep, Z)
         rz_new = _column_dot(R, Z)
-        P *= rz_new / rz
+        _scale_columns(P, rz_new / rz, P)
         P += Z
         rz = rz_new
         iterations += 1
@@ -323,12 +380,17 @@ def label_spreading(
     _check_solver(tol, max_iter)
     W = _as_csr(W)
     Y = _as_prior(Y, W.shape[0])
-    n = W.shape[0]
-    A = sp.csr_array(sp.eye_array(n, format="csr") - alpha * normalized_adjacency(W))  # I - alpha S
+    S = normalized_adjacency(W)
     B = (1.0 - alpha) * Y
 
+    def matmat(P: np.ndarray) -> np.ndarray:  # (I - alpha S) P, in place on the product
+        out = S @ P
+        out *= -alpha
+        out += P
+        return out
+
     # x0 = B: the residual alpha S B is exactly 0 on zero-degree rows, so they stay at B.
-    return block_cg(A.__matmul__, B, x0=B, tol=tol, max_iter=max_iter).x
+    return block_cg(matmat, B, x0=B, tol=tol, max_iter=max_iter).x
 
 
 # --- label propagation ---------------------------------------------------------------------
@@ -372,7 +434,7 @@ def label_propagation(
     n = W.shape[0]
     Y = _as_prior(Y, n)
     clamped = _as_mask(clamped, n)
-    F = Y.copy()
+    F = Y  # already a private copy
     free = ~clamped & reachable_from(W, clamped)
     if not np.any(free):
         return F

@@ -9,8 +9,11 @@ similarity of their word sets reaches a threshold ``t``::
 Comparing all pairs is quadratic, so candidate pairs are found with MinHash
 and locality-sensitive hashing (LSH), then checked exactly:
 
-1. **MinHash.** Every word gets a number ``x`` (a CRC-32 of its UTF-8 bytes,
-   so a cut's signature does not depend on the other cuts) and ``num_perm``
+1. **MinHash.** Words are mapped to integer ids with a dict (the word sets
+   are kept as sorted id arrays for step 3). Every word also gets a number
+   ``x``, the CRC-32 of its UTF-8 bytes, so that a cut's signature does not
+   depend on which other cuts came first (two words with the same CRC only
+   add candidates, which step 3 rejects), and ``num_perm``
    universal hash functions ``h_i(x) = (a_i x + b_i) mod p`` with the Mersenne
    prime ``p = 2**31 - 1`` and random ``(a_i, b_i)`` drawn from ``seed``. A
    cut's signature is ``sig_i(W) = min_{x in W} h_i(x)``. Each ``h_i`` acts as
@@ -26,7 +29,7 @@ and locality-sensitive hashing (LSH), then checked exactly:
 
        P(s) = 1 - (1 - s**r)**b
 
-   an S-shaped curve that rises around ``(1/b)**(1/r)``. With the default
+   an S-shaped curve that rises around ``(1/b)**(1/r)`` (0.25 here). With the default
    ``num_perm=32, bands=16`` (``r=2``), ``P(0.5) = 0.990``, ``P(0.3) = 0.78``
    and ``P(0.1) = 0.15``: pairs at the threshold are almost always found, and
    the cost of the low rise point is only extra candidates, all of which are
@@ -48,10 +51,10 @@ and locality-sensitive hashing (LSH), then checked exactly:
    (``scipy.sparse.csgraph``). A component is a chain of links that each pass
    the threshold; it can still be larger than one prompt when prompts really
    overlap, so components larger than ``max_group_size`` are split: their
-   members are ordered by a depth-first walk of the maximum-similarity
-   spanning tree of their links (neighbouring cuts in that order are similar
-   ones), and the order is cut into ``ceil(size / max_group_size)`` chunks of
-   equal size (sizes differ by at most one, so there is no tiny leftover).
+   members are put in single-linkage order (merging along the most similar
+   links first, so that every cluster of similar cuts is a contiguous run) and
+   that order is cut into ``ceil(size / max_group_size)`` chunks of equal size
+   (sizes differ by at most one, so there is no tiny leftover).
 
 Cuts with an empty word set (no hypotheses, or only empty text) are never
 candidates and stay singletons. Everything is vectorised over chunks of cuts;
@@ -66,11 +69,11 @@ import operator
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import coo_matrix, csr_matrix
-from scipy.sparse.csgraph import connected_components, depth_first_order, minimum_spanning_tree
+from scipy.sparse.csgraph import connected_components
 
 __all__ = ["GroupingConfig", "Grouping", "group_hypotheses", "detection_probability"]
 
@@ -147,10 +150,6 @@ class Grouping:
     sizes: np.ndarray
     n_split: int = 0
 
-    def __post_init__(self) -> None:
-        for array in (self.labels, self.sizes):
-            array.setflags(write=False)
-
     @property
     def n_cuts(self) -> int:
         """Number of cuts grouped."""
@@ -198,25 +197,22 @@ class _WordSets:
         return matrix
 
 
-@dataclass
 class _Vocabulary:
     """Word -> id (in order of first appearance) and each id's MinHash values.
 
-    ``hashes[i, id] = h_i(crc32(word))``; hashing each distinct word once and
-    gathering per cut is much cheaper than hashing every token.
+    ``hashes[i, id] = h_i(crc32(word))``: every distinct word is hashed once, and
+    a cut's hashes are gathered from this table by word id.
     """
 
-    a: np.ndarray  # uint64 (num_perm,), in [1, p)
-    b: np.ndarray  # uint64 (num_perm,), in [0, p)
-    ids: defaultdict[str, int] = field(default_factory=defaultdict)
-    hashes: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.uint32))
-    n_hashed: int = 0
-
-    def __post_init__(self) -> None:
-        # A missing word gets the next id, all inside dict lookups (no Python loop).
+    def __init__(self, a: np.ndarray, b: np.ndarray) -> None:
+        self.a = a[:, None]  # uint64 (num_perm, 1), in [1, p)
+        self.b = b[:, None]  # uint64 (num_perm, 1), in [0, p)
+        # A missing word gets the next id inside the dict lookup itself (no Python loop).
+        self.ids: defaultdict[str, int] = defaultdict()
         self.ids.default_factory = self.ids.__len__
         self.ids[_SEPARATOR]  # id 0
-        self.hashes = np.zeros((self.a.size, 1024), np.uint32)
+        self.hashes = np.zeros((a.size, 1024), np.uint32)
+        self.n_hashed = 0
 
     def lookup(self, tokens: list[str]) -> np.ndarray:
         """Ids of ``tokens``, adding unseen words (and their hashes)."""
@@ -231,11 +227,11 @@ class _Vocabulary:
         new_words = itertools.islice(self.ids, self.n_hashed, None)
         x = np.fromiter((zlib.crc32(w.encode()) for w in new_words), np.uint64, size - self.n_hashed)
         if size > self.hashes.shape[1]:
-            grown = np.zeros((self.a.size, max(size, 2 * self.hashes.shape[1])), np.uint32)
+            grown = np.zeros((self.hashes.shape[0], max(size, 2 * self.hashes.shape[1])), np.uint32)
             grown[:, : self.n_hashed] = self.hashes[:, : self.n_hashed]
             self.hashes = grown
         # a < 2**31 and x < 2**32, so a*x + b < 2**64: no overflow in uint64.
-        self.hashes[:, self.n_hashed : size] = (self.a[:, None] * x + self.b[:, None]) % _PRIME
+        self.hashes[:, self.n_hashed : size] = (self.a * x + self.b) % _PRIME
         self.n_hashed = size
 
 
@@ -257,7 +253,10 @@ def group_hypotheses(
     components = _components(n, links[0], links[1])
     labels, n_split = _split_large(components, links, config.max_group_size)
     labels = _number_by_first_appearance(labels)
-    return Grouping(labels=labels, sizes=np.bincount(labels).astype(np.int64), n_split=n_split)
+    sizes = np.bincount(labels).astype(np.int64)
+    labels.setflags(write=False)
+    sizes.setflags(write=False)
+    return Grouping(labels=labels, sizes=sizes, n_split=n_split)
 
 
 # --- step 0: word sets and MinHash signatures ----------------------------------------------
@@ -313,7 +312,8 @@ def _chunk_word_sets(
     # One sort orders cuts and the words within each cut (key = cut << 32 | word id);
     # dropping repeats of the previous key leaves each cut's word set.
     keys = np.sort((cut << 32) | ids[~is_separator])
-    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
+    if keys.size:
+        keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
     counts = np.bincount(keys >> 32, minlength=len(chunk))
     return counts, (keys & 0xFFFF_FFFF).astype(np.int32)
 
@@ -427,7 +427,8 @@ def _merge(labels: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def _components(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Connected-component label of each of ``n`` nodes under undirected edges ``u - v``."""
-    graph = coo_matrix((np.ones(u.size, np.int8), (u, v)), shape=(n, n)).tocsr()
+    # int32 weights: duplicate edges are summed, which must not wrap around to zero.
+    graph = coo_matrix((np.ones(u.size, np.int32), (u, v)), shape=(n, n)).tocsr()
     return connected_components(graph, directed=False)[1].astype(np.int64)
 
 
@@ -436,37 +437,71 @@ def _split_large(
 ) -> tuple[np.ndarray, int]:
     """Split components larger than ``max_size`` into equal chunks of similar cuts.
 
-    Members are ordered by a depth-first walk of each component's
-    maximum-similarity spanning tree (edge weight ``2 - J``, so a minimum
-    spanning tree keeps the most similar links); a walk of a tree visits whole
-    subtrees one after another, so consecutive cuts are linked or close.
+    Members of a large component are put in single-linkage order (see
+    :func:`_single_linkage_order`), in which every cluster of mutually linked,
+    similar cuts is a contiguous run, and the order is cut into
+    ``k = ceil(size / max_size)`` chunks whose sizes differ by at most one.
     """
     n = components.size
-    component_sizes = np.bincount(components, minlength=1) if n else np.zeros(0, np.int64)
+    component_sizes = np.bincount(components) if n else np.zeros(0, np.int64)
     large = component_sizes > max_size
-    if n == 0 or not np.any(large):
+    if not np.any(large):
         return components, 0
+    members = np.flatnonzero(large[components])  # cuts of large components, in input order
     u, v, similarity = links
     inside = large[components[u]]
-    graph = coo_matrix((2.0 - similarity[inside], (u[inside], v[inside])), shape=(n + 1, n + 1))
-    tree = minimum_spanning_tree(graph).tocoo()
-    # A virtual root (node n) joined to each large component's first cut lets one
-    # depth-first walk visit every large component, each as one contiguous run.
-    is_first = np.zeros(n, bool)
-    is_first[np.unique(components, return_index=True)[1]] = True
-    roots = np.flatnonzero(is_first & large[components])
-    rows = np.concatenate([tree.row, np.full(roots.size, n)])
-    cols = np.concatenate([tree.col, roots])
-    walk_graph = coo_matrix((np.ones(rows.size), (rows, cols)), shape=(n + 1, n + 1)).tocsr()
-    walk = depth_first_order(walk_graph, n, directed=False, return_predecessors=False)[1:]
+    local_u, local_v = np.searchsorted(members, u[inside]), np.searchsorted(members, v[inside])
+    order = members[_single_linkage_order(members.size, local_u, local_v, similarity[inside])]
     chunk = np.zeros(n, np.int64)
-    chunk[walk] = _balanced_chunks(components[walk], component_sizes, max_size)
+    chunk[order] = _balanced_chunks(components[order], component_sizes, max_size)
     n_chunks = -(-component_sizes // max_size)
     return components * int(n_chunks.max()) + chunk, int(np.count_nonzero(large))
 
 
+def _single_linkage_order(n: int, u: np.ndarray, v: np.ndarray, similarity: np.ndarray) -> np.ndarray:
+    """Order ``n`` nodes so that every single-linkage cluster of the links is contiguous.
+
+    Kruskal's algorithm on the links, most similar first: each link that joins
+    two clusters appends one cluster's node chain to the other's. Clusters only
+    ever grow by concatenation, so at every similarity level each cluster is
+    one contiguous run of the final chain (the leaf order of the single-linkage
+    dendrogram). Connected components come out one after another, each
+    starting with its first node. One Python step per link of the large
+    components only.
+    """
+    parent = list(range(n))
+    nxt = [-1] * n  # next node in its cluster's chain
+    tail = list(range(n))  # last node of the chain headed by a root
+    strongest_first = np.argsort(-similarity, kind="stable")
+    for a, b in zip(u[strongest_first].tolist(), v[strongest_first].tolist()):
+        a, b = _find(parent, a), _find(parent, b)
+        if a == b:
+            continue
+        if b < a:  # the cluster with the smaller first node keeps the head
+            a, b = b, a
+        parent[b] = a
+        nxt[tail[a]] = b
+        tail[a] = tail[b]
+    order: list[int] = []
+    for head in range(n):
+        if parent[head] == head:  # a root heads its chain; roots are visited in input order
+            node = head
+            while node != -1:
+                order.append(node)
+                node = nxt[node]
+    return np.asarray(order, dtype=np.int64)
+
+
+def _find(parent: list[int], node: int) -> int:
+    """Root of ``node`` in a union-find forest, halving the path on the way."""
+    while parent[node] != node:
+        parent[node] = parent[parent[node]]
+        node = parent[node]
+    return node
+
+
 def _balanced_chunks(component: np.ndarray, component_sizes: np.ndarray, max_size: int) -> np.ndarray:
-    """Chunk index of each walk position: ``k = ceil(s / max)`` chunks whose sizes differ by <= 1."""
+    """Chunk of each position in the order: ``k = ceil(s / max_size)`` chunks, sizes differing by <= 1."""
     is_start = np.ones(component.size, bool)
     is_start[1:] = component[1:] != component[:-1]
     start = np.maximum.accumulate(np.where(is_start, np.arange(component.size), 0))

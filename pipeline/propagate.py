@@ -58,7 +58,7 @@ class PropagateConfig:
 
     algorithm: Literal["spreading", "propagation"] = "spreading"
     alpha: float = 0.9
-    fusion_weight: float = 0.5          # λ: weight of the teacher term
+    fusion_weight: float = 0.3          # λ: weight of the teacher term
     temperature: float = 1.0            # T of the teacher posterior softmax
     threshold_scale: float = 1.0        # edges link pairs with distance <= scale * learned threshold
     weighted_edges: bool = False        # weight edges by exp(-d / threshold) instead of 1
@@ -231,7 +231,8 @@ def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: n
     support = normalize_rows(support)
 
     if config.share_candidates:
-        borrowed = (support >= config.share_min) & np.isneginf(teacher)
+        # annotated cuts answer with their reference: they need no borrowed candidates
+        borrowed = (support >= config.share_min) & np.isneginf(teacher) & ~annotated[:, None]
         for row in np.flatnonzero(borrowed.any(axis=1)):
             columns = np.flatnonzero(borrowed[row])
             teacher[row] = _teacher_with_borrowed(entries[row], labels_of[entries[row].group], teacher[row],

@@ -6,8 +6,8 @@ them with controllable structure:
 
 - every prompt is read by several speakers in every accent, so groups of
   overlapping hypotheses exist;
-- each cut's embedding is a noisy copy of its prompt's prototype (a smooth random
-  series, since DTW treats the vector as a time series) plus a per-accent shift
+- each cut's embedding is a noisy copy of its prompt's prototype (a random series
+  with a smooth trend, since DTW treats the vector as a time series) plus a per-accent shift
   and a per-speaker offset;
 - each accent has its own consistent confusions (word -> wrong word); accented
   cuts often rank a confused text above the correct one, majority cuts rarely do;
@@ -186,7 +186,9 @@ def generate(out_dir: str | Path, config: SyntheticConfig = SyntheticConfig()) -
                                          config.seed)
                   for a in config.accents if a != config.majority_accent}
     confusions[config.majority_accent] = {}
-    prototypes = [_smooth_series(rng, config.embedding_dim) for _ in prompts]
+    # a smooth trend plus detail: pure random walks are too easy for DTW to warp onto each other
+    prototypes = [(0.5 * _smooth_series(rng, config.embedding_dim)
+                   + rng.standard_normal(config.embedding_dim)).astype(np.float32) for _ in prompts]
     accent_offsets = {a: _smooth_series(rng, config.embedding_dim, config.accent_shift) for a in config.accents}
     frame_bases = [rng.standard_normal((len(p.split()), config.frame_dim)).astype(np.float32) for p in prompts]
 

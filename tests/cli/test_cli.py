@@ -27,7 +27,7 @@ def test_synth_group_graph_chain(tmp_path: Path) -> None:
 
     result = invoke("graph", grouped, graph)
     assert result.exit_code == 0, result.output
-    assert "threshold" in result.stdout and "annotated" in result.stdout
+    assert "threshold" in result.stdout and "rule:" in result.stdout
     assert graph.exists() and (tmp_path / "threshold.json").exists()
 
     again = invoke("graph", grouped, graph)
@@ -44,7 +44,8 @@ def test_missing_input_is_one_line_exit_1_and_no_output(tmp_path: Path) -> None:
 
 def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "decoded.jsonl"
-    bad.write_text('{"id": "a", "start": 0, "duration": 1, "channel": 0, "type": "MonoCut"}\n{oops\n')
+    bad.write_text('{"id": "a", "start": 0, "duration": 1, "channel": 0, "type": "MonoCut", '
+                   '"custom": {"nbest": [{"text": "hi", "score": -1.0}]}}\n{oops\n')
     result = invoke("group", bad, tmp_path / "grouped.jsonl.gz")
     assert result.exit_code == 1
     assert "decoded.jsonl:2: malformed JSON" in result.stderr

@@ -11,6 +11,8 @@ from scipy.sparse.linalg import cg
 
 from choral.kernels.propagation import (
     PropagationConvergenceWarning,
+    _column_dot,
+    _scale_columns,
     block_cg,
     label_propagation,
     label_spreading,
@@ -62,7 +64,7 @@ def dense_reachable(W: sp.csr_array, seeds: np.ndarray) -> np.ndarray:
     n = W.shape[0]
     reach = (W.toarray() > 0) | np.eye(n, dtype=bool)
     for _ in range(int(np.ceil(np.log2(n))) + 1):
-        reach = (reach.astype(np.int64) @ reach.astype(np.int64)) > 0
+        reach = (reach.astype(np.float64) @ reach.astype(np.float64)) > 0
     return reach[:, seeds].any(axis=1)
 
 
@@ -137,6 +139,19 @@ def test_spreading_accepts_matrix_dense_and_int_inputs() -> None:
     for variant in (sp.csr_matrix(W), W.tocoo(), W.toarray()):
         np.testing.assert_allclose(label_spreading(variant, Y, 0.6), reference, atol=1e-12)
     assert (W != before).nnz == 0  # input untouched
+
+
+def test_degenerate_shapes_and_float32_duplicates() -> None:
+    # float32 csr_matrix with duplicate (summed) entries, as CutGraph.adjacency builds it
+    W = sp.csr_matrix((np.ones(4, dtype=np.float32), ([0, 1, 0, 1], [1, 0, 1, 0])), shape=(3, 3))
+    F = label_spreading(W, np.eye(3, 2), 0.5)
+    assert F.dtype == np.float64
+    np.testing.assert_allclose(F, [[2 / 3, 1 / 3], [1 / 3, 2 / 3], [0, 0]], atol=1e-12)
+    assert label_spreading(W, np.zeros((3, 0)), 0.5).shape == (3, 0)
+    assert label_propagation(W, np.zeros((3, 0)), np.array([True, False, False])).shape == (3, 0)
+    empty = sp.csr_array((0, 0))
+    assert label_spreading(empty, np.zeros((0, 2)), 0.5).shape == (0, 2)
+    assert label_propagation(empty, np.zeros((0, 2)), np.zeros(0, dtype=bool)).shape == (0, 2)
 
 
 # --- label propagation ---------------------------------------------------------------------
@@ -218,6 +233,40 @@ def test_block_cg_matches_scipy_cg_per_column() -> None:
         assert info == 0
         np.testing.assert_allclose(result.x[:, k], x, atol=1e-9)
     np.testing.assert_allclose(result.x, np.linalg.solve(A, B), atol=1e-9)
+
+
+@pytest.mark.parametrize("n", [0, 7, 256, 700])
+@pytest.mark.parametrize("c", [0, 1, 3])
+def test_column_helpers_match_naive(n: int, c: int) -> None:
+    rng = np.random.default_rng(n + c)
+    A, B, s = rng.standard_normal((n, c)), rng.standard_normal((n, c)), rng.standard_normal(c)
+    np.testing.assert_allclose(_column_dot(A, B), (A * B).sum(axis=0), atol=1e-10)
+    out = np.empty_like(A)
+    assert _scale_columns(A, s, out) is out
+    np.testing.assert_array_equal(out, A * s)
+
+
+def test_block_cg_large_block_with_columns_converging_at_different_steps() -> None:
+    # n = 700 exercises the 256-row line views and the remainder; a right-hand side
+    # that is an eigenvector converges in one step and leaves the block early.
+    rng = np.random.default_rng(5)
+    n = 700
+    eigenvalues = np.linspace(1.0, 50.0, n)
+    A = sp.diags_array(eigenvalues, format="csr")
+    B = rng.standard_normal((n, 4))
+    B[:, 1] = 0.0
+    B[:, 1][3] = 2.0  # e_3, an eigenvector
+    inv_diag = 1.0 / (eigenvalues + rng.uniform(0, 5, n))
+    for preconditioner in (None, inv_diag):
+        result = block_cg(A.__matmul__, B, inv_diag=preconditioner, tol=1e-12, max_iter=500)
+        assert result.converged.all() and np.all(result.residuals <= 1e-12)
+        np.testing.assert_allclose(result.x, B / eigenvalues[:, None], atol=1e-10)
+    W = random_graph(11, n=80)
+    big = sp.block_diag([W] * 9, format="csr")  # 720 nodes
+    Y = random_prior(11, big.shape[0])
+    np.testing.assert_allclose(label_spreading(big, Y, 0.95), dense_spreading(big, Y, 0.95), atol=1e-6)
+    clamped = np.random.default_rng(2).random(big.shape[0]) < 0.2
+    np.testing.assert_allclose(label_propagation(big, Y, clamped), dense_harmonic(big, Y, clamped), atol=1e-6)
 
 
 def test_block_cg_warns_when_not_converged() -> None:

@@ -81,7 +81,7 @@ def test_unsupervised_falls_back_without_references(tmp_path: Path) -> None:
     corpus = generate(tmp_path / "c", SyntheticConfig(n_prompts=15, annotated_fraction=0.0, seed=3))
     grouped = tmp_path / "grouped.jsonl.gz"
     group_manifest(corpus.decoded, grouped)
-    summary = build_graph(grouped, tmp_path / "graph.npz")
+    summary = build_graph(grouped, tmp_path / "graph.npz", config=GraphConfig(confidence=0.6))
     assert summary.fit is not None and summary.fit.rule == "confident-teacher"
     lenient = build_graph(grouped, tmp_path / "graph2.npz", config=GraphConfig(confidence=1.01))
     assert lenient.fit is not None and lenient.fit.rule == "quantile"

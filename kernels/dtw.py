@@ -1,0 +1,656 @@
+"""All-pairs dynamic time warping (DTW) for the graph stage.
+
+Public API
+----------
+``cdist(xs, ys=None, *, window=None, backend="auto", n_jobs=None)``
+    DTW distance between every pair of sequences: the symmetric N x N matrix of
+    ``xs`` (each unordered pair computed once, zero diagonal), or the N x M
+    matrix between ``xs`` and ``ys``.
+``paired(xs, index_a, index_b, *, window=None, backend="auto", n_jobs=None)``
+    DTW distances of explicit pairs ``(xs[index_a[k]], xs[index_b[k]])``.
+``available_backends()`` / ``auto_backend()``
+    The backends that can run here, and the one ``backend="auto"`` picks.
+
+Semantics (identical to ``dtaidistance.dtw.distance_matrix_fast`` and tslearn's
+``cdist_dtw`` defaults): step pattern symmetric1,
+
+    D[i, j] = cost(i, j) + min(D[i-1, j], D[i, j-1], D[i-1, j-1])
+
+with every cell's cost added once; the local cost is the squared difference
+for 1-D sequences (a vector read as a time series) and the squared Euclidean
+distance for 2-D ``(T, D)`` frame sequences; the distance is
+``sqrt(D[n-1, m-1])``.  ``window=r`` is a Sakoe-Chiba radius: only cells with
+``|i - j| <= r`` are allowed (dtaidistance's ``window=r+1``), so pairs with
+``|n - m| > r`` are at distance ``+inf``.
+
+Backends
+--------
+``"c"``      the compiled kernel ``choral.kernels._dtw_simd``: blocks of LANES
+             pairs run in lock-step in the SIMD lanes, in float32, one thread
+             per core (ctypes releases the GIL).  Frame sequences get their
+             local costs from a float32 GEMM (``|x|^2 + |y|^2 - 2 x.y``).
+``"numpy"``  pure NumPy: many pairs at once, row by row; each row's recurrence
+             is solved as a min-plus scan (cumsum + minimum.accumulate) in
+             float64.  Frame costs come from the same float32 GEMM.
+``"auto"``   ``"c"`` when the kernel is built, else ``"numpy"``; the
+             environment variable ``CHORAL_DTW_BACKEND`` (``c`` or ``numpy``)
+             overrides it.
+
+Both backends agree to about 1e-5 relative (float32 accumulation in the C
+kernel).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from numbers import Integral
+
+import numpy as np
+
+__all__ = ["ENV_BACKEND", "auto_backend", "available_backends", "cdist", "paired"]
+
+ENV_BACKEND = "CHORAL_DTW_BACKEND"
+_BACKENDS = ("c", "numpy")
+
+# Pairs handled per chunk (bounds the memory of index/sort arrays).
+_CHUNK_PAIRS = 1 << 21
+# NumPy backend: lanes per batch, about _NP_LANE_CELLS / rows (keeps the
+# wavefront arrays in cache).
+_NP_LANE_CELLS = 1 << 15
+_NP_MAX_LANES = 512
+# Frames: at most this many frames per chunk of consecutive sequences; a
+# tile's Gram block (float32) is then at most about 1024 x 1024.
+_FRAME_BUDGET = 1024
+
+
+# --------------------------------------------------------------------------
+# compiled kernel
+# --------------------------------------------------------------------------
+
+class _Kernel:
+    """The ctypes view of ``_dtw_simd``'s C entry points."""
+
+    def __init__(self, path: str) -> None:
+        lib = ctypes.CDLL(path)
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        self.series = lib.choral_dtw_series
+        self.series.restype = ctypes.c_int
+        self.series.argtypes = [p, p, p, p, p, i64, i64, i64, i64, p]
+        self.gram = lib.choral_dtw_gram
+        self.gram.restype = ctypes.c_int
+        self.gram.argtypes = [p, p, i64, p, p, p, p, p, i64, i64, i64, i64, p]
+        lanes = lib.choral_dtw_lanes
+        lanes.restype = i64
+        lanes.argtypes = []
+        self.lanes = int(lanes())
+        self.path = path
+        self._lib = lib  # keep the library loaded
+
+
+_kernel: _Kernel | None = None
+_kernel_error: str | None = None
+_kernel_loaded = False
+_kernel_lock = threading.Lock()
+
+
+def _load_kernel() -> _Kernel | None:
+    global _kernel, _kernel_error, _kernel_loaded
+    if _kernel_loaded:
+        return _kernel
+    with _kernel_lock:
+        if not _kernel_loaded:
+            try:
+                spec = importlib.util.find_spec(f"{__package__}._dtw_simd")
+                if spec is None or not spec.origin or not os.path.isfile(spec.origin):
+                    raise ImportError("extension module choral.kernels._dtw_simd is not built")
+                _kernel = _Kernel(spec.origin)
+            except (ImportError, OSError, AttributeError) as error:
+                _kernel, _kernel_error = None, str(error)
+            _kernel_loaded = True
+    return _kernel
+
+
+def available_backends() -> tuple[str, ...]:
+    """Backends usable in this environment, best first (``"numpy"`` always is)."""
+    return ("c", "numpy") if _load_kernel() is not None else ("numpy",)
+
+
+def auto_backend() -> str:
+    """The backend ``backend="auto"`` resolves to (honours ``CHORAL_DTW_BACKEND``)."""
+    forced = os.environ.get(ENV_BACKEND, "").strip().lower()
+    if forced:
+        if forced not in _BACKENDS:
+            raise ValueError(f"{ENV_BACKEND}={os.environ[ENV_BACKEND]!r} is not one of {', '.join(_BACKENDS)}")
+        return _resolve(forced)
+    return "c" if _load_kernel() is not None else "numpy"
+
+
+def _resolve(backend: str) -> str:
+    if backend == "auto":
+        return auto_backend()
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be 'auto', 'c' or 'numpy', got {backend!r}")
+    if backend == "c" and _load_kernel() is None:
+        raise RuntimeError(
+            "the compiled DTW kernel (choral.kernels._dtw_simd) is not available "
+            f"({_kernel_error}); rebuild it with `pip install -e .` (needs a C compiler) "
+            "or use backend='numpy'"
+        )
+    return backend
+
+
+def _n_threads(n_jobs: int | None) -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    if n_jobs is None or n_jobs == -1:
+        return max(1, cores)
+    if not isinstance(n_jobs, Integral) or n_jobs < 1:
+        raise ValueError(f"n_jobs must be a positive integer, -1 or None, got {n_jobs!r}")
+    return int(n_jobs)
+
+
+# --------------------------------------------------------------------------
+# input validation and the sequence pool
+# --------------------------------------------------------------------------
+
+def _check_sequences(seqs: object, name: str, ndim: int | None = None,
+                     dim: int | None = None) -> list[np.ndarray]:
+    """Validate a collection of sequences; returns them as numeric arrays."""
+    if isinstance(seqs, np.ndarray):
+        if seqs.ndim not in (2, 3):
+            raise ValueError(f"{name} as one array must be 2-D (N series) or 3-D (N frame sequences), "
+                             f"got shape {seqs.shape}")
+        items: Sequence[object] = list(seqs)
+    else:
+        try:
+            items = list(seqs)  # type: ignore[call-overload]
+        except TypeError:
+            raise TypeError(f"{name} must be a sequence of arrays, got {type(seqs).__name__}") from None
+    out: list[np.ndarray] = []
+    for k, item in enumerate(items):
+        arr = np.asarray(item)
+        where = f"{name}[{k}]"
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{where} must hold real numbers, got dtype {arr.dtype}")
+        if arr.ndim not in (1, 2):
+            raise ValueError(f"{where} must be 1-D (a series) or 2-D (T, D) frames, got shape {arr.shape}")
+        if ndim is None:
+            ndim = arr.ndim
+        elif arr.ndim != ndim:
+            raise ValueError(f"{where} is {arr.ndim}-D but the other sequences are {ndim}-D; "
+                             "all sequences must have the same ndim")
+        if arr.shape[0] == 0:
+            raise ValueError(f"{where} is empty")
+        if arr.ndim == 2:
+            if arr.shape[1] == 0:
+                raise ValueError(f"{where} has frames of dimension 0")
+            if dim is None:
+                dim = arr.shape[1]
+            elif arr.shape[1] != dim:
+                raise ValueError(f"{where} has frame dimension {arr.shape[1]} but the other sequences "
+                                 f"have {dim}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ValueError(f"{where} contains NaN or inf")
+        out.append(arr)
+    return out
+
+
+@dataclass
+class _Pool:
+    """Sequences stored back to back (float32 for the kernel, float64 for NumPy series)."""
+
+    frames: bool
+    data: np.ndarray      # (F,) series or (F, D) frames
+    offsets: np.ndarray   # int64 (S,)
+    lengths: np.ndarray   # int64 (S,)
+    norms: np.ndarray | None  # float32 (F,) squared frame norms
+
+    @classmethod
+    def build(cls, seqs: list[np.ndarray], dtype: type, names: list[str]) -> _Pool:
+        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+        offsets = np.zeros(len(seqs), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        frames = bool(seqs) and seqs[0].ndim == 2
+        if seqs:
+            data = np.concatenate([np.asarray(s, dtype=dtype) for s in seqs])
+        else:
+            data = np.zeros(0, dtype=dtype)
+        if not np.isfinite(data).all():
+            bad = int(np.searchsorted(offsets, np.flatnonzero(~np.isfinite(data.reshape(len(data), -1)).all(1))[0],
+                                      side="right")) - 1
+            raise ValueError(f"{names[bad]} has values too large for {np.dtype(dtype).name}")
+        norms = None
+        if frames:
+            # Distances are translation invariant; centring the frames shrinks
+            # |x|^2 and with it the cancellation error of |x|^2 + |y|^2 - 2 x.y.
+            data -= data.mean(axis=0, dtype=np.float64).astype(data.dtype)
+            norms = np.einsum("ij,ij->i", data, data, dtype=np.float64).astype(np.float32)
+            if not np.isfinite(norms).all():
+                bad = int(np.searchsorted(offsets, np.flatnonzero(~np.isfinite(norms))[0], side="right")) - 1
+                raise ValueError(f"{names[bad]} has frames whose squared norm overflows float32")
+        return cls(frames, data, offsets, lengths, norms)
+
+
+def _check_window(window: object) -> int:
+    """-1 for no window, else the radius."""
+    if window is None:
+        return -1
+    if isinstance(window, bool) or not isinstance(window, Integral):
+        raise TypeError(f"window must be a non-negative integer or None, got {window!r}")
+    if window < 0:
+        raise ValueError(f"window must be >= 0 (a Sakoe-Chiba radius), got {window}")
+    return int(window)
+
+
+def _check_index(index: object, name: str, count: int) -> np.ndarray:
+    arr = np.asarray(index)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64, copy=False)
+    if arr.size and (arr.min() < 0 or arr.max() >= count):
+        bad = int(np.flatnonzero((arr < 0) | (arr >= count))[0])
+        raise IndexError(f"{name}[{bad}] = {arr[bad]} is out of range for {count} sequences")
+    return arr
+
+
+# --------------------------------------------------------------------------
+# the pair engine
+# --------------------------------------------------------------------------
+
+class _Engine:
+    """Computes DTW for lists of pairs of one pool with one backend."""
+
+    def __init__(self, seqs: list[np.ndarray], names: list[str], window: int, backend: str,
+                 n_jobs: int | None, components: np.ndarray | None = None) -> None:
+        self.backend = _resolve(backend)
+        self.kernel = _load_kernel() if self.backend == "c" else None
+        self.window = window
+        self.threads = _n_threads(n_jobs)
+        frames = bool(seqs) and seqs[0].ndim == 2
+        dtype = np.float32 if (self.backend == "c" or frames) else np.float64
+        # Frame sequences are stored grouped by connected component of the pair
+        # graph (pool_order[p] = original index of stored sequence p), so that a
+        # tile's Gram matrix covers pairs of one component; self.slot maps an
+        # original index to its stored position.
+        self.components = None
+        if components is not None:
+            pool_order = np.lexsort((np.arange(len(components)), components))
+            self.components = components[pool_order]
+            seqs = [seqs[k] for k in pool_order]
+            names = [names[k] for k in pool_order]
+            self.slot = np.empty(len(pool_order), dtype=np.int64)
+            self.slot[pool_order] = np.arange(len(pool_order))
+        else:
+            self.slot = None
+        self.pool = _Pool.build(seqs, dtype, names)
+        self._executor: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> _Engine:
+        if self.threads > 1:
+            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="choral-dtw")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._executor is not None:
+            self._executor.shutdown()
+
+    def _map(self, fn, items: list) -> list:
+        if self._executor is None or len(items) <= 1:
+            return [fn(item) for item in items]
+        return list(self._executor.map(fn, items))
+
+    def run(self, pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
+        """Distances of pairs (pa[k], pb[k]) (original sequence indices)."""
+        out = np.full(len(pa), np.inf)
+        if len(pa) == 0:
+            return out
+        if self.slot is not None:
+            pa, pb = self.slot[pa], self.slot[pb]
+        n, m = self.pool.lengths[pa], self.pool.lengths[pb]
+        live = pa != pb  # a sequence is at distance 0 from itself
+        out[~live] = 0.0
+        if self.window >= 0:
+            live &= np.abs(n - m) <= self.window
+        if not live.all():
+            sel = np.flatnonzero(live)
+            out[sel] = self._run(pa[sel], pb[sel])
+        else:
+            out[:] = self._run(pa, pb)
+        return out
+
+    def _run(self, pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
+        if len(pa) == 0:
+            return np.zeros(0)
+        if self.pool.frames:
+            return self._frames(pa, pb)
+        # 1-D: orient pairs so n >= m (DTW is symmetric), sort by (n, m) so a
+        # block's lanes have nearly equal shapes.
+        n, m = self.pool.lengths[pa], self.pool.lengths[pb]
+        swap = n < m
+        a = np.where(swap, pb, pa)
+        b = np.where(swap, pa, pb)
+        n, m = np.maximum(n, m), np.minimum(n, m)
+        order = np.lexsort((m, n))
+        a, b = np.ascontiguousarray(a[order]), np.ascontiguousarray(b[order])
+        res = np.empty(len(a))
+        if self.backend == "c":
+            self._series_c(a, b, res)
+        else:
+            self._series_np(a, b, res)
+        out = np.empty(len(a))
+        out[order] = res
+        return out
+
+    # ---- 1-D, compiled ---------------------------------------------------
+    def _series_c(self, a: np.ndarray, b: np.ndarray, res: np.ndarray) -> None:
+        kernel, pool = self.kernel, self.pool
+        nblocks = -(-len(a) // kernel.lanes)
+        steps = max(1, min(self.threads, nblocks))
+
+        def work(start: int) -> int:
+            return kernel.series(pool.data.ctypes.data, pool.offsets.ctypes.data, pool.lengths.ctypes.data,
+                                 a.ctypes.data, b.ctypes.data, len(a), self.window, start, steps,
+                                 res.ctypes.data)
+
+        if any(rc != 0 for rc in self._map(work, list(range(steps)))):
+            raise MemoryError("DTW kernel could not allocate its scratch buffers")
+
+    # ---- 1-D, NumPy ------------------------------------------------------
+    def _series_np(self, a: np.ndarray, b: np.ndarray, res: np.ndarray) -> None:
+        pool = self.pool
+        spans = _batches(pool.lengths[a], len(a))
+
+        def work(span: tuple[int, int]) -> None:
+            lo, hi = span
+            n, m = pool.lengths[a[lo:hi]], pool.lengths[b[lo:hi]]
+            x = _lane_major(pool.data, pool.offsets[a[lo:hi]], n)            # (nmax, k)
+            yr = _lane_major(pool.data, pool.offsets[b[lo:hi]], m)[::-1]      # (mmax, k), reversed
+            top = yr.shape[0] - 1
+
+            def cost(d: int, i0: int, i1: int, out: np.ndarray) -> np.ndarray:
+                # cells (i, d - i), i in [i0, i1]; y_{d-i} = yr[top - d + i]
+                np.subtract(x[i0:i1 + 1], yr[top - d + i0:top - d + i1 + 1], out=out)
+                return np.multiply(out, out, out=out)
+
+            res[lo:hi] = _np_dp(cost, n, m, self.window)
+
+        self._map(work, spans)
+
+    # ---- frames (both backends) -------------------------------------------
+    def _frames(self, pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
+        """Tile the pairs by (chunk of a, chunk of b); one GEMM per tile.
+
+        Stored sequences are cut into chunks of consecutive sequences with at
+        most _frame_budget frames (never spanning two connected components of
+        the pair graph).  A tile's Gram matrix is the product of two contiguous
+        slices of the frame pool, so no frames are copied.
+        """
+        a, b = np.minimum(pa, pb), np.maximum(pa, pb)  # DTW is symmetric
+        chunk = self._chunks()
+        ca, cb = chunk[a], chunk[b]
+        order = np.lexsort((b, a, cb, ca))
+        a, b, ca, cb = a[order], b[order], ca[order], cb[order]
+        cut = np.flatnonzero((ca[1:] != ca[:-1]) | (cb[1:] != cb[:-1])) + 1
+        starts = np.r_[0, cut]
+        items = list(zip(starts.tolist(), np.r_[cut, len(a)].tolist()))
+        res = np.empty(len(a))
+        fn = self._tile_c if self.backend == "c" else self._tile_np
+        self._map(lambda item: fn(a, b, item[0], item[1], res), items)
+        out = np.empty(len(a))
+        out[order] = res
+        return out
+
+    _chunk_ids: np.ndarray | None = None
+
+    def _chunks(self) -> np.ndarray:
+        if self._chunk_ids is None:
+            lengths = self.pool.lengths.tolist()
+            comp = self.components.tolist() if self.components is not None else None
+            ids = np.empty(len(lengths), dtype=np.int64)
+            cid, acc = 0, 0
+            for s, n in enumerate(lengths):
+                if acc and (acc + n > _FRAME_BUDGET or (comp is not None and comp[s] != comp[s - 1])):
+                    cid, acc = cid + 1, 0
+                ids[s] = cid
+                acc += n
+            self._chunk_ids = ids
+        return self._chunk_ids
+
+    def _tile_gram(self, a: np.ndarray, b: np.ndarray, s: int, e: int):
+        """Gram matrix of the tile's row frames against its column frames."""
+        pool = self.pool
+        off, ln = pool.offsets, pool.lengths
+        a0, a1 = int(a[s:e].min()), int(a[s:e].max())
+        b0, b1 = int(b[s:e].min()), int(b[s:e].max())
+        r0, r1 = int(off[a0]), int(off[a1] + ln[a1])
+        c0, c1 = int(off[b0]), int(off[b1] + ln[b1])
+        g = np.matmul(pool.data[r0:r1], pool.data[c0:c1].T)
+        go = (off[a[s:e]] - r0) * g.shape[1] + (off[b[s:e]] - c0)
+        return g, go
+
+    def _tile_c(self, a: np.ndarray, b: np.ndarray, s: int, e: int, res: np.ndarray) -> None:
+        pool = self.pool
+        g, go = self._tile_gram(a, b, s, e)
+        ta, tb = a[s:e], b[s:e]
+        n, m = pool.lengths[ta], pool.lengths[tb]
+        srt = np.lexsort((m, n))  # similar shapes share a block
+        go, n, m = go[srt], n[srt], m[srt]
+        xo, yo = pool.offsets[ta[srt]], pool.offsets[tb[srt]]
+        out = np.empty(e - s)
+        rc = self.kernel.gram(g.ctypes.data, go.ctypes.data, g.shape[1], pool.norms.ctypes.data,
+                              xo.ctypes.data, yo.ctypes.data, n.ctypes.data, m.ctypes.data, e - s,
+                              self.window, 0, 1, out.ctypes.data)
+        if rc != 0:
+            raise MemoryError("DTW kernel could not allocate its scratch buffers")
+        res[s + srt] = out
+
+    def _tile_np(self, a: np.ndarray, b: np.ndarray, s: int, e: int, res: np.ndarray) -> None:
+        pool = self.pool
+        g, go = self._tile_gram(a, b, s, e)
+        ta, tb = a[s:e], b[s:e]
+        n, m = pool.lengths[ta], pool.lengths[tb]
+        nmax, mmax = int(n.max()), int(m.max())
+        i = np.arange(nmax)[:, None, None]
+        j = np.arange(mmax)[None, :, None]
+        vi, vj = i < n, j < m                                          # (nmax, 1, k), (1, mmax, k)
+        xn = pool.norms[np.where(vi, pool.offsets[ta] + i, 0)]
+        yn = pool.norms[np.where(vj, pool.offsets[tb] + j, 0)]
+        gij = g.ravel()[go + np.where(vi, i, 0) * g.shape[1] + np.where(vj, j, 0)]
+        # lane-major costs [i][j][lane]; padded cells are 0 (they never reach a result)
+        cost = xn.astype(np.float64) + yn - 2.0 * gij.astype(np.float64)
+        np.maximum(cost, 0.0, out=cost)
+        cost *= vi & vj
+        flat = cost.reshape(nmax * mmax, len(n))
+        step = max(1, mmax - 1)
+
+        def cells(d: int, i0: int, i1: int, out: np.ndarray) -> np.ndarray:
+            # cell (i, d - i) is flat row i * mmax + d - i: a constant stride of mmax - 1
+            start = i0 * mmax + d - i0
+            return flat[start:start + (i1 - i0) * step + 1:step]
+
+        res[s:e] = _np_dp(cells, n, m, self.window)
+
+
+# --------------------------------------------------------------------------
+# NumPy helpers
+# --------------------------------------------------------------------------
+
+def _batches(n: np.ndarray, count: int) -> list[tuple[int, int]]:
+    """Consecutive spans of pairs for the NumPy DP: about _NP_LANE_CELLS lanes x rows each."""
+    spans = []
+    start = 0
+    while start < count:
+        lanes = min(_NP_MAX_LANES, max(16, _NP_LANE_CELLS // max(1, int(n[start]))))
+        spans.append((start, min(count, start + lanes)))
+        start += lanes
+    return spans
+
+
+def _lane_major(data: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(max length, k) float64 array of k sequences, zero padded."""
+    t = np.arange(int(lengths.max()))[:, None]
+    valid = t < lengths
+    out = data[np.where(valid, offsets + t, 0)].astype(np.float64)
+    out[~valid] = 0.0
+    return out
+
+
+def _np_dp(cost, n: np.ndarray, m: np.ndarray, window: int) -> np.ndarray:
+    """DTW of k pairs at once by anti-diagonal wavefront, vectorised over cells and lanes.
+
+    Cells (i, j) with i + j = d depend only on diagonals d - 1 (up, left) and
+    d - 2 (diagonal), so a whole anti-diagonal of every lane is one set of
+    array operations.  Arrays are lane-major: diagonal d is stored as
+    ``diag[i + 1, lane]`` (index 0 is row -1).  cost(d, i0, i1, out) returns
+    the (i1 - i0 + 1, k) costs of cells (i, d - i), i0 <= i <= i1.
+    """
+    k = len(n)
+    nmax, mmax = int(n.max()), int(m.max())
+    w = nmax + mmax if window < 0 else window
+    inf = np.inf
+    d2, d1, d0 = (np.full((nmax + 2, k), inf) for _ in range(3))
+    d2[0] = 0.0  # D[-1, -1] on diagonal -2
+    scratch = np.empty((nmax, k))
+    best = np.empty((nmax, k))
+    res = np.full(k, inf)
+    ends = n + m - 2  # each lane's end cell (n-1, m-1) is on this diagonal
+    order = np.argsort(ends, kind="stable")
+    sorted_ends = ends[order]
+    for d in range(int(ends.max()) + 1):
+        i0 = max(0, d - (mmax - 1), (d - w + 1) // 2)   # j < mmax and |i - j| <= w
+        i1 = min(nmax - 1, d, (d + w) // 2)             # j >= 0
+        if i0 <= i1:
+            rows = i1 - i0 + 1
+            c = cost(d, i0, i1, scratch[:rows])
+            t = best[:rows]
+            np.minimum(d1[i0:i1 + 1], d1[i0 + 1:i1 + 2], out=t)   # up (i-1, j), left (i, j-1)
+            np.minimum(t, d2[i0:i1 + 1], out=t)                 # diagonal (i-1, j-1)
+            np.add(t, c, out=d0[i0 + 1:i1 + 2])
+        # the cells bordering this diagonal's band are read by the next two
+        d0[i0] = inf
+        if i1 + 2 <= nmax + 1:
+            d0[i1 + 2] = inf
+        f0, f1 = np.searchsorted(sorted_ends, (d, d + 1))
+        if f1 > f0:
+            done = order[f0:f1]
+            res[done] = np.sqrt(d0[n[done], done])
+        d2, d1, d0 = d1, d0, d2
+    return res
+
+
+# --------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------
+
+def cdist(xs, ys=None, *, window: int | None = None, backend: str = "auto",
+          n_jobs: int | None = None) -> np.ndarray:
+    """All-pairs DTW distances (float64).
+
+    xs, ys: sequences of 1-D arrays (series) or of 2-D ``(T, D)`` arrays (frame
+    sequences); all of one call must have the same ndim (and D).  A 2-D array
+    is read as N series, a 3-D array as N frame sequences.
+    With ``ys=None`` returns the symmetric ``(N, N)`` matrix of ``xs`` (each
+    unordered pair computed once, zero diagonal), else the ``(N, M)`` matrix.
+    window: Sakoe-Chiba radius (cells with ``|i - j| <= window``), ``None`` for
+    none; pairs with ``|n - m| > window`` are ``inf``.
+    backend: ``"auto"``, ``"c"`` or ``"numpy"``.  n_jobs: threads (default: all
+    cores).
+    """
+    w = _check_window(window)
+    xs_ = _check_sequences(xs, "xs")
+    ndim = xs_[0].ndim if xs_ else None
+    dim = xs_[0].shape[1] if xs_ and ndim == 2 else None
+    resolved = _resolve(backend)
+    if ys is None:
+        count = len(xs_)
+        out = np.zeros((count, count))
+        if count < 2:
+            return out
+        with _Engine(xs_, [f"xs[{k}]" for k in range(count)], w, resolved, n_jobs) as engine:
+            for pa, pb in _triangle_chunks(count, xs_):
+                d = engine.run(pa, pb)
+                out[pa, pb] = d
+                out[pb, pa] = d
+        return out
+    ys_ = _check_sequences(ys, "ys", ndim=ndim, dim=dim)
+    count, other = len(xs_), len(ys_)
+    out = np.zeros((count, other))
+    if count == 0 or other == 0:
+        return out
+    names = [f"xs[{k}]" for k in range(count)] + [f"ys[{k}]" for k in range(other)]
+    with _Engine(xs_ + ys_, names, w, resolved, n_jobs) as engine:
+        rows = max(1, _CHUNK_PAIRS // other)
+        for a0 in range(0, count, rows):
+            a1 = min(count, a0 + rows)
+            pa = np.repeat(np.arange(a0, a1, dtype=np.int64), other)
+            pb = np.tile(np.arange(other, dtype=np.int64), a1 - a0)
+            out[a0:a1] = engine.run(pa, pb + count).reshape(a1 - a0, other)
+    return out
+
+
+def paired(xs, index_a, index_b, *, window: int | None = None, backend: str = "auto",
+           n_jobs: int | None = None) -> np.ndarray:
+    """DTW distances (float64) of the pairs ``(xs[index_a[k]], xs[index_b[k]])``.
+
+    Same sequences, window, backend and n_jobs conventions as :func:`cdist`;
+    runs on the same kernels at the same speed per pair.
+    """
+    w = _check_window(window)
+    xs_ = _check_sequences(xs, "xs")
+    pa = _check_index(index_a, "index_a", len(xs_))
+    pb = _check_index(index_b, "index_b", len(xs_))
+    if len(pa) != len(pb):
+        raise ValueError(f"index_a and index_b differ in length ({len(pa)} != {len(pb)})")
+    resolved = _resolve(backend)
+    if len(pa) == 0:
+        return np.zeros(0)
+    components = None
+    if xs_[0].ndim == 2:
+        components = _components(len(xs_), pa, pb)
+    out = np.empty(len(pa))
+    with _Engine(xs_, [f"xs[{k}]" for k in range(len(xs_))], w, resolved, n_jobs,
+                 components=components) as engine:
+        for k0 in range(0, len(pa), _CHUNK_PAIRS):
+            k1 = min(len(pa), k0 + _CHUNK_PAIRS)
+            out[k0:k1] = engine.run(pa[k0:k1], pb[k0:k1])
+    return out
+
+
+def _triangle_chunks(count: int, seqs: list[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Pairs a < b of the upper triangle, a few rows at a time."""
+    a0 = 0
+    while a0 < count - 1:
+        # rows a0..a1-1 hold sum(count - 1 - a) pairs
+        a1 = a0 + 1
+        total = count - 1 - a0
+        while a1 < count - 1 and total + (count - 1 - a1) <= _CHUNK_PAIRS:
+            total += count - 1 - a1
+            a1 += 1
+        rows = np.arange(a0, a1, dtype=np.int64)
+        per = count - 1 - rows
+        pa = np.repeat(rows, per)
+        first = np.repeat(np.cumsum(per) - per, per)
+        pb = np.arange(len(pa), dtype=np.int64) - first + pa + 1
+        yield pa, pb
+        a0 = a1
+
+
+def _components(count: int, pa: np.ndarray, pb: np.ndarray) -> np.ndarray | None:
+    """Connected-component label of every sequence in the pair graph."""
+    try:
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        return None
+    graph = coo_matrix((np.ones(len(pa), dtype=np.int8), (pa, pb)), shape=(count, count)).tocsr()
+    return connected_components(graph, directed=False)[1].astype(np.int64)
