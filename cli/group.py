@@ -6,24 +6,27 @@ from pathlib import Path
 
 import typer
 
+from ..pipeline.errors import ChoralError
 from ..pipeline.group import group_manifest
 from ..pipeline.grouping import GroupingConfig
 from ..pipeline.text import TextNormalizer
 from .common import console, print_skipped, progress_bar, stage_errors, summary_table
 
+_DEFAULT = GroupingConfig()
+
 
 def group(
     decoded: Path = typer.Argument(..., help="Decoded manifest (cuts with custom.nbest), e.g. RUN/decoded.jsonl.gz."),
     output: Path = typer.Argument(..., help="Where to write the grouped manifest, e.g. RUN/grouped.jsonl.gz."),
-    top_k: int = typer.Option(3, min=1, help="How many of each cut's best hypotheses form its word set."),
-    jaccard: float = typer.Option(0.5, min=0.0, max=1.0,
+    top_k: int = typer.Option(_DEFAULT.top_k, min=1, help="How many of each cut's best hypotheses form its word set."),
+    jaccard: float = typer.Option(_DEFAULT.jaccard_threshold, min=0.0, max=1.0,
                                   help="Cuts join a group when their word-set Jaccard similarity is at least this."),
-    num_perm: int = typer.Option(32, min=1, help="MinHash permutations (more: fewer missed pairs, slower)."),
-    bands: int = typer.Option(8, min=1, help="LSH bands; num-perm must be a multiple of it."),
-    max_group_size: int = typer.Option(200, min=2, help="Larger groups are split into chunks of at most this many cuts "
+    num_perm: int = typer.Option(_DEFAULT.num_perm, min=1, help="MinHash permutations (more: fewer missed pairs, slower)."),
+    bands: int = typer.Option(_DEFAULT.bands, min=1, help="LSH bands; num-perm must be a multiple of it."),
+    max_group_size: int = typer.Option(_DEFAULT.max_group_size, min=2, help="Larger groups are split into chunks of at most this many cuts "
                                                         "(the graph stage is quadratic in group size)."),
     digits: str = typer.Option("spell", help="Digits policy of the text normaliser: keep, spell or drop."),
-    seed: int = typer.Option(0, help="Seed of the MinHash permutations."),
+    seed: int = typer.Option(_DEFAULT.seed, min=0, help="Seed of the MinHash permutations."),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the output is up to date."),
 ) -> None:
     """Group utterances whose n-best hypotheses overlap (MinHash LSH over word sets; linear in the number of cuts).
@@ -32,8 +35,11 @@ def group(
     Only cuts of the same group are compared by `choral graph`.
     """
     with stage_errors("group"):
-        config = GroupingConfig(top_k=top_k, jaccard_threshold=jaccard, num_perm=num_perm, bands=bands,
-                                max_group_size=max_group_size, seed=seed)
+        try:
+            config = GroupingConfig(top_k=top_k, jaccard_threshold=jaccard, num_perm=num_perm, bands=bands,
+                                    max_group_size=max_group_size, seed=seed)
+        except ValueError as error:
+            raise ChoralError(str(error)) from None
         normalizer = TextNormalizer(digits=digits)  # type: ignore[arg-type]
         with progress_bar() as progress:
             summary = group_manifest(decoded, output, config, normalizer, force=force, progress=progress)

@@ -62,7 +62,7 @@ _BACKENDS = ("c", "numpy")
 _CHUNK_PAIRS = 1 << 21
 # NumPy backend: lanes per batch, about _NP_LANE_CELLS / rows (keeps the
 # wavefront arrays in cache).
-_NP_LANE_CELLS = 1 << 15
+_NP_LANE_CELLS = 1 << 16
 _NP_MAX_LANES = 512
 # Frames: at most this many frames per chunk of consecutive sequences; a
 # tile's Gram block (float32) is then at most about 1024 x 1024.
