@@ -3,8 +3,8 @@
 The graph imitates choral's cut graph: block-diagonal groups of 10-200 nodes, each
 an Erdos-Renyi block dense enough for an average degree of about 22, with
 weights in [0.05, 1], plus about 2% singleton (isolated) nodes. ``Y`` has 10
-label columns: 10% of the nodes (``--labelled``) are labelled with a peaked random distribution,
-the others have zero rows; the labelled nodes are the clamped ones.
+label columns: 10% of the nodes (``--labelled``) carry a peaked random label
+distribution, the others zero rows; the labelled nodes are the clamped ones.
 
 Compared, per problem, to the same tolerance (relative residual of the linear
 system per column <= ``--tol``):
@@ -25,24 +25,35 @@ Reported: seconds, iterations, the largest absolute difference from the block
 CG solution and from a reference (block CG at ``tol * 1e-4``, untimed), and the
 time relative to block CG.
 
+BLAS is pinned to one thread (``OPENBLAS_NUM_THREADS`` etc., unless already set).
+
 Usage: ``python benchmarks/propagation_speed.py [--quick] [--nodes 50000] [--alpha 0.99]``.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import os
 
-import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
-from scipy.sparse.linalg import LinearOperator, cg
+# Single-threaded BLAS unless the caller says otherwise: every solver here spends its
+# time in (single-threaded) sparse products, and on a small shared machine OpenBLAS's
+# threaded level-1 calls inside scipy's cg spin against other processes and make it
+# up to 10x slower, which would flatter the block solver. Set before numpy loads.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
 
-from choral.kernels import propagation
-from choral.kernels.propagation import label_propagation, label_spreading
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+from scipy.sparse.csgraph import connected_components  # noqa: E402
+from scipy.sparse.linalg import LinearOperator, cg  # noqa: E402
+
+from choral.kernels import propagation  # noqa: E402
+from choral.kernels.propagation import label_propagation, label_spreading  # noqa: E402
 
 # --- problem -----------------------------------------------------------------------------
 

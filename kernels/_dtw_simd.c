@@ -124,26 +124,24 @@ static ALWAYS_INLINE void sweep_cols(float *restrict row, const float *restrict 
     for (int64_t j = a; j <= b; j++) {
         const float *restrict yj = y + j * LANES;
         float *restrict rp = row + (j + 1) * LANES;
-        float u[LANES], dg[LANES];
+        int ok[TILE];
+        for (int r = 0; r < H; r++) ok[r] = !masked || (j >= i0 + r - w && j <= i0 + r + w + 1);
         for (int l = 0; l < LANES; l++) {
-            u[l] = rp[l];
-            dg[l] = dg0[l];
-            dg0[l] = u[l];
-        }
-        for (int r = 0; r < H; r++) {
-            const int ok = !masked || (j >= i0 + r - w && j <= i0 + r + w);
-            for (int l = 0; l < LANES; l++) {
+            float u = rp[l];
+            float dg = dg0[l];
+            dg0[l] = u;
+            for (int r = 0; r < H; r++) {
                 float d = xr[r][l] - yj[l];
-                float m = MIN2(u[l], dg[l]);
+                float m = MIN2(u, dg);
                 m = MIN2(m, left[r][l]);
                 float v = d * d + m;
-                if (masked) v = ok ? v : inf;
-                dg[l] = left[r][l];
+                if (masked) v = ok[r] ? v : inf;
+                dg = left[r][l];
                 left[r][l] = v;
-                u[l] = v;
+                u = v;
             }
+            rp[l] = u;
         }
-        for (int l = 0; l < LANES; l++) rp[l] = u[l];
     }
 }
 
@@ -305,21 +303,30 @@ CHORAL_EXPORT int choral_dtw_series(const float *data, const int64_t *off, const
 /* Frames: DP over costs derived from a precomputed Gram matrix             */
 /* ------------------------------------------------------------------------ */
 
-/* One DP row over the band [lo, hi] with the row's costs c[j * LANES + l]. */
-static ALWAYS_INLINE void row_costs(float *restrict cur, const float *restrict prev,
-                                    const float *restrict c, int64_t lo, int64_t hi)
+/*
+ * One DP row over the band [lo, hi] for frames: t[j * LANES + l] holds the
+ * lane's inner products x_i.y_j, yn[j * LANES + l] the squared norms |y_j|^2
+ * and xn[l] = |x_i|^2, so the cost is max(0, xn + yn - 2 t) (the expansion
+ * can round slightly below zero).
+ */
+static ALWAYS_INLINE void row_gram(float *restrict cur, const float *restrict prev,
+                                   const float *restrict t, const float *restrict yn,
+                                   const float *restrict xn, int64_t lo, int64_t hi)
 {
     float left[LANES];
     for (int l = 0; l < LANES; l++) left[l] = cur[lo * LANES + l];
     for (int64_t j = lo; j <= hi; j++) {
-        const float *restrict cj = c + j * LANES;
+        const float *restrict tj = t + j * LANES;
+        const float *restrict yj = yn + j * LANES;
         const float *restrict up = prev + (j + 1) * LANES;
         const float *restrict dg = prev + j * LANES;
         float *restrict o = cur + (j + 1) * LANES;
         for (int l = 0; l < LANES; l++) {
+            float c = xn[l] + yj[l] - 2.0f * tj[l];
+            c = c > 0.0f ? c : 0.0f;
             float m = MIN2(up[l], dg[l]);
             m = MIN2(m, left[l]);
-            float v = cj[l] + m;
+            float v = c + m;
             left[l] = v;
             o[l] = v;
         }
@@ -327,45 +334,47 @@ static ALWAYS_INLINE void row_costs(float *restrict cur, const float *restrict p
 }
 
 /*
- * One block of the frames DP.  Lane l: cost(i, j) = max(0, nrm[xo[l] + i] +
- * nrm[yo[l] + j] - 2 * g[go[l] + i * gs + j]) for i < nl[l], j < ml[l].
- * Scratch: two rows of (mmax + 1) * LANES and a cost row of mmax * LANES.
+ * One block of the frames DP.  Lane l: inner products g[go[l] + i * gs + j],
+ * squared norms nrm[xo[l] + i] and nrm[yo[l] + j], for i < nl[l], j < ml[l].
+ * Scratch: two rows of (mmax + 1) * LANES floats, and t, yn of mmax * LANES.
  */
 CHORAL_CLONES
 static void block_gram(const float *restrict g, const int64_t *go, int64_t gs,
                        const float *restrict nrm, const int64_t *xo, const int64_t *yo,
                        const int64_t *nl, const int64_t *ml, int64_t nmax, int64_t mmax,
-                       int64_t w, float *restrict rows, float *restrict c, double *res)
+                       int64_t w, float *restrict rows, float *restrict t,
+                       float *restrict yn, double *res)
 {
     const float inf = INFINITY;
     const int64_t rw = (mmax + 1) * LANES;
     float *prev = rows, *cur = rows + rw;
+    float xn[LANES];
     fill(prev, 0.0f, LANES);
     fill(prev + LANES, inf, rw - LANES);
     fill(cur, inf, rw);
+    /* y norms interleaved once per block; padding 0 */
+    fill(yn, 0.0f, mmax * LANES);
+    fill(t, 0.0f, mmax * LANES);
+    for (int l = 0; l < LANES; l++)
+        for (int64_t j = 0; j < ml[l]; j++) yn[j * LANES + l] = nrm[yo[l] + j];
     for (int64_t i = 0; i < nmax; i++) {
         int64_t lo = i - w < 0 ? 0 : i - w;
         int64_t hi = i + w > mmax - 1 ? mmax - 1 : i + w;
         if (lo > hi) break;
-        /* this row's costs, transposed to [j][lane] */
+        /* this row's inner products, transposed to [j][lane]; lanes past
+           their own lengths keep stale (finite) values that reach no result */
         for (int l = 0; l < LANES; l++) {
-            int64_t je = hi;
-            if (i < nl[l]) {
-                const float *gr = g + go[l] + i * gs;
-                const float *yn = nrm + yo[l];
-                const float xn = nrm[xo[l] + i];
-                if (je > ml[l] - 1) je = ml[l] - 1;
-                for (int64_t j = lo; j <= je; j++) {
-                    float v = xn + yn[j] - 2.0f * gr[j];
-                    c[j * LANES + l] = v > 0.0f ? v : 0.0f;
-                }
-            } else {
-                je = lo - 1;
+            if (i >= nl[l]) {
+                xn[l] = 0.0f;
+                continue;
             }
-            for (int64_t j = je + 1 < lo ? lo : je + 1; j <= hi; j++) c[j * LANES + l] = 0.0f;
+            const float *restrict gr = g + go[l] + i * gs;
+            int64_t je = hi < ml[l] - 1 ? hi : ml[l] - 1;
+            xn[l] = nrm[xo[l] + i];
+            for (int64_t j = lo; j <= je; j++) t[j * LANES + l] = gr[j];
         }
         fill(cur + lo * LANES, inf, LANES);
-        row_costs(cur, prev, c, lo, hi);
+        row_gram(cur, prev, t, yn, xn, lo, hi);
         if (hi + 2 <= mmax) fill(cur + (hi + 2) * LANES, inf, LANES);
         for (int l = 0; l < LANES; l++) {
             if (nl[l] - 1 == i) {
@@ -374,9 +383,9 @@ static void block_gram(const float *restrict g, const int64_t *go, int64_t gs,
                 res[l] = d > w ? (double)inf : sqrt((double)cur[ml[l] * LANES + l]);
             }
         }
-        float *t = prev;
+        float *tmp = prev;
         prev = cur;
-        cur = t;
+        cur = tmp;
     }
 }
 
@@ -402,12 +411,14 @@ CHORAL_EXPORT int choral_dtw_gram(const float *g, const int64_t *go, int64_t gs,
         if (m[k] > mbig) mbig = m[k];
     }
     int64_t w = window < 0 ? nbig + mbig + 1 : window;
-    void *br, *bc;
+    void *br, *bt, *by;
     float *rows = alloc_floats(2 * (mbig + 1) * LANES, &br);
-    float *c = alloc_floats(mbig * LANES, &bc);
-    if (rows == NULL || c == NULL) {
+    float *t = alloc_floats(mbig * LANES, &bt);
+    float *yn = alloc_floats(mbig * LANES, &by);
+    if (rows == NULL || t == NULL || yn == NULL) {
         free(br);
-        free(bc);
+        free(bt);
+        free(by);
         return -1;
     }
     int64_t nblocks = (npairs + LANES - 1) / LANES;
@@ -427,11 +438,12 @@ CHORAL_EXPORT int choral_dtw_gram(const float *g, const int64_t *go, int64_t gs,
             if (nl[l] > nmax) nmax = nl[l];
             if (ml[l] > mmax) mmax = ml[l];
         }
-        block_gram(g, bgo, gs, nrm, bxo, byo, nl, ml, nmax, mmax, w, rows, c, res);
+        block_gram(g, bgo, gs, nrm, bxo, byo, nl, ml, nmax, mmax, w, rows, t, yn, res);
         for (int64_t l = 0; l < cnt; l++) out[k0 + l] = res[l];
     }
     free(br);
-    free(bc);
+    free(bt);
+    free(by);
     return 0;
 }
 

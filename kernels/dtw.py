@@ -145,6 +145,76 @@ def _resolve(backend: str) -> str:
     return backend
 
 
+class _BlasThreads:
+    """Pin NumPy's OpenBLAS to one thread while frame tiles run (one GEMM per core).
+
+    Each worker thread runs its own single-threaded GEMM; letting OpenBLAS
+    start its own threads on top oversubscribes the cores and was measured to
+    be 2-3x slower.  OpenBLAS's thread count is process-wide, so it is set to 1
+    for the duration of the outermost frames computation and then restored.
+    Where it cannot be controlled (no OpenBLAS found: MKL, Accelerate, non-Linux),
+    the GEMMs are serialised instead and BLAS's own threads do the parallel part.
+    """
+
+    _SYMBOLS = (("openblas_get_num_threads", "openblas_set_num_threads"),
+                ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+                ("openblas_get_num_threads64_", "openblas_set_num_threads64_"))
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = 0
+        self._funcs: tuple | None = None
+        self._searched = False
+        self.gemm_lock = threading.Lock()
+
+    def _find(self) -> tuple | None:
+        try:
+            with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+                paths = {line.split(None, 5)[5].strip() for line in maps
+                         if "openblas" in line.lower() and len(line.split(None, 5)) == 6}
+        except OSError:
+            return None
+        for path in sorted(paths):
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for get_name, set_name in self._SYMBOLS:
+                getter, setter = getattr(lib, get_name, None), getattr(lib, set_name, None)
+                if getter is not None and setter is not None:
+                    getter.restype, getter.argtypes = ctypes.c_int, []
+                    setter.restype, setter.argtypes = None, [ctypes.c_int]
+                    return getter, setter
+        return None
+
+    @property
+    def controlled(self) -> bool:
+        with self._lock:
+            if not self._searched:
+                self._funcs, self._searched = self._find(), True
+        return self._funcs is not None
+
+    def __enter__(self) -> _BlasThreads:
+        if self.controlled:
+            with self._lock:
+                if self._users == 0:
+                    self._saved = self._funcs[0]()
+                    self._funcs[1](1)
+                self._users += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._funcs is not None:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and self._saved > 0:
+                    self._funcs[1](self._saved)
+
+
+_blas = _BlasThreads()
+
+
 def _n_threads(n_jobs: int | None) -> int:
     try:
         cores = len(os.sched_getaffinity(0))
@@ -405,7 +475,8 @@ class _Engine:
         items = list(zip(starts.tolist(), np.r_[cut, len(a)].tolist()))
         res = np.empty(len(a))
         fn = self._tile_c if self.backend == "c" else self._tile_np
-        self._map(lambda item: fn(a, b, item[0], item[1], res), items)
+        with _blas:
+            self._map(lambda item: fn(a, b, item[0], item[1], res), items)
         out = np.empty(len(a))
         out[order] = res
         return out
@@ -434,7 +505,11 @@ class _Engine:
         b0, b1 = int(b[s:e].min()), int(b[s:e].max())
         r0, r1 = int(off[a0]), int(off[a1] + ln[a1])
         c0, c1 = int(off[b0]), int(off[b1] + ln[b1])
-        g = np.matmul(pool.data[r0:r1], pool.data[c0:c1].T)
+        if _blas.controlled or self._executor is None:
+            g = np.matmul(pool.data[r0:r1], pool.data[c0:c1].T)
+        else:
+            with _blas.gemm_lock:  # BLAS threads itself; run one GEMM at a time
+                g = np.matmul(pool.data[r0:r1], pool.data[c0:c1].T)
         go = (off[a[s:e]] - r0) * g.shape[1] + (off[b[s:e]] - c0)
         return g, go
 

@@ -252,6 +252,8 @@ def group_hypotheses(
     del signatures
     components = _components(n, links[0], links[1])
     labels, n_split = _split_large(components, links, config.max_group_size)
+    if n_split:
+        labels = _refine_split(components, labels, sets.incidence(), config)
     labels = _number_by_first_appearance(labels)
     sizes = np.bincount(labels).astype(np.int64)
     labels.setflags(write=False)
@@ -508,6 +510,97 @@ def _balanced_chunks(component: np.ndarray, component_sizes: np.ndarray, max_siz
     position = np.arange(component.size) - start
     size = component_sizes[component]
     return position * (-(-size // max_size)) // size
+
+
+_REFINE_LIMIT = 4096  # cuts of one coarse chunk compared all-pairs during refinement
+
+
+def _refine_split(
+    components: np.ndarray, coarse: np.ndarray, incidence: csr_matrix, config: GroupingConfig
+) -> np.ndarray:
+    """Re-split large components so that the most similar cuts stay together.
+
+    The links LSH verified form a sparse forest (pairs already connected are not
+    checked), too weak to decide where a large component should be cut. For each
+    large component (pre-cut by :func:`_split_large` into pieces of at most
+    ``_REFINE_LIMIT`` cuts), exact Jaccard similarities of all its pairs above
+    the threshold are merged strongest first, refusing any merge that would
+    exceed the balanced size ``ceil(s / ceil(s / max_group_size))`` (size-capped
+    single linkage). The resulting clusters are packed into as few groups of at
+    most ``max_group_size`` as first fit by decreasing size finds, so nothing
+    tiny is left over that need not be.
+    """
+    max_size = config.max_group_size
+    labels = coarse.copy()
+    sizes = np.bincount(components)
+    large = np.flatnonzero(sizes > max_size)
+    next_label = int(coarse.max()) + 1
+    for component in large:
+        members = np.flatnonzero(components == component)
+        piece_of = coarse[members]
+        if members.size > _REFINE_LIMIT:  # keep the coarse pieces, refine each at most this big
+            coarse_pieces = [members[piece_of == c] for c in np.unique(piece_of)]
+            pieces = _regroup(coarse_pieces, max(_REFINE_LIMIT, max_size))
+        else:
+            pieces = [members]
+        for piece in pieces:
+            for chunk in _capped_linkage(piece, incidence, config.jaccard_threshold, max_size):
+                labels[chunk] = next_label
+                next_label += 1
+    return labels
+
+
+def _regroup(pieces: list[np.ndarray], limit: int) -> list[np.ndarray]:
+    """Concatenate consecutive pieces while they fit in ``limit`` cuts."""
+    out: list[np.ndarray] = []
+    for piece in pieces:
+        if out and out[-1].size + piece.size <= limit:
+            out[-1] = np.concatenate([out[-1], piece])
+        else:
+            out.append(piece)
+    return out
+
+
+def _capped_linkage(members: np.ndarray, incidence: csr_matrix, threshold: float, max_size: int) -> list[np.ndarray]:
+    """Size-capped single linkage over exact Jaccard, then first-fit packing into groups."""
+    sub = incidence[members].astype(np.float32)
+    intersection = (sub @ sub.T).toarray()
+    set_sizes = np.diag(intersection).copy()
+    union = set_sizes[:, None] + set_sizes[None, :] - intersection
+    with np.errstate(divide="ignore", invalid="ignore"):
+        similarity = np.where(union > 0, intersection / union, 0.0)
+    # merge up to the balanced size ceil(s / k), k = ceil(s / max_size): equal chunks when cuts are alike
+    n_chunks = -(-members.size // max_size)
+    cap = -(-members.size // n_chunks)
+    u, v = np.triu_indices(members.size, k=1)
+    keep = similarity[u, v] >= threshold - _EPS
+    u, v, w = u[keep], v[keep], similarity[u[keep], v[keep]]
+    strongest = np.argsort(-w, kind="stable")
+    parent = list(range(members.size))
+    size = [1] * members.size
+    for a, b in zip(u[strongest].tolist(), v[strongest].tolist()):
+        a, b = _find(parent, a), _find(parent, b)
+        if a == b or size[a] + size[b] > cap:
+            continue
+        if b < a:
+            a, b = b, a
+        parent[b] = a
+        size[a] += size[b]
+    roots = np.array([_find(parent, i) for i in range(members.size)])
+    clusters = [members[roots == r] for r in np.unique(roots)]
+    clusters.sort(key=lambda c: -c.size)
+    bins: list[list[np.ndarray]] = []
+    room: list[int] = []
+    for cluster in clusters:
+        for index, free in enumerate(room):
+            if cluster.size <= free:
+                bins[index].append(cluster)
+                room[index] -= cluster.size
+                break
+        else:
+            bins.append([cluster])
+            room.append(max_size - cluster.size)
+    return [np.sort(np.concatenate(b)) for b in bins]
 
 
 def _number_by_first_appearance(labels: np.ndarray) -> np.ndarray:

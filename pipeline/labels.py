@@ -56,17 +56,16 @@ def build_group_labels(entries: list[CutEntry], temperature: float, max_labels: 
     """Labels of one group: references first, then hypotheses by total prior mass (at most ``max_labels``)."""
     mass: dict[str, float] = {}
     original: dict[str, str] = {}
-    references: list[str] = []
+    references: dict[str, None] = {}  # insertion-ordered set
     for entry in entries:
         if entry.reference is not None:
-            if entry.reference not in original:
-                references.append(entry.reference)
+            references.setdefault(entry.reference)
             original.setdefault(entry.reference, entry.reference_original or entry.reference)
         posterior = np.exp(log_posterior(entry.scores, temperature))
         for text, raw, p in zip(entry.hypotheses, entry.originals, posterior):
             mass[text] = mass.get(text, 0.0) + float(p)
             original.setdefault(text, raw)
-    ranked = references + sorted((t for t in mass if t not in set(references)), key=lambda t: (-mass[t], t))
+    ranked = list(references) + sorted((t for t in mass if t not in references), key=lambda t: (-mass[t], t))
     kept = ranked[: max(max_labels, len(references))]
     return GroupLabels(texts=kept, originals=[original[t] for t in kept], index={t: k for k, t in enumerate(kept)})
 

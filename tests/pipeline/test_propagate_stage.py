@@ -150,3 +150,12 @@ def test_params_yaml_validation(tmp_path: Path) -> None:
     bad_value.write_text("alpha: 1.5\n")
     with pytest.raises(InputError, match=r"value.yaml: alpha must be in"):
         load_params(bad_value)
+
+
+def test_reference_that_is_also_a_hypothesis_of_an_earlier_cut() -> None:
+    entries = [
+        entry("a", ["play jazz", "pay jess"], [-0.5, -0.7]),
+        entry("b", ["pay jess"], [-0.1], reference="play jazz"),
+    ]
+    results = rescore(entries, complete_graph(2), PropagateConfig(max_labels=1))
+    assert results[1].source == "reference" and results[1].text == "play jazz"
