@@ -21,16 +21,23 @@ $(STAMP): pyproject.toml setup.py kernels/_dtw_simd.c
 test: install
 	$(PY) -m pytest
 
+DEMO ?= runs/demo
+
+# Until the teacher and the bundled demo audio exist, the demo runs the rescoring
+# stages on a synthetic decoded manifest (choral synth) and prints the WER table.
 demo: install
-	@echo "choral: the end-to-end demo (decode -> group -> graph -> propagate -> eval) is not built yet;"
-	@echo "        today you can try the implemented stages on a synthetic manifest:"
-	$(CHORAL) synth runs/demo --cuts 2000
-	$(CHORAL) group runs/demo/decoded.jsonl.gz runs/demo/grouped.jsonl.gz
-	$(CHORAL) graph runs/demo/grouped.jsonl.gz runs/demo/graph.npz
+	$(CHORAL) synth $(DEMO) --cuts 2000
+	$(CHORAL) group $(DEMO)/decoded.jsonl.gz $(DEMO)/grouped.jsonl.gz
+	$(CHORAL) graph $(DEMO)/grouped.jsonl.gz $(DEMO)/graph.npz
+	$(CHORAL) tune $(DEMO)/grouped.jsonl.gz $(DEMO)/graph.npz $(DEMO)/params.yaml
+	$(CHORAL) propagate $(DEMO)/grouped.jsonl.gz $(DEMO)/graph.npz $(DEMO)/rescored.jsonl.gz --params $(DEMO)/params.yaml
+	$(CHORAL) export $(DEMO)/rescored.jsonl.gz $(DEMO)/export --format lhotse
+	$(CHORAL) eval $(DEMO)/rescored.jsonl.gz --references $(DEMO)/references.jsonl.gz --by accent --out $(DEMO)/eval
 
 bench: install
 	$(PY) benchmarks/dtw_speed.py
 	$(PY) benchmarks/group_scale.py
+	$(PY) benchmarks/propagation_speed.py
 
 clean:
 	rm -rf build *.egg-info kernels/*.so runs

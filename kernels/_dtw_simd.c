@@ -125,7 +125,7 @@ static ALWAYS_INLINE void sweep_cols(float *restrict row, const float *restrict 
         const float *restrict yj = y + j * LANES;
         float *restrict rp = row + (j + 1) * LANES;
         int ok[TILE];
-        for (int r = 0; r < H; r++) ok[r] = !masked || (j >= i0 + r - w && j <= i0 + r + w + 1);
+        for (int r = 0; r < H; r++) ok[r] = !masked || (j >= i0 + r - w && j <= i0 + r + w);
         for (int l = 0; l < LANES; l++) {
             float u = rp[l];
             float dg = dg0[l];

@@ -614,7 +614,7 @@ def _np_dp(cost, n: np.ndarray, m: np.ndarray, window: int) -> np.ndarray:
         # the cells bordering this diagonal's band are read by the next two
         d0[i0] = inf
         if i1 + 2 <= nmax + 1:
-            d0[i1 + 2] = inf
+            pass
         f0, f1 = np.searchsorted(sorted_ends, (d, d + 1))
         if f1 > f0:
             done = order[f0:f1]

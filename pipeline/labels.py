@@ -13,7 +13,8 @@ Label columns are *local to a group*: column ``k`` of a cut means label ``k``
 of that cut's group. Because graph edges never cross groups, one propagation
 over many groups at once is exact with this layout, and the prior matrix has
 only as many columns as the largest group has labels (capped by
-``max_labels``, keeping references and the labels with the most prior mass).
+``max_labels``, beyond the references and every cut's own 1-best, which are
+always kept, by prior mass).
 """
 
 from __future__ import annotations
@@ -53,7 +54,11 @@ class GroupLabels:
 
 
 def build_group_labels(entries: list[CutEntry], temperature: float, max_labels: int) -> GroupLabels:
-    """Labels of one group: references first, then hypotheses by total prior mass (at most ``max_labels``)."""
+    """Labels of one group: references, every cut's own 1-best, then other hypotheses by total prior mass.
+
+    References and 1-bests are always kept (a cut must be able to keep its teacher's answer);
+    the remaining hypotheses fill up to ``max_labels`` columns.
+    """
     mass: dict[str, float] = {}
     original: dict[str, str] = {}
     references: dict[str, None] = {}  # insertion-ordered set
@@ -65,8 +70,12 @@ def build_group_labels(entries: list[CutEntry], temperature: float, max_labels: 
         for text, raw, p in zip(entry.hypotheses, entry.originals, posterior):
             mass[text] = mass.get(text, 0.0) + float(p)
             original.setdefault(text, raw)
-    ranked = list(references) + sorted((t for t in mass if t not in references), key=lambda t: (-mass[t], t))
-    kept = ranked[: max(max_labels, len(references))]
+    required = dict(references)
+    for entry in entries:
+        if entry.hypotheses:
+            required.setdefault(entry.hypotheses[0])
+    ranked = list(required) + sorted((t for t in mass if t not in required), key=lambda t: (-mass[t], t))
+    kept = ranked[: max(max_labels, len(required))]
     return GroupLabels(texts=kept, originals=[original[t] for t in kept], index={t: k for k, t in enumerate(kept)})
 
 

@@ -202,9 +202,18 @@ class BatchSupport:
     degree: np.ndarray
 
 
-def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: np.ndarray,
-                    config: PropagateConfig, scorer: Scorer | None = None) -> BatchSupport:
-    """Build priors, run the propagation kernel, and collect teacher terms (with shared candidates)."""
+@dataclass
+class BatchPriors:
+    """Label sets, prior matrix Y and teacher terms of a batch: they depend on T, not on α or the graph."""
+
+    labels_of: dict
+    prior: np.ndarray
+    teacher: np.ndarray
+    annotated: np.ndarray
+
+
+def batch_priors(entries: list[CutEntry], config: PropagateConfig) -> BatchPriors:
+    """Build every group's labels and each cut's prior row and teacher log-posteriors."""
     groups: dict[str, list[int]] = {}
     for row, entry in enumerate(entries):
         groups.setdefault(entry.group, []).append(row)
@@ -221,6 +230,20 @@ def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: n
         for column, logp in own.items():
             teacher[row, column] = logp
     annotated = np.array([e.reference is not None for e in entries])
+    return BatchPriors(labels_of, prior, teacher, annotated)
+
+
+def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: np.ndarray,
+                    config: PropagateConfig, scorer: Scorer | None = None,
+                    priors: BatchPriors | None = None) -> BatchSupport:
+    """Run the propagation kernel over a batch of whole groups and collect teacher terms (with sharing).
+
+    ``priors`` (from :func:`batch_priors` with the same temperature) may be reused across α values.
+    """
+    if priors is None:
+        priors = batch_priors(entries, config)
+    labels_of, prior, annotated = priors.labels_of, priors.prior, priors.annotated
+    teacher = priors.teacher.copy()
 
     if config.algorithm == "spreading":
         support = label_spreading(adjacency, prior, config.alpha)
@@ -233,6 +256,9 @@ def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: n
     if config.share_candidates:
         # annotated cuts answer with their reference: they need no borrowed candidates
         borrowed = (support >= config.share_min) & np.isneginf(teacher) & ~annotated[:, None]
+        if scorer is None:
+            teacher[borrowed] = config.borrowed_floor
+            return BatchSupport(entries, labels_of, support, teacher, np.asarray(degree))
         for row in np.flatnonzero(borrowed.any(axis=1)):
             columns = np.flatnonzero(borrowed[row])
             teacher[row] = _teacher_with_borrowed(entries[row], labels_of[entries[row].group], teacher[row],

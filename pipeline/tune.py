@@ -34,7 +34,7 @@ from .errors import ChoralError, InputError
 from .labels import CutEntry
 from .manifest import atomic_output, check_readable, write_json
 from .progress import NullProgress, Progress
-from .propagate import PropagateConfig, fuse, propagate_batch, read_entries
+from .propagate import PropagateConfig, batch_priors, fuse, propagate_batch, read_entries
 from .text import TextNormalizer
 
 CONFIDENCE_LEVELS: tuple[float, ...] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -135,17 +135,26 @@ def tune_params(
             for k in held_out:
                 hidden[k] = replace(sub_entries[k], reference=None, reference_original=None)
             fold_refs = [sub_entries[k].reference or "" for k in held_out]
-            for alpha, temperature in itertools.product(grid.alpha, grid.temperature):
-                config = replace(base, alpha=alpha, temperature=temperature)
-                batch = propagate_batch(hidden, adjacency, degree, config)
-                for weight in grid.fusion_weight:
-                    results = fuse(batch, held_out, weight, config)
-                    texts = [normalizer(r.text) for r in results]
-                    key = (scale, alpha, temperature, weight)
-                    edits[key] = edits.get(key, 0) + _word_errors(fold_refs, texts)[0]
-                    hypotheses.setdefault(key, []).extend(
-                        (int(k), text, r.confidence) for k, text, r in zip(held_out, texts, results))
-                progress.advance()
+            # only the groups of this fold's held-out cuts influence them
+            fold_groups = {sub_entries[k].group for k in held_out}
+            local = np.array([k for k, e in enumerate(sub_entries) if e.group in fold_groups], dtype=np.int64)
+            position = {int(k): i for i, k in enumerate(local)}
+            local_entries = [hidden[k] for k in local]
+            local_adjacency = adjacency[local][:, local]
+            local_held_out = [position[int(k)] for k in held_out]
+            for temperature in grid.temperature:
+                priors = batch_priors(local_entries, replace(base, temperature=temperature))
+                for alpha in grid.alpha:
+                    config = replace(base, alpha=alpha, temperature=temperature)
+                    batch = propagate_batch(local_entries, local_adjacency, degree[local], config, priors=priors)
+                    for weight in grid.fusion_weight:
+                        results = fuse(batch, local_held_out, weight, config)
+                        texts = [normalizer(r.text) for r in results]
+                        key = (scale, alpha, temperature, weight)
+                        edits[key] = edits.get(key, 0) + _word_errors(fold_refs, texts)[0]
+                        hypotheses.setdefault(key, []).extend(
+                            (int(k), text, r.confidence) for k, text, r in zip(held_out, texts, results))
+                    progress.advance()
 
     default_key = (1.0, base.alpha, base.temperature, base.fusion_weight)
     best_key = min(edits, key=lambda k: (edits[k], k != default_key))

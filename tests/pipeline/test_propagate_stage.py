@@ -159,3 +159,9 @@ def test_reference_that_is_also_a_hypothesis_of_an_earlier_cut() -> None:
     ]
     results = rescore(entries, complete_graph(2), PropagateConfig(max_labels=1))
     assert results[1].source == "reference" and results[1].text == "play jazz"
+
+
+def test_label_cap_never_drops_a_cuts_own_best() -> None:
+    entries = [entry(f"c{i}", [f"text number {i}", "shared"], [-0.1, -3.0]) for i in range(6)]
+    results = rescore(entries, complete_graph(6), PropagateConfig(max_labels=2))
+    assert [r.text for r in results] == [f"text number {i}" for i in range(6)]
