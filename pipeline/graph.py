@@ -25,7 +25,7 @@ from ..kernels import dtw
 from .cutgraph import CutGraph
 from .errors import ChoralError, InputError
 from .fields import custom_field, load_array, nbest, reference_text
-from .manifest import check_readable, iter_cuts, write_json
+from .manifest import array_storage_files, check_readable, iter_cuts, write_json
 from .meta import StageRecord, is_up_to_date, write_meta
 from .progress import NullProgress, Progress
 from .text import TextNormalizer
@@ -195,7 +195,7 @@ def build_graph(
     threshold_file = Path(threshold_file) if threshold_file else output.with_name("threshold.json")
     record = StageRecord.create(
         "graph",
-        inputs=[grouped, *_storage_files(grouped)],
+        inputs=[grouped, *array_storage_files(grouped)],
         params={"graph": asdict(config), "normalizer": asdict(normalizer)},
         outputs=[output, threshold_file],
     )
@@ -237,18 +237,3 @@ def build_graph(
         distance_seconds=distance_seconds,
         seconds=time.perf_counter() - started,
     )
-
-
-def _storage_files(manifest: Path) -> list[Path]:
-    """Array storage files the first cut points at (embeddings.h5), so their changes count too."""
-    try:
-        first = next(iter_cuts(manifest))
-    except (StopIteration, InputError):
-        return []
-    paths = []
-    for name in ("embedding", "frames"):
-        array = custom_field(first, name)
-        storage = getattr(getattr(array, "array", array), "storage_path", None)
-        if storage and Path(storage).is_file():
-            paths.append(Path(storage))
-    return paths

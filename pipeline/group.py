@@ -1,10 +1,11 @@
 """``choral group``: put cuts whose n-best hypotheses overlap into the same group.
 
 Two streaming passes over the decoded manifest: the first collects each cut's
-normalised top-k hypotheses, MinHash/LSH grouping assigns group labels
-(:mod:`.grouping`), the second pass writes every cut again with
+normalised top-k hypotheses (and a reference to its embedding), MinHash/LSH
+grouping assigns group labels (:mod:`.grouping`; components too large to keep
+are split by embedding similarity), the second pass writes every cut again with
 ``custom.group`` (``g<N>`` for groups, ``s<N>`` for singletons) and
-``custom.group_size``. Cut objects are never all held in memory.
+``custom.group_size``. Full cut objects are never all held in memory.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .fields import nbest
+import numpy as np
+from lhotse import MonoCut
+from lhotse.cut import Cut
+
+from .fields import custom_field, load_array, nbest
 from .grouping import GroupingConfig, group_hypotheses
-from .manifest import CutWriter, iter_cuts
+from .manifest import CutWriter, array_storage_files, iter_cuts
 from .meta import StageRecord, is_up_to_date, write_meta
 from .progress import NullProgress, Progress
 from .text import TextNormalizer
@@ -40,6 +45,13 @@ def group_id(label: int, size: int) -> str:
     return f"{'s' if size == 1 else 'g'}{label:07d}"
 
 
+def _embedding_only(cut: Cut) -> Cut:
+    """A light stand-in for ``cut`` that keeps just what loading its embedding needs."""
+    embedding = custom_field(cut, "embedding")
+    return MonoCut(id=cut.id, start=0.0, duration=0.0, channel=0,
+                   custom={"embedding": embedding} if embedding is not None else None)
+
+
 def group_manifest(
     decoded: str | Path,
     output: str | Path,
@@ -53,7 +65,7 @@ def group_manifest(
     decoded, output = Path(decoded), Path(output)
     record = StageRecord.create(
         "group",
-        inputs=[decoded] if decoded.exists() else [],
+        inputs=[decoded, *array_storage_files(decoded)] if decoded.exists() else [],
         params={"grouping": asdict(config), "normalizer": asdict(normalizer)},
         outputs=[output],
     )
@@ -63,9 +75,21 @@ def group_manifest(
 
     progress.task("reading hypotheses", None)
     hypotheses: list[list[str]] = []
+    cuts_for_embeddings: list[Cut] = []  # cut objects kept only for their embedding references
     for cut in iter_cuts(decoded):
         hypotheses.append([normalizer(h.text) for h in nbest(cut, decoded)[: config.top_k]])
+        cuts_for_embeddings.append(_embedding_only(cut))
         progress.advance()
+
+    def embeddings(indices: np.ndarray) -> np.ndarray | None:
+        """Pooled embeddings of some cuts, for splitting large groups by sound; None if unusable."""
+        chosen = [cuts_for_embeddings[i] for i in indices]
+        if any(custom_field(c, "embedding") is None for c in chosen):
+            return None
+        vectors = [load_array(c, "embedding", decoded) for c in chosen]
+        if len({v.shape for v in vectors}) != 1 or vectors[0].ndim != 1:
+            return None
+        return np.stack(vectors)
 
     progress.task("grouping (MinHash LSH)", len(hypotheses))
     done = 0
@@ -75,8 +99,8 @@ def group_manifest(
         progress.advance(n - done)
         done = n
 
-    grouping = group_hypotheses(hypotheses, config, progress=report)
-    del hypotheses
+    grouping = group_hypotheses(hypotheses, config, progress=report, embeddings=embeddings)
+    del hypotheses, cuts_for_embeddings
 
     progress.task("writing grouped manifest", len(grouping.labels))
     labels, sizes = grouping.labels, grouping.sizes

@@ -239,11 +239,15 @@ def group_hypotheses(
     hypotheses: Sequence[Sequence[str]],
     config: GroupingConfig = GroupingConfig(),
     progress: Callable[[int], None] | None = None,
+    embeddings: Callable[[np.ndarray], np.ndarray | None] | None = None,
 ) -> Grouping:
     """Group cuts whose top-k word sets have Jaccard similarity >= the threshold.
 
     ``hypotheses[i]`` holds cut ``i``'s normalised n-best texts, best first.
     ``progress(n)`` is called with the number of cuts processed so far.
+    ``embeddings(indices)``, when given, returns the pooled embeddings of those
+    cuts (one row each, or None when they are not comparable); it is called only for cuts of components too large to
+    keep, which are then split by acoustic similarity rather than word overlap.
     """
     n = len(hypotheses)
     rng = np.random.default_rng(config.seed)
@@ -253,7 +257,7 @@ def group_hypotheses(
     components = _components(n, links[0], links[1])
     labels, n_split = _split_large(components, links, config.max_group_size)
     if n_split:
-        labels = _refine_split(components, labels, sets.incidence(), config)
+        labels = _refine_split(components, labels, sets.incidence(), config, embeddings)
     labels = _number_by_first_appearance(labels)
     sizes = np.bincount(labels).astype(np.int64)
     labels.setflags(write=False)
@@ -516,9 +520,19 @@ _REFINE_LIMIT = 4096  # cuts of one coarse chunk compared all-pairs during refin
 
 
 def _refine_split(
-    components: np.ndarray, coarse: np.ndarray, incidence: csr_matrix, config: GroupingConfig
+    components: np.ndarray,
+    coarse: np.ndarray,
+    incidence: csr_matrix,
+    config: GroupingConfig,
+    embeddings: Callable[[np.ndarray], np.ndarray | None] | None = None,
 ) -> np.ndarray:
     """Re-split large components so that the most similar cuts stay together.
+
+    Word overlap alone cannot tell apart prompts of one template ("weather in
+    boston today" / "weather in denver today" overlap as much as two readings
+    of one prompt), so when ``embeddings`` are available the merges below are
+    ordered by Euclidean distance between pooled embeddings instead: readings
+    of the same words sound alike.
 
     The links LSH verified form a sparse forest (pairs already connected are not
     checked), too weak to decide where a large component should be cut. For each
@@ -544,7 +558,9 @@ def _refine_split(
         else:
             pieces = [members]
         for piece in pieces:
-            for chunk in _capped_linkage(piece, incidence, config.jaccard_threshold, max_size):
+            vectors = None if embeddings is None else embeddings(piece)
+            vectors = None if vectors is None else np.asarray(vectors, dtype=np.float64)
+            for chunk in _capped_linkage(piece, incidence, config.jaccard_threshold, max_size, vectors):
                 labels[chunk] = next_label
                 next_label += 1
     return labels
@@ -561,20 +577,27 @@ def _regroup(pieces: list[np.ndarray], limit: int) -> list[np.ndarray]:
     return out
 
 
-def _capped_linkage(members: np.ndarray, incidence: csr_matrix, threshold: float, max_size: int) -> list[np.ndarray]:
-    """Size-capped single linkage over exact Jaccard, then first-fit packing into groups."""
-    sub = incidence[members].astype(np.float32)
-    intersection = (sub @ sub.T).toarray()
-    set_sizes = np.diag(intersection).copy()
-    union = set_sizes[:, None] + set_sizes[None, :] - intersection
-    with np.errstate(divide="ignore", invalid="ignore"):
-        similarity = np.where(union > 0, intersection / union, 0.0)
+def _capped_linkage(
+    members: np.ndarray, incidence: csr_matrix, threshold: float, max_size: int, vectors: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """Size-capped single linkage (closest embeddings, else highest Jaccard, first), then first-fit packing."""
+    u, v = np.triu_indices(members.size, k=1)
+    if vectors is not None:
+        squared = np.einsum("ij,ij->i", vectors, vectors)
+        gram = vectors @ vectors.T
+        w = -(squared[u] + squared[v] - 2 * gram[u, v])  # higher = closer
+    else:
+        sub = incidence[members].astype(np.float32)
+        intersection = (sub @ sub.T).toarray()
+        set_sizes = np.diag(intersection).copy()
+        union = set_sizes[:, None] + set_sizes[None, :] - intersection
+        with np.errstate(divide="ignore", invalid="ignore"):
+            similarity = np.where(union > 0, intersection / union, 0.0)
+        keep = similarity[u, v] >= threshold - _EPS
+        u, v, w = u[keep], v[keep], similarity[u[keep], v[keep]]
     # merge up to the balanced size ceil(s / k), k = ceil(s / max_size): equal chunks when cuts are alike
     n_chunks = -(-members.size // max_size)
     cap = -(-members.size // n_chunks)
-    u, v = np.triu_indices(members.size, k=1)
-    keep = similarity[u, v] >= threshold - _EPS
-    u, v, w = u[keep], v[keep], similarity[u[keep], v[keep]]
     strongest = np.argsort(-w, kind="stable")
     parent = list(range(members.size))
     size = [1] * members.size

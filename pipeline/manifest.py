@@ -140,3 +140,18 @@ def write_json(data: object, path: str | Path) -> None:
     """Write JSON atomically (pretty-printed, for humans and tools alike)."""
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def array_storage_files(manifest: str | Path, fields: tuple[str, ...] = ("embedding", "frames")) -> list[Path]:
+    """Array storage files (e.g. embeddings.h5) the first cut points at, so their changes count as input changes."""
+    try:
+        first = next(iter_cuts(manifest))
+    except (StopIteration, InputError):
+        return []
+    paths = []
+    for name in fields:
+        array = (getattr(first, "custom", None) or {}).get(name)
+        storage = getattr(getattr(array, "array", array), "storage_path", None)
+        if storage and Path(storage).is_file():
+            paths.append(Path(storage))
+    return paths

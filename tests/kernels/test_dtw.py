@@ -195,6 +195,26 @@ def test_frames_3d_array_input(backend):
     assert_dtw_close(dtw.cdist(stack, backend=backend), reference_matrix(stack, stack))
 
 
+@pytest.mark.parametrize("backend", backends())
+def test_small_chunks_and_tiles(monkeypatch, backend, ragged_series, ragged_frames):
+    """Force many pair chunks, NumPy batches and frame tiles (fine and coarse)."""
+    monkeypatch.setattr(dtw, "_CHUNK_PAIRS", 37)
+    monkeypatch.setattr(dtw, "_NP_LANE_CELLS", 64)
+    monkeypatch.setattr(dtw, "_FRAME_BUDGET", 40)
+    for window in (None, 3):
+        expected = cached_reference(("series", window), ragged_series, ragged_series, window)
+        assert_dtw_close(dtw.cdist(ragged_series, window=window, backend=backend, n_jobs=2), expected)
+        assert_dtw_close(dtw.cdist(ragged_series[:5], ragged_series[5:], window=window, backend=backend),
+                         expected[:5, 5:])
+    expected = cached_reference(("frames", None), ragged_frames, ragged_frames, None)
+    assert_dtw_close(dtw.cdist(ragged_frames, backend=backend, n_jobs=2), expected)
+    assert_dtw_close(dtw.cdist(ragged_frames[:10], ragged_frames[10:], backend=backend), expected[:10, 10:])
+    groups = np.arange(len(ragged_frames)) % 3
+    index_a, index_b = np.array([(i, j) for i in range(len(groups)) for j in range(len(groups))
+                                 if i != j and groups[i] == groups[j]]).T
+    assert_dtw_close(dtw.paired(ragged_frames, index_a, index_b, backend=backend), expected[index_a, index_b])
+
+
 # ---------------------------------------------------------------- dtaidistance
 
 def test_matches_dtaidistance_distance_matrix_fast():
