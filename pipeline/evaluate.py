@@ -17,14 +17,12 @@ only the references (and the requested ``--by`` values) are held in memory.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import jiwer
 from lhotse import SupervisionSegment
@@ -32,8 +30,8 @@ from lhotse.cut import Cut
 from lhotse.serialization import deserialize_item
 
 from .errors import ChoralError, InputError
-from .fields import custom_field, is_annotated, nbest
-from .manifest import atomic_output, check_readable, iter_cuts, write_json
+from .fields import choral_entry, custom_field, is_annotated, nbest
+from .manifest import atomic_output, check_readable, iter_cuts, iter_json_lines, write_json
 from .progress import NullProgress, Progress
 from .text import TextNormalizer
 
@@ -266,25 +264,6 @@ def _reference_of(item: object, by: Sequence[str]) -> tuple[str, Reference | Non
     return item.id, Reference(" ".join(texts), _pick(_cut_layers(item), by)) if texts else None
 
 
-def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
-    """Parsed JSON objects of a JSONL(.gz) file with their line numbers."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as stream:
-            for line_number, line in enumerate(stream, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    data = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise InputError(path, f"malformed JSON ({error.msg})", line=line_number) from None
-                if not isinstance(data, dict) or "id" not in data:
-                    raise InputError(path, "expected a JSON object with an 'id'", line=line_number)
-                yield line_number, data
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as error:
-        raise InputError(path, f"cannot read ({error})") from None
-
-
 def load_references(path: str | Path, by: Sequence[str] = ()) -> dict[str, Reference]:
     """Cut id -> reference from a lhotse supervision manifest (id = cut id) or a cut manifest.
 
@@ -293,7 +272,7 @@ def load_references(path: str | Path, by: Sequence[str] = ()) -> dict[str, Refer
     """
     path = check_readable(path)
     references: dict[str, Reference] = {}
-    for line_number, data in _json_lines(path):
+    for line_number, data in iter_json_lines(path):
         try:
             item = deserialize_item(data)
         except Exception as error:  # noqa: BLE001 - lhotse raises many kinds
@@ -315,15 +294,7 @@ def load_references(path: str | Path, by: Sequence[str] = ()) -> dict[str, Refer
 
 def choral_output(cut: Cut, source: str | Path) -> tuple[str, str]:
     """The cut's choral label and where it came from (reference, propagated or teacher)."""
-    raw = custom_field(cut, "choral")
-    if raw is None:
-        raise InputError(source, "cut has no choral label (custom.choral); run `choral propagate` first",
-                         cut_id=cut.id)
-    if isinstance(raw, list) and len(raw) == 1:
-        raw = raw[0]
-    if not isinstance(raw, dict) or "text" not in raw:
-        raise InputError(source, "custom.choral must be a list of one {text, confidence, teacher_text, source}",
-                         cut_id=cut.id)
+    raw = choral_entry(cut, source)
     return str(raw["text"] or ""), str(raw.get("source") or UNKNOWN)
 
 

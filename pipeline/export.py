@@ -36,7 +36,7 @@ from lhotse.features.io import FeaturesWriter
 from lhotse.utils import fastcopy
 
 from .errors import ChoralError, InputError
-from .fields import custom_field, reference_text
+from .fields import choral_entry, custom_field, reference_text
 from .manifest import CutWriter, atomic_output, check_readable, iter_cuts, temporary_name
 from .meta import StageRecord, is_up_to_date, write_meta
 from .progress import NullProgress, Progress
@@ -163,19 +163,6 @@ class ExportSummary:
 # --- reading and filtering -------------------------------------------------------------------------------------
 
 
-def _choral_entry(cut: Cut, source: Path) -> dict:
-    """The raw ``custom.choral`` dict (stored as a one-element list so lhotse leaves it alone)."""
-    raw = custom_field(cut, "choral")
-    if raw is None:
-        raise InputError(source, "cut has no pseudo-label (custom.choral); run `choral propagate` first",
-                         cut_id=cut.id)
-    if isinstance(raw, list) and len(raw) == 1:
-        raw = raw[0]
-    if not isinstance(raw, dict):
-        raise InputError(source, "custom.choral must be a list holding one object", cut_id=cut.id)
-    return raw
-
-
 def _confidence(entry: dict, cut: Cut, source: Path) -> float:
     """The label's confidence, a probability; round-off just outside [0, 1] is clipped."""
     value = entry.get("confidence")
@@ -195,7 +182,7 @@ def _text(entry: dict, key: str, cut: Cut, source: Path) -> str:
 
 def pseudo_label(cut: Cut, source: Path) -> Label:
     """The cut's export label, validated; annotated cuts are exported with their reference text."""
-    entry = _choral_entry(cut, source)
+    entry = choral_entry(cut, source)
     confidence = _confidence(entry, cut, source)
     origin = entry.get("source")
     if origin not in SOURCES:

@@ -77,3 +77,18 @@ def load_array(cut: Cut, name: str, source: str | Path) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise InputError(source, f"custom.{name} holds NaN or infinite values", cut_id=cut.id)
     return array
+
+
+def choral_entry(cut: Cut, source: str | Path) -> dict:
+    """The raw ``custom.choral`` dict written by ``choral propagate`` (stored as a one-element list
+    so lhotse leaves it alone); an InputError names the file and cut when it is missing or malformed."""
+    raw = custom_field(cut, "choral")
+    if raw is None:
+        raise InputError(source, "cut has no pseudo-label (custom.choral); run `choral propagate` first",
+                         cut_id=cut.id)
+    if isinstance(raw, list) and len(raw) == 1:
+        raw = raw[0]
+    if not isinstance(raw, dict) or "text" not in raw:
+        raise InputError(source, "custom.choral must be a list of one {text, confidence, teacher_text, source}",
+                         cut_id=cut.id)
+    return raw

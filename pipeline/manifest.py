@@ -37,14 +37,13 @@ def check_readable(path: str | Path) -> Path:
     return path
 
 
-def iter_cuts(path: str | Path) -> Iterator[Cut]:
-    """Yield the cuts of a lhotse JSONL(.gz) manifest lazily, one line at a time.
+def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line number, object)`` for each non-blank line of a JSONL(.gz) file of objects with an ``id``.
 
-    Raises InputError naming the file and line for a malformed line, and for a
-    manifest that holds no cut at all.
+    Raises InputError naming the file and line for malformed JSON, a line that is
+    not such an object, and an unreadable or corrupt file.
     """
     path = check_readable(path)
-    count = 0
     try:
         with _open_text(path, "r") as stream:
             for line_number, line in enumerate(stream, start=1):
@@ -55,19 +54,29 @@ def iter_cuts(path: str | Path) -> Iterator[Cut]:
                 except json.JSONDecodeError as error:
                     raise InputError(path, f"malformed JSON ({error.msg})", line=line_number) from None
                 if not isinstance(data, dict) or "id" not in data:
-                    raise InputError(path, "not a cut (expected a JSON object with an 'id')", line=line_number)
-                try:
-                    cut = deserialize_item(data)
-                except Exception as error:  # noqa: BLE001 - lhotse raises many kinds
-                    raise InputError(
-                        path, f"not a lhotse cut ({error})", line=line_number, cut_id=str(data.get("id"))
-                    ) from None
-                if not isinstance(cut, Cut):
-                    raise InputError(path, f"expected a cut, found a {type(cut).__name__}", line=line_number)
-                count += 1
-                yield cut
+                    raise InputError(path, "expected a JSON object with an 'id'", line=line_number)
+                yield line_number, data
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as error:
         raise InputError(path, f"cannot read ({error})") from None
+
+
+def iter_cuts(path: str | Path) -> Iterator[Cut]:
+    """Yield the cuts of a lhotse JSONL(.gz) manifest lazily, one line at a time.
+
+    Raises InputError naming the file and line for a malformed line, and for a
+    manifest that holds no cut at all.
+    """
+    path = Path(path)
+    count = 0
+    for line_number, data in iter_json_lines(path):
+        try:
+            cut = deserialize_item(data)
+        except Exception as error:  # noqa: BLE001 - lhotse raises many kinds
+            raise InputError(path, f"not a lhotse cut ({error})", line=line_number, cut_id=str(data.get("id"))) from None
+        if not isinstance(cut, Cut):
+            raise InputError(path, f"expected a cut, found a {type(cut).__name__}", line=line_number)
+        count += 1
+        yield cut
     if count == 0:
         raise InputError(path, "manifest holds no cuts")
 

@@ -61,5 +61,5 @@ def test_missing_empty_and_corrupt_files(tmp_path: Path) -> None:
         list(iter_cuts(corrupt))
     not_a_cut = tmp_path / "list.jsonl"
     not_a_cut.write_text("[1, 2]\n")
-    with pytest.raises(InputError, match=":1: not a cut"):
+    with pytest.raises(InputError, match=":1: expected a JSON object"):
         list(iter_cuts(not_a_cut))
