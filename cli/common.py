@@ -38,8 +38,10 @@ class RichProgress:
         self._task = None
 
     def task(self, description: str, total: int | None) -> None:
-        if self._task is not None:
-            self._progress.update(self._task, completed=self._progress.tasks[-1].total or 0)
+        if self._task is not None:  # close the previous phase as complete, at the count it reached
+            previous = next(t for t in self._progress.tasks if t.id == self._task)
+            done = previous.completed if previous.total is None else previous.total
+            self._progress.update(self._task, total=done, completed=done)
             self._progress.stop_task(self._task)
         self._task = self._progress.add_task(description, total=total)
 

@@ -148,13 +148,24 @@ def cosine_distances(vectors: list[np.ndarray], pair_a: np.ndarray, pair_b: np.n
     return 1.0 - np.einsum("ij,ij->i", unit[pair_a], unit[pair_b])
 
 
-def pair_distances(table: _CutTable, pair_a: np.ndarray, pair_b: np.ndarray, config: GraphConfig) -> np.ndarray:
-    """Distances of the candidate pairs under the configured metric."""
+_PAIRS_PER_STEP = 1_000_000  # DTW pairs per progress step (large enough to keep both cores busy)
+
+
+def pair_distances(table: _CutTable, pair_a: np.ndarray, pair_b: np.ndarray, config: GraphConfig,
+                   progress: Progress = NullProgress()) -> np.ndarray:
+    """Distances of the candidate pairs under the configured metric, in progress-bar steps."""
     if len(pair_a) == 0:
         return np.zeros(0)
     if config.metric == "cosine":
-        return cosine_distances(table.series, pair_a, pair_b)
-    return np.asarray(dtw.paired(table.series, pair_a, pair_b, window=config.window), dtype=np.float64)
+        distances = cosine_distances(table.series, pair_a, pair_b)
+        progress.advance(len(pair_a))
+        return distances
+    distances = np.empty(len(pair_a))
+    for start in range(0, len(pair_a), _PAIRS_PER_STEP):
+        stop = min(start + _PAIRS_PER_STEP, len(pair_a))
+        distances[start:stop] = dtw.paired(table.series, pair_a[start:stop], pair_b[start:stop], window=config.window)
+        progress.advance(stop - start)
+    return distances
 
 
 def choose_threshold(table: _CutTable, pair_a: np.ndarray, pair_b: np.ndarray, distances: np.ndarray,
@@ -207,14 +218,13 @@ def build_graph(
     table = _read_table(grouped, config.metric, normalizer, progress)
     pair_a, pair_b, n_groups = within_group_pairs(table.groups)
 
-    progress.task(f"{config.metric} distances ({len(pair_a):,} pairs)", 1)
+    progress.task(f"{config.metric} distances (pairs)", len(pair_a))
     distance_started = time.perf_counter()
     try:
-        distances = pair_distances(table, pair_a, pair_b, config)
+        distances = pair_distances(table, pair_a, pair_b, config, progress)
     except ValueError as error:
         raise InputError(grouped, str(error)) from None
     distance_seconds = time.perf_counter() - distance_started
-    progress.advance()
 
     fit = choose_threshold(table, pair_a, pair_b, distances, config)
     graph = CutGraph(np.asarray(table.ids), pair_a, pair_b, distances, fit.threshold, config.metric)
