@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 CHORAL := $(VENV)/bin/choral
 STAMP  := $(VENV)/.choral-installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench corpus clean
 
 install: $(STAMP)
 
@@ -38,6 +38,11 @@ bench: install
 	$(PY) benchmarks/dtw_speed.py
 	$(PY) benchmarks/group_scale.py
 	$(PY) benchmarks/propagation_speed.py
+
+# Synthetic accented-English corpus (benchmarks/accented/README.md); `--demo` writes the committed demo set.
+corpus: install
+	$(PIP) install --quiet -e '.[corpus]'
+	$(PY) benchmarks/accented/make_corpus.py
 
 clean:
 	rm -rf build *.egg-info kernels/*.so runs

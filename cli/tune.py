@@ -21,9 +21,9 @@ def tune(
                                             "(a report goes beside it as .json)."),
     folds: int = typer.Option(5, min=2, help="Cross-validation folds over the annotated cuts."),
     algorithm: str = typer.Option("spreading", help="spreading or propagation."),
-    alpha: Optional[str] = typer.Option(None, help="Comma-separated alphas to try [default: 0.5,0.8,0.9,0.99]."),
+    alpha: Optional[str] = typer.Option(None, help="Comma-separated alphas to try [default: 0.5,0.9,0.99]."),
     fusion_weight: Optional[str] = typer.Option(None, "--lambda", help="Comma-separated λ values "
-                                                                       "[default: 0.2,0.4,0.6,0.8]."),
+                                                                       "[default: 0.1,0.2,0.3,0.5,0.7]."),
     temperature: Optional[str] = typer.Option(None, help="Comma-separated temperatures [default: 0.5,1,2]."),
     threshold_scale: Optional[str] = typer.Option(None, help="Comma-separated threshold scales "
                                                              "[default: 0.8,1,1.25]."),

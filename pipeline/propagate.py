@@ -50,6 +50,8 @@ from .text import TextNormalizer
 
 Scorer = Callable[[str, Sequence[str]], Sequence[float]]
 _EPS = 1e-12
+# Relative residual at which CG stops: decisions compare log-supports, far coarser than this.
+_CG_TOL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -245,12 +247,24 @@ def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: n
     labels_of, prior, annotated = priors.labels_of, priors.prior, priors.annotated
     teacher = priors.teacher.copy()
 
-    if config.algorithm == "spreading":
-        support = label_spreading(adjacency, prior, config.alpha)
-    else:
+    clamped = annotated
+    if config.algorithm == "propagation":
         top = np.array([np.exp(log_posterior(e.scores, config.temperature)[0]) for e in entries])
         clamped = annotated | (top >= config.clamp_confidence)
-        support = label_propagation(adjacency, prior, clamped)
+    support = np.zeros_like(prior)
+    # Groups never share edges, so groups with few labels are solved on narrow matrices of their own.
+    widths = np.array([len(labels_of[e.group].texts) for e in entries])
+    buckets = np.ceil(np.log2(np.maximum(widths, 1))).astype(np.int64)
+    for bucket in np.unique(buckets):
+        rows = np.flatnonzero(buckets == bucket)
+        width = int(widths[rows].max())
+        sub_adjacency = adjacency[rows][:, rows]
+        sub_prior = prior[rows, :width]
+        if config.algorithm == "spreading":
+            solved = label_spreading(sub_adjacency, sub_prior, config.alpha, tol=_CG_TOL)
+        else:
+            solved = label_propagation(sub_adjacency, sub_prior, clamped[rows], tol=_CG_TOL)
+        support[rows, :width] = solved
     support = normalize_rows(support)
 
     if config.share_candidates:

@@ -8,9 +8,10 @@ The combination with the lowest pooled WER over all folds wins and is written
 as a YAML that ``choral propagate --params`` accepts. References of unannotated
 cuts are never read here.
 
-Only groups that contain an annotated cut matter for the hidden cuts, so the
-search runs on that sub-graph. The propagation solve depends on (threshold
-scale, α, temperature); λ only changes the fusion, so one solve serves every λ.
+Only the groups of a fold's held-out cuts matter for them, so each fold
+searches that sub-graph. Priors depend only on the temperature and serve every
+(threshold scale, α); the solve depends on (threshold scale, α, temperature);
+λ only changes the fusion, so one solve serves every λ.
 
 Confidence check: for the winning parameters the held-out cuts' confidences
 are binned, and the report shows the WER of the cuts kept at each confidence
@@ -44,8 +45,8 @@ CONFIDENCE_LEVELS: tuple[float, ...] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 class TuneGrid:
     """The parameter values tried (every combination)."""
 
-    alpha: tuple[float, ...] = (0.5, 0.8, 0.9, 0.99)
-    fusion_weight: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
+    alpha: tuple[float, ...] = (0.5, 0.9, 0.99)
+    fusion_weight: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7)
     temperature: tuple[float, ...] = (0.5, 1.0, 2.0)
     threshold_scale: tuple[float, ...] = (0.8, 1.0, 1.25)
 
@@ -125,36 +126,36 @@ def tune_params(
     edits: dict[tuple[float, float, float, float], int] = {}
     hypotheses: dict[tuple[float, float, float, float], list[tuple[int, str, float]]] = {}
     teacher_edits, total_words = _word_errors(references, [sub_entries[k].hypotheses[0] for k in annotated_rows])
-    for scale in grid.threshold_scale:
-        full = graph.adjacency(graph.threshold * scale * base.threshold_scale, weighted=base.weighted_edges)
-        adjacency = full[rows][:, rows]
-        degree = np.diff(adjacency.indptr)
-        for f in range(folds):
-            held_out = annotated_rows[fold == f]
-            hidden = list(sub_entries)
-            for k in held_out:
-                hidden[k] = replace(sub_entries[k], reference=None, reference_original=None)
-            fold_refs = [sub_entries[k].reference or "" for k in held_out]
-            # only the groups of this fold's held-out cuts influence them
-            fold_groups = {sub_entries[k].group for k in held_out}
-            local = np.array([k for k, e in enumerate(sub_entries) if e.group in fold_groups], dtype=np.int64)
-            position = {int(k): i for i, k in enumerate(local)}
-            local_entries = [hidden[k] for k in local]
-            local_adjacency = adjacency[local][:, local]
-            local_held_out = [position[int(k)] for k in held_out]
-            for temperature in grid.temperature:
-                priors = batch_priors(local_entries, replace(base, temperature=temperature))
-                for alpha in grid.alpha:
-                    config = replace(base, alpha=alpha, temperature=temperature)
-                    batch = propagate_batch(local_entries, local_adjacency, degree[local], config, priors=priors)
-                    for weight in grid.fusion_weight:
-                        results = fuse(batch, local_held_out, weight, config)
-                        texts = [normalizer(r.text) for r in results]
-                        key = (scale, alpha, temperature, weight)
-                        edits[key] = edits.get(key, 0) + _word_errors(fold_refs, texts)[0]
-                        hypotheses.setdefault(key, []).extend(
-                            (int(k), text, r.confidence) for k, text, r in zip(held_out, texts, results))
-                    progress.advance()
+    adjacency_of = {scale: graph.adjacency(graph.threshold * scale * base.threshold_scale,
+                                           weighted=base.weighted_edges)[rows][:, rows]
+                    for scale in grid.threshold_scale}
+    for f in range(folds):
+        held_out = annotated_rows[fold == f]
+        hidden = list(sub_entries)
+        for k in held_out:
+            hidden[k] = replace(sub_entries[k], reference=None, reference_original=None)
+        fold_refs = [sub_entries[k].reference or "" for k in held_out]
+        # only the groups of this fold's held-out cuts influence them
+        fold_groups = {sub_entries[k].group for k in held_out}
+        local = np.array([k for k, e in enumerate(sub_entries) if e.group in fold_groups], dtype=np.int64)
+        position = {int(k): i for i, k in enumerate(local)}
+        local_entries = [hidden[k] for k in local]
+        local_held_out = [position[int(k)] for k in held_out]
+        for temperature in grid.temperature:
+            priors = batch_priors(local_entries, replace(base, temperature=temperature))  # shared by scales, α
+            for scale, alpha in itertools.product(grid.threshold_scale, grid.alpha):
+                local_adjacency = adjacency_of[scale][local][:, local]
+                degree = np.diff(local_adjacency.indptr)
+                config = replace(base, alpha=alpha, temperature=temperature)
+                batch = propagate_batch(local_entries, local_adjacency, degree, config, priors=priors)
+                for weight in grid.fusion_weight:
+                    results = fuse(batch, local_held_out, weight, config)
+                    texts = [normalizer(r.text) for r in results]
+                    key = (scale, alpha, temperature, weight)
+                    edits[key] = edits.get(key, 0) + _word_errors(fold_refs, texts)[0]
+                    hypotheses.setdefault(key, []).extend(
+                        (int(k), text, r.confidence) for k, text, r in zip(held_out, texts, results))
+                progress.advance()
 
     default_key = (1.0, base.alpha, base.temperature, base.fusion_weight)
     best_key = min(edits, key=lambda k: (edits[k], k != default_key))
