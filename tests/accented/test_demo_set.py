@@ -120,3 +120,10 @@ def test_every_prompt_is_read_in_every_accent(references):
     for reference in references.values():
         accents_of.setdefault(reference.custom["prompt"], set()).add(reference.custom["accent"])
     assert len(accents_of) >= 20 and all(a == ACCENTS for a in accents_of.values())
+
+
+def test_cut_ids_do_not_reveal_the_prompt(cuts, references):
+    domains = {r.custom["domain"] for r in references.values()} | {"passage"}
+    for cut in cuts:
+        assert not any(domain in cut.id for domain in domains), cut.id
+        assert Path(cut.recording.sources[0].source).stem == cut.id
