@@ -103,12 +103,13 @@ def _read_table(grouped: Path, metric: str, normalizer: TextNormalizer, progress
         if series.ndim != expected_ndim:
             raise InputError(grouped, f"custom.{field} must be {expected_ndim}-D, found shape {series.shape}",
                              cut_id=cut.id)
-        if table.series and series.shape[1:] != table.series[0].shape[1:] and metric == "dtw-frames":
-            raise InputError(grouped, f"custom.frames has dimension {series.shape[1]}, "
-                                      f"others have {table.series[0].shape[1]}", cut_id=cut.id)
-        if table.series and metric == "cosine" and series.shape != table.series[0].shape:
-            raise InputError(grouped, f"custom.embedding has length {series.shape[0]}, "
-                                      f"others have {table.series[0].shape[0]}", cut_id=cut.id)
+        if table.series:
+            # DTW aligns any lengths but frames need one feature dimension; cosine needs one length
+            compared = series.shape if metric == "cosine" else series.shape[1:]
+            first = table.series[0].shape if metric == "cosine" else table.series[0].shape[1:]
+            if compared != first:
+                raise InputError(grouped, f"custom.{field} has shape {series.shape}, "
+                                          f"the first cut's has {table.series[0].shape}", cut_id=cut.id)
         reference = reference_text(cut)
         table.ids.append(cut.id)
         table.groups.append(str(group))
