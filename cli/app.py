@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import export, graph, group, propagate, synth, tune
+from . import decode, export, graph, group, propagate, synth, tune
 from . import eval as eval_
 
 app = typer.Typer(
@@ -15,6 +15,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("decode")(decode.decode)
 app.command("group")(group.group)
 app.command("graph")(graph.graph)
 app.command("propagate")(propagate.propagate)

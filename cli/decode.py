@@ -1,0 +1,85 @@
+"""``choral decode``: n-best lists and embeddings from the teacher transducer."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from ..pipeline.decode import DecodeConfig, DecodeSummary, decode_manifest
+from .common import RichProgress, console, error_console, print_skipped, stage_errors, summary_table
+
+_DEFAULT = DecodeConfig()
+
+
+class _RtfColumn(ProgressColumn):
+    """The running real-time factor, set by the stage after every batch."""
+
+    def render(self, task) -> Text:
+        rtf = task.fields.get("rtf")
+        return Text(f"RTF {rtf:.3f}" if rtf is not None else "RTF -")
+
+
+class _DecodeProgress(RichProgress):
+    """The common progress bar plus an RTF column."""
+
+    def show(self, summary: DecodeSummary) -> None:
+        if self._task is not None and summary.audio_seconds > 0:
+            self._progress.update(self._task, rtf=summary.rtf)
+
+
+@contextmanager
+def _progress_bar() -> Iterator[_DecodeProgress]:
+    with Progress(
+        SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _RtfColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(),
+        console=error_console, transient=False, disable=not error_console.is_terminal,
+    ) as progress:
+        yield _DecodeProgress(progress)
+
+
+def decode(
+    cuts: Path = typer.Argument(..., help="Lhotse cut manifest with recordings, e.g. data/unlabelled.jsonl.gz."),
+    out_dir: Path = typer.Argument(..., help="Run folder: decoded.jsonl.gz, embeddings.h5 and failed.jsonl go here."),
+    teacher: str = typer.Option("default", help="Teacher checkpoint file (save_teacher); 'default' is the "
+                                                "bundled teacher, not trained yet."),
+    nbest: int = typer.Option(_DEFAULT.nbest, min=1, help="Hypotheses kept per cut (at most --beam)."),
+    beam: int = typer.Option(_DEFAULT.beam, min=1, help="Beam of the modified beam search."),
+    batch_duration: float = typer.Option(_DEFAULT.batch_duration, min=0.1,
+                                         help="Seconds of audio decoded together (more: faster, more memory)."),
+    save_frames: bool = typer.Option(False, "--save-frames", help="Also store encoder frames (custom.frames) "
+                                                                   "for DTW over frames in `choral graph`."),
+    on_error: str = typer.Option("skip", help="Cut with missing/unreadable/empty audio: skip (list it in "
+                                              "failed.jsonl) or fail (stop, write nothing)."),
+    force: bool = typer.Option(False, "--force", help="Redo the stage even if the output is up to date."),
+) -> None:
+    """Decode cuts with the teacher transducer: n-best hypotheses with log-probabilities and pooled embeddings."""
+    with stage_errors("decode"):
+        config = DecodeConfig(nbest=nbest, beam=beam, batch_duration=batch_duration, save_frames=save_frames,
+                              on_error=on_error)  # type: ignore[arg-type]
+        with _progress_bar() as progress:
+            summary = decode_manifest(cuts, out_dir, teacher, config, force=force, progress=progress,
+                                      on_batch=progress.show)
+    if summary.skipped:
+        print_skipped("decode", summary.output)
+        return
+    console.print(summary_table(f"choral decode -> {summary.output}", [
+        ("cuts decoded", f"{summary.n_decoded:,}"),
+        ("cuts failed", f"{summary.n_failed:,}" + (f" (see {out_dir / 'failed.jsonl'})" if summary.n_failed else "")),
+        ("audio", f"{summary.audio_seconds / 3600:.2f} h"),
+        ("time", f"{summary.seconds:.1f} s"),
+        ("real-time factor", f"{summary.rtf:.3f}"),
+    ]))

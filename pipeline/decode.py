@@ -1,0 +1,205 @@
+"""``choral decode``: run the teacher over unannotated cuts, write n-best lists and embeddings.
+
+Outputs in ``OUT_DIR``, all written atomically (temporary name, renamed when complete):
+
+- ``decoded.jsonl.gz``: the input cuts with ``custom.nbest`` (``[{text, tokens, score}]``,
+  best first, total log-probabilities), ``custom.embedding`` (lhotse ``Array``) and,
+  with ``save_frames``, ``custom.frames`` (``TemporalArray`` of encoder frames, 40 ms shift);
+- ``embeddings.h5``: the arrays (lhotse numpy_hdf5 storage);
+- ``failed.jsonl``: one ``{"id", "reason"}`` line per cut whose audio is missing,
+  unreadable or empty (with ``on_error="fail"`` the first such cut is an InputError
+  and nothing is written).
+
+Cuts are decoded in batches of at most ``batch_duration`` seconds of audio, in
+manifest order, so the output follows the input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+from lhotse.array import TemporalArray
+from lhotse.cut import Cut
+from lhotse.features.io import NumpyHdf5Writer
+
+from .errors import ChoralError, InputError
+from .manifest import CutWriter, atomic_output, check_readable, iter_cuts, iter_json_lines
+from .meta import StageRecord, is_up_to_date, write_meta
+from .progress import NullProgress, Progress
+from .teacher import AudioError, DecodeResult, Teacher, load_teacher
+
+DEFAULT_TEACHER = "default"
+FRAME_SHIFT = 0.04  # seconds between encoder frames: 10 ms features subsampled 4x
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Search and batching parameters (recorded in the meta sidecar)."""
+
+    nbest: int = 8
+    beam: int = 8
+    batch_duration: float = 60.0
+    save_frames: bool = False
+    on_error: Literal["skip", "fail"] = "skip"
+
+    def __post_init__(self) -> None:
+        if self.nbest < 1 or self.beam < 1:
+            raise ChoralError("--nbest and --beam must be at least 1")
+        if self.nbest > self.beam:
+            raise ChoralError(f"--nbest {self.nbest} exceeds --beam {self.beam}: the beam holds at most {self.beam} hypotheses")
+        if self.batch_duration <= 0:
+            raise ChoralError("--batch-duration must be positive")
+        if self.on_error not in ("skip", "fail"):
+            raise ChoralError(f"--on-error must be skip or fail, not {self.on_error!r}")
+
+
+@dataclass
+class DecodeSummary:
+    """What ``choral decode`` did (running totals while it works)."""
+
+    output: Path
+    skipped: bool = False
+    n_decoded: int = 0
+    n_failed: int = 0
+    audio_seconds: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def rtf(self) -> float:
+        """Real-time factor: decoding seconds per second of audio (below 1 is faster than real time)."""
+        return self.seconds / self.audio_seconds if self.audio_seconds > 0 else float("nan")
+
+
+def output_paths(out_dir: str | Path) -> tuple[Path, Path, Path]:
+    """``decoded.jsonl.gz``, ``embeddings.h5`` and ``failed.jsonl`` inside ``out_dir``."""
+    out_dir = Path(out_dir)
+    return out_dir / "decoded.jsonl.gz", out_dir / "embeddings.h5", out_dir / "failed.jsonl"
+
+
+def resolve_teacher(spec: str | Path) -> Path:
+    """The checkpoint file named by ``--teacher``; ``default`` is not available yet."""
+    if str(spec) == DEFAULT_TEACHER:
+        raise ChoralError("the default teacher checkpoint is not trained yet; pass --teacher PATH "
+                          "to a checkpoint written by save_teacher")
+    path = Path(spec)
+    if not path.is_file():
+        raise ChoralError(f"{path}: teacher checkpoint not found")
+    return path
+
+
+def _batches(cuts, seconds: float):
+    """Consecutive groups of cuts holding at most ``seconds`` of audio (a longer cut goes alone)."""
+    batch: list[Cut] = []
+    total = 0.0
+    for cut in cuts:
+        if batch and total + cut.duration > seconds:
+            yield batch
+            batch, total = [], 0.0
+        batch.append(cut)
+        total += cut.duration
+    if batch:
+        yield batch
+
+
+def _decode_batch(teacher: Teacher, batch: list[Cut], failures: dict[str, str]) -> list[tuple[Cut, DecodeResult]]:
+    """Decode ``batch``; cuts with unusable audio are moved to ``failures`` and the rest decoded again."""
+    remaining = list(batch)
+    while remaining:
+        try:
+            return list(zip(remaining, teacher.decode(remaining)))
+        except AudioError as error:
+            unknown = set(error.failures) - {cut.id for cut in remaining}
+            if unknown or not error.failures:
+                raise
+            failures.update(error.failures)
+            remaining = [cut for cut in remaining if cut.id not in error.failures]
+    return []
+
+
+def decode_manifest(
+    cuts_path: str | Path,
+    out_dir: str | Path,
+    teacher_path: str | Path,
+    config: DecodeConfig = DecodeConfig(),
+    *,
+    teacher: Teacher | None = None,
+    force: bool = False,
+    progress: Progress = NullProgress(),
+    on_batch: Callable[[DecodeSummary], None] | None = None,
+) -> DecodeSummary:
+    """Decode every cut of ``cuts_path`` with the checkpoint ``teacher_path`` into ``out_dir``.
+
+    ``teacher`` may pass an already loaded teacher (the checkpoint path still keys the
+    meta sidecar); ``on_batch`` sees the running totals after every batch (for RTF display).
+    """
+    cuts_path = check_readable(cuts_path)
+    teacher_path = resolve_teacher(teacher_path)
+    decoded_path, h5_path, failed_path = output_paths(out_dir)
+    record = StageRecord.create("decode", inputs=[cuts_path, teacher_path], params=asdict(config),
+                                outputs=[decoded_path, h5_path, failed_path])
+    summary = DecodeSummary(output=decoded_path)
+    if not force and is_up_to_date(record, decoded_path):
+        summary.skipped = True
+        return summary
+    if teacher is None:
+        teacher = load_teacher(teacher_path, beam=config.beam, nbest=config.nbest)
+
+    total = sum(1 for _ in iter_json_lines(cuts_path))
+    progress.task("decoding utterances", total)
+    failures: dict[str, str] = {}
+    seen: set[str] = set()
+    h5_final = str(h5_path.resolve())
+    started = time.perf_counter()
+
+    def store(arrays: NumpyHdf5Writer, key: str, value: np.ndarray, **temporal) -> object:
+        # the writer sees the temporary file; the manifest must point at the final name
+        stored = arrays.store_array(key, value, **temporal)
+        if isinstance(stored, TemporalArray):
+            return dataclasses.replace(stored, array=dataclasses.replace(stored.array, storage_path=h5_final))
+        return dataclasses.replace(stored, storage_path=h5_final)
+
+    with CutWriter(decoded_path) as writer, atomic_output(h5_path) as h5_tmp, NumpyHdf5Writer(h5_tmp) as arrays:
+        for batch in _batches(iter_cuts(cuts_path), config.batch_duration):
+            for cut in batch:
+                if cut.id in seen:
+                    raise InputError(cuts_path, "duplicate cut id", cut_id=cut.id)
+                seen.add(cut.id)
+            before = set(failures)
+            decoded = _decode_batch(teacher, batch, failures)
+            new_failures = [cut for cut in batch if cut.id in failures and cut.id not in before]
+            if new_failures and config.on_error == "fail":
+                first = new_failures[0]
+                raise InputError(cuts_path, failures[first.id], cut_id=first.id)
+            for cut, result in decoded:
+                custom = dict(cut.custom or {})
+                custom["nbest"] = [{"text": text, "tokens": list(tokens), "score": float(score)}
+                                   for text, tokens, score in result.nbest]
+                custom["embedding"] = store(arrays, "embedding/" + cut.id, result.embedding.astype(np.float32))
+                if config.save_frames:
+                    custom["frames"] = store(arrays, "frames/" + cut.id, result.frames.astype(np.float32),
+                                             frame_shift=FRAME_SHIFT, temporal_dim=0, start=cut.start)
+                cut.custom = custom
+                writer.write(cut)
+                summary.audio_seconds += cut.duration
+            summary.n_decoded += len(decoded)
+            summary.n_failed += len(new_failures)
+            summary.seconds = time.perf_counter() - started
+            progress.advance(len(batch))
+            if on_batch is not None:
+                on_batch(summary)
+        if writer.count == 0:
+            first_id, reason = next(iter(failures.items()))
+            raise InputError(cuts_path, f"no cut could be decoded: all {len(failures)} failed, the first because "
+                             f"{reason}", cut_id=first_id)
+        with atomic_output(failed_path) as tmp:
+            tmp.write_text("".join(json.dumps({"id": k, "reason": v}) + "\n" for k, v in failures.items()),
+                           encoding="utf-8")
+    summary.seconds = time.perf_counter() - started
+    write_meta(record, decoded_path)
+    return summary

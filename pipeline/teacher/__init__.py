@@ -1,0 +1,159 @@
+"""The teacher: what the decode stage needs from an ASR model, and the transducer that provides it.
+
+A :class:`Teacher` turns cuts into n-best lists (with total log-probabilities),
+encoder frames and a pooled embedding (the mean of the frames: a fixed-size
+summary of how the utterance sounds, compared across cuts by ``choral graph``),
+and gives the propagate stage a scorer of arbitrary texts.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+from lhotse.cut import Cut
+
+from ..errors import ChoralError
+from ..propagate import Scorer  # cut id + texts -> log-likelihoods
+from .features import AudioError, batch_features, cut_features
+from .model import Transducer, TransducerConfig, load_checkpoint, parameter_count, save_checkpoint
+from .search import Hypothesis, greedy_search, modified_beam_search, score_texts
+from .tokens import BLANK, TokenTable
+
+__all__ = [
+    "AudioError", "DecodeResult", "Hypothesis", "Teacher", "TokenTable", "Transducer", "TransducerConfig",
+    "TransducerTeacher", "load_teacher", "save_teacher", "parameter_count", "BLANK",
+]
+
+
+@dataclass
+class DecodeResult:
+    """One decoded cut: n-best ``(text, tokens, score)`` best first, encoder frames ``(T', D)``, embedding ``(D,)``."""
+
+    nbest: list[tuple[str, list[int], float]]
+    frames: np.ndarray
+    embedding: np.ndarray
+
+
+class Teacher(Protocol):
+    def decode(self, cuts: Sequence[Cut]) -> list[DecodeResult]:
+        """Decode cuts together; raises AudioError naming every cut whose audio is unusable."""
+
+    def scorer(self, cuts: Sequence[Cut]) -> Scorer:
+        """A scorer of texts for these cuts (looked up by cut id)."""
+
+
+class TransducerTeacher:
+    """A :class:`Teacher` backed by the character :class:`Transducer` and modified beam search."""
+
+    def __init__(self, model: Transducer, tokens: TokenTable = TokenTable(), *, beam: int = 8, nbest: int = 8,
+                 score_cache: int = 64) -> None:
+        if model.config.vocab_size != len(tokens):
+            raise ValueError(f"model vocabulary {model.config.vocab_size} != token table size {len(tokens)}")
+        if beam < 1 or nbest < 1:
+            raise ValueError("beam and nbest must be at least 1")
+        self.model = model.eval()
+        self.tokens = tokens
+        self.beam = beam
+        self.nbest = nbest
+        self.score_cache = score_cache
+
+    @classmethod
+    def random(cls, config: TransducerConfig = TransducerConfig(), seed: int = 0, **options) -> "TransducerTeacher":
+        """An untrained teacher with reproducible random weights (tests and benchmarks)."""
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            model = Transducer(config)
+        finally:
+            torch.random.set_rng_state(generator_state)
+        return cls(model, TokenTable(), **options)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # --- encoding ------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_features(self, features: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad ``(T_i, mel)`` feature matrices into a batch and run the encoder."""
+        lengths = torch.tensor([f.shape[0] for f in features])
+        batch = torch.zeros(len(features), int(lengths.max()), features[0].shape[1])
+        for i, f in enumerate(features):
+            batch[i, : f.shape[0]] = torch.from_numpy(f)
+        return self.model.encode(batch.to(self.device), lengths.to(self.device))
+
+    # --- Teacher protocol ----------------------------------------------------------------
+    def decode(self, cuts: Sequence[Cut]) -> list[DecodeResult]:
+        return self.decode_features(batch_features(cuts, self.model.config.num_mel_bins))
+
+    def decode_features(self, features: Sequence[np.ndarray]) -> list[DecodeResult]:
+        """Beam-search a batch of feature matrices together."""
+        if not features:
+            return []
+        encoded, lengths = self.encode_features(features)
+        nbests = modified_beam_search(self.model, encoded, lengths, self.beam)
+        results = []
+        for i, hyps in enumerate(nbests):
+            frames = encoded[i, : int(lengths[i])].float().cpu().numpy()
+            results.append(DecodeResult(self._texts(hyps), frames, frames.mean(axis=0)))
+        return results
+
+    def _texts(self, hyps: Sequence[Hypothesis]) -> list[tuple[str, list[int], float]]:
+        """Distinct texts, best first; token sequences that read the same (e.g. doubled spaces) add up."""
+        by_text: dict[str, tuple[list[int], float]] = {}
+        for hyp in hyps:
+            text = self.tokens.decode(hyp.tokens)
+            if text in by_text:
+                tokens, score = by_text[text]
+                by_text[text] = (tokens, float(np.logaddexp(score, hyp.score)))
+            else:
+                by_text[text] = (list(hyp.tokens), hyp.score)
+        ranked = sorted(by_text.items(), key=lambda item: -item[1][1])
+        return [(text, tokens, score) for text, (tokens, score) in ranked[: self.nbest]]
+
+    def greedy(self, cuts: Sequence[Cut]) -> list[tuple[str, list[int], float]]:
+        """Greedy 1-best ``(text, tokens, path score)`` per cut."""
+        encoded, lengths = self.encode_features(batch_features(cuts, self.model.config.num_mel_bins))
+        return [(self.tokens.decode(h.tokens), list(h.tokens), h.score)
+                for h in greedy_search(self.model, encoded, lengths)]
+
+    def scorer(self, cuts: Sequence[Cut]) -> Scorer:
+        """Scores texts by RNN-T log-likelihood; encoder outputs are computed lazily and a few kept."""
+        by_id = {cut.id: cut for cut in cuts}
+        cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+        def encoded_of(cut_id: str) -> torch.Tensor:
+            if cut_id in cache:
+                cache.move_to_end(cut_id)
+                return cache[cut_id]
+            if cut_id not in by_id:
+                raise KeyError(f"scorer has no cut {cut_id!r}")
+            encoded, lengths = self.encode_features([cut_features(by_id[cut_id], self.model.config.num_mel_bins)])
+            cache[cut_id] = encoded[0, : int(lengths[0])]
+            if len(cache) > self.score_cache:
+                cache.popitem(last=False)
+            return cache[cut_id]
+
+        def score(cut_id: str, texts: Sequence[str]) -> Sequence[float]:
+            return score_texts(self.model, encoded_of(cut_id), [self.tokens.encode(t) for t in texts])
+
+        return score
+
+
+def save_teacher(teacher: TransducerTeacher, path: str | Path) -> None:
+    """Write the teacher's checkpoint (weights, config, token table, choral version) to one file."""
+    save_checkpoint(teacher.model, teacher.tokens, path)
+
+
+def load_teacher(path: str | Path, *, beam: int = 8, nbest: int = 8) -> TransducerTeacher:
+    """Load a checkpoint written by :func:`save_teacher` (ChoralError if it is not one)."""
+    model, tokens = load_checkpoint(path)
+    try:
+        return TransducerTeacher(model, tokens, beam=beam, nbest=nbest)
+    except ValueError as error:
+        raise ChoralError(f"{path}: {error}") from None

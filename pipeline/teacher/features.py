@@ -1,0 +1,87 @@
+"""80-dim log-mel filterbank features of a cut's audio at 16 kHz (lhotse's Kaldi-compatible Fbank).
+
+Recordings at another rate are resampled by lhotse. Features are mean-normalised
+per utterance (subtracting each mel bin's mean removes the channel's constant
+spectral tilt, which a small model would otherwise have to learn to ignore).
+Problems with the audio (missing file, unreadable, empty) are raised as
+:class:`AudioError` so the decode stage can list the cut as failed.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from lhotse import Fbank, FbankConfig
+from lhotse.cut import Cut
+
+SAMPLING_RATE = 16_000
+NUM_MEL_BINS = 80
+
+
+class AudioError(Exception):
+    """Audio of some cuts could not be used; ``failures`` maps cut id -> reason."""
+
+    def __init__(self, failures: dict[str, str]) -> None:
+        self.failures = dict(failures)
+        super().__init__("; ".join(f"cut {k}: {v}" for k, v in self.failures.items()))
+
+
+@lru_cache(maxsize=4)
+def _extractor(num_mel_bins: int) -> Fbank:
+    return Fbank(FbankConfig(num_mel_bins=num_mel_bins, sampling_rate=SAMPLING_RATE))
+
+
+def load_audio(cut: Cut) -> np.ndarray:
+    """Mono 16 kHz samples of ``cut`` (1-D float32); raises AudioError(cut.id) when unusable."""
+    if not getattr(cut, "has_recording", False):
+        raise AudioError({cut.id: "cut has no recording"})
+    for source in cut.recording.sources:
+        if source.type == "file" and not Path(source.source).is_file():
+            raise AudioError({cut.id: f"audio file not found: {source.source}"})
+    try:
+        if cut.sampling_rate != SAMPLING_RATE:
+            cut = cut.resample(SAMPLING_RATE)
+        samples = np.asarray(cut.load_audio(), dtype=np.float32)
+    except FileNotFoundError as error:
+        raise AudioError({cut.id: f"audio file not found ({error.filename or error})"}) from None
+    except Exception as error:  # noqa: BLE001 - audio backends raise many kinds
+        message = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise AudioError({cut.id: f"cannot read audio ({message})"}) from None
+    if samples.ndim == 2:
+        samples = samples.mean(axis=0)  # several channels: average them
+    if samples.size == 0:
+        raise AudioError({cut.id: "audio is empty"})
+    if not np.all(np.isfinite(samples)):
+        raise AudioError({cut.id: "audio holds NaN or infinite samples"})
+    return samples
+
+
+def fbank(samples: np.ndarray, num_mel_bins: int = NUM_MEL_BINS) -> np.ndarray:
+    """Mean-normalised log-mel filterbank ``(frames, num_mel_bins)`` of 16 kHz samples (10 ms shift)."""
+    features = _extractor(num_mel_bins).extract(samples[None, :].astype(np.float32), SAMPLING_RATE)
+    features = np.asarray(features, dtype=np.float32)
+    return features - features.mean(axis=0, keepdims=True)
+
+
+def cut_features(cut: Cut, num_mel_bins: int = NUM_MEL_BINS) -> np.ndarray:
+    """Features of one cut; raises AudioError when its audio is unusable or too short for one frame."""
+    features = fbank(load_audio(cut), num_mel_bins)
+    if features.shape[0] == 0:
+        raise AudioError({cut.id: "audio is too short for one feature frame"})
+    return features
+
+
+def batch_features(cuts, num_mel_bins: int = NUM_MEL_BINS) -> list[np.ndarray]:
+    """Features of every cut; raises one AudioError naming all cuts whose audio failed."""
+    out: list[np.ndarray] = []
+    failures: dict[str, str] = {}
+    for cut in cuts:
+        try:
+            out.append(cut_features(cut, num_mel_bins))
+        except AudioError as error:
+            failures.update(error.failures)
+    if failures:
+        raise AudioError(failures)
+    return out

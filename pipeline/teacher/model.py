@@ -1,0 +1,171 @@
+"""A small character transducer (RNN-T) in torch, and its one-file checkpoint.
+
+- subsampling: two 3x3 stride-2 convolutions over (time, mel) reduce the frame
+  rate 4x (100 -> 25 frames/s), so the T x U lattice is 4x smaller;
+- encoder: (Bi)LSTM layers over the subsampled frames, plus an auxiliary CTC head
+  (a linear layer to the vocabulary); CTC's frame-wise alignment pressure helps the
+  transducer converge (0.3 x CTC loss was essential in our experiments);
+- prediction network: embedding + LSTM over the previous symbols (blank is the
+  start symbol), a language model over characters;
+- joiner: ``out(tanh(enc_proj(e_t) + pred_proj(p_u)))`` gives logits for node ``(t, u)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...kernels.rnnt import rnnt_loss
+from ..errors import ChoralError
+from ..meta import choral_version
+from .tokens import BLANK, TokenTable
+
+CHECKPOINT_FORMAT = "choral-transducer-1"
+
+
+@dataclass(frozen=True)
+class TransducerConfig:
+    """Sizes of the teacher; the defaults give about 3M parameters."""
+
+    num_mel_bins: int = 80
+    vocab_size: int = 29
+    conv_channels: int = 32
+    encoder_input: int = 256
+    encoder_hidden: int = 192
+    encoder_layers: int = 3
+    bidirectional: bool = True
+    embedding_dim: int = 128
+    predictor_hidden: int = 256
+    predictor_layers: int = 1
+    joiner_dim: int = 256
+    dropout: float = 0.1
+
+
+def subsampled_lengths(lengths: torch.Tensor) -> torch.Tensor:
+    """Frames left after two stride-2 convolutions with padding 1: ceil(ceil(T / 2) / 2)."""
+    return ((lengths - 1) // 2 + 1 - 1) // 2 + 1
+
+
+class Transducer(nn.Module):
+    """Encoder, prediction network, joiner and CTC head (see module docstring)."""
+
+    def __init__(self, config: TransducerConfig = TransducerConfig()) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.conv1 = nn.Conv2d(1, c.conv_channels, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(c.conv_channels, c.conv_channels, 3, stride=2, padding=1)
+        mel_out = (((c.num_mel_bins - 1) // 2 + 1) - 1) // 2 + 1
+        self.subsample_proj = nn.Linear(c.conv_channels * mel_out, c.encoder_input)
+        self.encoder = nn.LSTM(c.encoder_input, c.encoder_hidden, num_layers=c.encoder_layers, batch_first=True,
+                               bidirectional=c.bidirectional, dropout=c.dropout if c.encoder_layers > 1 else 0.0)
+        self.encoder_dim = c.encoder_hidden * (2 if c.bidirectional else 1)
+        self.ctc_head = nn.Linear(self.encoder_dim, c.vocab_size)
+        self.embedding = nn.Embedding(c.vocab_size, c.embedding_dim)
+        self.predictor = nn.LSTM(c.embedding_dim, c.predictor_hidden, num_layers=c.predictor_layers, batch_first=True)
+        self.enc_proj = nn.Linear(self.encoder_dim, c.joiner_dim)
+        self.pred_proj = nn.Linear(c.predictor_hidden, c.joiner_dim)
+        self.joiner_out = nn.Linear(c.joiner_dim, c.vocab_size)
+
+    # --- encoder -------------------------------------------------------------------------
+    def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, T, mel)`` features -> encoder frames ``(B, T', D)`` and their lengths ``(B,)``."""
+        lengths = lengths.long()
+        x = torch.relu(self.conv1(features.unsqueeze(1)))  # (B, C, T/2, mel/2)
+        # Zero the frames past each utterance's end, as a lone utterance's padding would be,
+        # so an utterance encodes the same alone or in a batch.
+        half = (lengths - 1) // 2 + 1
+        x = x * (torch.arange(x.shape[2], device=x.device)[None, :] < half[:, None])[:, None, :, None]
+        x = torch.relu(self.conv2(x))  # (B, C, T', mel')
+        x = self.subsample_proj(x.permute(0, 2, 1, 3).flatten(2))
+        out_lengths = subsampled_lengths(lengths).clamp(max=x.shape[1])
+        packed = nn.utils.rnn.pack_padded_sequence(x, out_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        encoded, _ = self.encoder(packed)
+        encoded, _ = nn.utils.rnn.pad_packed_sequence(encoded, batch_first=True, total_length=x.shape[1])
+        return encoded, out_lengths
+
+    # --- prediction network --------------------------------------------------------------
+    def predict(self, tokens: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Symbols ``(N, L)`` -> predictor outputs ``(N, L, H)`` and the LSTM state after them."""
+        out, state = self.predictor(self.embedding(tokens), state)
+        return out, state
+
+    def initial_prediction(self, n: int, device: torch.device | None = None
+                           ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Predictor output and state after the start symbol (blank), for ``n`` hypotheses."""
+        start = torch.full((n, 1), BLANK, dtype=torch.long, device=device)
+        out, state = self.predict(start)
+        return out[:, 0], state
+
+    # --- joiner --------------------------------------------------------------------------
+    def join(self, enc_projected: torch.Tensor, pred_projected: torch.Tensor) -> torch.Tensor:
+        """Logits from already projected encoder and predictor vectors (broadcasting)."""
+        return self.joiner_out(torch.tanh(enc_projected + pred_projected))
+
+    def lattice_log_probs(self, encoded: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+        """Normalised log-probs ``(B, T, U+1, V)`` of every lattice node."""
+        logits = self.join(self.enc_proj(encoded)[:, :, None, :], self.pred_proj(predicted)[:, None, :, :])
+        return logits.log_softmax(-1)
+
+    # --- training ------------------------------------------------------------------------
+    def loss(self, features: torch.Tensor, feature_lengths: torch.Tensor, targets: torch.Tensor,
+             target_lengths: torch.Tensor, ctc_weight: float = 0.3) -> tuple[torch.Tensor, dict[str, float]]:
+        """Transducer loss + ``ctc_weight`` x CTC loss (both mean negative log-likelihood per utterance)."""
+        encoded, enc_lengths = self.encode(features, feature_lengths)
+        start = torch.full((targets.shape[0], 1), BLANK, dtype=torch.long, device=targets.device)
+        predicted, _ = self.predict(torch.cat([start, targets], dim=1))
+        transducer = rnnt_loss(self.lattice_log_probs(encoded, predicted), targets, enc_lengths, target_lengths)
+        total = transducer
+        parts = {"rnnt": float(transducer.detach())}
+        if ctc_weight > 0:
+            ctc_lp = self.ctc_head(encoded).log_softmax(-1).transpose(0, 1)
+            ctc = F.ctc_loss(ctc_lp, targets, enc_lengths, target_lengths, blank=BLANK,
+                             reduction="sum", zero_infinity=True) / targets.shape[0]
+            total = total + ctc_weight * ctc
+            parts["ctc"] = float(ctc.detach())
+        return total, parts
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_checkpoint(model: Transducer, tokens: TokenTable, path: str | Path) -> None:
+    """One file: weights, config, token table, choral version (written atomically)."""
+    from ..manifest import atomic_output
+
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": asdict(model.config),
+        "tokens": tokens.to_list(),
+        "state_dict": model.state_dict(),
+        "choral_version": choral_version(),
+    }
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path) -> tuple[Transducer, TokenTable]:
+    """Model (in eval mode) and token table of a checkpoint; ChoralError if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ChoralError(f"{path}: teacher checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for bad files
+        raise ChoralError(f"{path}: not a readable teacher checkpoint ({error})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ChoralError(f"{path}: not a choral transducer checkpoint")
+    tokens = TokenTable.from_list(payload["tokens"])
+    config = TransducerConfig(**payload["config"])
+    if config.vocab_size != len(tokens):
+        raise ChoralError(f"{path}: model vocabulary {config.vocab_size} != token table size {len(tokens)}")
+    model = Transducer(config)
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, tokens

@@ -1,0 +1,133 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from lhotse import Recording
+from typer.testing import CliRunner
+
+from choral.cli.app import app
+from choral.pipeline.decode import DecodeConfig, decode_manifest
+from choral.pipeline.errors import ChoralError, InputError
+from choral.pipeline.fields import load_array, nbest
+from choral.pipeline.graph import build_graph
+from choral.pipeline.group import group_manifest
+from choral.pipeline.manifest import read_cuts, write_cuts
+from choral.pipeline.teacher import TransducerConfig, TransducerTeacher, save_teacher
+
+TINY = TransducerConfig(conv_channels=4, encoder_input=16, encoder_hidden=16, encoder_layers=1, embedding_dim=8,
+                        predictor_hidden=16, joiner_dim=16, dropout=0.0)
+
+
+def write_tone(path: Path, seconds: float, freq: float, seed: int = 0, rate: int = 16_000) -> Path:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32), rate)
+    return path
+
+
+def cut_from(path: Path, cut_id: str):
+    return Recording.from_file(path, recording_id=cut_id).to_cut()
+
+@pytest.fixture()
+def setup(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A manifest of 3 good cuts (two with identical audio, so they group) + 1 with missing audio, and a teacher."""
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    write_tone(audio / "a.wav", 1.2, 300.0, seed=1)
+    shutil.copy(audio / "a.wav", audio / "b.wav")
+    write_tone(audio / "c.wav", 0.9, 500.0, seed=2)
+    write_tone(audio / "gone.wav", 0.5, 200.0, seed=3)
+    cuts = [cut_from(audio / f"{name}.wav", name) for name in ("a", "b", "gone", "c")]
+    (audio / "gone.wav").unlink()
+    manifest = tmp_path / "cuts.jsonl.gz"
+    write_cuts(cuts, manifest)
+    checkpoint = tmp_path / "teacher.pt"
+    save_teacher(TransducerTeacher.random(TINY, seed=2), checkpoint)
+    return manifest, checkpoint, tmp_path / "run"
+
+
+def test_decode_writes_manifest_that_later_stages_consume(setup: tuple[Path, Path, Path]) -> None:
+    manifest, checkpoint, run = setup
+    seen = []
+    config = DecodeConfig(nbest=3, beam=4, batch_duration=2.5, save_frames=True)
+    summary = decode_manifest(manifest, run, checkpoint, config, on_batch=lambda s: seen.append(s.n_decoded))
+    assert (summary.n_decoded, summary.n_failed) == (3, 1)
+    assert summary.audio_seconds == pytest.approx(1.2 + 1.2 + 0.9) and summary.rtf > 0 and seen[-1] == 3
+    decoded = run / "decoded.jsonl.gz"
+    cuts = read_cuts(decoded)
+    assert [c.id for c in cuts] == ["a", "b", "c"]
+    for cut in cuts:
+        hyps = nbest(cut, decoded)
+        assert 1 <= len(hyps) <= 3 and [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+        embedding = load_array(cut, "embedding", decoded)
+        frames = load_array(cut, "frames", decoded)
+        assert embedding.ndim == 1 and frames.shape[1] == embedding.shape[0]
+        assert np.allclose(frames.mean(axis=0), embedding, atol=1e-5)
+    assert cuts[0].custom["nbest"] == cuts[1].custom["nbest"]  # same audio, same hypotheses
+    failed = [json.loads(line) for line in (run / "failed.jsonl").read_text().splitlines()]
+    assert [f["id"] for f in failed] == ["gone"] and "not found" in failed[0]["reason"]
+
+    group_manifest(decoded, run / "grouped.jsonl.gz")
+    grouped = read_cuts(run / "grouped.jsonl.gz")
+    assert grouped[0].custom["group"] == grouped[1].custom["group"]
+    graph = build_graph(run / "grouped.jsonl.gz", run / "graph.npz")
+    assert graph.n_cuts == 3 and graph.n_pairs >= 1
+
+    again = decode_manifest(manifest, run, checkpoint, config)
+    assert again.skipped
+
+
+def test_on_error_fail_writes_nothing(setup: tuple[Path, Path, Path]) -> None:
+    manifest, checkpoint, run = setup
+    with pytest.raises(InputError) as caught:
+        decode_manifest(manifest, run, checkpoint, DecodeConfig(on_error="fail"))
+    assert caught.value.cut_id == "gone" and "\n" not in str(caught.value)
+    assert not (run / "decoded.jsonl.gz").exists() and not (run / "failed.jsonl").exists()
+    assert not (run / "embeddings.h5").exists()
+
+
+def test_default_teacher_is_not_trained_yet(setup: tuple[Path, Path, Path]) -> None:
+    manifest, _, run = setup
+    with pytest.raises(ChoralError, match="not trained yet"):
+        decode_manifest(manifest, run, "default")
+
+
+def test_cli(setup: tuple[Path, Path, Path]) -> None:
+    manifest, checkpoint, run = setup
+    runner = CliRunner()
+    ok = runner.invoke(app, ["decode", str(manifest), str(run), "--teacher", str(checkpoint), "--nbest", "2",
+                             "--beam", "2", "--batch-duration", "3"])
+    assert ok.exit_code == 0, ok.output
+    assert "cuts decoded" in ok.output and (run / "decoded.jsonl.gz").exists()
+    failing = runner.invoke(app, ["decode", str(manifest), str(run / "strict"), "--teacher", str(checkpoint),
+                                  "--on-error", "fail"])
+    assert failing.exit_code == 1
+    assert not (run / "strict" / "decoded.jsonl.gz").exists()
+    default = runner.invoke(app, ["decode", str(manifest), str(run / "d")])
+    assert default.exit_code == 1
+
+
+def test_corrupt_and_empty_audio_are_listed_as_failed(setup: tuple[Path, Path, Path]) -> None:
+    manifest, checkpoint, run = setup
+    cuts = read_cuts(manifest)
+    broken = Path(cuts[3].recording.sources[0].source).with_name("broken.wav")
+    broken.write_bytes(b"RIFF not really a wave file")
+    sf.write(broken.with_name("empty.wav"), np.zeros(0, dtype=np.float32), 16_000)
+    empty = cut_from(broken.with_name("empty.wav"), "empty")
+    bad = cuts[3].with_id("broken")
+    bad.recording.sources[0].source = str(broken)
+    write_cuts([cuts[0], bad, empty], manifest)
+    summary = decode_manifest(manifest, run, checkpoint, DecodeConfig(nbest=2, beam=2))
+    assert (summary.n_decoded, summary.n_failed) == (1, 2)
+    reasons = {f["id"]: f["reason"] for f in map(json.loads, (run / "failed.jsonl").read_text().splitlines())}
+    assert reasons["broken"].startswith("cannot read audio") and "empty" in reasons
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ChoralError, match="exceeds"):
+        DecodeConfig(nbest=9, beam=8)
+    with pytest.raises(ChoralError):
+        DecodeConfig(on_error="ignore")  # type: ignore[arg-type]
