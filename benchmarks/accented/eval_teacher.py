@@ -1,0 +1,83 @@
+"""Measure a teacher checkpoint on the synthetic corpus: 1-best and n-best oracle WER per accent.
+
+    .venv/bin/python benchmarks/accented/eval_teacher.py --teacher pipeline/teacher/default_teacher.pt
+
+Rows: ``teacher_dev`` (majority accent, prompts unseen in training) and every
+accent of the ``pool`` (its references file). The quality bar for the default
+teacher (issue 5): majority WER <= 10%; every accented condition at least 2x
+the majority WER (errors to fix); accented n-best oracle WER at most 0.6x
+their 1-best WER (the right answer is often in reach).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import jiwer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from corpus_io import load_cuts, load_references  # noqa: E402
+
+from choral.pipeline.teacher import load_teacher  # noqa: E402
+from choral.pipeline.text import normalize  # noqa: E402
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def oracle(reference: str, texts: list[str]) -> str:
+    """The n-best entry with the fewest word errors against the reference."""
+    return min(texts, key=lambda t: jiwer.process_words(reference, t or "<empty>").wer if reference else 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", type=Path, required=True)
+    parser.add_argument("--dev", type=Path, default=DATA / "teacher_dev_cuts.jsonl.gz")
+    parser.add_argument("--pool", type=Path, default=DATA / "pool_cuts.jsonl.gz")
+    parser.add_argument("--references", type=Path, default=DATA / "pool_references.jsonl.gz")
+    parser.add_argument("--per-accent", type=int, default=200, help="pool cuts decoded per accent")
+    parser.add_argument("--beam", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=16)
+    args = parser.parse_args()
+
+    teacher = load_teacher(args.teacher, beam=args.beam, nbest=args.beam)
+    references = {s.id: s.text for s in load_references(args.references)}
+    rows: dict[str, list] = defaultdict(list)
+    for cut in load_cuts(args.dev):
+        rows["majority (teacher_dev)"].append((cut, " ".join(s.text for s in cut.supervisions if s.text)))
+    taken: dict[str, int] = defaultdict(int)
+    for cut in load_cuts(args.pool):
+        accent = str(cut.custom.get("accent")) if cut.custom else "unknown"
+        if taken[accent] < args.per_accent:
+            taken[accent] += 1
+            rows[f"pool {accent}"].append((cut, references[cut.id]))
+
+    print(f"teacher {args.teacher}, beam {args.beam}")
+    print(f"{'condition':32s} {'cuts':>5s} {'1-best WER':>11s} {'oracle WER':>11s} {'oracle/1-best':>14s}")
+    started, audio = time.perf_counter(), 0.0
+    for name, items in rows.items():
+        refs, best, best_oracle = [], [], []
+        for start in range(0, len(items), args.batch):
+            chunk = items[start:start + args.batch]
+            for (cut, reference), result in zip(chunk, teacher.decode([c for c, _ in chunk])):
+                texts = [text for text, _, _ in result.nbest]
+                ref = normalize(reference)
+                refs.append(ref)
+                best.append(texts[0] if texts else "")
+                best_oracle.append(oracle(ref, texts) if texts else "")
+                audio += cut.duration
+        one = jiwer.wer(refs, [b or "<empty>" for b in best])
+        orc = jiwer.wer(refs, [b or "<empty>" for b in best_oracle])
+        print(f"{name:32s} {len(refs):5d} {100 * one:10.2f}% {100 * orc:10.2f}% {orc / one if one else 0:14.2f}",
+              flush=True)
+    elapsed = time.perf_counter() - started
+    print(f"decoded {audio / 3600:.2f} h in {elapsed:.0f} s (RTF {elapsed / audio:.3f})")
+
+
+if __name__ == "__main__":
+    main()
