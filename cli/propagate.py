@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..pipeline.propagate import PropagateConfig, load_params, propagate_manifest
+from ..pipeline.propagate import PropagateConfig, load_params, propagate_manifest, teacher_scorer
 from ..pipeline.text import TextNormalizer
 from .common import console, print_skipped, progress_bar, stage_errors, summary_table
 
@@ -37,6 +37,10 @@ def propagate(
                                                          "its own n-best lacks them. [default: share]"),
     borrowed_floor: Optional[float] = typer.Option(None, help="Teacher log-posterior given to a shared transcript "
                                                               f"(no scorer). [default: {_DEFAULT.borrowed_floor}]"),
+    teacher: Optional[str] = typer.Option(None, help="Teacher checkpoint (a path, or `default`) whose RNN-T "
+                                                     "log-likelihood scores transcripts borrowed from neighbours "
+                                                     "(needs the cuts' audio); without it they get "
+                                                     "--borrowed-floor."),
     digits: str = typer.Option("spell", help="Digits policy of the text normaliser: keep, spell or drop."),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the output is up to date."),
 ) -> None:
@@ -54,9 +58,10 @@ def propagate(
                      "borrowed_floor": borrowed_floor}
         config = PropagateConfig(**{**config.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
         normalizer = TextNormalizer(digits=digits)  # type: ignore[arg-type]
+        scorer = teacher_scorer(grouped, teacher) if teacher and config.share_candidates else None
         with progress_bar() as progress:
-            summary = propagate_manifest(grouped, graph_file, output, config, normalizer, force=force,
-                                         progress=progress)
+            summary = propagate_manifest(grouped, graph_file, output, config, normalizer, scorer=scorer,
+                                         force=force, progress=progress)
     if summary.skipped:
         print_skipped("propagate", output)
         return

@@ -35,6 +35,8 @@ from .progress import NullProgress, Progress
 from .teacher import AudioError, DecodeResult, Teacher, load_teacher
 
 DEFAULT_TEACHER = "default"
+# choral's own teacher, trained by benchmarks/accented/train_teacher.py and shipped as package data
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "teacher" / "default_teacher.pt"
 FRAME_SHIFT = 0.04  # seconds between encoder frames: 10 ms features subsampled 4x
 
 
@@ -83,10 +85,12 @@ def output_paths(out_dir: str | Path) -> tuple[Path, Path, Path]:
 
 
 def resolve_teacher(spec: str | Path) -> Path:
-    """The checkpoint file named by ``--teacher``; ``default`` is not available yet."""
+    """The checkpoint file named by ``--teacher`` (``default``: the one shipped with choral)."""
     if str(spec) == DEFAULT_TEACHER:
-        raise ChoralError("the default teacher checkpoint is not trained yet; pass --teacher PATH "
-                          "to a checkpoint written by save_teacher")
+        if not DEFAULT_CHECKPOINT.is_file():
+            raise ChoralError(f"the default teacher checkpoint is missing ({DEFAULT_CHECKPOINT}); "
+                              "pass --teacher PATH to a checkpoint written by save_teacher")
+        return DEFAULT_CHECKPOINT
     path = Path(spec)
     if not path.is_file():
         raise ChoralError(f"{path}: teacher checkpoint not found")

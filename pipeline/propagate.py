@@ -336,6 +336,22 @@ def _decide(entry: CutEntry, labels, fused_row: np.ndarray, degree: int, config:
     return CutResult(original, confidence, teacher_text, "propagated")
 
 
+def teacher_scorer(grouped: str | Path, teacher: str | Path) -> Scorer:
+    """The RNN-T scorer of a teacher checkpoint (``default`` or a path) over the cuts of ``grouped``.
+
+    Encoder outputs are computed lazily, only for cuts that borrow a neighbour's transcript.
+    """
+    from .decode import resolve_teacher
+    from .manifest import read_cuts
+    from .teacher import load_teacher
+
+    checkpoint = resolve_teacher(teacher)
+    score = load_teacher(checkpoint).scorer(read_cuts(grouped))
+    score.name = f"teacher:{checkpoint.resolve()}"  # type: ignore[attr-defined]
+    score.inputs = [checkpoint]  # type: ignore[attr-defined]
+    return score
+
+
 def propagate_manifest(
     grouped: str | Path,
     graph_file: str | Path,
@@ -349,11 +365,12 @@ def propagate_manifest(
 ) -> PropagateSummary:
     """Read the grouped manifest and graph, rescore every cut, write ``rescored.jsonl.gz``."""
     grouped, graph_file, output = check_readable(grouped), check_readable(graph_file), Path(output)
-    record = StageRecord.create("propagate", inputs=[grouped, graph_file],
+    record = StageRecord.create("propagate", inputs=[grouped, graph_file, *getattr(scorer, "inputs", [])],
                                 params={"propagate": asdict(config), "normalizer": asdict(normalizer),
                                         "scorer": getattr(scorer, "name", None if scorer is None else "custom")},
                                 outputs=[output])
-    if not force and scorer is None and is_up_to_date(record, output):
+    reproducible = scorer is None or hasattr(scorer, "name")  # an anonymous scorer may change between runs
+    if not force and reproducible and is_up_to_date(record, output):
         return PropagateSummary(output=output, skipped=True)
     started = time.perf_counter()
     progress.task("reading grouped manifest", None)

@@ -12,7 +12,7 @@ from choral.cli.app import app
 from choral.pipeline.decode import DecodeConfig, decode_manifest
 from choral.pipeline.errors import ChoralError, InputError
 from choral.pipeline.fields import load_array, nbest
-from choral.pipeline.graph import build_graph
+from choral.pipeline.graph import GraphConfig, build_graph
 from choral.pipeline.group import group_manifest
 from choral.pipeline.manifest import read_cuts, write_cuts
 from choral.pipeline.teacher import TransducerConfig, TransducerTeacher, save_teacher
@@ -89,10 +89,13 @@ def test_on_error_fail_writes_nothing(setup: tuple[Path, Path, Path]) -> None:
     assert not (run / "embeddings.h5").exists()
 
 
-def test_default_teacher_is_not_trained_yet(setup: tuple[Path, Path, Path]) -> None:
-    manifest, _, run = setup
-    with pytest.raises(ChoralError, match="not trained yet"):
-        decode_manifest(manifest, run, "default")
+def test_default_teacher_resolves_to_the_shipped_checkpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from choral.pipeline import decode as decode_module
+
+    assert decode_module.resolve_teacher("default") == decode_module.DEFAULT_CHECKPOINT
+    monkeypatch.setattr(decode_module, "DEFAULT_CHECKPOINT", tmp_path / "absent.pt")
+    with pytest.raises(ChoralError, match="default teacher checkpoint is missing"):
+        decode_module.resolve_teacher("default")
 
 
 def test_cli(setup: tuple[Path, Path, Path]) -> None:
@@ -106,8 +109,8 @@ def test_cli(setup: tuple[Path, Path, Path]) -> None:
                                   "--on-error", "fail"])
     assert failing.exit_code == 1
     assert not (run / "strict" / "decoded.jsonl.gz").exists()
-    default = runner.invoke(app, ["decode", str(manifest), str(run / "d")])
-    assert default.exit_code == 1
+    missing = runner.invoke(app, ["decode", str(manifest), str(run / "d"), "--teacher", str(run / "nope.pt")])
+    assert missing.exit_code == 1 and "teacher checkpoint not found" in missing.stderr
 
 
 def test_corrupt_and_empty_audio_are_listed_as_failed(setup: tuple[Path, Path, Path]) -> None:
@@ -131,3 +134,23 @@ def test_options_are_checked() -> None:
         DecodeConfig(nbest=9, beam=8)
     with pytest.raises(ChoralError):
         DecodeConfig(on_error="ignore")  # type: ignore[arg-type]
+
+
+def test_propagate_scores_borrowed_transcripts_with_the_teacher(setup: tuple[Path, Path, Path]) -> None:
+    from choral.pipeline.propagate import PropagateConfig, propagate_manifest, teacher_scorer
+
+    manifest, checkpoint, run = setup
+    decode_manifest(manifest, run, checkpoint, DecodeConfig(nbest=2, beam=2))
+    group_manifest(run / "decoded.jsonl.gz", run / "grouped.jsonl.gz")
+    build_graph(run / "grouped.jsonl.gz", run / "graph.npz", config=GraphConfig(threshold=1e9))
+    scorer = teacher_scorer(run / "grouped.jsonl.gz", checkpoint)
+    texts = ["hello", "a b c"]
+    scores = scorer("a", texts)
+    assert len(scores) == 2 and all(np.isfinite(scores))
+    summary = propagate_manifest(run / "grouped.jsonl.gz", run / "graph.npz", run / "rescored.jsonl.gz",
+                                 PropagateConfig(share_min=0.0), scorer=scorer)
+    assert summary.n_cuts == 3
+    again = propagate_manifest(run / "grouped.jsonl.gz", run / "graph.npz", run / "rescored.jsonl.gz",
+                               PropagateConfig(share_min=0.0), scorer=teacher_scorer(run / "grouped.jsonl.gz",
+                                                                                       checkpoint))
+    assert again.skipped
