@@ -55,7 +55,7 @@ def decode(
     cuts: Path = typer.Argument(..., help="Lhotse cut manifest with recordings, e.g. data/unlabelled.jsonl.gz."),
     out_dir: Path = typer.Argument(..., help="Run folder: decoded.jsonl.gz, embeddings.h5 and failed.jsonl go here."),
     teacher: str = typer.Option("default", help="Teacher checkpoint file (save_teacher); 'default' is the "
-                                                "bundled teacher, not trained yet."),
+                                                "teacher shipped with choral (US English, synthetic speech)."),
     nbest: int = typer.Option(_DEFAULT.nbest, min=1, help="Hypotheses kept per cut (at most --beam)."),
     beam: int = typer.Option(_DEFAULT.beam, min=1, help="Beam of the modified beam search."),
     batch_duration: float = typer.Option(_DEFAULT.batch_duration, min=0.1,
