@@ -89,10 +89,14 @@ def test_on_error_fail_writes_nothing(setup: tuple[Path, Path, Path]) -> None:
     assert not (run / "embeddings.h5").exists()
 
 
-def test_default_teacher_resolves_to_the_shipped_checkpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_default_teacher_resolves_to_package_data_or_says_it_is_missing(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
     from choral.pipeline import decode as decode_module
 
-    assert decode_module.resolve_teacher("default") == decode_module.DEFAULT_CHECKPOINT
+    shipped = tmp_path / "default_teacher.pt"
+    save_teacher(TransducerTeacher.random(TINY, seed=0), shipped)
+    monkeypatch.setattr(decode_module, "DEFAULT_CHECKPOINT", shipped)
+    assert decode_module.resolve_teacher("default") == shipped
     monkeypatch.setattr(decode_module, "DEFAULT_CHECKPOINT", tmp_path / "absent.pt")
     with pytest.raises(ChoralError, match="default teacher checkpoint is missing"):
         decode_module.resolve_teacher("default")
