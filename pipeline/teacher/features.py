@@ -1,8 +1,9 @@
 """80-dim log-mel filterbank features of a cut's audio at 16 kHz (lhotse's Kaldi-compatible Fbank).
 
-Recordings at another rate are resampled by lhotse. Features are mean-normalised
-per utterance (subtracting each mel bin's mean removes the channel's constant
-spectral tilt, which a small model would otherwise have to learn to ignore).
+Recordings at another rate are resampled by lhotse. Features are mean- and
+variance-normalised per utterance and mel bin (subtracting the mean removes the
+channel's constant spectral tilt; dividing by the spread brings values near unit
+scale, which LSTM training needs).
 Problems with the audio (missing file, unreadable, empty) are raised as
 :class:`AudioError` so the decode stage can list the cut as failed.
 """
@@ -59,10 +60,12 @@ def load_audio(cut: Cut) -> np.ndarray:
 
 
 def fbank(samples: np.ndarray, num_mel_bins: int = NUM_MEL_BINS) -> np.ndarray:
-    """Mean-normalised log-mel filterbank ``(frames, num_mel_bins)`` of 16 kHz samples (10 ms shift)."""
+    """Log-mel filterbank ``(frames, num_mel_bins)`` of 16 kHz samples (10 ms shift), with per-utterance
+    mean and variance normalisation (raw log-mel values spread over +-10, which stalls LSTM training)."""
     features = _extractor(num_mel_bins).extract(samples[None, :].astype(np.float32), SAMPLING_RATE)
     features = np.asarray(features, dtype=np.float32)
-    return features - features.mean(axis=0, keepdims=True)
+    features = features - features.mean(axis=0, keepdims=True)
+    return features / (features.std(axis=0, keepdims=True) + 1e-5)
 
 
 def cut_features(cut: Cut, num_mel_bins: int = NUM_MEL_BINS) -> np.ndarray:
