@@ -99,7 +99,11 @@ class TransducerTeacher:
         nbests = modified_beam_search(self.model, encoded, lengths, self.beam)
         results = []
         for i, hyps in enumerate(nbests):
-            frames = encoded[i, : int(lengths[i])].float().cpu().numpy()
+            utterance = encoded[i, : int(lengths[i])]
+            # exact RNN-T log-likelihoods (all alignments), comparable with the scorer's
+            exact = score_texts(self.model, utterance, [h.tokens for h in hyps])
+            hyps = [Hypothesis(h.tokens, score) for h, score in zip(hyps, exact)]
+            frames = utterance.float().cpu().numpy()
             results.append(DecodeResult(self._texts(hyps), frames, frames.mean(axis=0)))
         return results
 

@@ -119,13 +119,15 @@ def test_beam_nbest_sorted_distinct_and_batch_independent(teacher: TransducerTea
         assert np.allclose([h.score for h in alone], scores, atol=1e-3)
 
 
-def test_score_texts_at_least_greedy_path(teacher: TransducerTeacher, cuts: list[MonoCut]) -> None:
+def test_nbest_scores_are_exact_lattice_log_likelihoods(teacher: TransducerTeacher, cuts: list[MonoCut]) -> None:
     encoded, lengths = encode(teacher, cuts)
-    for i, g in enumerate(greedy_search(teacher.model, encoded, lengths)):
+    for i, result in enumerate(teacher.decode(cuts)):
         frames = encoded[i, : int(lengths[i])]
-        full, other = score_texts(teacher.model, frames, [g.tokens, [5, 6, 7]])
-        assert full >= g.score - 1e-6  # all alignments >= one alignment
-        assert np.isfinite(other) and other < 0
+        exact = score_texts(teacher.model, frames, [tokens for _, tokens, _ in result.nbest] + [[5, 6, 7]])
+        for (_, _, score), direct in zip(result.nbest, exact):
+            assert score >= direct - 1e-6  # equal, or more when token sequences reading alike were pooled
+            assert score <= 0.0
+        assert np.isfinite(exact[-1]) and exact[-1] < 0
 
 
 def test_decode_and_scorer(teacher: TransducerTeacher, cuts: list[MonoCut]) -> None:
