@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from enum import Enum
 from typing import Iterator
 
 import typer
@@ -25,6 +26,16 @@ from rich.progress import (
 from rich.table import Table
 
 from ..pipeline.errors import ChoralError
+
+class Digits(str, Enum):
+    """Digits policies of the text normaliser (typer turns them into a checked choice)."""
+
+    keep = "keep"
+    spell = "spell"
+    drop = "drop"
+
+
+DIGITS_HELP = "Digits policy of the text normaliser (the same for grouping, propagation and WER)."
 
 console = Console()
 error_console = Console(stderr=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import List
 
@@ -12,17 +11,9 @@ from rich.table import Table
 
 from ..pipeline.evaluate import SPLITS, EvalReport, evaluate, percent, write_report
 from ..pipeline.text import TextNormalizer
-from .common import console, progress_bar, stage_errors
+from .common import Digits, console, progress_bar, stage_errors
 
 _SPLIT_TITLES = {"unannotated": "unannotated cuts (headline)", "annotated": "annotated cuts"}
-
-
-class Digits(str, Enum):
-    """Digits policies of the text normaliser (typer turns them into a checked choice)."""
-
-    keep = "keep"
-    spell = "spell"
-    drop = "drop"
 
 
 def eval_command(

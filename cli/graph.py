@@ -9,7 +9,7 @@ import typer
 
 from ..pipeline.graph import METRICS, GraphConfig, build_graph
 from ..pipeline.text import TextNormalizer
-from .common import console, print_skipped, progress_bar, stage_errors, summary_table
+from .common import DIGITS_HELP, Digits, console, print_skipped, progress_bar, stage_errors, summary_table
 
 
 def graph(
@@ -28,7 +28,7 @@ def graph(
                                           "agreeing 1-bests count as pseudo-annotations."),
     quantile: float = typer.Option(0.2, help="Last resort without any labels: link this fraction of the closest "
                                              "within-group pairs."),
-    digits: str = typer.Option("spell", help="Digits policy of the text normaliser: keep, spell or drop."),
+    digits: Digits = typer.Option(Digits.spell, help=DIGITS_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the outputs are up to date."),
 ) -> None:
     """Build the similarity graph: distances between all cuts of each group, binary edges below a learned threshold.
@@ -39,7 +39,7 @@ def graph(
     with stage_errors("graph"):
         config = GraphConfig(metric=metric, window=window, threshold=threshold,  # type: ignore[arg-type]
                              confidence=confidence, quantile=quantile)
-        normalizer = TextNormalizer(digits=digits)  # type: ignore[arg-type]
+        normalizer = TextNormalizer(digits=digits.value)  # type: ignore[arg-type]
         with progress_bar() as progress:
             summary = build_graph(grouped, output, threshold_file, config, normalizer, force=force, progress=progress)
     if summary.skipped:

@@ -10,7 +10,7 @@ from ..pipeline.errors import ChoralError
 from ..pipeline.group import group_manifest
 from ..pipeline.grouping import GroupingConfig
 from ..pipeline.text import TextNormalizer
-from .common import console, print_skipped, progress_bar, stage_errors, summary_table
+from .common import DIGITS_HELP, Digits, console, print_skipped, progress_bar, stage_errors, summary_table
 
 _DEFAULT = GroupingConfig()
 
@@ -25,7 +25,7 @@ def group(
     bands: int = typer.Option(_DEFAULT.bands, min=1, help="LSH bands; num-perm must be a multiple of it."),
     max_group_size: int = typer.Option(_DEFAULT.max_group_size, min=2, help="Larger groups are split into chunks of at most this many cuts "
                                                         "(the graph stage is quadratic in group size)."),
-    digits: str = typer.Option("spell", help="Digits policy of the text normaliser: keep, spell or drop."),
+    digits: Digits = typer.Option(Digits.spell, help=DIGITS_HELP),
     seed: int = typer.Option(_DEFAULT.seed, min=0, help="Seed of the MinHash permutations."),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the output is up to date."),
 ) -> None:
@@ -40,7 +40,7 @@ def group(
                                     max_group_size=max_group_size, seed=seed)
         except ValueError as error:
             raise ChoralError(str(error)) from None
-        normalizer = TextNormalizer(digits=digits)  # type: ignore[arg-type]
+        normalizer = TextNormalizer(digits=digits.value)  # type: ignore[arg-type]
         with progress_bar() as progress:
             summary = group_manifest(decoded, output, config, normalizer, force=force, progress=progress)
     if summary.skipped:

@@ -9,7 +9,7 @@ import typer
 
 from ..pipeline.propagate import PropagateConfig, load_params, propagate_manifest, teacher_scorer
 from ..pipeline.text import TextNormalizer
-from .common import console, print_skipped, progress_bar, stage_errors, summary_table
+from .common import DIGITS_HELP, Digits, console, print_skipped, progress_bar, stage_errors, summary_table
 
 _DEFAULT = PropagateConfig()
 
@@ -41,7 +41,7 @@ def propagate(
                                                      "log-likelihood scores transcripts borrowed from neighbours "
                                                      "(needs the cuts' audio); without it they get "
                                                      "--borrowed-floor."),
-    digits: str = typer.Option("spell", help="Digits policy of the text normaliser: keep, spell or drop."),
+    digits: Digits = typer.Option(Digits.spell, help=DIGITS_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the output is up to date."),
 ) -> None:
     """Propagate hypothesis "goodness" from annotated and confident cuts to their neighbours and fuse it
@@ -57,7 +57,7 @@ def propagate(
                      "weighted_edges": weighted_edges, "share_candidates": share_candidates,
                      "borrowed_floor": borrowed_floor}
         config = PropagateConfig(**{**config.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
-        normalizer = TextNormalizer(digits=digits)  # type: ignore[arg-type]
+        normalizer = TextNormalizer(digits=digits.value)  # type: ignore[arg-type]
         scorer = teacher_scorer(grouped, teacher) if teacher and config.share_candidates else None
         with progress_bar() as progress:
             summary = propagate_manifest(grouped, graph_file, output, config, normalizer, scorer=scorer,

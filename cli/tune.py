@@ -11,7 +11,7 @@ from rich.table import Table
 from ..pipeline.propagate import PropagateConfig
 from ..pipeline.text import TextNormalizer
 from ..pipeline.tune import parse_grid, tune_params
-from .common import console, progress_bar, stage_errors, summary_table
+from .common import DIGITS_HELP, Digits, console, progress_bar, stage_errors, summary_table
 
 
 def tune(
@@ -28,7 +28,7 @@ def tune(
     threshold_scale: Optional[str] = typer.Option(None, help="Comma-separated threshold scales "
                                                              "[default: 0.8,1,1.25]."),
     seed: int = typer.Option(0, help="Seed of the fold assignment."),
-    digits: str = typer.Option("spell", help="Digits policy of the text normaliser: keep, spell or drop."),
+    digits: Digits = typer.Option(Digits.spell, help=DIGITS_HELP),
 ) -> None:
     """Choose alpha, lambda, temperature and threshold scale by k-fold cross-validation over the annotated
     cuts only (hide a fold's references, propagate, score those cuts). Writes a YAML for
@@ -37,7 +37,7 @@ def tune(
         grid = parse_grid({"alpha": alpha, "fusion_weight": fusion_weight, "temperature": temperature,
                            "threshold_scale": threshold_scale})
         base = PropagateConfig(algorithm=algorithm)  # type: ignore[arg-type]
-        normalizer = TextNormalizer(digits=digits)  # type: ignore[arg-type]
+        normalizer = TextNormalizer(digits=digits.value)  # type: ignore[arg-type]
         with progress_bar() as progress:
             summary = tune_params(grouped, graph_file, output, base=base, grid=grid, folds=folds, seed=seed,
                                   normalizer=normalizer, progress=progress)

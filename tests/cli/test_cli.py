@@ -67,3 +67,11 @@ def test_console_script_help() -> None:
     assert completed.returncode == 0
     for command in ("group", "graph", "synth"):
         assert command in completed.stdout
+
+
+def test_bad_digits_policy_is_a_usage_error(tmp_path: Path) -> None:
+    for command in (["group", tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz"],
+                    ["graph", tmp_path / "a.jsonl.gz", tmp_path / "g.npz"]):
+        result = invoke(*command, "--digits", "roman")
+        assert result.exit_code == 2
+        assert list(tmp_path.iterdir()) == []
