@@ -158,6 +158,17 @@ def read_entries(grouped: Path, normalizer: TextNormalizer, progress: Progress =
     return entries
 
 
+def read_grouped_and_graph(grouped: Path, graph_file: Path, normalizer: TextNormalizer,
+                           progress: Progress = NullProgress()) -> tuple[list[CutEntry], CutGraph]:
+    """The grouped manifest's entries and its graph, checked to describe the same cuts in the same order."""
+    progress.task("reading grouped manifest", None)
+    entries = read_entries(grouped, normalizer, progress)
+    graph = CutGraph.load(graph_file)
+    if list(graph.cut_ids) != [e.cut_id for e in entries]:
+        raise InputError(graph_file, f"its cuts do not match {grouped} (rerun `choral graph`)")
+    return entries, graph
+
+
 def _batches(entries: Sequence[CutEntry], batch_cuts: int) -> Iterable[list[int]]:
     """Indices of whole groups, packed into batches of about ``batch_cuts`` cuts."""
     by_group: dict[str, list[int]] = {}
@@ -373,11 +384,7 @@ def propagate_manifest(
     if not force and reproducible and is_up_to_date(record, output):
         return PropagateSummary(output=output, skipped=True)
     started = time.perf_counter()
-    progress.task("reading grouped manifest", None)
-    entries = read_entries(grouped, normalizer, progress)
-    graph = CutGraph.load(graph_file)
-    if list(graph.cut_ids) != [e.cut_id for e in entries]:
-        raise InputError(graph_file, f"its cuts do not match {grouped} (rerun `choral graph`)")
+    entries, graph = read_grouped_and_graph(grouped, graph_file, normalizer, progress)
     adjacency = graph.adjacency(graph.threshold * config.threshold_scale, weighted=config.weighted_edges)
     progress.task("propagating", len(entries))
     results = rescore(entries, adjacency, config, scorer, progress)

@@ -30,12 +30,11 @@ import jiwer
 import numpy as np
 import yaml
 
-from .cutgraph import CutGraph
 from .errors import ChoralError, InputError
 from .labels import CutEntry
 from .manifest import atomic_output, check_readable, write_json
 from .progress import NullProgress, Progress
-from .propagate import PropagateConfig, batch_priors, fuse, propagate_batch, read_entries
+from .propagate import PropagateConfig, batch_priors, fuse, propagate_batch, read_grouped_and_graph
 from .text import TextNormalizer
 
 CONFIDENCE_LEVELS: tuple[float, ...] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -105,11 +104,7 @@ def tune_params(
     """Cross-validate the grid on annotated cuts; write the best parameters (YAML) and a report (JSON)."""
     grouped, graph_file, output = check_readable(grouped), check_readable(graph_file), Path(output)
     started = time.perf_counter()
-    progress.task("reading grouped manifest", None)
-    entries = read_entries(grouped, normalizer, progress)
-    graph = CutGraph.load(graph_file)
-    if list(graph.cut_ids) != [e.cut_id for e in entries]:
-        raise InputError(graph_file, f"its cuts do not match {grouped} (rerun `choral graph`)")
+    entries, graph = read_grouped_and_graph(grouped, graph_file, normalizer, progress)
     annotated_groups = {e.group for e in entries if e.reference is not None}
     rows = np.array([i for i, e in enumerate(entries) if e.group in annotated_groups], dtype=np.int64)
     sub_entries = [entries[i] for i in rows]
