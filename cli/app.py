@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import decode, export, graph, group, propagate, synth, tune
+from . import run as run_
 from . import eval as eval_
 
 app = typer.Typer(
@@ -15,6 +16,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("run")(run_.run)
+app.command("prepare")(run_.prepare)
 app.command("decode")(decode.decode)
 app.command("group")(group.group)
 app.command("graph")(graph.graph)

@@ -1,0 +1,295 @@
+"""``choral prepare``: turn the audio a team already has into a lhotse cut manifest.
+
+Accepted inputs (exactly one):
+
+- ``cuts``: a lhotse cut manifest; rewritten only to make relative audio paths
+  absolute (against ``audio_root``) or to attach ``annotations``;
+- ``audio_dir``: every audio file below a folder (cut id = relative path without
+  its extension, ``/`` replaced by ``-``);
+- ``kaldi_dir``: a Kaldi data directory (``wav.scp``, optional ``segments``,
+  ``text``, ``utt2spk``), read with lhotse's Kaldi importer;
+- ``nemo_manifest``: a NeMo JSON-lines manifest (``audio_filepath``,
+  ``duration``, optional ``offset`` and ``text``; relative paths are relative to
+  the manifest's folder, as NeMo resolves them).
+
+``annotations`` (a Kaldi ``text`` file or a lhotse supervision manifest) gives
+reference transcripts for some cuts: those cuts become the annotated seeds of
+propagation and teach the graph threshold. Audio files whose header cannot be
+read are skipped and listed in ``failed.jsonl`` beside the output; decode later
+checks the samples themselves.
+
+The stage is skipped when its inputs are unchanged; for ``audio_dir`` the
+fingerprint is a digest of the listing (names, sizes, mtimes), so new audio in
+the folder makes a nightly run relabel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+from lhotse import Recording, SupervisionSegment
+from lhotse.cut import Cut
+
+from .errors import ChoralError, InputError
+from .manifest import CutWriter, atomic_output, check_readable, iter_cuts, iter_json_lines
+from .meta import StageRecord, is_up_to_date, write_meta
+from .progress import NullProgress, Progress
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".sph", ".m4a")
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """Where the audio comes from (one of ``cuts``, ``audio_dir``, ``kaldi_dir``, ``nemo_manifest``)."""
+
+    cuts: Path | None = None
+    audio_dir: Path | None = None
+    kaldi_dir: Path | None = None
+    nemo_manifest: Path | None = None
+    audio_root: Path | None = None
+    annotations: Path | None = None
+    sampling_rate: int = 16_000  # of a Kaldi directory's audio (its wav.scp does not say)
+
+    def __post_init__(self) -> None:
+        given = [name for name in ("cuts", "audio_dir", "kaldi_dir", "nemo_manifest") if getattr(self, name)]
+        if len(given) != 1:
+            raise ChoralError("the input needs exactly one of cuts, audio_dir, kaldi_dir, nemo_manifest"
+                              + (f" (got {', '.join(given)})" if given else ""))
+
+    @property
+    def kind(self) -> str:
+        return next(n for n in ("cuts", "audio_dir", "kaldi_dir", "nemo_manifest") if getattr(self, n))
+
+    @property
+    def source(self) -> Path:
+        return Path(getattr(self, self.kind))
+
+    @property
+    def needs_prepare(self) -> bool:
+        """A lhotse manifest with usable paths and no annotations is decoded as it is."""
+        return self.kind != "cuts" or self.audio_root is not None or self.annotations is not None
+
+
+@dataclass
+class PrepareSummary:
+    output: Path
+    skipped: bool = False
+    n_cuts: int = 0
+    n_annotated: int = 0
+    n_failed: int = 0
+    hours: float = 0.0
+    seconds: float = 0.0
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise ChoralError(f"{folder}: audio folder not found")
+    files = [Path(root) / name for root, _, names in os.walk(folder) for name in names
+             if name.lower().endswith(AUDIO_EXTENSIONS)]
+    if not files:
+        raise ChoralError(f"{folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found")
+    return sorted(files)
+
+
+def listing_digest(files: list[Path]) -> str:
+    """A digest of names, sizes and mtimes: changes when a file is added, removed or rewritten."""
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def audio_dir_cut_id(folder: Path, path: Path) -> str:
+    return path.relative_to(folder).with_suffix("").as_posix().replace("/", "-")
+
+
+def _recording(path: Path, recording_id: str) -> Recording:
+    """Recording of one audio file (raises ValueError with a short reason when its header is unreadable)."""
+    try:
+        return Recording.from_file(path, recording_id=recording_id)
+    except Exception as error:  # noqa: BLE001 - audio backends raise many kinds
+        text = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ValueError(text) from None
+
+
+def _from_audio_dir(folder: Path, failures: dict[str, str]) -> Iterator[Cut]:
+    seen: dict[str, Path] = {}
+    for path in _audio_files(folder):
+        cut_id = audio_dir_cut_id(folder, path)
+        if cut_id in seen:
+            raise ChoralError(f"{path}: same cut id {cut_id!r} as {seen[cut_id]}; rename one of them")
+        seen[cut_id] = path
+        try:
+            recording = _recording(path.resolve(), cut_id)
+        except ValueError as error:
+            failures[cut_id] = f"{path}: cannot read audio header ({error})"
+            continue
+        yield recording.to_cut()
+
+
+def _from_nemo(manifest: Path, failures: dict[str, str]) -> Iterator[Cut]:
+    for line, entry in iter_json_lines(manifest):
+        audio = entry.get("audio_filepath")
+        if not isinstance(audio, str) or not audio:
+            raise InputError(manifest, "entry has no audio_filepath", line=line)
+        path = Path(audio) if os.path.isabs(audio) else manifest.parent / audio
+        offset = float(entry.get("offset") or 0.0)
+        base_id = Path(audio).with_suffix("").as_posix().strip("/").replace("/", "-")
+        cut_id = base_id if not offset else f"{base_id}-{int(round(offset * 100)):07d}"
+        try:
+            recording = _recording(path.resolve(), base_id)
+        except ValueError as error:
+            failures[cut_id] = f"{path}: cannot read audio header ({error})"
+            continue
+        duration = entry.get("duration")
+        cut = recording.to_cut()
+        if offset or duration is not None:
+            end = min(recording.duration, offset + float(duration)) if duration is not None else recording.duration
+            cut = cut.truncate(offset=offset, duration=end - offset, preserve_id=True)
+        cut.id = cut_id
+        text = entry.get("text")
+        if isinstance(text, str) and text.strip():
+            cut.supervisions = [SupervisionSegment(id=cut_id, recording_id=recording.id, start=0.0,
+                                                   duration=cut.duration, text=text.strip())]
+        yield cut
+
+
+def _from_kaldi(folder: Path, sampling_rate: int) -> Iterator[Cut]:
+    from lhotse import CutSet
+    from lhotse.kaldi import load_kaldi_data_dir
+
+    if not (folder / "wav.scp").is_file():
+        raise ChoralError(f"{folder}: not a Kaldi data directory (no wav.scp)")
+    try:
+        recordings, supervisions, _ = load_kaldi_data_dir(folder, sampling_rate=sampling_rate)
+    except Exception as error:  # noqa: BLE001 - the importer raises many kinds
+        raise ChoralError(f"{folder}: cannot read Kaldi data directory ({str(error).splitlines()[0][:200]})") from None
+    if supervisions is not None and (folder / "segments").is_file():
+        cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions).trim_to_supervisions(
+            keep_overlapping=False)
+    else:
+        cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions)
+    for cut in cuts:
+        if (folder / "segments").is_file() and cut.supervisions:
+            cut.id = cut.supervisions[0].id
+        # Kaldi text lines name the transcript; an absent text file means nothing is annotated
+        for s in cut.supervisions:
+            if s.text is not None and not s.text.strip():
+                s.text = None
+        yield cut
+
+
+def _from_cuts(manifest: Path, audio_root: Path | None) -> Iterator[Cut]:
+    for cut in iter_cuts(manifest):
+        if audio_root is not None and cut.has_recording:
+            sources = cut.recording.sources
+            if any(s.type == "file" and not os.path.isabs(s.source) for s in sources):
+                cut = cut.with_recording_path_prefix(str(audio_root.resolve()))
+        yield cut
+
+
+def read_annotations(path: Path) -> dict[str, str]:
+    """Cut id -> transcript from a Kaldi ``text`` file or a lhotse supervision manifest."""
+    path = check_readable(path)
+    name = path.name
+    if name.endswith((".jsonl", ".jsonl.gz", ".json")):
+        out = {}
+        for line, entry in iter_json_lines(path):
+            if "id" not in entry:
+                raise InputError(path, "supervision has no id", line=line)
+            if isinstance(entry.get("text"), str) and entry["text"].strip():
+                out[str(entry["id"])] = entry["text"].strip()
+        return out
+    out = {}
+    with path.open(encoding="utf-8") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            parts = raw.strip().split(maxsplit=1)
+            if len(parts) == 2:
+                out[parts[0]] = parts[1]
+            elif len(parts) == 1:
+                raise InputError(path, f"utterance {parts[0]!r} has no transcript", line=number)
+    return out
+
+
+def _annotate(cut: Cut, text: str) -> Cut:
+    if cut.supervisions:
+        cut.supervisions = [s for s in cut.supervisions][:1]
+        cut.supervisions[0].text = text
+    else:
+        cut.supervisions = [SupervisionSegment(id=cut.id, recording_id=cut.recording_id, start=0.0,
+                                               duration=cut.duration, channel=cut.channel, text=text)]
+    return cut
+
+
+def prepare_input(config: InputConfig, output: str | Path, *, force: bool = False,
+                  progress: Progress = NullProgress()) -> PrepareSummary:
+    """Write the lhotse cut manifest ``output`` for ``config``'s input (and ``failed.jsonl`` beside it)."""
+    output = Path(output)
+    failed_path = output.with_name("failed.jsonl")
+    source = config.source
+    params: dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    if config.kind == "audio_dir":
+        files = _audio_files(source)
+        inputs: list[Path] = []
+        params["listing"] = listing_digest(files)
+    else:
+        inputs = [check_readable(source / "wav.scp") if config.kind == "kaldi_dir" else check_readable(source)]
+        if config.kind == "kaldi_dir":
+            inputs += [source / n for n in ("segments", "text", "utt2spk") if (source / n).is_file()]
+    if config.annotations is not None:
+        inputs.append(check_readable(config.annotations))
+    record = StageRecord.create("prepare", inputs=inputs, params=params, outputs=[output, failed_path])
+    summary = PrepareSummary(output=output)
+    if not force and is_up_to_date(record, output):
+        summary.skipped = True
+        return summary
+    started = time.perf_counter()
+    annotations = read_annotations(config.annotations) if config.annotations is not None else {}
+    failures: dict[str, str] = {}
+    if config.kind == "audio_dir":
+        cuts: Iterator[Cut] = _from_audio_dir(source, failures)
+    elif config.kind == "nemo_manifest":
+        cuts = _from_nemo(source, failures)
+    elif config.kind == "kaldi_dir":
+        cuts = _from_kaldi(source, config.sampling_rate)
+    else:
+        cuts = _from_cuts(source, config.audio_root)
+    progress.task("preparing cuts", None)
+    used: set[str] = set()
+    seen: set[str] = set()
+    with CutWriter(output) as writer:
+        for cut in cuts:
+            if cut.id in seen:
+                raise InputError(source, "duplicate cut id", cut_id=cut.id)
+            seen.add(cut.id)
+            if cut.id in annotations:
+                cut = _annotate(cut, annotations[cut.id])
+                used.add(cut.id)
+            summary.n_annotated += any(s.text for s in cut.supervisions)
+            summary.hours += cut.duration / 3600
+            writer.write(cut)
+            progress.advance()
+        if writer.count == 0:
+            first = next(iter(failures.values()), "the input holds no cuts")
+            raise InputError(source, f"no usable cut: {first}")
+        unknown = sorted(set(annotations) - used)
+        if unknown:
+            raise InputError(config.annotations or source, f"{len(unknown)} annotation(s) name no cut of the input, "
+                                                           f"e.g. {unknown[0]!r}")
+        with atomic_output(failed_path) as tmp:
+            tmp.write_text("".join(json.dumps({"id": k, "reason": v}) + "\n" for k, v in failures.items()),
+                           encoding="utf-8")
+        summary.n_cuts = writer.count
+    summary.n_failed = len(failures)
+    summary.seconds = time.perf_counter() - started
+    write_meta(record, output)
+    return summary

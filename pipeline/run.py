@@ -1,0 +1,417 @@
+"""``choral run CONFIG.yaml``: every stage, in order, into one run directory.
+
+prepare -> decode -> group -> graph -> tune -> propagate -> export -> eval.
+
+Each stage keeps its own ``.meta.json`` sidecar, so a stage whose inputs and
+parameters are unchanged is skipped, and a second run with no new input does no
+work. The run directory is locked for the run's duration (``RUN/.lock``, an
+``flock``): an overlapping cron run stops at once with :class:`RunLocked`
+instead of writing beside the first. Every output is written under a temporary
+name and renamed, so a killed run leaves complete files or none; the next run
+redoes from the first stage that was not finished.
+
+Layout of ``RUN``::
+
+    prepare/cuts.jsonl.gz  decode/decoded.jsonl.gz  decode/embeddings.h5
+    grouped.jsonl.gz  graph.npz  threshold.json  params.yaml  params.json
+    rescored.jsonl.gz  export/...  eval/report.{json,md,png}  run.json
+
+Paths in the config are relative to the config file's folder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import resource
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+from .config import from_mapping, read_yaml_mapping
+from .decode import DecodeConfig, decode_manifest, output_paths
+from .errors import ChoralError, InputError
+from .evaluate import evaluate, write_report
+from .export import ExportConfig, export_manifest
+from .graph import GraphConfig, build_graph
+from .group import group_manifest
+from .grouping import GroupingConfig
+from .manifest import write_json
+from .meta import StageRecord, is_up_to_date, write_meta
+from .prepare import InputConfig, prepare_input
+from .progress import NullProgress, Progress
+from .propagate import PropagateConfig, load_params, propagate_manifest, teacher_scorer
+from .text import TextNormalizer
+from .tune import TuneGrid, tune_params
+
+STAGES: tuple[str, ...] = ("prepare", "decode", "group", "graph", "tune", "propagate", "export", "eval")
+
+
+class RunLocked(ChoralError):
+    """Another ``choral run`` holds the run directory."""
+
+
+@dataclass(frozen=True)
+class DecodeSection:
+    """``decode:`` — the teacher and its search (see ``choral decode --help``)."""
+
+    teacher: str = "default"
+    nbest: int = 8
+    beam: int = 8
+    batch_duration: float = 60.0
+    save_frames: bool = False
+    on_error: Literal["skip", "fail"] = "skip"
+
+    def config(self) -> DecodeConfig:
+        return DecodeConfig(nbest=self.nbest, beam=self.beam, batch_duration=self.batch_duration,
+                            save_frames=self.save_frames, on_error=self.on_error)
+
+
+@dataclass(frozen=True)
+class TuneSection:
+    """``tune:`` — cross-validation over annotated cuts (off: propagate uses its own values)."""
+
+    enabled: bool = True
+    folds: int = 5
+    seed: int = 0
+    alpha: tuple[float, ...] = TuneGrid.alpha
+    fusion_weight: tuple[float, ...] = TuneGrid.fusion_weight
+    temperature: tuple[float, ...] = TuneGrid.temperature
+    threshold_scale: tuple[float, ...] = TuneGrid.threshold_scale
+
+    def grid(self) -> TuneGrid:
+        return TuneGrid(alpha=self.alpha, fusion_weight=self.fusion_weight, temperature=self.temperature,
+                        threshold_scale=self.threshold_scale)
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    """``eval:`` — WER against full references (no references: the stage is off)."""
+
+    references: Path | None = None
+    by: tuple[str, ...] = ()
+    allow_missing: bool = False
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run, as read from YAML (``propagate:`` holds PropagateConfig fields plus ``scorer``)."""
+
+    input: InputConfig
+    run_dir: Path = Path("runs/choral")
+    digits: Literal["keep", "spell", "drop"] = "spell"
+    decode: DecodeSection = DecodeSection()
+    group: GroupingConfig = GroupingConfig()
+    graph: GraphConfig = GraphConfig()
+    tune: TuneSection = TuneSection()
+    propagate: PropagateConfig = PropagateConfig()
+    scorer: bool = True  # score neighbours' hypotheses with the teacher (candidate sharing)
+    export: ExportConfig = ExportConfig()
+    eval: EvalSection = EvalSection()
+
+    @property
+    def normalizer(self) -> TextNormalizer:
+        return TextNormalizer(digits=self.digits)
+
+
+_TOP_LEVEL = ("run_dir", "digits", "input", "decode", "group", "graph", "tune", "propagate", "export", "eval")
+
+
+def _resolve(base: Path, value: Path | None) -> Path | None:
+    if value is None:
+        return None
+    value = Path(value).expanduser()
+    return value if value.is_absolute() else base / value
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read and validate a run config; every unknown key or wrong type is an InputError naming it."""
+    path = Path(path)
+    data = read_yaml_mapping(path)
+    for key in data:
+        if key not in _TOP_LEVEL:
+            raise InputError(path, f"unknown key {key!r} (known at the top level: {', '.join(_TOP_LEVEL)})")
+    if "input" not in data:
+        raise InputError(path, "missing section 'input' (where the audio comes from)")
+    propagate = dict(data.get("propagate") or {}) if isinstance(data.get("propagate") or {}, dict) else None
+    if propagate is None:
+        raise InputError(path, "section 'propagate' must be a mapping")
+    scorer = propagate.pop("scorer", True)
+    if not isinstance(scorer, bool):
+        raise InputError(path, f"key 'propagate.scorer' must be bool, not {scorer!r}")
+    base = path.resolve().parent
+    inputs = from_mapping(InputConfig, data["input"], path, "input")
+    inputs = replace(inputs, **{f.name: _resolve(base, getattr(inputs, f.name)) for f in fields(InputConfig)
+                                if isinstance(getattr(inputs, f.name), Path)})
+    decode = from_mapping(DecodeSection, data.get("decode"), path, "decode")
+    if decode.teacher != "default":
+        decode = replace(decode, teacher=str(_resolve(base, Path(decode.teacher))))
+    evaluation = from_mapping(EvalSection, data.get("eval"), path, "eval")
+    evaluation = replace(evaluation, references=_resolve(base, evaluation.references))
+    top = {k: data[k] for k in ("run_dir", "digits") if k in data}
+    head = from_mapping(_TopLevel, top, path, "")
+    try:
+        decode.config()
+    except ChoralError as error:
+        raise InputError(path, f"section decode: {error}") from None
+    return RunConfig(
+        input=inputs,
+        run_dir=_resolve(base, head.run_dir) or base / "runs" / "choral",
+        digits=head.digits,
+        decode=decode,
+        group=from_mapping(GroupingConfig, data.get("group"), path, "group"),
+        graph=from_mapping(GraphConfig, data.get("graph"), path, "graph"),
+        tune=from_mapping(TuneSection, data.get("tune"), path, "tune"),
+        propagate=from_mapping(PropagateConfig, propagate, path, "propagate"),
+        scorer=scorer,
+        export=from_mapping(ExportConfig, data.get("export"), path, "export"),
+        eval=evaluation,
+    )
+
+
+@dataclass(frozen=True)
+class _TopLevel:
+    run_dir: Path = Path("runs/choral")
+    digits: Literal["keep", "spell", "drop"] = "spell"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each stage writes inside the run directory."""
+
+    root: Path
+
+    @property
+    def prepared(self) -> Path:
+        return self.root / "prepare" / "cuts.jsonl.gz"
+
+    @property
+    def decoded(self) -> Path:
+        return output_paths(self.root / "decode")[0]
+
+    @property
+    def grouped(self) -> Path:
+        return self.root / "grouped.jsonl.gz"
+
+    @property
+    def graph(self) -> Path:
+        return self.root / "graph.npz"
+
+    @property
+    def params(self) -> Path:
+        return self.root / "params.yaml"
+
+    @property
+    def rescored(self) -> Path:
+        return self.root / "rescored.jsonl.gz"
+
+    @property
+    def export(self) -> Path:
+        return self.root / "export"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "run.json"
+
+
+@dataclass
+class StageResult:
+    """One stage of a run: ran, skipped (up to date) or off (not needed / not configured)."""
+
+    stage: str
+    status: Literal["ran", "skipped", "off"]
+    seconds: float = 0.0
+    detail: str = ""
+    peak_rss_mib: float = 0.0
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    stages: list[StageResult] = field(default_factory=list)
+    report: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+    @property
+    def ran(self) -> list[str]:
+        return [s.stage for s in self.stages if s.status == "ran"]
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.lock`` exclusively (released when the process ends, even if killed)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLocked(f"{run_dir}: another choral run is using this run directory (.lock is held)") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_pipeline(
+    config: RunConfig,
+    *,
+    until: str = "eval",
+    force: bool = False,
+    progress: Progress = NullProgress(),
+    on_stage: Callable[[StageResult], None] | None = None,
+) -> RunSummary:
+    """Run the stages of ``config`` up to ``until`` (inclusive), skipping those that are up to date."""
+    if until not in STAGES:
+        raise ChoralError(f"unknown stage {until!r}; choose one of {', '.join(STAGES)}")
+    paths = RunPaths(Path(config.run_dir))
+    summary = RunSummary(run_dir=paths.root)
+    started = time.perf_counter()
+    normalizer = config.normalizer
+    last = STAGES.index(until)
+
+    def record(stage: str, status: str, seconds: float = 0.0, detail: str = "") -> None:
+        result = StageResult(stage, status, seconds, detail, peak_rss_mib())  # type: ignore[arg-type]
+        summary.stages.append(result)
+        if on_stage is not None:
+            on_stage(result)
+
+    def wanted(stage: str) -> bool:
+        return STAGES.index(stage) <= last
+
+    with run_lock(paths.root):
+        # prepare
+        cuts = config.input.source
+        if config.input.needs_prepare:
+            prepared = prepare_input(config.input, paths.prepared, force=force, progress=progress)
+            cuts = paths.prepared
+            record("prepare", "skipped" if prepared.skipped else "ran", prepared.seconds,
+                   "" if prepared.skipped else f"{prepared.n_cuts:,} cuts ({prepared.hours:.2f} h), "
+                   f"{prepared.n_annotated:,} annotated, {prepared.n_failed:,} unreadable")
+        else:
+            record("prepare", "off", detail="input is a lhotse manifest")
+        if not wanted("decode"):
+            return _finish(summary, paths, started)
+
+        decoded = decode_manifest(cuts, paths.root / "decode", config.decode.teacher, config.decode.config(),
+                                  force=force, progress=progress)
+        record("decode", "skipped" if decoded.skipped else "ran", decoded.seconds,
+               "" if decoded.skipped else f"{decoded.n_decoded:,} cuts, {decoded.n_failed:,} failed, "
+               f"RTF {decoded.rtf:.3f}")
+        if not wanted("group"):
+            return _finish(summary, paths, started)
+
+        grouped = group_manifest(paths.decoded, paths.grouped, config.group, normalizer, force=force,
+                                 progress=progress)
+        record("group", "skipped" if grouped.skipped else "ran", grouped.seconds,
+               "" if grouped.skipped else f"{grouped.n_groups:,} groups + {grouped.n_singletons:,} singletons, "
+               f"largest {grouped.largest}")
+        if not wanted("graph"):
+            return _finish(summary, paths, started)
+
+        graph = build_graph(paths.grouped, paths.graph, None, config.graph, normalizer, force=force,
+                            progress=progress)
+        fit = graph.fit
+        record("graph", "skipped" if graph.skipped else "ran", graph.seconds,
+               "" if graph.skipped else f"{graph.n_edges:,} edges over {graph.n_pairs:,} pairs"
+               + (f", threshold {fit.threshold:.3g} ({fit.rule})" if fit is not None else ""))
+        if not wanted("tune"):
+            return _finish(summary, paths, started)
+
+        propagate_config = config.propagate
+        if config.tune.enabled:
+            tuned_status, tuned_seconds, detail = _tune(config, paths, normalizer, force, progress)
+            record("tune", tuned_status, tuned_seconds, detail)
+            propagate_config = load_params(paths.params, base=config.propagate)
+        else:
+            record("tune", "off", detail="tune.enabled is false")
+        if not wanted("propagate"):
+            return _finish(summary, paths, started)
+
+        scorer = teacher_scorer(paths.grouped, config.decode.teacher) \
+            if config.scorer and propagate_config.share_candidates else None
+        propagated = propagate_manifest(paths.grouped, paths.graph, paths.rescored, propagate_config, normalizer,
+                                        scorer=scorer, force=force, progress=progress)
+        record("propagate", "skipped" if propagated.skipped else "ran", propagated.seconds,
+               "" if propagated.skipped else f"{propagated.changed:,} transcripts changed, "
+               f"{propagated.shared:,} from neighbours")
+        if not wanted("export"):
+            return _finish(summary, paths, started)
+
+        exported = export_manifest(paths.rescored, paths.export, config.export, force=force, progress=progress)
+        record("export", "skipped" if exported.skipped else "ran", exported.seconds,
+               "" if exported.skipped else f"{config.export.format}: {exported.n_kept:,} cuts kept "
+               f"({exported.hours_kept:.2f} h), {exported.n_dropped:,} dropped")
+        if not wanted("eval"):
+            return _finish(summary, paths, started)
+
+        if config.eval.references is None:
+            record("eval", "off", detail="no eval.references")
+        else:
+            status, seconds, report = _eval(config, paths, normalizer, force, progress)
+            summary.report = report
+            overall = report["unannotated"]
+            record("eval", status, seconds,
+                   f"unannotated WER teacher {100 * overall['teacher']['wer']:.2f}% -> choral "
+                   f"{100 * overall['choral']['wer']:.2f}% (oracle {100 * overall['oracle']['wer']:.2f}%)")
+        return _finish(summary, paths, started)
+
+
+def _tune(config: RunConfig, paths: RunPaths, normalizer: TextNormalizer, force: bool,
+          progress: Progress) -> tuple[str, float, str]:
+    grid = config.tune.grid()
+    record = StageRecord.create("tune", inputs=[paths.grouped, paths.graph],
+                                params={"grid": asdict(grid), "base": asdict(config.propagate),
+                                        "folds": config.tune.folds, "seed": config.tune.seed,
+                                        "normalizer": asdict(normalizer)},
+                                outputs=[paths.params, paths.params.with_suffix(".json")])
+    if not force and is_up_to_date(record, paths.params):
+        return "skipped", 0.0, ""
+    tuned = tune_params(paths.grouped, paths.graph, paths.params, base=config.propagate, grid=grid,
+                        folds=config.tune.folds, seed=config.tune.seed, normalizer=normalizer, progress=progress)
+    write_meta(record, paths.params)
+    best = tuned.best
+    return "ran", tuned.seconds, (f"held-out WER {100 * tuned.teacher_wer:.2f}% -> {100 * tuned.best_wer:.2f}%; "
+                                  f"alpha {best.alpha}, lambda {best.fusion_weight}, T {best.temperature}, "
+                                  f"threshold x{best.threshold_scale:g}")
+
+
+def _eval(config: RunConfig, paths: RunPaths, normalizer: TextNormalizer, force: bool,
+          progress: Progress) -> tuple[str, float, dict]:
+    import json
+
+    references = config.eval.references
+    assert references is not None
+    report_json = paths.eval / "report.json"
+    record = StageRecord.create("eval", inputs=[paths.rescored, references],
+                                params={"by": list(config.eval.by), "normalizer": asdict(normalizer),
+                                        "allow_missing": config.eval.allow_missing},
+                                outputs=[report_json, paths.eval / "report.md", paths.eval / "report.png"])
+    if not force and is_up_to_date(record, report_json):
+        return "skipped", 0.0, json.loads(report_json.read_text(encoding="utf-8"))
+    started = time.perf_counter()
+    report = evaluate(paths.rescored, references, config.eval.by, normalizer, config.eval.allow_missing,
+                      progress=progress)
+    write_report(report, paths.eval)
+    write_meta(record, report_json)
+    return "ran", time.perf_counter() - started, report.to_dict()
+
+
+def _finish(summary: RunSummary, paths: RunPaths, started: float) -> RunSummary:
+    summary.seconds = time.perf_counter() - started
+    write_json({
+        "run_dir": str(paths.root),
+        "seconds": summary.seconds,
+        "peak_rss_mib": peak_rss_mib(),
+        "stages": [asdict(s) for s in summary.stages],
+    }, paths.summary)
+    return summary
