@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import decode, export, graph, group, propagate, synth, tune
+from . import export_teacher
 from . import run as run_
 from . import eval as eval_
 
@@ -25,6 +26,7 @@ app.command("propagate")(propagate.propagate)
 app.command("tune")(tune.tune)
 app.command("synth")(synth.synth)
 app.command("export")(export.export)
+app.command("export-teacher")(export_teacher.export_teacher)
 app.command("eval")(eval_.eval_command)
 
 

@@ -37,7 +37,9 @@ def propagate(
                                                          "its own n-best lacks them. [default: share]"),
     borrowed_floor: Optional[float] = typer.Option(None, help="Teacher log-posterior given to a shared transcript "
                                                               f"(no scorer). [default: {_DEFAULT.borrowed_floor}]"),
-    teacher: Optional[str] = typer.Option(None, help="Teacher checkpoint (a path, or `default`) whose RNN-T "
+    teacher: Optional[str] = typer.Option(None, help="Teacher checkpoint (a path, or `default`) or ONNX directory "
+                                                     "(icefall/sherpa-onnx layout: encoder.onnx, decoder.onnx, "
+                                                     "joiner.onnx, tokens.txt) whose RNN-T "
                                                      "log-likelihood scores transcripts borrowed from neighbours "
                                                      "(needs the cuts' audio); without it they get "
                                                      "--borrowed-floor."),

@@ -33,6 +33,7 @@ from .manifest import CutWriter, atomic_output, check_readable, iter_cuts, iter_
 from .meta import StageRecord, is_up_to_date, write_meta
 from .progress import NullProgress, Progress
 from .teacher import AudioError, DecodeResult, Teacher, load_teacher
+from .teacher.onnx_backend import load_onnx_teacher, onnx_teacher_files
 
 DEFAULT_TEACHER = "default"
 # choral's own teacher, trained by benchmarks/accented/train_teacher.py and shipped as package data
@@ -85,16 +86,33 @@ def output_paths(out_dir: str | Path) -> tuple[Path, Path, Path]:
 
 
 def resolve_teacher(spec: str | Path) -> Path:
-    """The checkpoint file named by ``--teacher`` (``default``: the one shipped with choral)."""
+    """The teacher named by ``--teacher``: a checkpoint file (``default``: the one shipped with choral) or a
+    directory in the icefall / sherpa-onnx ONNX layout (checked to hold all of its files)."""
     if str(spec) == DEFAULT_TEACHER:
         if not DEFAULT_CHECKPOINT.is_file():
             raise ChoralError(f"the default teacher checkpoint is missing ({DEFAULT_CHECKPOINT}); "
                               "pass --teacher PATH to a checkpoint written by save_teacher")
         return DEFAULT_CHECKPOINT
     path = Path(spec)
+    if path.is_dir():
+        onnx_teacher_files(path)
+        return path
     if not path.is_file():
-        raise ChoralError(f"{path}: teacher checkpoint not found")
+        raise ChoralError(f"{path}: teacher checkpoint not found (nor an ONNX teacher directory)")
     return path
+
+
+def teacher_inputs(teacher: Path) -> list[Path]:
+    """The files a resolved teacher is read from, which key the meta sidecars: the checkpoint, or the four
+    files of an ONNX directory (so replacing any model file invalidates the stage)."""
+    return onnx_teacher_files(teacher) if teacher.is_dir() else [teacher]
+
+
+def open_teacher(teacher: Path, *, beam: int = 8, nbest: int = 8) -> Teacher:
+    """Load a resolved teacher: an ONNX directory with onnxruntime, a checkpoint with torch."""
+    if teacher.is_dir():
+        return load_onnx_teacher(teacher, beam=beam, nbest=nbest)
+    return load_teacher(teacher, beam=beam, nbest=nbest)
 
 
 def _batches(cuts, seconds: float):
@@ -137,22 +155,23 @@ def decode_manifest(
     progress: Progress = NullProgress(),
     on_batch: Callable[[DecodeSummary], None] | None = None,
 ) -> DecodeSummary:
-    """Decode every cut of ``cuts_path`` with the checkpoint ``teacher_path`` into ``out_dir``.
+    """Decode every cut of ``cuts_path`` with the teacher ``teacher_path`` (checkpoint or ONNX directory)
+    into ``out_dir``.
 
-    ``teacher`` may pass an already loaded teacher (the checkpoint path still keys the
+    ``teacher`` may pass an already loaded teacher (the teacher path still keys the
     meta sidecar); ``on_batch`` sees the running totals after every batch (for RTF display).
     """
     cuts_path = check_readable(cuts_path)
     teacher_path = resolve_teacher(teacher_path)
     decoded_path, h5_path, failed_path = output_paths(out_dir)
-    record = StageRecord.create("decode", inputs=[cuts_path, teacher_path], params=asdict(config),
+    record = StageRecord.create("decode", inputs=[cuts_path, *teacher_inputs(teacher_path)], params=asdict(config),
                                 outputs=[decoded_path, h5_path, failed_path])
     summary = DecodeSummary(output=decoded_path)
     if not force and is_up_to_date(record, decoded_path):
         summary.skipped = True
         return summary
     if teacher is None:
-        teacher = load_teacher(teacher_path, beam=config.beam, nbest=config.nbest)
+        teacher = open_teacher(teacher_path, beam=config.beam, nbest=config.nbest)
 
     total = sum(1 for _ in iter_json_lines(cuts_path))
     progress.task("decoding utterances", total)

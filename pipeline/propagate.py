@@ -348,18 +348,17 @@ def _decide(entry: CutEntry, labels, fused_row: np.ndarray, degree: int, config:
 
 
 def teacher_scorer(grouped: str | Path, teacher: str | Path) -> Scorer:
-    """The RNN-T scorer of a teacher checkpoint (``default`` or a path) over the cuts of ``grouped``.
+    """The RNN-T scorer of a teacher (``default``, a checkpoint, or an ONNX directory) over the cuts of ``grouped``.
 
     Encoder outputs are computed lazily, only for cuts that borrow a neighbour's transcript.
     """
-    from .decode import resolve_teacher
+    from .decode import open_teacher, resolve_teacher, teacher_inputs
     from .manifest import read_cuts
-    from .teacher import load_teacher
 
-    checkpoint = resolve_teacher(teacher)
-    score = load_teacher(checkpoint).scorer(read_cuts(grouped))
-    score.name = f"teacher:{checkpoint.resolve()}"  # type: ignore[attr-defined]
-    score.inputs = [checkpoint]  # type: ignore[attr-defined]
+    resolved = resolve_teacher(teacher)
+    score = open_teacher(resolved).scorer(read_cuts(grouped))
+    score.name = f"teacher:{resolved.resolve()}"  # type: ignore[attr-defined]
+    score.inputs = teacher_inputs(resolved)  # type: ignore[attr-defined]
     return score
 
 

@@ -13,6 +13,11 @@ Batching: the hypotheses of all utterances are kept in one flat tensor, so each
 frame costs one joiner call and one predictor call (for the hypotheses that
 emitted a label) for the whole batch, instead of one per utterance.
 
+Backends: beam search and scoring see the model through :class:`Decodable`
+(projected encoder and predictor vectors, an opaque predictor state per
+hypothesis, the joiner), so choral's torch :class:`Transducer` (adapted by
+:class:`TorchDecodable`) and exported ONNX models run the same search.
+
 :func:`score_texts` gives the full RNN-T log-likelihood of arbitrary texts (all
 alignments, any number of symbols per frame) with the forward-algorithm kernel.
 """
@@ -20,14 +25,14 @@ alignments, any number of symbols per frame) with the forward-algorithm kernel.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from ...kernels.rnnt import rnnt_log_likelihood
 from .model import Transducer
-from .tokens import BLANK
+from .tokens import BLANK, TokenTable
 
 # Bound on N x T x (U+1) x joiner_dim elements of one score_texts chunk (about 128 MB in float32).
 _SCORE_CHUNK_ELEMENTS = 1 << 25
@@ -39,6 +44,74 @@ class Hypothesis:
 
     tokens: tuple[int, ...]
     score: float
+
+
+class Decodable(Protocol):
+    """What beam search and scoring need from a transducer, whatever runs it.
+
+    Vectors are in the joiner's space (already projected); a predictor state
+    describes ``n`` hypotheses and is only handled through ``select``/``concat``,
+    so it may be LSTM ``(h, c)`` or the last symbols of a stateless predictor.
+    """
+
+    def project_encoder(self, encoded: torch.Tensor) -> torch.Tensor:
+        """Encoder frames ``(..., D)`` -> joiner inputs ``(..., J)``."""
+
+    def start(self, n: int, device: torch.device) -> tuple[torch.Tensor, Any]:
+        """Predictor outputs ``(n, J)`` and state after the start symbol (blank)."""
+
+    def advance(self, symbols: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        """Predictor outputs ``(m, J)`` and state after one more symbol ``(m,)`` per hypothesis."""
+
+    def select(self, state: Any, index: torch.Tensor) -> Any:
+        """The states of hypotheses ``index`` (in that order)."""
+
+    def concat(self, first: Any, second: Any) -> Any:
+        """The states of ``first``'s hypotheses followed by ``second``'s."""
+
+    def join(self, enc_projected: torch.Tensor, pred_projected: torch.Tensor) -> torch.Tensor:
+        """Joiner logits ``(..., V)`` of broadcastable projected vectors."""
+
+    def predict_along(self, targets: torch.Tensor) -> torch.Tensor:
+        """Predictor outputs ``(n, U+1, J)`` after the start symbol and each of ``targets (n, U)``."""
+
+
+class TorchDecodable:
+    """:class:`Decodable` view of choral's torch :class:`Transducer` (LSTM state ``(h, c)``, hypotheses on dim 1)."""
+
+    def __init__(self, model: Transducer) -> None:
+        self.model = model
+
+    def project_encoder(self, encoded: torch.Tensor) -> torch.Tensor:
+        return self.model.enc_proj(encoded)
+
+    def start(self, n: int, device: torch.device) -> tuple[torch.Tensor, Any]:
+        pred, state = self.model.initial_prediction(n, device)
+        return self.model.pred_proj(pred), state
+
+    def advance(self, symbols: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        out, state = self.model.predict(symbols[:, None], (state[0].contiguous(), state[1].contiguous()))
+        return self.model.pred_proj(out[:, 0]), state
+
+    def select(self, state: Any, index: torch.Tensor) -> Any:
+        return state[0][:, index], state[1][:, index]
+
+    def concat(self, first: Any, second: Any) -> Any:
+        return torch.cat([first[0], second[0]], dim=1), torch.cat([first[1], second[1]], dim=1)
+
+    def join(self, enc_projected: torch.Tensor, pred_projected: torch.Tensor) -> torch.Tensor:
+        return self.model.join(enc_projected, pred_projected)
+
+    def predict_along(self, targets: torch.Tensor) -> torch.Tensor:
+        # one LSTM call over whole sequences instead of a step per symbol
+        start = torch.full((targets.shape[0], 1), BLANK, dtype=torch.long, device=targets.device)
+        predicted, _ = self.model.predict(torch.cat([start, targets], dim=1))
+        return self.model.pred_proj(predicted)
+
+
+def decodable(model: "Transducer | Decodable") -> Decodable:
+    """``model`` as a :class:`Decodable` (a torch :class:`Transducer` gets the adapter)."""
+    return TorchDecodable(model) if isinstance(model, Transducer) else model
 
 
 @torch.inference_mode()
@@ -75,10 +148,10 @@ class _Beams:
     seqs: list[tuple[int, ...]]
     scores: list[float]
     pred_p: torch.Tensor          # (N, J) projected predictor output after each hypothesis' symbols
-    state: tuple[torch.Tensor, torch.Tensor]  # predictor LSTM state, (layers, N, H) each
+    state: Any                    # predictor state of the N hypotheses (see Decodable)
 
 
-def _top_candidates(model: Transducer, beams: _Beams, enc_p_t: torch.Tensor, active: list[bool], beam: int
+def _top_candidates(model: Decodable, beams: _Beams, enc_p_t: torch.Tensor, active: list[bool], beam: int
                     ) -> dict[int, list[tuple[float, int, int]]]:
     """For each active utterance, its ``beam`` best ``(score, parent, symbol)`` one-frame extensions."""
     a_pos = [p for p, u in enumerate(beams.utt) if active[u]]
@@ -108,7 +181,7 @@ def _top_candidates(model: Transducer, beams: _Beams, enc_p_t: torch.Tensor, act
 
 
 @torch.inference_mode()
-def modified_beam_search(model: Transducer, encoded: torch.Tensor, lengths: torch.Tensor,
+def modified_beam_search(model: Transducer | Decodable, encoded: torch.Tensor, lengths: torch.Tensor,
                          beam: int = 8) -> list[list[Hypothesis]]:
     """Beam search over a batch; for each utterance up to ``beam`` distinct hypotheses, best first.
 
@@ -118,15 +191,17 @@ def modified_beam_search(model: Transducer, encoded: torch.Tensor, lengths: torc
     the model emits several characters per frame (a trained character model does:
     the correct text scored -0.07 while the charged search returned garbage at -85).
     Search scores are therefore a ranking heuristic; the teacher rescores the
-    n-best exactly with :func:`score_texts`.
+    n-best exactly with :func:`score_texts`. ``encoded`` are encoder frames before
+    ``model.project_encoder``.
     """
     if beam < 1:
         raise ValueError("beam must be at least 1")
     batch, frames, _ = encoded.shape
     device = encoded.device
-    enc_p = model.enc_proj(encoded)
-    pred, state = model.initial_prediction(batch, device)
-    beams = _Beams(list(range(batch)), [() for _ in range(batch)], [0.0] * batch, model.pred_proj(pred), state)
+    model = decodable(model)
+    enc_p = model.project_encoder(encoded)
+    pred_p, state = model.start(batch, device)
+    beams = _Beams(list(range(batch)), [() for _ in range(batch)], [0.0] * batch, pred_p, state)
     lengths_list = [int(x) for x in lengths.tolist()]
 
     for t in range(frames):
@@ -138,16 +213,14 @@ def modified_beam_search(model: Transducer, encoded: torch.Tensor, lengths: torc
         flat = [(u, *c) for u in sorted(top) for c in top[u]]
         labels = [i for i, (_, _, _, symbol) in enumerate(flat) if symbol != BLANK]
         n_old = len(beams.utt)
-        pred_all, (h_all, c_all) = beams.pred_p, beams.state
+        pred_all, state_all = beams.pred_p, beams.state
         extra = {}
         if labels:
             parents = torch.tensor([flat[i][2] for i in labels], device=device)
-            symbols = torch.tensor([flat[i][3] for i in labels], device=device)[:, None]
-            out, (h_new, c_new) = model.predict(symbols, (beams.state[0][:, parents].contiguous(),
-                                                          beams.state[1][:, parents].contiguous()))
-            new_pp = model.pred_proj(out[:, 0])
+            symbols = torch.tensor([flat[i][3] for i in labels], device=device)
+            new_pp, new_state = model.advance(symbols, model.select(beams.state, parents))
             pred_all = torch.cat([pred_all, new_pp])
-            h_all, c_all = torch.cat([h_all, h_new], dim=1), torch.cat([c_all, c_new], dim=1)
+            state_all = model.concat(state_all, new_state)
             extra = {i: n_old + j for j, i in enumerate(labels)}
 
         utt, seqs, scores, source = [], [], [], []
@@ -175,7 +248,7 @@ def modified_beam_search(model: Transducer, encoded: torch.Tensor, lengths: torc
                 merged[seq] = len(seqs)
                 utt.append(u); seqs.append(seq); scores.append(score); source.append(store)
         src = torch.tensor(source, device=device)
-        beams = _Beams(utt, seqs, scores, pred_all[src], (h_all[:, src], c_all[:, src]))
+        beams = _Beams(utt, seqs, scores, pred_all[src], model.select(state_all, src))
 
     results: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for u, seq, score in zip(beams.utt, beams.seqs, beams.scores):
@@ -184,13 +257,17 @@ def modified_beam_search(model: Transducer, encoded: torch.Tensor, lengths: torc
 
 
 @torch.inference_mode()
-def score_texts(model: Transducer, encoded: torch.Tensor, token_lists: Sequence[Sequence[int]]) -> list[float]:
-    """RNN-T log-likelihood ``log P(y | x)`` of each token sequence given one utterance's frames ``(T', D)``."""
+def score_texts(model: Transducer | Decodable, encoded: torch.Tensor,
+                token_lists: Sequence[Sequence[int]]) -> list[float]:
+    """RNN-T log-likelihood ``log P(y | x)`` of each token sequence given one utterance's frames ``(T', D)``
+    (before ``model.project_encoder``)."""
     if not token_lists:
         return []
-    frames = encoded.shape[0]
+    model = decodable(model)
+    enc_p = model.project_encoder(encoded)  # (T', J)
+    frames, joiner_dim = enc_p.shape
     longest = max(len(tokens) for tokens in token_lists)
-    per_text = frames * (longest + 1) * model.config.joiner_dim
+    per_text = frames * (longest + 1) * joiner_dim
     chunk = max(1, _SCORE_CHUNK_ELEMENTS // max(per_text, 1))
     out: list[float] = []
     for begin in range(0, len(token_lists), chunk):
@@ -199,10 +276,24 @@ def score_texts(model: Transducer, encoded: torch.Tensor, token_lists: Sequence[
         targets = torch.zeros(n, width, dtype=torch.long, device=encoded.device)
         for i, tokens in enumerate(group):
             targets[i, : len(tokens)] = torch.tensor(list(tokens), dtype=torch.long)
-        start = torch.full((n, 1), BLANK, dtype=torch.long, device=encoded.device)
-        predicted, _ = model.predict(torch.cat([start, targets], dim=1))
-        log_probs = model.lattice_log_probs(encoded[None].expand(n, -1, -1), predicted)
+        pred_p = model.predict_along(targets)  # (n, U+1, J)
+        log_probs = model.join(enc_p[None, :, None, :], pred_p[:, None, :, :]).log_softmax(-1)
         target_lengths = torch.tensor([len(tokens) for tokens in group])
         frame_lengths = torch.full((n,), frames, dtype=torch.long)
         out.extend(rnnt_log_likelihood(log_probs.double(), targets, frame_lengths, target_lengths).tolist())
     return out
+
+
+def nbest_texts(hyps: Sequence[Hypothesis], tokens: TokenTable, nbest: int) -> list[tuple[str, list[int], float]]:
+    """Distinct texts ``(text, tokens, score)``, best first, at most ``nbest``; token sequences that read
+    the same (e.g. doubled spaces) add up."""
+    by_text: dict[str, tuple[list[int], float]] = {}
+    for hyp in hyps:
+        text = tokens.decode(hyp.tokens)
+        if text in by_text:
+            kept, score = by_text[text]
+            by_text[text] = (kept, float(np.logaddexp(score, hyp.score)))
+        else:
+            by_text[text] = (list(hyp.tokens), hyp.score)
+    ranked = sorted(by_text.items(), key=lambda item: -item[1][1])
+    return [(text, kept, score) for text, (kept, score) in ranked[:nbest]]
