@@ -60,6 +60,10 @@ def decode(
                                                 "teacher shipped with choral (US English, synthetic speech)."),
     nbest: int = typer.Option(_DEFAULT.nbest, min=1, help="Hypotheses kept per cut (at most --beam)."),
     beam: int = typer.Option(_DEFAULT.beam, min=1, help="Beam of the modified beam search."),
+    search_temperature: float = typer.Option(_DEFAULT.search_temperature, min=0.01,
+                                             help="Joiner temperature during the search only: above 1 the beam "
+                                                  "keeps more diverse hypotheses (a better n-best oracle); the "
+                                                  "n-best scores stay exact log-likelihoods."),
     batch_duration: float = typer.Option(_DEFAULT.batch_duration, min=0.1,
                                          help="Seconds of audio decoded together (more: faster, more memory)."),
     save_frames: bool = typer.Option(False, "--save-frames", help="Also store encoder frames (custom.frames) "
@@ -70,7 +74,8 @@ def decode(
 ) -> None:
     """Decode cuts with the teacher transducer: n-best hypotheses with log-probabilities and pooled embeddings."""
     with stage_errors("decode"):
-        config = DecodeConfig(nbest=nbest, beam=beam, batch_duration=batch_duration, save_frames=save_frames,
+        config = DecodeConfig(nbest=nbest, beam=beam, search_temperature=search_temperature,
+                              batch_duration=batch_duration, save_frames=save_frames,
                               on_error=on_error)  # type: ignore[arg-type]
         with _progress_bar() as progress:
             summary = decode_manifest(cuts, out_dir, teacher, config, force=force, progress=progress,

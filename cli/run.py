@@ -18,9 +18,11 @@ EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the run directory; try again 
 
 
 def _stage_line(result: StageResult) -> None:
-    status = {"ran": "[green]ran[/]", "skipped": "[dim]up to date, skipped[/]", "off": "[dim]off[/]"}[result.status]
+    label, style = {"ran": ("ran", "green"), "skipped": ("up to date, skipped", "dim"),
+                    "off": ("off", "dim")}[result.status]
     seconds = f"{result.seconds:7.1f} s" if result.status == "ran" else " " * 9
-    console.print(f"  {result.stage:<9s} {status:<30s} {seconds}  {result.detail}", highlight=False)
+    # pad the visible text, not the markup, so the columns line up
+    console.print(f"  {result.stage:<9s} [{style}]{label:<19s}[/] {seconds}  {result.detail}", highlight=False)
 
 
 def _wer_table(report: dict, by: tuple[str, ...]) -> Table:
@@ -62,7 +64,7 @@ def run(
         config = load_run_config(config_file)
         if run_dir is not None:
             config = replace(config, run_dir=run_dir)
-        console.print(f"choral run {config_file} -> {config.run_dir}", highlight=False)
+        console.print(f"choral run {config_file} -> {config.run_dir}", highlight=False, soft_wrap=True)
         try:
             with progress_bar() as progress:
                 summary = run_pipeline(config, until=until, force=force, progress=progress, on_stage=_stage_line)
@@ -78,7 +80,8 @@ def run(
     ]))
     if summary.report is not None:
         console.print(_wer_table(summary.report, config.eval.by))
-        console.print(f"report: {summary.run_dir / 'eval' / 'report.md'} and report.png", highlight=False)
+        console.print(f"report: {summary.run_dir / 'eval' / 'report.md'} and report.png", highlight=False,
+                      soft_wrap=True)
 
 
 def prepare(
@@ -90,7 +93,8 @@ def prepare(
     audio_root: Optional[Path] = typer.Option(None, help="Base folder of relative audio paths in --cuts."),
     annotations: Optional[Path] = typer.Option(None, help="Transcripts of some cuts: Kaldi `text` file or "
                                                           "lhotse supervisions; they seed propagation."),
-    sampling_rate: int = typer.Option(16000, help="Sampling rate of a Kaldi directory's audio."),
+    sampling_rate: int = typer.Option(16000, help="Sampling rate of command (|) entries in a Kaldi wav.scp "
+                                                  "(audio files give their own)."),
     force: bool = typer.Option(False, "--force", help="Redo even if the output is up to date."),
 ) -> None:
     """Make a lhotse cut manifest from an audio folder, a Kaldi data directory or a NeMo manifest.

@@ -47,6 +47,7 @@ class DecodeConfig:
 
     nbest: int = 8
     beam: int = 8
+    search_temperature: float = 1.0  # >1 keeps more diverse hypotheses in the beam (scores stay exact)
     batch_duration: float = 60.0
     save_frames: bool = False
     on_error: Literal["skip", "fail"] = "skip"
@@ -56,6 +57,8 @@ class DecodeConfig:
             raise ChoralError("--nbest and --beam must be at least 1")
         if self.nbest > self.beam:
             raise ChoralError(f"--nbest {self.nbest} exceeds --beam {self.beam}: the beam holds at most {self.beam} hypotheses")
+        if self.search_temperature <= 0:
+            raise ChoralError("--search-temperature must be positive")
         if self.batch_duration <= 0:
             raise ChoralError("--batch-duration must be positive")
         if self.on_error not in ("skip", "fail"):
@@ -108,11 +111,11 @@ def teacher_inputs(teacher: Path) -> list[Path]:
     return onnx_teacher_files(teacher) if teacher.is_dir() else [teacher]
 
 
-def open_teacher(teacher: Path, *, beam: int = 8, nbest: int = 8) -> Teacher:
+def open_teacher(teacher: Path, *, beam: int = 8, nbest: int = 8, search_temperature: float = 1.0) -> Teacher:
     """Load a resolved teacher: an ONNX directory with onnxruntime, a checkpoint with torch."""
     if teacher.is_dir():
-        return load_onnx_teacher(teacher, beam=beam, nbest=nbest)
-    return load_teacher(teacher, beam=beam, nbest=nbest)
+        return load_onnx_teacher(teacher, beam=beam, nbest=nbest, search_temperature=search_temperature)
+    return load_teacher(teacher, beam=beam, nbest=nbest, search_temperature=search_temperature)
 
 
 def _batches(cuts, seconds: float):
@@ -171,7 +174,8 @@ def decode_manifest(
         summary.skipped = True
         return summary
     if teacher is None:
-        teacher = open_teacher(teacher_path, beam=config.beam, nbest=config.nbest)
+        teacher = open_teacher(teacher_path, beam=config.beam, nbest=config.nbest,
+                               search_temperature=config.search_temperature)
 
     total = sum(1 for _ in iter_json_lines(cuts_path))
     progress.task("decoding utterances", total)

@@ -7,7 +7,8 @@ Accepted inputs (exactly one):
 - ``audio_dir``: every audio file below a folder (cut id = relative path without
   its extension, ``/`` replaced by ``-``);
 - ``kaldi_dir``: a Kaldi data directory (``wav.scp``, optional ``segments``,
-  ``text``, ``utt2spk``), read with lhotse's Kaldi importer;
+  ``text``, ``utt2spk``); cut ids are the utterance ids, an utterance absent
+  from ``text`` is unannotated;
 - ``nemo_manifest``: a NeMo JSON-lines manifest (``audio_filepath``,
   ``duration``, optional ``offset`` and ``text``; relative paths are relative to
   the manifest's folder, as NeMo resolves them).
@@ -54,13 +55,16 @@ class InputConfig:
     nemo_manifest: Path | None = None
     audio_root: Path | None = None
     annotations: Path | None = None
-    sampling_rate: int = 16_000  # of a Kaldi directory's audio (its wav.scp does not say)
+    sampling_rate: int = 16_000  # of command (``|``) entries of a Kaldi wav.scp (files: read from their header)
 
     def __post_init__(self) -> None:
         given = [name for name in ("cuts", "audio_dir", "kaldi_dir", "nemo_manifest") if getattr(self, name)]
         if len(given) != 1:
             raise ChoralError("the input needs exactly one of cuts, audio_dir, kaldi_dir, nemo_manifest"
                               + (f" (got {', '.join(given)})" if given else ""))
+        if self.audio_root is not None and not self.cuts:
+            raise ChoralError("audio_root only applies to a cuts manifest (NeMo paths are relative to the "
+                              "manifest's folder, audio_dir and Kaldi paths are used as they are)")
 
     @property
     def kind(self) -> str:
@@ -134,13 +138,68 @@ def _from_audio_dir(folder: Path, failures: dict[str, str]) -> Iterator[Cut]:
         yield recording.to_cut()
 
 
+def _iter_nemo_lines(manifest: Path) -> Iterator[tuple[int, dict]]:
+    """``(line number, entry)`` of a NeMo manifest (JSON objects without ids, unlike lhotse manifests)."""
+    manifest = check_readable(manifest)
+    try:
+        with manifest.open(encoding="utf-8") as stream:
+            for number, raw in enumerate(stream, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    entry = json.loads(raw)
+                except json.JSONDecodeError as error:
+                    raise InputError(manifest, f"malformed JSON ({error.msg})", line=number) from None
+                if not isinstance(entry, dict):
+                    raise InputError(manifest, "expected a JSON object", line=number)
+                yield number, entry
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(manifest, f"cannot read ({error})") from None
+
+
+def _seconds(value: object, manifest: Path, key: str, line: int) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise InputError(manifest, f"{key} must be a non-negative number of seconds, not {value!r}", line=line)
+    return float(value)
+
+
+def _segment(recording: Recording, cut_id: str, start: float, duration: float | None) -> Cut:
+    """The cut of ``recording`` from ``start`` for ``duration`` seconds (None: to the end), clipped to the audio.
+
+    Raises ValueError when nothing of the segment lies inside the audio.
+    """
+    end = recording.duration if duration is None else min(recording.duration, start + duration)
+    if end - start < 1.0 / recording.sampling_rate:
+        raise ValueError(f"segment {start:g}-{start + (duration or 0):g} s lies outside the "
+                         f"{recording.duration:g} s of audio")
+    cut = recording.to_cut()
+    if start > 0 or end < recording.duration:
+        cut = cut.truncate(offset=start, duration=end - start, preserve_id=True)
+    cut.id = cut_id
+    return cut
+
+
+def _supervise(cut: Cut, text: str | None, speaker: str | None = None) -> Cut:
+    """Give ``cut`` one whole-cut supervision when it has a transcript or a speaker (empty text: unannotated)."""
+    text = text.strip() if isinstance(text, str) and text.strip() else None
+    if text is not None or speaker is not None:
+        cut.supervisions = [SupervisionSegment(id=cut.id, recording_id=cut.recording_id, start=0.0,
+                                               duration=cut.duration, channel=cut.channel, text=text,
+                                               speaker=speaker)]
+    else:
+        cut.supervisions = []
+    return cut
+
+
 def _from_nemo(manifest: Path, failures: dict[str, str]) -> Iterator[Cut]:
-    for line, entry in iter_json_lines(manifest):
+    for line, entry in _iter_nemo_lines(manifest):
         audio = entry.get("audio_filepath")
         if not isinstance(audio, str) or not audio:
             raise InputError(manifest, "entry has no audio_filepath", line=line)
         path = Path(audio) if os.path.isabs(audio) else manifest.parent / audio
-        offset = float(entry.get("offset") or 0.0)
+        offset = _seconds(entry.get("offset") or 0, manifest, "offset", line)
+        duration = entry.get("duration")
+        duration = None if duration is None else _seconds(duration, manifest, "duration", line)
         base_id = Path(audio).with_suffix("").as_posix().strip("/").replace("/", "-")
         cut_id = base_id if not offset else f"{base_id}-{int(round(offset * 100)):07d}"
         try:
@@ -148,42 +207,110 @@ def _from_nemo(manifest: Path, failures: dict[str, str]) -> Iterator[Cut]:
         except ValueError as error:
             failures[cut_id] = f"{path}: cannot read audio header ({error})"
             continue
-        duration = entry.get("duration")
-        cut = recording.to_cut()
-        if offset or duration is not None:
-            end = min(recording.duration, offset + float(duration)) if duration is not None else recording.duration
-            cut = cut.truncate(offset=offset, duration=end - offset, preserve_id=True)
-        cut.id = cut_id
+        try:
+            cut = _segment(recording, cut_id, offset, duration)
+        except ValueError as error:
+            failures[cut_id] = f"{path}: {error}"
+            continue
         text = entry.get("text")
-        if isinstance(text, str) and text.strip():
-            cut.supervisions = [SupervisionSegment(id=cut_id, recording_id=recording.id, start=0.0,
-                                                   duration=cut.duration, text=text.strip())]
-        yield cut
+        yield _supervise(cut, text if isinstance(text, str) else None)
 
 
-def _from_kaldi(folder: Path, sampling_rate: int) -> Iterator[Cut]:
-    from lhotse import CutSet
-    from lhotse.kaldi import load_kaldi_data_dir
+def _kaldi_table(path: Path, *, values: bool = True) -> dict[str, str]:
+    """First field -> rest of the line of a Kaldi table (``wav.scp``, ``segments``, ``text``, ``utt2spk``).
 
+    With ``values=False`` a line holding only the key maps to ``""`` (an empty transcript in ``text``).
+    """
+    table: dict[str, str] = {}
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                parts = raw.strip().split(maxsplit=1)
+                if len(parts) == 1:
+                    if values:
+                        raise InputError(path, f"{parts[0]!r} has no value", line=number)
+                    parts.append("")
+                if parts[0] in table:
+                    raise InputError(path, f"{parts[0]!r} is listed twice", line=number)
+                table[parts[0]] = parts[1]
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(path, f"cannot read ({error})") from None
+    return table
+
+
+def _kaldi_recording(spec: str, recording_id: str, sampling_rate: int) -> Recording:
+    """A ``wav.scp`` entry: a file (its header gives rate and length) or a command ending in ``|``."""
+    if not spec.endswith("|"):
+        return _recording(Path(spec).expanduser().resolve(), recording_id)
+    from lhotse import AudioSource
+    from lhotse.kaldi import get_duration
+
+    try:
+        duration = get_duration(spec)
+    except ValueError as error:  # kaldi_native_io missing
+        raise ChoralError(str(error)) from None
+    if duration is None:
+        raise ValueError("the command produced no readable audio")
+    return Recording(id=recording_id, sources=[AudioSource(type="command", channels=[0], source=spec[:-1].strip())],
+                     sampling_rate=sampling_rate, num_samples=round(duration * sampling_rate), duration=duration)
+
+
+def _from_kaldi(folder: Path, sampling_rate: int, failures: dict[str, str]) -> Iterator[Cut]:
+    """Cuts of a Kaldi data directory: one per utterance (``segments`` line, else ``wav.scp`` line).
+
+    Cut ids are the utterance ids, so ``text`` and annotation files match them; an utterance
+    missing from ``text`` (or with an empty line there) is unannotated. Audio files are read
+    for their real sampling rate; ``sampling_rate`` applies to command (``|``) entries only.
+    """
     if not (folder / "wav.scp").is_file():
         raise ChoralError(f"{folder}: not a Kaldi data directory (no wav.scp)")
-    try:
-        recordings, supervisions, _ = load_kaldi_data_dir(folder, sampling_rate=sampling_rate)
-    except Exception as error:  # noqa: BLE001 - the importer raises many kinds
-        raise ChoralError(f"{folder}: cannot read Kaldi data directory ({str(error).splitlines()[0][:200]})") from None
-    if supervisions is not None and (folder / "segments").is_file():
-        cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions).trim_to_supervisions(
-            keep_overlapping=False)
-    else:
-        cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions)
-    for cut in cuts:
-        if (folder / "segments").is_file() and cut.supervisions:
-            cut.id = cut.supervisions[0].id
-        # Kaldi text lines name the transcript; an absent text file means nothing is annotated
-        for s in cut.supervisions:
-            if s.text is not None and not s.text.strip():
-                s.text = None
-        yield cut
+    wav_scp = _kaldi_table(folder / "wav.scp")
+    texts = _kaldi_table(folder / "text", values=False) if (folder / "text").is_file() else {}
+    speakers = _kaldi_table(folder / "utt2spk") if (folder / "utt2spk").is_file() else {}
+    recordings: dict[str, Recording | None] = {}
+
+    def recording_of(recording_id: str, utterance: str) -> Recording | None:
+        if recording_id not in recordings:
+            try:
+                recordings[recording_id] = _kaldi_recording(wav_scp[recording_id], recording_id, sampling_rate)
+            except ValueError as error:
+                recordings[recording_id] = None
+                failures[utterance] = f"{wav_scp[recording_id]}: cannot read audio header ({error})"
+        elif recordings[recording_id] is None:
+            failures[utterance] = f"{wav_scp[recording_id]}: cannot read audio header"
+        return recordings[recording_id]
+
+    if (folder / "segments").is_file():
+        segments = folder / "segments"
+        for utterance, rest in _kaldi_table(segments).items():
+            fields = rest.split()
+            try:
+                recording_id, start, end = fields[0], float(fields[1]), float(fields[2])
+            except (IndexError, ValueError):
+                raise InputError(segments, f"expected '<utterance> <recording> <start> <end>' "
+                                           f"for {utterance!r}") from None
+            if recording_id not in wav_scp:
+                raise InputError(segments, f"utterance {utterance!r} names recording {recording_id!r}, "
+                                           "which wav.scp does not list")
+            recording = recording_of(recording_id, utterance)
+            if recording is None:
+                continue
+            try:
+                cut = _segment(recording, utterance, start, None if end < 0 else end - start)
+            except ValueError as error:
+                failures[utterance] = f"{wav_scp[recording_id]}: {error}"
+                continue
+            yield _supervise(cut, texts.get(utterance), speakers.get(utterance))
+        return
+    for utterance in wav_scp:
+        recording = recording_of(utterance, utterance)
+        if recording is None:
+            continue
+        cut = recording.to_cut()
+        cut.id = utterance
+        yield _supervise(cut, texts.get(utterance), speakers.get(utterance))
 
 
 def _from_cuts(manifest: Path, audio_root: Path | None) -> Iterator[Cut]:
@@ -260,7 +387,7 @@ def prepare_input(config: InputConfig, output: str | Path, *, force: bool = Fals
     elif config.kind == "nemo_manifest":
         cuts = _from_nemo(source, failures)
     elif config.kind == "kaldi_dir":
-        cuts = _from_kaldi(source, config.sampling_rate)
+        cuts = _from_kaldi(source, config.sampling_rate, failures)
     else:
         cuts = _from_cuts(source, config.audio_root)
     progress.task("preparing cuts", None)
@@ -281,7 +408,7 @@ def prepare_input(config: InputConfig, output: str | Path, *, force: bool = Fals
         if writer.count == 0:
             first = next(iter(failures.values()), "the input holds no cuts")
             raise InputError(source, f"no usable cut: {first}")
-        unknown = sorted(set(annotations) - used)
+        unknown = sorted(set(annotations) - used - set(failures))  # unreadable cuts are in failed.jsonl
         if unknown:
             raise InputError(config.annotations or source, f"{len(unknown)} annotation(s) name no cut of the input, "
                                                            f"e.g. {unknown[0]!r}")

@@ -29,15 +29,17 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
+import yaml
+
 from .config import from_mapping, read_yaml_mapping
-from .decode import DecodeConfig, decode_manifest, output_paths
+from .decode import DecodeConfig, decode_manifest, output_paths, resolve_teacher
 from .errors import ChoralError, InputError
 from .evaluate import evaluate, write_report
 from .export import ExportConfig, export_manifest
 from .graph import GraphConfig, build_graph
 from .group import group_manifest
 from .grouping import GroupingConfig
-from .manifest import write_json
+from .manifest import atomic_output, iter_json_lines, write_json
 from .meta import StageRecord, is_up_to_date, write_meta
 from .prepare import InputConfig, prepare_input
 from .progress import NullProgress, Progress
@@ -59,13 +61,14 @@ class DecodeSection:
     teacher: str = "default"
     nbest: int = 8
     beam: int = 8
+    search_temperature: float = 1.0
     batch_duration: float = 60.0
     save_frames: bool = False
     on_error: Literal["skip", "fail"] = "skip"
 
     def config(self) -> DecodeConfig:
-        return DecodeConfig(nbest=self.nbest, beam=self.beam, batch_duration=self.batch_duration,
-                            save_frames=self.save_frames, on_error=self.on_error)
+        return DecodeConfig(nbest=self.nbest, beam=self.beam, search_temperature=self.search_temperature,
+                            batch_duration=self.batch_duration, save_frames=self.save_frames, on_error=self.on_error)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,19 @@ class TuneSection:
     temperature: tuple[float, ...] = TuneGrid.temperature
     threshold_scale: tuple[float, ...] = TuneGrid.threshold_scale
 
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise ChoralError(f"tune.folds must be at least 2, not {self.folds}")
+        for name in ("alpha", "fusion_weight", "temperature", "threshold_scale"):
+            if not getattr(self, name):
+                raise ChoralError(f"tune.{name} needs at least one value")
+        if not all(0.0 <= a < 1.0 for a in self.alpha):
+            raise ChoralError("tune.alpha values must lie in [0, 1)")
+        if not all(0.0 <= w <= 1.0 for w in self.fusion_weight):
+            raise ChoralError("tune.fusion_weight values must lie in [0, 1]")
+        if not all(v > 0 for v in (*self.temperature, *self.threshold_scale)):
+            raise ChoralError("tune.temperature and tune.threshold_scale values must be positive")
+
     def grid(self) -> TuneGrid:
         return TuneGrid(alpha=self.alpha, fusion_weight=self.fusion_weight, temperature=self.temperature,
                         threshold_scale=self.threshold_scale)
@@ -92,6 +108,10 @@ class EvalSection:
     references: Path | None = None
     by: tuple[str, ...] = ()
     allow_missing: bool = False
+
+    def __post_init__(self) -> None:
+        if any(not name.strip() for name in self.by):
+            raise ChoralError("eval.by needs field names (e.g. [accent])")
 
 
 @dataclass(frozen=True)
@@ -155,6 +175,14 @@ def load_run_config(path: str | Path) -> RunConfig:
         decode.config()
     except ChoralError as error:
         raise InputError(path, f"section decode: {error}") from None
+    # files the late stages need are checked now, not after hours of decoding
+    if decode.teacher != "default":
+        try:
+            resolve_teacher(decode.teacher)
+        except ChoralError as error:
+            raise InputError(path, f"key 'decode.teacher': {error}") from None
+    if evaluation.references is not None and not evaluation.references.is_file():
+        raise InputError(path, f"key 'eval.references': {evaluation.references}: file not found")
     return RunConfig(
         input=inputs,
         run_dir=_resolve(base, head.run_dir) or base / "runs" / "choral",
@@ -337,7 +365,7 @@ def run_pipeline(
         if not wanted("propagate"):
             return _finish(summary, paths, started)
 
-        scorer = teacher_scorer(paths.grouped, config.decode.teacher) \
+        scorer = _LazyTeacherScorer(paths.grouped, config.decode.teacher) \
             if config.scorer and propagate_config.share_candidates else None
         propagated = propagate_manifest(paths.grouped, paths.graph, paths.rescored, propagate_config, normalizer,
                                         scorer=scorer, force=force, progress=progress)
@@ -366,6 +394,38 @@ def run_pipeline(
         return _finish(summary, paths, started)
 
 
+class _LazyTeacherScorer:
+    """:func:`teacher_scorer`, built on its first call: an up-to-date propagate stage loads no teacher."""
+
+    def __init__(self, grouped: Path, teacher: str) -> None:
+        from .decode import teacher_inputs
+
+        resolved = resolve_teacher(teacher)  # the same name and inputs as teacher_scorer gives
+        self.name = f"teacher:{resolved.resolve()}"
+        self.inputs = teacher_inputs(resolved)
+        self._grouped, self._teacher = grouped, teacher
+        self._scorer: Callable | None = None
+
+    def _real(self) -> Callable:
+        if self._scorer is None:
+            self._scorer = teacher_scorer(self._grouped, self._teacher)
+        return self._scorer
+
+    def __call__(self, cut_id: str, texts: Any) -> Any:
+        return self._real()(cut_id, texts)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._real(), name)
+
+
+def _count_annotated(grouped: Path) -> int:
+    """Cuts of a manifest whose supervisions carry reference text."""
+    return sum(1 for _, cut in iter_json_lines(grouped)
+               if any(isinstance(s.get("text"), str) and s["text"].strip() for s in cut.get("supervisions") or []))
+
+
 def _tune(config: RunConfig, paths: RunPaths, normalizer: TextNormalizer, force: bool,
           progress: Progress) -> tuple[str, float, str]:
     grid = config.tune.grid()
@@ -376,6 +436,18 @@ def _tune(config: RunConfig, paths: RunPaths, normalizer: TextNormalizer, force:
                                 outputs=[paths.params, paths.params.with_suffix(".json")])
     if not force and is_up_to_date(record, paths.params):
         return "skipped", 0.0, ""
+    n_annotated = _count_annotated(paths.grouped)
+    if n_annotated < 2:
+        # unsupervised run: nothing to cross-validate on, propagate keeps the configured values
+        header = (f"# not tuned: {paths.grouped} holds {n_annotated} annotated cut(s), tuning needs 2\n"
+                  "# these are the propagate values of the run config\n")
+        with atomic_output(paths.params) as tmp:
+            tmp.write_text(header + yaml.safe_dump({"propagate": asdict(config.propagate)}, sort_keys=False),
+                           encoding="utf-8")
+        write_json({"best": asdict(config.propagate), "tuned": False, "n_annotated": n_annotated},
+                   paths.params.with_suffix(".json"))
+        write_meta(record, paths.params)
+        return "off", 0.0, f"{n_annotated} annotated cut(s): not tuned, using the config's propagate values"
     tuned = tune_params(paths.grouped, paths.graph, paths.params, base=config.propagate, grid=grid,
                         folds=config.tune.folds, seed=config.tune.seed, normalizer=normalizer, progress=progress)
     write_meta(record, paths.params)

@@ -51,11 +51,14 @@ class TransducerTeacher:
     """A :class:`Teacher` backed by the character :class:`Transducer` and modified beam search."""
 
     def __init__(self, model: Transducer, tokens: TokenTable = TokenTable(), *, beam: int = 8, nbest: int = 8,
-                 score_cache: int = 64) -> None:
+                 search_temperature: float = 1.0, score_cache: int = 64) -> None:
         if model.config.vocab_size != len(tokens):
             raise ValueError(f"model vocabulary {model.config.vocab_size} != token table size {len(tokens)}")
         if beam < 1 or nbest < 1:
             raise ValueError("beam and nbest must be at least 1")
+        if search_temperature <= 0:
+            raise ValueError("search temperature must be positive")
+        self.search_temperature = search_temperature
         self.model = model.eval()
         self.tokens = tokens
         self.beam = beam
@@ -96,7 +99,7 @@ class TransducerTeacher:
         if not features:
             return []
         encoded, lengths = self.encode_features(features)
-        nbests = modified_beam_search(self.model, encoded, lengths, self.beam)
+        nbests = modified_beam_search(self.model, encoded, lengths, self.beam, self.search_temperature)
         results = []
         for i, hyps in enumerate(nbests):
             utterance = encoded[i, : int(lengths[i])]
@@ -154,10 +157,11 @@ def save_teacher(teacher: TransducerTeacher, path: str | Path) -> None:
     save_checkpoint(teacher.model, teacher.tokens, path)
 
 
-def load_teacher(path: str | Path, *, beam: int = 8, nbest: int = 8) -> TransducerTeacher:
+def load_teacher(path: str | Path, *, beam: int = 8, nbest: int = 8, search_temperature: float = 1.0
+                 ) -> TransducerTeacher:
     """Load a checkpoint written by :func:`save_teacher` (ChoralError if it is not one)."""
     model, tokens = load_checkpoint(path)
     try:
-        return TransducerTeacher(model, tokens, beam=beam, nbest=nbest)
+        return TransducerTeacher(model, tokens, beam=beam, nbest=nbest, search_temperature=search_temperature)
     except ValueError as error:
         raise ChoralError(f"{path}: {error}") from None

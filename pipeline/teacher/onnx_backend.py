@@ -275,13 +275,16 @@ class OnnxTransducerTeacher:
     as :class:`~choral.pipeline.teacher.TransducerTeacher`."""
 
     def __init__(self, model: OnnxTransducer, tokens: TokenTable, *, beam: int = 8, nbest: int = 8,
-                 score_cache: int = 64) -> None:
+                 search_temperature: float = 1.0, score_cache: int = 64) -> None:
         if beam < 1 or nbest < 1:
             raise ValueError("beam and nbest must be at least 1")
+        if search_temperature <= 0:
+            raise ValueError("search temperature must be positive")
         self.model = model
         self.tokens = tokens
         self.beam = beam
         self.nbest = nbest
+        self.search_temperature = search_temperature
         self.score_cache = score_cache
 
     def features(self, cuts: Sequence[Cut]) -> list[np.ndarray]:
@@ -300,7 +303,8 @@ class OnnxTransducerTeacher:
             return []
         projected, lengths, frames = self.model.encode(features)
         results = []
-        for i, hyps in enumerate(modified_beam_search(self.model, projected, lengths, self.beam)):
+        for i, hyps in enumerate(modified_beam_search(self.model, projected, lengths, self.beam,
+                                                              self.search_temperature)):
             length = int(lengths[i])
             exact = score_texts(self.model, projected[i, :length], [h.tokens for h in hyps])
             hyps = [Hypothesis(h.tokens, score) for h, score in zip(hyps, exact)]
@@ -331,8 +335,10 @@ class OnnxTransducerTeacher:
         return score
 
 
-def load_onnx_teacher(directory: str | Path, *, beam: int = 8, nbest: int = 8) -> OnnxTransducerTeacher:
+def load_onnx_teacher(directory: str | Path, *, beam: int = 8, nbest: int = 8,
+                      search_temperature: float = 1.0) -> OnnxTransducerTeacher:
     """The teacher of an ONNX directory (icefall / sherpa-onnx layout); ChoralError if it is incomplete or unusable."""
     files = onnx_teacher_files(directory)
     tokens = read_tokens(files[-1])
-    return OnnxTransducerTeacher(OnnxTransducer(directory, len(tokens)), tokens, beam=beam, nbest=nbest)
+    return OnnxTransducerTeacher(OnnxTransducer(directory, len(tokens)), tokens, beam=beam, nbest=nbest,
+                                 search_temperature=search_temperature)

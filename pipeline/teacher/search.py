@@ -151,14 +151,15 @@ class _Beams:
     state: Any                    # predictor state of the N hypotheses (see Decodable)
 
 
-def _top_candidates(model: Decodable, beams: _Beams, enc_p_t: torch.Tensor, active: list[bool], beam: int
-                    ) -> dict[int, list[tuple[float, int, int]]]:
+def _top_candidates(model: Decodable, beams: _Beams, enc_p_t: torch.Tensor, active: list[bool], beam: int,
+                    temperature: float = 1.0) -> dict[int, list[tuple[float, int, int]]]:
     """For each active utterance, its ``beam`` best ``(score, parent, symbol)`` one-frame extensions."""
     a_pos = [p for p, u in enumerate(beams.utt) if active[u]]
     device = enc_p_t.device
     a_idx = torch.tensor(a_pos, device=device)
     a_utt = [beams.utt[p] for p in a_pos]
-    log_probs = model.join(enc_p_t[torch.tensor(a_utt, device=device)], beams.pred_p[a_idx]).log_softmax(-1)
+    logits = model.join(enc_p_t[torch.tensor(a_utt, device=device)], beams.pred_p[a_idx])
+    log_probs = (logits / temperature if temperature != 1.0 else logits).log_softmax(-1)
     cand = torch.tensor([beams.scores[p] for p in a_pos], dtype=torch.float64, device=device)[:, None] \
         + log_probs.double()
     # Pad to (utterances, hypotheses, V) so one topk serves every utterance.
@@ -182,7 +183,7 @@ def _top_candidates(model: Decodable, beams: _Beams, enc_p_t: torch.Tensor, acti
 
 @torch.inference_mode()
 def modified_beam_search(model: Transducer | Decodable, encoded: torch.Tensor, lengths: torch.Tensor,
-                         beam: int = 8) -> list[list[Hypothesis]]:
+                         beam: int = 8, temperature: float = 1.0) -> list[list[Hypothesis]]:
     """Beam search over a batch; for each utterance up to ``beam`` distinct hypotheses, best first.
 
     At most one symbol per frame, and a label moves straight on to the next frame
@@ -193,6 +194,10 @@ def modified_beam_search(model: Transducer | Decodable, encoded: torch.Tensor, l
     Search scores are therefore a ranking heuristic; the teacher rescores the
     n-best exactly with :func:`score_texts`. ``encoded`` are encoder frames before
     ``model.project_encoder``.
+
+    ``temperature`` > 1 flattens the joiner's distribution during the search only (as
+    icefall's ``temperature`` option does), so the beam keeps more diverse hypotheses;
+    the exact rescoring of the n-best is unaffected.
     """
     if beam < 1:
         raise ValueError("beam must be at least 1")
@@ -208,7 +213,7 @@ def modified_beam_search(model: Transducer | Decodable, encoded: torch.Tensor, l
         active = [n > t for n in lengths_list]
         if not any(active):
             break
-        top = _top_candidates(model, beams, enc_p[:, t], active, beam)
+        top = _top_candidates(model, beams, enc_p[:, t], active, beam, temperature)
         # Run the predictor once for all label extensions.
         flat = [(u, *c) for u in sorted(top) for c in top[u]]
         labels = [i for i, (_, _, _, symbol) in enumerate(flat) if symbol != BLANK]
