@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..pipeline.propagate import PropagateConfig
+from ..pipeline.propagate import PropagateConfig, teacher_scorer
 from ..pipeline.text import TextNormalizer
 from ..pipeline.tune import parse_grid, tune_params
 from .common import DIGITS_HELP, Digits, console, progress_bar, stage_errors, summary_table
@@ -23,11 +23,15 @@ def tune(
     algorithm: str = typer.Option("spreading", help="spreading or propagation."),
     alpha: Optional[str] = typer.Option(None, help="Comma-separated alphas to try [default: 0.5,0.9,0.99]."),
     fusion_weight: Optional[str] = typer.Option(None, "--lambda", help="Comma-separated λ values "
-                                                                       "[default: 0.1,0.2,0.3,0.5,0.7]."),
+                                                                       "[default: 0,0.05,0.1,0.2,0.3,0.5,0.7]."),
     temperature: Optional[str] = typer.Option(None, help="Comma-separated temperatures [default: 0.5,1,2]."),
     threshold_scale: Optional[str] = typer.Option(None, help="Comma-separated threshold scales "
                                                              "[default: 0.8,1,1.25]."),
     seed: int = typer.Option(0, help="Seed of the fold assignment."),
+    teacher: Optional[str] = typer.Option(None, help="Teacher (`default`, a checkpoint, or an ONNX directory) that "
+                                                     "scores transcripts borrowed from neighbours, as "
+                                                     "`choral propagate --teacher` will; without it they get a "
+                                                     "fixed floor score."),
     digits: Digits = typer.Option(Digits.spell, help=DIGITS_HELP),
 ) -> None:
     """Choose alpha, lambda, temperature and threshold scale by k-fold cross-validation over the annotated
@@ -39,8 +43,9 @@ def tune(
         base = PropagateConfig(algorithm=algorithm)  # type: ignore[arg-type]
         normalizer = TextNormalizer(digits=digits.value)  # type: ignore[arg-type]
         with progress_bar() as progress:
+            scorer = teacher_scorer(grouped, teacher) if teacher else None
             summary = tune_params(grouped, graph_file, output, base=base, grid=grid, folds=folds, seed=seed,
-                                  normalizer=normalizer, progress=progress)
+                                  normalizer=normalizer, scorer=scorer, progress=progress)
     best = summary.best
     console.print(summary_table(f"choral tune -> {output}", [
         ("annotated cuts", f"{summary.n_annotated:,} in {summary.folds} folds"),

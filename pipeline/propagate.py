@@ -248,10 +248,12 @@ def batch_priors(entries: list[CutEntry], config: PropagateConfig) -> BatchPrior
 
 def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: np.ndarray,
                     config: PropagateConfig, scorer: Scorer | None = None,
-                    priors: BatchPriors | None = None) -> BatchSupport:
+                    priors: BatchPriors | None = None, score_rows: Sequence[int] | None = None) -> BatchSupport:
     """Run the propagation kernel over a batch of whole groups and collect teacher terms (with sharing).
 
     ``priors`` (from :func:`batch_priors` with the same temperature) may be reused across α values.
+    ``score_rows`` limits the scorer to the rows whose transcripts will be decided (tuning
+    decides only held-out cuts; the teacher terms of other rows never reach the support).
     """
     if priors is None:
         priors = batch_priors(entries, config)
@@ -284,7 +286,12 @@ def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: n
         if scorer is None:
             teacher[borrowed] = config.borrowed_floor
             return BatchSupport(entries, labels_of, support, teacher, np.asarray(degree))
-        for row in np.flatnonzero(borrowed.any(axis=1)):
+        rows = np.flatnonzero(borrowed.any(axis=1))
+        if score_rows is not None:
+            unscored = np.setdiff1d(rows, np.asarray(score_rows, dtype=np.int64))
+            rows = np.setdiff1d(rows, unscored)
+            teacher[unscored] = np.where(borrowed[unscored], config.borrowed_floor, teacher[unscored])
+        for row in rows:
             columns = np.flatnonzero(borrowed[row])
             teacher[row] = _teacher_with_borrowed(entries[row], labels_of[entries[row].group], teacher[row],
                                                   columns, config, scorer)

@@ -356,8 +356,11 @@ def run_pipeline(
             return _finish(summary, paths, started)
 
         propagate_config = config.propagate
+        # one lazily loaded teacher scorer serves tune and propagate (its scores are memoised)
+        scorer = _LazyTeacherScorer(paths.grouped, config.decode.teacher) if config.scorer else None
         if config.tune.enabled:
-            tuned_status, tuned_seconds, detail = _tune(config, paths, normalizer, force, progress)
+            tuned_status, tuned_seconds, detail = _tune(config, paths, normalizer, force, progress,
+                                                        scorer if config.propagate.share_candidates else None)
             record("tune", tuned_status, tuned_seconds, detail)
             propagate_config = load_params(paths.params, base=config.propagate)
         else:
@@ -365,10 +368,9 @@ def run_pipeline(
         if not wanted("propagate"):
             return _finish(summary, paths, started)
 
-        scorer = _LazyTeacherScorer(paths.grouped, config.decode.teacher) \
-            if config.scorer and propagate_config.share_candidates else None
         propagated = propagate_manifest(paths.grouped, paths.graph, paths.rescored, propagate_config, normalizer,
-                                        scorer=scorer, force=force, progress=progress)
+                                        scorer=scorer if propagate_config.share_candidates else None,
+                                        force=force, progress=progress)
         record("propagate", "skipped" if propagated.skipped else "ran", propagated.seconds,
                "" if propagated.skipped else f"{propagated.changed:,} transcripts changed, "
                f"{propagated.shared:,} from neighbours")
@@ -427,12 +429,13 @@ def _count_annotated(grouped: Path) -> int:
 
 
 def _tune(config: RunConfig, paths: RunPaths, normalizer: TextNormalizer, force: bool,
-          progress: Progress) -> tuple[str, float, str]:
+          progress: Progress, scorer: Any = None) -> tuple[str, float, str]:
     grid = config.tune.grid()
-    record = StageRecord.create("tune", inputs=[paths.grouped, paths.graph],
+    record = StageRecord.create("tune", inputs=[paths.grouped, paths.graph, *getattr(scorer, "inputs", [])],
                                 params={"grid": asdict(grid), "base": asdict(config.propagate),
                                         "folds": config.tune.folds, "seed": config.tune.seed,
-                                        "normalizer": asdict(normalizer)},
+                                        "normalizer": asdict(normalizer),
+                                        "scorer": getattr(scorer, "name", None)},
                                 outputs=[paths.params, paths.params.with_suffix(".json")])
     if not force and is_up_to_date(record, paths.params):
         return "skipped", 0.0, ""
@@ -449,7 +452,8 @@ def _tune(config: RunConfig, paths: RunPaths, normalizer: TextNormalizer, force:
         write_meta(record, paths.params)
         return "off", 0.0, f"{n_annotated} annotated cut(s): not tuned, using the config's propagate values"
     tuned = tune_params(paths.grouped, paths.graph, paths.params, base=config.propagate, grid=grid,
-                        folds=config.tune.folds, seed=config.tune.seed, normalizer=normalizer, progress=progress)
+                        folds=config.tune.folds, seed=config.tune.seed, normalizer=normalizer, scorer=scorer,
+                        progress=progress)
     write_meta(record, paths.params)
     best = tuned.best
     return "ran", tuned.seconds, (f"held-out WER {100 * tuned.teacher_wer:.2f}% -> {100 * tuned.best_wer:.2f}%; "

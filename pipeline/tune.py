@@ -13,6 +13,10 @@ searches that sub-graph. Priors depend only on the temperature and serve every
 (threshold scale, α); the solve depends on (threshold scale, α, temperature);
 λ only changes the fusion, so one solve serves every λ.
 
+With a ``scorer`` (the teacher), candidates a held-out cut borrows from its
+neighbours are scored by the teacher exactly as ``choral propagate --teacher``
+will score them, so the chosen λ and T fit the propagation that follows.
+
 Confidence check: for the winning parameters the held-out cuts' confidences
 are binned, and the report shows the WER of the cuts kept at each confidence
 threshold (it should fall as the threshold rises).
@@ -34,7 +38,7 @@ from .errors import ChoralError, InputError
 from .labels import CutEntry
 from .manifest import atomic_output, check_readable, write_json
 from .progress import NullProgress, Progress
-from .propagate import PropagateConfig, batch_priors, fuse, propagate_batch, read_grouped_and_graph
+from .propagate import PropagateConfig, Scorer, batch_priors, fuse, propagate_batch, read_grouped_and_graph
 from .text import TextNormalizer
 
 CONFIDENCE_LEVELS: tuple[float, ...] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -45,7 +49,7 @@ class TuneGrid:
     """The parameter values tried (every combination)."""
 
     alpha: tuple[float, ...] = (0.5, 0.9, 0.99)
-    fusion_weight: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7)
+    fusion_weight: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
     temperature: tuple[float, ...] = (0.5, 1.0, 2.0)
     threshold_scale: tuple[float, ...] = (0.8, 1.0, 1.25)
 
@@ -99,6 +103,7 @@ def tune_params(
     folds: int = 5,
     seed: int = 0,
     normalizer: TextNormalizer = TextNormalizer(),
+    scorer: Scorer | None = None,
     progress: Progress = NullProgress(),
 ) -> TuneSummary:
     """Cross-validate the grid on annotated cuts; write the best parameters (YAML) and a report (JSON)."""
@@ -142,7 +147,8 @@ def tune_params(
                 local_adjacency = adjacency_of[scale][local][:, local]
                 degree = np.diff(local_adjacency.indptr)
                 config = replace(base, alpha=alpha, temperature=temperature)
-                batch = propagate_batch(local_entries, local_adjacency, degree, config, priors=priors)
+                batch = propagate_batch(local_entries, local_adjacency, degree, config, scorer=scorer,
+                                        priors=priors, score_rows=local_held_out)
                 for weight in grid.fusion_weight:
                     results = fuse(batch, local_held_out, weight, config)
                     texts = [normalizer(r.text) for r in results]

@@ -130,9 +130,23 @@ class TransducerTeacher:
                 for h in greedy_search(self.model, encoded, lengths)]
 
     def scorer(self, cuts: Sequence[Cut]) -> Scorer:
-        """Scores texts by RNN-T log-likelihood; encoder outputs are computed lazily and a few kept."""
+        """Scores texts by RNN-T log-likelihood.
+
+        Encoder outputs come from the cut's stored ``custom.frames`` when decode kept them
+        (the same encoder output, without reading audio again), else from the audio; a few
+        are kept. Scores are memoised per (cut, text): tuning asks for the same ones often.
+        """
         by_id = {cut.id: cut for cut in cuts}
         cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        memo: dict[tuple[str, str], float] = {}
+
+        def stored_frames(cut: Cut) -> torch.Tensor | None:
+            if not cut.custom or cut.custom.get("frames") is None:
+                return None
+            frames = np.asarray(cut.load_custom("frames"), dtype=np.float32)
+            if frames.ndim != 2 or frames.shape[1] != self.model.encoder_dim or not np.all(np.isfinite(frames)):
+                return None
+            return torch.from_numpy(frames).to(self.device)
 
         def encoded_of(cut_id: str) -> torch.Tensor:
             if cut_id in cache:
@@ -140,14 +154,21 @@ class TransducerTeacher:
                 return cache[cut_id]
             if cut_id not in by_id:
                 raise KeyError(f"scorer has no cut {cut_id!r}")
-            encoded, lengths = self.encode_features([cut_features(by_id[cut_id], self.model.config.num_mel_bins)])
-            cache[cut_id] = encoded[0, : int(lengths[0])]
+            encoded = stored_frames(by_id[cut_id])
+            if encoded is None:
+                batch, lengths = self.encode_features([cut_features(by_id[cut_id], self.model.config.num_mel_bins)])
+                encoded = batch[0, : int(lengths[0])]
+            cache[cut_id] = encoded
             if len(cache) > self.score_cache:
                 cache.popitem(last=False)
             return cache[cut_id]
 
         def score(cut_id: str, texts: Sequence[str]) -> Sequence[float]:
-            return score_texts(self.model, encoded_of(cut_id), [self.tokens.encode(t) for t in texts])
+            missing = list(dict.fromkeys(t for t in texts if (cut_id, t) not in memo))
+            if missing:
+                scores = score_texts(self.model, encoded_of(cut_id), [self.tokens.encode(t) for t in missing])
+                memo.update(((cut_id, t), float(v)) for t, v in zip(missing, scores))
+            return [memo[(cut_id, t)] for t in texts]
 
         return score
 
