@@ -158,3 +158,22 @@ def test_propagate_scores_borrowed_transcripts_with_the_teacher(setup: tuple[Pat
                                PropagateConfig(share_min=0.0), scorer=teacher_scorer(run / "grouped.jsonl.gz",
                                                                                        checkpoint))
     assert again.skipped
+
+
+def test_scorer_reuses_stored_frames_and_scores_like_the_audio(setup: tuple[Path, Path, Path]) -> None:
+    from choral.pipeline.teacher import load_teacher
+
+    manifest, checkpoint, run = setup
+    decode_manifest(manifest, run, checkpoint, DecodeConfig(nbest=2, beam=2, save_frames=True))
+    decoded = read_cuts(run / "decoded.jsonl.gz")
+    teacher = load_teacher(checkpoint)
+    texts = ["the cat", "a dog sat"]
+    without_frames = []
+    for cut in decoded:
+        bare = cut.with_custom("frames", None) if hasattr(cut, "with_custom") else cut
+        without_frames.append(bare)
+    from_audio = [teacher.scorer([c])(c.id, texts) for c in without_frames]
+    for cut in decoded:  # the audio is gone: only the stored frames can answer
+        Path(cut.recording.sources[0].source).unlink(missing_ok=True)
+    from_frames = [teacher.scorer([c])(c.id, texts) for c in decoded]
+    assert np.allclose(from_audio, from_frames, atol=1e-3)

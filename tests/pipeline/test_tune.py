@@ -6,6 +6,7 @@ import yaml
 from choral.pipeline.errors import InputError
 from choral.pipeline.graph import build_graph
 from choral.pipeline.group import group_manifest
+from choral.pipeline.manifest import read_cuts
 from choral.pipeline.propagate import load_params
 from choral.pipeline.synthetic import SyntheticConfig, generate
 from choral.pipeline.tune import TuneGrid, parse_grid, tune_params
@@ -43,3 +44,24 @@ def test_parse_grid() -> None:
     assert parse_grid({"alpha": "0.1, 0.2", "temperature": None}).alpha == (0.1, 0.2)
     with pytest.raises(Exception, match="comma-separated"):
         parse_grid({"alpha": "a,b"})
+
+
+def test_tune_scores_borrowed_candidates_of_held_out_cuts_only(tmp_path: Path) -> None:
+    corpus = generate(tmp_path, SyntheticConfig(n_prompts=20, annotated_fraction=0.3, seed=3))
+    group_manifest(corpus.decoded, tmp_path / "grouped.jsonl.gz")
+    build_graph(tmp_path / "grouped.jsonl.gz", tmp_path / "graph.npz")
+    annotated = {c.id for c in read_cuts(tmp_path / "grouped.jsonl.gz") if any(s.text for s in c.supervisions)}
+    asked: list[str] = []
+
+    def scorer(cut_id: str, texts: list[str]) -> list[float]:
+        asked.append(cut_id)
+        return [-1.0] * len(texts)  # borrowed texts look as likely as a typical 1-best
+
+    grid = TuneGrid(alpha=(0.9,), fusion_weight=(0.0, 0.5), temperature=(1.0,), threshold_scale=(1.0,))
+    with_scorer = tune_params(tmp_path / "grouped.jsonl.gz", tmp_path / "graph.npz", tmp_path / "a.yaml",
+                              grid=grid, folds=3, scorer=scorer)
+    without = tune_params(tmp_path / "grouped.jsonl.gz", tmp_path / "graph.npz", tmp_path / "b.yaml",
+                          grid=grid, folds=3)
+    assert asked and set(asked) <= annotated  # only held-out (annotated) cuts are decided while tuning
+    assert with_scorer.teacher_wer == without.teacher_wer
+    assert with_scorer.best_wer <= without.best_wer + 0.05
