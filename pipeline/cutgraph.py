@@ -35,19 +35,40 @@ class CutGraph:
     def n_cuts(self) -> int:
         return len(self.cut_ids)
 
-    def adjacency(self, threshold: float | None = None, weighted: bool = False) -> sp.csr_matrix:
+    def adjacency(self, threshold: float | None = None, weighted: bool = False, nearest: int = 0) -> sp.csr_matrix:
         """Symmetric adjacency linking pairs with distance <= threshold (the stored one by default).
 
-        ``weighted=True`` gives edge weight ``exp(-d / threshold)`` instead of 1.
+        ``nearest=k`` also links every cut to its ``k`` nearest candidates (same group),
+        whatever the threshold: readings by different voices sit at different distances,
+        and a cut's own nearest neighbours are more often the same words than a global
+        cut-off admits (on the accented pool, 3 nearest: precision 0.83 at recall 0.46,
+        against 0.77 at 0.44 for the learned threshold). ``weighted=True`` gives edge weight
+        ``exp(-d / threshold)`` instead of 1.
         """
         threshold = self.threshold if threshold is None else threshold
         keep = self.distances <= threshold
+        if nearest > 0 and len(self.distances):
+            keep = keep | self._nearest_pairs(nearest)
         a, b, d = self.pair_a[keep], self.pair_b[keep], self.distances[keep]
         weights = np.exp(-d / threshold) if weighted and threshold > 0 else np.ones(len(d))
         rows = np.concatenate([a, b])
         cols = np.concatenate([b, a])
         data = np.concatenate([weights, weights]).astype(np.float32)
         return sp.csr_matrix((data, (rows, cols)), shape=(self.n_cuts, self.n_cuts))
+
+    def _nearest_pairs(self, k: int) -> np.ndarray:
+        """Mask of pairs that are among the ``k`` closest candidates of either of their cuts."""
+        n_pairs = len(self.distances)
+        ends = np.concatenate([self.pair_a, self.pair_b])
+        pair_index = np.concatenate([np.arange(n_pairs), np.arange(n_pairs)])
+        distance = np.concatenate([self.distances, self.distances])
+        order = np.lexsort((distance, ends))  # by cut, then by distance
+        sorted_ends = ends[order]
+        first = np.searchsorted(sorted_ends, sorted_ends, side="left")
+        rank = np.arange(len(order)) - first
+        mask = np.zeros(n_pairs, dtype=bool)
+        mask[pair_index[order[rank < k]]] = True
+        return mask
 
     def save(self, path: str | Path) -> None:
         """Write atomically: CSR arrays of the binary adjacency plus the pair list."""

@@ -64,6 +64,7 @@ class PropagateConfig:
     temperature: float = 1.0            # T of the teacher posterior softmax
     threshold_scale: float = 1.0        # edges link pairs with distance <= scale * learned threshold
     weighted_edges: bool = False        # weight edges by exp(-d / threshold) instead of 1
+    nearest: int = 0                    # also link each cut to its k nearest same-group cuts (0: threshold only)
     share_candidates: bool = True       # let labels from neighbours compete for a cut
     share_min: float = 1e-3             # minimum normalised support for a shared candidate
     borrowed_floor: float = -4.0        # teacher log-posterior of a shared candidate without a scorer
@@ -80,6 +81,8 @@ class PropagateConfig:
             raise ChoralError(f"fusion_weight must be in [0, 1], not {self.fusion_weight}")
         if self.temperature <= 0 or self.threshold_scale <= 0:
             raise ChoralError("temperature and threshold_scale must be positive")
+        if self.nearest < 0:
+            raise ChoralError(f"nearest must be 0 (threshold only) or a positive count, not {self.nearest}")
         if self.max_labels < 1 or self.batch_cuts < 1:
             raise ChoralError("max_labels and batch_cuts must be positive")
 
@@ -391,7 +394,8 @@ def propagate_manifest(
         return PropagateSummary(output=output, skipped=True)
     started = time.perf_counter()
     entries, graph = read_grouped_and_graph(grouped, graph_file, normalizer, progress)
-    adjacency = graph.adjacency(graph.threshold * config.threshold_scale, weighted=config.weighted_edges)
+    adjacency = graph.adjacency(graph.threshold * config.threshold_scale, weighted=config.weighted_edges,
+                                nearest=config.nearest)
     progress.task("propagating", len(entries))
     results = rescore(entries, adjacency, config, scorer, progress)
 

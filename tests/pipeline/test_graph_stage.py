@@ -117,3 +117,20 @@ def test_missing_group_and_missing_file(tmp_path: Path, small_corpus: SyntheticC
         build_graph(tmp_path / "absent.jsonl.gz", tmp_path / "graph.npz")
     with pytest.raises(ChoralError, match="unknown metric"):
         GraphConfig(metric="euclid")  # type: ignore[arg-type]
+
+
+def test_nearest_neighbours_join_the_threshold_edges() -> None:
+    from choral.pipeline.cutgraph import CutGraph
+
+    # 4 cuts in one group; cut 3 is far from everyone, so only its nearest link can reach it
+    pairs = [(0, 1, 1.0), (0, 2, 2.0), (0, 3, 9.0), (1, 2, 1.5), (1, 3, 8.0), (2, 3, 7.0)]
+    graph = CutGraph(cut_ids=np.array(["a", "b", "c", "d"]), pair_a=np.array([p[0] for p in pairs]),
+                     pair_b=np.array([p[1] for p in pairs]), distances=np.array([p[2] for p in pairs]),
+                     threshold=1.2, metric="dtw-vector")
+    plain = graph.adjacency()
+    assert plain.nnz == 2 and plain[0, 1] == 1  # only 0-1 is under the threshold
+    one = graph.adjacency(nearest=1).toarray()
+    assert one[2, 0] == 0 and one[2, 1] == 1 and one[3, 2] == 1  # each cut's closest candidate
+    assert (one == one.T).all() and one[3, 0] == 0 and one[3, 1] == 0
+    two = graph.adjacency(nearest=2).toarray()
+    assert two[3, 1] == 1 and two[3, 0] == 0 and (two >= one).all()
