@@ -127,9 +127,25 @@ def run_variant(variant: Variant, main_run: Path, config, references: dict[str, 
     write_report(report, out / "eval")
     result = report.to_dict()
     result["seconds"] = time.perf_counter() - started
+    (out / "seconds.json").write_text(json.dumps({"seconds": result["seconds"]}))
     result["params"] = {"alpha": params.alpha, "lambda": params.fusion_weight, "T": params.temperature,
                         "threshold_scale": params.threshold_scale}
     return result
+
+
+def load_variant(out: Path) -> dict | None:
+    """An ablation's report from an earlier run (its eval/report.json, params.yaml, seconds.json)."""
+    if not (out / "eval" / "report.json").is_file():
+        return None
+    report = json.loads((out / "eval" / "report.json").read_text())
+    seconds = out / "seconds.json"
+    report["seconds"] = json.loads(seconds.read_text())["seconds"] if seconds.is_file() else float("nan")
+    report["params"] = {}
+    if (out / "params.yaml").is_file():
+        p = load_params(out / "params.yaml")
+        report["params"] = {"alpha": p.alpha, "lambda": p.fusion_weight, "T": p.temperature,
+                            "threshold_scale": p.threshold_scale}
+    return report
 
 
 def accent_rows(report: dict) -> dict[str, tuple[float, float, float, float, int]]:
@@ -151,8 +167,9 @@ def headline(report: dict) -> tuple[float, float, float]:
     return float(np.mean(accented)), delta, report["unannotated"]["relative_wer_reduction"]
 
 
-def diagnostics(run: Path, references: dict[str, dict]) -> dict[str, float]:
-    """Grouping recall and graph precision/recall over same-prompt pairs."""
+def diagnostics(run: Path, references: dict[str, dict], threshold_scale: float = 1.0, nearest: int = 0
+                ) -> dict[str, float]:
+    """Grouping recall and graph precision/recall over same-prompt pairs (edges as propagate used them)."""
     group_of = {c.id: c.custom["group"] for c in iter_cuts(run / "grouped.jsonl.gz")}
     by_prompt: dict[str, list[str]] = defaultdict(list)
     for cut_id in group_of:
@@ -163,7 +180,9 @@ def diagnostics(run: Path, references: dict[str, dict]) -> dict[str, float]:
     ids = [str(i) for i in graph.cut_ids]
     prompt = np.array([references[i]["prompt"] for i in ids])
     positive = prompt[graph.pair_a] == prompt[graph.pair_b]
-    edge = graph.distances <= graph.threshold
+    edge = graph.distances <= graph.threshold * threshold_scale
+    if nearest > 0:
+        edge |= graph._nearest_pairs(nearest)
     true_edges = int(np.sum(edge & positive))
     return {
         "same_prompt_pairs": same_prompt,
@@ -172,6 +191,50 @@ def diagnostics(run: Path, references: dict[str, dict]) -> dict[str, float]:
         "graph_recall_in_groups": true_edges / max(int(positive.sum()), 1),
         "graph_recall_overall": true_edges / max(same_prompt, 1),
     }
+
+
+def reach_breakdown(run: Path, references: dict[str, dict], threshold_scale: float, nearest: int = 0
+                    ) -> dict[str, dict[str, int]]:
+    """Unannotated accented cuts by how their prompt's annotated reading could reach them, with exact-match counts.
+
+    direct: an edge to an annotated reading of the same prompt; component: a path to one;
+    unreached: the prompt has an annotated reading the graph does not connect;
+    no annotation: no reading of the prompt is annotated (only consensus can help).
+    """
+    import scipy.sparse.csgraph as csgraph
+
+    from choral.pipeline.text import normalize
+
+    graph = CutGraph.load(run / "graph.npz")
+    ids = [str(i) for i in graph.cut_ids]
+    position = {cut_id: k for k, cut_id in enumerate(ids)}
+    adjacency = graph.adjacency(graph.threshold * threshold_scale, nearest=nearest)
+    _, component = csgraph.connected_components(adjacency, directed=False)
+    annotated_components: dict[str, set] = defaultdict(set)
+    for cut_id in ids:
+        if references[cut_id]["annotated"]:
+            annotated_components[references[cut_id]["prompt"]].add(component[position[cut_id]])
+    out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for cut in iter_cuts(run / "rescored.jsonl.gz"):
+        info = references[cut.id]
+        if info["annotated"] or info["accent"] == MAJORITY:
+            continue
+        k = position[cut.id]
+        neighbours = adjacency.indices[adjacency.indptr[k]:adjacency.indptr[k + 1]]
+        if any(references[ids[j]]["annotated"] and references[ids[j]]["prompt"] == info["prompt"] for j in neighbours):
+            kind = "direct edge to an annotated reading"
+        elif component[k] in annotated_components.get(info["prompt"], ()):
+            kind = "path to an annotated reading"
+        elif info["prompt"] in annotated_components:
+            kind = "annotated reading not connected"
+        else:
+            kind = "no reading of the prompt annotated"
+        choral = cut.custom["choral"][0]
+        reference = normalize(info["text"])
+        out[kind]["cuts"] += 1
+        out[kind]["teacher exact"] += normalize(choral["teacher_text"]) == reference
+        out[kind]["choral exact"] += normalize(choral["text"]) == reference
+    return {k: dict(v) for k, v in out.items()}
 
 
 def load_reference_info(path: Path) -> dict[str, dict]:
@@ -190,7 +253,8 @@ def pct(value: float) -> str:
 
 
 def write_results(path: Path, config_file: Path, main: dict, run_info: dict, diag: dict,
-                  variants: list[tuple[Variant, dict]], command: str, config_summary: str) -> None:
+                  variants: list[tuple[Variant, dict]], command: str, config_summary: str,
+                  reach: dict[str, dict[str, int]]) -> None:
     rows = accent_rows(main)
     mean_accented, majority_delta, overall = headline(main)
     lines = [
@@ -248,6 +312,14 @@ def write_results(path: Path, config_file: Path, main: dict, run_info: dict, dia
         f"recall {pct(diag['graph_recall_in_groups'])} of same-prompt pairs inside groups, "
         f"{pct(diag['graph_recall_overall'])} of all same-prompt pairs.",
         "",
+        "Unannotated accented cuts by how an annotated reading of their prompt can reach them "
+        "(exact = the whole transcript right):",
+        "",
+        "| reach | cuts | teacher exact | choral exact |",
+        "|---|---:|---:|---:|",
+        *[f"| {kind} | {v['cuts']:,} | {pct(v['teacher exact'] / v['cuts'])} | {pct(v['choral exact'] / v['cuts'])} |"
+          for kind, v in reach.items()],
+        "",
         "## Stage times and memory (main run, 2 CPU cores)",
         "",
         "| stage | status | seconds | peak RSS so far |",
@@ -272,6 +344,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--only", nargs="*", default=None, help="ablation names to run (default: all)")
     parser.add_argument("--skip-ablations", action="store_true")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite RESULTS.md from the outputs of an earlier run (nothing recomputed)")
     args = parser.parse_args()
 
     config = load_run_config(args.config)
@@ -279,8 +353,9 @@ def main() -> None:
         config = replace(config, run_dir=args.run_dir)
     run_dir = Path(config.run_dir)
     command = [str(REPO / ".venv" / "bin" / "choral"), "run", str(args.config), "--run-dir", str(run_dir)]
-    print("$", " ".join(command), flush=True)
-    subprocess.run(command, check=True)
+    if not args.report_only:
+        print("$", " ".join(command), flush=True)
+        subprocess.run(command, check=True)
     run_info = json.loads((run_dir / "run.json").read_text())
     run_info["params"] = {}
     if (run_dir / "params.yaml").is_file():
@@ -292,10 +367,12 @@ def main() -> None:
     references = load_reference_info(config.eval.references)
     for cut in iter_cuts(run_dir / "grouped.jsonl.gz"):
         references[cut.id]["annotated"] = any(s.text for s in cut.supervisions)
-    diag = diagnostics(run_dir, references)
+    diag = diagnostics(run_dir, references, run_info["params"].get("threshold_scale", 1.0), config.propagate.nearest)
     print(json.dumps(diag, indent=1), flush=True)
     variants: list[tuple[Variant, dict]] = []
-    shared_scorer = teacher_scorer(run_dir / "grouped.jsonl.gz", config.decode.teacher) if config.scorer else None
+    shared_scorer = None
+    if config.scorer and not args.report_only:
+        shared_scorer = teacher_scorer(run_dir / "grouped.jsonl.gz", config.decode.teacher)
     if not args.skip_ablations:
         for variant in VARIANTS:
             if args.only and variant.name not in args.only:
@@ -304,16 +381,24 @@ def main() -> None:
                 print(f"skipping {variant.name}: decode.save_frames is off", flush=True)
                 continue
             slug = variant.name.split(" (")[0].replace(" ", "-").replace("%", "pct")
+            if args.report_only:
+                report = load_variant(run_dir / "ablations" / slug)
+                if report is None:
+                    continue
+                variants.append((variant, report))
+                continue
             report = run_variant(variant, run_dir, config, references, run_dir / "ablations" / slug, shared_scorer)
             mean_acc, delta, over = headline(report)
             print(f"{variant.name}: avg accented reduction {pct(mean_acc)}, majority {100 * delta:+.2f}, "
                   f"overall {pct(over)} ({report['seconds']:.0f} s)", flush=True)
             variants.append((variant, report))
+    tuned = run_info["params"]
+    reach = reach_breakdown(run_dir, references, tuned.get("threshold_scale", 1.0), config.propagate.nearest)
     write_results(args.out, args.config, main_report, run_info, diag, variants,
                   "make accented-benchmark" if args.out == HERE / "RESULTS.md" else " ".join(sys.argv),
                   f"{config.graph.metric}, {'weighted' if config.propagate.weighted_edges else 'binary'} edges, "
                   f"sharing {'on' if config.propagate.share_candidates else 'off'}, {config.propagate.algorithm}, "
-                  "10% annotated")
+                  "10% annotated", reach)
     mean_acc, delta, over = headline(main_report)
     print(f"main: avg accented reduction {pct(mean_acc)}, majority {100 * delta:+.2f} points, "
           f"overall {pct(over)} -> {args.out}")
