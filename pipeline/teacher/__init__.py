@@ -21,7 +21,7 @@ from ..errors import ChoralError
 from ..propagate import Scorer  # cut id + texts -> log-likelihoods
 from .features import AudioError, batch_features, cut_features
 from .model import Transducer, TransducerConfig, load_checkpoint, parameter_count, save_checkpoint
-from .search import Hypothesis, greedy_search, modified_beam_search, score_texts
+from .search import Hypothesis, greedy_search, modified_beam_search, nbest_texts, score_texts
 from .tokens import BLANK, TokenTable
 
 __all__ = [
@@ -107,21 +107,8 @@ class TransducerTeacher:
             exact = score_texts(self.model, utterance, [h.tokens for h in hyps])
             hyps = [Hypothesis(h.tokens, score) for h, score in zip(hyps, exact)]
             frames = utterance.float().cpu().numpy()
-            results.append(DecodeResult(self._texts(hyps), frames, frames.mean(axis=0)))
+            results.append(DecodeResult(nbest_texts(hyps, self.tokens, self.nbest), frames, frames.mean(axis=0)))
         return results
-
-    def _texts(self, hyps: Sequence[Hypothesis]) -> list[tuple[str, list[int], float]]:
-        """Distinct texts, best first; token sequences that read the same (e.g. doubled spaces) add up."""
-        by_text: dict[str, tuple[list[int], float]] = {}
-        for hyp in hyps:
-            text = self.tokens.decode(hyp.tokens)
-            if text in by_text:
-                tokens, score = by_text[text]
-                by_text[text] = (tokens, float(np.logaddexp(score, hyp.score)))
-            else:
-                by_text[text] = (list(hyp.tokens), hyp.score)
-        ranked = sorted(by_text.items(), key=lambda item: -item[1][1])
-        return [(text, tokens, score) for text, (tokens, score) in ranked[: self.nbest]]
 
     def greedy(self, cuts: Sequence[Cut]) -> list[tuple[str, list[int], float]]:
         """Greedy 1-best ``(text, tokens, path score)`` per cut."""
