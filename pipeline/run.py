@@ -142,7 +142,7 @@ def _resolve(base: Path, value: Path | None) -> Path | None:
     if value is None:
         return None
     value = Path(value).expanduser()
-    return value if value.is_absolute() else base / value
+    return value if value.is_absolute() else (base / value).resolve()
 
 
 def load_run_config(path: str | Path) -> RunConfig:
