@@ -48,7 +48,7 @@ class CutGraph:
         threshold = self.threshold if threshold is None else threshold
         keep = self.distances <= threshold
         if nearest > 0 and len(self.distances):
-            keep = keep | self._nearest_pairs(nearest)
+            keep = keep | self.nearest_pairs(nearest)
         a, b, d = self.pair_a[keep], self.pair_b[keep], self.distances[keep]
         weights = np.exp(-d / threshold) if weighted and threshold > 0 else np.ones(len(d))
         rows = np.concatenate([a, b])
@@ -56,7 +56,7 @@ class CutGraph:
         data = np.concatenate([weights, weights]).astype(np.float32)
         return sp.csr_matrix((data, (rows, cols)), shape=(self.n_cuts, self.n_cuts))
 
-    def _nearest_pairs(self, k: int) -> np.ndarray:
+    def nearest_pairs(self, k: int) -> np.ndarray:
         """Mask of pairs that are among the ``k`` closest candidates of either of their cuts."""
         n_pairs = len(self.distances)
         ends = np.concatenate([self.pair_a, self.pair_b])

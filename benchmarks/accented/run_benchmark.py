@@ -56,10 +56,12 @@ class Variant:
     share_candidates: bool | None = None
     algorithm: str | None = None
     annotated_fraction: float | None = None
+    nearest: int | None = None
 
 
 VARIANTS = (
     Variant("distance-weighted edges", weighted_edges=True),
+    Variant("threshold + 3 nearest neighbours", nearest=3),
     Variant("DTW over pooled vector (paper)", metric="dtw-vector"),
     Variant("cosine over pooled vector", metric="cosine"),
     Variant("no candidate sharing", share_candidates=False),
@@ -111,7 +113,7 @@ def run_variant(variant: Variant, main_run: Path, config, references: dict[str, 
     graph_config = replace(config.graph, metric=variant.metric) if variant.metric else config.graph
     build_graph(grouped, out / "graph.npz", None, graph_config, normalizer)
     base = config.propagate
-    for key in ("weighted_edges", "share_candidates", "algorithm"):
+    for key in ("weighted_edges", "share_candidates", "algorithm", "nearest"):
         if getattr(variant, key) is not None:
             base = replace(base, **{key: getattr(variant, key)})
     n_annotated = sum(1 for c in iter_cuts(grouped) if any(s.text for s in c.supervisions))
@@ -182,7 +184,7 @@ def diagnostics(run: Path, references: dict[str, dict], threshold_scale: float =
     positive = prompt[graph.pair_a] == prompt[graph.pair_b]
     edge = graph.distances <= graph.threshold * threshold_scale
     if nearest > 0:
-        edge |= graph._nearest_pairs(nearest)
+        edge |= graph.nearest_pairs(nearest)
     true_edges = int(np.sum(edge & positive))
     return {
         "same_prompt_pairs": same_prompt,
