@@ -285,7 +285,11 @@ def write_results(path: Path, config_file: Path, main: dict, run_info: dict, dia
         "",
         "## Ablations",
         "",
-        "Each row changes one thing from the main configuration and is tuned and evaluated the same way.",
+        "Each row changes one thing from the main configuration and is tuned and evaluated the same way "
+        "(the 0% row has no annotated cut to tune on and uses the config's values). Rows re-use the main "
+        "run's decoded and grouped manifests; a row's time covers graph, tune, propagate and eval, and the "
+        "teacher scores of borrowed transcripts are memoised across rows, so the first row pays most of "
+        "the scoring. Majority change is choral - teacher in WER points on en-us (negative: better).",
         "",
         "| variant | unannotated cuts | teacher WER | choral WER | avg. accented reduction | majority change | "
         "overall reduction | params (alpha, lambda, T, scale) | time |",
@@ -330,8 +334,9 @@ def write_results(path: Path, config_file: Path, main: dict, run_info: dict, dia
     for stage in run_info["stages"]:
         lines.append(f"| {stage['stage']} | {stage['status']} | {stage['seconds']:.1f} | "
                      f"{stage['peak_rss_mib']:,.0f} MiB |")
-    lines += ["", f"Total {run_info['seconds']:.0f} s; peak resident memory {run_info['peak_rss_mib']:,.0f} MiB.",
-              ""]
+    lines += ["", f"Total {run_info['seconds']:.0f} s; peak resident memory {run_info['peak_rss_mib']:,.0f} MiB. "
+              "Wall-clock seconds on the 2-core development machine; other jobs may have shared it "
+              "(`benchmarks/decode_speed.py` measures decoding alone).", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
