@@ -8,7 +8,7 @@ import pytest
 
 from choral.pipeline.config import coerce, from_mapping, read_yaml_mapping
 from choral.pipeline.errors import InputError
-from choral.pipeline.run import RunConfig, load_run_config
+from choral.pipeline.run_config import RunConfig, load_run_config
 from choral.pipeline.tune import TuneGrid
 
 REPO = Path(__file__).resolve().parents[2]
