@@ -18,7 +18,6 @@ only the references (and the requested ``--by`` values) are held in memory.
 from __future__ import annotations
 
 import io
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from lhotse.cut import Cut
 from lhotse.serialization import deserialize_item
 
 from .errors import ChoralError, InputError
-from .fields import choral_entry, custom_field, is_annotated, nbest
+from .fields import choral_entry, is_annotated, nbest
 from .manifest import atomic_output, check_readable, iter_cuts, iter_json_lines, write_json
 from .progress import NullProgress, Progress
 from .text import TextNormalizer

@@ -36,7 +36,7 @@ from lhotse.features.io import FeaturesWriter
 from lhotse.utils import fastcopy
 
 from .errors import ChoralError, InputError
-from .fields import choral_entry, custom_field, reference_text
+from .fields import choral_entry, reference_text
 from .manifest import CutWriter, atomic_output, check_readable, iter_cuts, temporary_name
 from .meta import StageRecord, is_up_to_date, write_meta
 from .progress import NullProgress, Progress

@@ -35,7 +35,6 @@ import numpy as np
 import yaml
 
 from .errors import ChoralError, InputError
-from .labels import CutEntry
 from .manifest import atomic_output, check_readable, write_json
 from .progress import NullProgress, Progress
 from .propagate import PropagateConfig, Scorer, batch_priors, fuse, propagate_batch, read_grouped_and_graph

@@ -8,7 +8,6 @@ and gives the propagate stage a scorer of arbitrary texts.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -21,6 +20,7 @@ from ..errors import ChoralError
 from ..propagate import Scorer  # cut id + texts -> log-likelihoods
 from .features import AudioError, batch_features, cut_features
 from .model import Transducer, TransducerConfig, load_checkpoint, parameter_count, save_checkpoint
+from .scoring import cached_scorer
 from .search import Hypothesis, greedy_search, modified_beam_search, nbest_texts, score_texts
 from .tokens import BLANK, TokenTable
 
@@ -123,10 +123,6 @@ class TransducerTeacher:
         (the same encoder output, without reading audio again), else from the audio; a few
         are kept. Scores are memoised per (cut, text): tuning asks for the same ones often.
         """
-        by_id = {cut.id: cut for cut in cuts}
-        cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        memo: dict[tuple[str, str], float] = {}
-
         def stored_frames(cut: Cut) -> torch.Tensor | None:
             if not cut.custom or cut.custom.get("frames") is None:
                 return None
@@ -135,29 +131,15 @@ class TransducerTeacher:
                 return None
             return torch.from_numpy(frames).to(self.device)
 
-        def encoded_of(cut_id: str) -> torch.Tensor:
-            if cut_id in cache:
-                cache.move_to_end(cut_id)
-                return cache[cut_id]
-            if cut_id not in by_id:
-                raise KeyError(f"scorer has no cut {cut_id!r}")
-            encoded = stored_frames(by_id[cut_id])
+        def encode(cut: Cut) -> torch.Tensor:
+            encoded = stored_frames(cut)
             if encoded is None:
-                batch, lengths = self.encode_features([cut_features(by_id[cut_id], self.model.config.num_mel_bins)])
+                batch, lengths = self.encode_features([cut_features(cut, self.model.config.num_mel_bins)])
                 encoded = batch[0, : int(lengths[0])]
-            cache[cut_id] = encoded
-            if len(cache) > self.score_cache:
-                cache.popitem(last=False)
-            return cache[cut_id]
+            return encoded
 
-        def score(cut_id: str, texts: Sequence[str]) -> Sequence[float]:
-            missing = list(dict.fromkeys(t for t in texts if (cut_id, t) not in memo))
-            if missing:
-                scores = score_texts(self.model, encoded_of(cut_id), [self.tokens.encode(t) for t in missing])
-                memo.update(((cut_id, t), float(v)) for t, v in zip(missing, scores))
-            return [memo[(cut_id, t)] for t in texts]
-
-        return score
+        return cached_scorer(cuts, encode, lambda encoded, token_lists: score_texts(self.model, encoded, token_lists),
+                             self.tokens, self.score_cache)
 
 
 def save_teacher(teacher: TransducerTeacher, path: str | Path) -> None:

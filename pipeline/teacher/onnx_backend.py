@@ -23,7 +23,6 @@ projected ones (icefall exports have nothing else).
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,6 +35,7 @@ from ..propagate import Scorer
 from . import DecodeResult
 from .features import SAMPLING_RATE, AudioError, _extractor, batch_features, load_audio
 from .onnx_export import MODEL_FILES, SPACE_SYMBOL, TOKENS_FILE
+from .scoring import cached_scorer
 from .search import Hypothesis, modified_beam_search, nbest_texts, score_texts
 from .tokens import BLANK, TokenTable
 
@@ -313,26 +313,14 @@ class OnnxTransducerTeacher:
         return results
 
     def scorer(self, cuts: Sequence[Cut]) -> Scorer:
-        """Scores texts by RNN-T log-likelihood; encoder outputs are computed lazily and a few kept."""
-        by_id = {cut.id: cut for cut in cuts}
-        cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        """Scores texts by RNN-T log-likelihood (see :func:`~choral.pipeline.teacher.scoring.cached_scorer`)."""
 
-        def encoded_of(cut_id: str) -> torch.Tensor:
-            if cut_id in cache:
-                cache.move_to_end(cut_id)
-                return cache[cut_id]
-            if cut_id not in by_id:
-                raise KeyError(f"scorer has no cut {cut_id!r}")
-            projected, lengths, _ = self.model.encode(self.features([by_id[cut_id]]))
-            cache[cut_id] = projected[0, : int(lengths[0])]
-            if len(cache) > self.score_cache:
-                cache.popitem(last=False)
-            return cache[cut_id]
+        def encode(cut: Cut) -> torch.Tensor:
+            projected, lengths, _ = self.model.encode(self.features([cut]))
+            return projected[0, : int(lengths[0])]
 
-        def score(cut_id: str, texts: Sequence[str]) -> Sequence[float]:
-            return score_texts(self.model, encoded_of(cut_id), [self.tokens.encode(t) for t in texts])
-
-        return score
+        return cached_scorer(cuts, encode, lambda encoded, token_lists: score_texts(self.model, encoded, token_lists),
+                             self.tokens, self.score_cache)
 
 
 def load_onnx_teacher(directory: str | Path, *, beam: int = 8, nbest: int = 8,

@@ -1,0 +1,51 @@
+"""The text scorer both teacher backends hand to ``propagate`` and ``tune``.
+
+Scoring a borrowed transcript needs the cut's encoder output: it is computed (or
+loaded) on first use and the most recent few are kept, since the scores of one
+cut are asked for together. Scores are memoised per (cut, text): tuning asks for
+the same ones under every parameter combination.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Sequence
+
+import torch
+from lhotse.cut import Cut
+
+from ..propagate import Scorer
+from .tokens import TokenTable
+
+
+def cached_scorer(
+    cuts: Sequence[Cut],
+    encode: Callable[[Cut], torch.Tensor],
+    score_tokens: Callable[[torch.Tensor, list[list[int]]], Sequence[float]],
+    tokens: TokenTable,
+    cache_size: int = 64,
+) -> Scorer:
+    """A scorer over ``cuts``: ``encode(cut)`` gives its encoder output, ``score_tokens`` the log-likelihoods."""
+    by_id = {cut.id: cut for cut in cuts}
+    cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+    memo: dict[tuple[str, str], float] = {}
+
+    def encoded_of(cut_id: str) -> torch.Tensor:
+        if cut_id in cache:
+            cache.move_to_end(cut_id)
+            return cache[cut_id]
+        if cut_id not in by_id:
+            raise KeyError(f"scorer has no cut {cut_id!r}")
+        cache[cut_id] = encode(by_id[cut_id])
+        if len(cache) > cache_size:
+            cache.popitem(last=False)
+        return cache[cut_id]
+
+    def score(cut_id: str, texts: Sequence[str]) -> Sequence[float]:
+        missing = list(dict.fromkeys(t for t in texts if (cut_id, t) not in memo))
+        if missing:
+            values = score_tokens(encoded_of(cut_id), [tokens.encode(t) for t in missing])
+            memo.update(((cut_id, t), float(v)) for t, v in zip(missing, values))
+        return [memo[(cut_id, t)] for t in texts]
+
+    return score
