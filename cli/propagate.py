@@ -35,6 +35,9 @@ def propagate(
     share_candidates: Optional[bool] = typer.Option(None, "--share/--no-share",
                                                     help="Let transcripts of neighbours compete for a cut even when "
                                                          "its own n-best lacks them. [default: share]"),
+    max_borrowed: Optional[int] = typer.Option(None, help="Shared transcripts a cut may take from neighbours, the "
+                                                          "most supported first; bounds the teacher scoring "
+                                                          f"(0: no cap). [default: {_DEFAULT.max_borrowed}]"),
     borrowed_floor: Optional[float] = typer.Option(None, help="Teacher log-posterior given to a shared transcript "
                                                               f"(no scorer). [default: {_DEFAULT.borrowed_floor}]"),
     teacher: Optional[str] = typer.Option(None, help="Teacher checkpoint (a path, or `default`) or ONNX directory "
@@ -57,7 +60,7 @@ def propagate(
         overrides = {"algorithm": algorithm, "alpha": alpha, "fusion_weight": fusion_weight,
                      "temperature": temperature, "threshold_scale": threshold_scale,
                      "weighted_edges": weighted_edges, "share_candidates": share_candidates,
-                     "borrowed_floor": borrowed_floor}
+                     "borrowed_floor": borrowed_floor, "max_borrowed": max_borrowed}
         config = PropagateConfig(**{**config.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
         normalizer = TextNormalizer(digits=digits.value)  # type: ignore[arg-type]
         scorer = teacher_scorer(grouped, teacher) if teacher and config.share_candidates else None

@@ -67,6 +67,7 @@ class PropagateConfig:
     nearest: int = 0                    # also link each cut to its k nearest same-group cuts (0: threshold only)
     share_candidates: bool = True       # let labels from neighbours compete for a cut
     share_min: float = 1e-3             # minimum normalised support for a shared candidate
+    max_borrowed: int = 16              # shared candidates per cut, most supported first (0: no cap)
     borrowed_floor: float = -4.0        # teacher log-posterior of a shared candidate without a scorer
     clamp_confidence: float = 0.95      # propagation: also clamp unannotated cuts this confident
     max_labels: int = 64                # label columns kept per group
@@ -83,6 +84,8 @@ class PropagateConfig:
             raise ChoralError("temperature and threshold_scale must be positive")
         if self.nearest < 0:
             raise ChoralError(f"nearest must be 0 (threshold only) or a positive count, not {self.nearest}")
+        if self.max_borrowed < 0:
+            raise ChoralError(f"max_borrowed must be 0 (no cap) or a positive count, not {self.max_borrowed}")
         if self.max_labels < 1 or self.batch_cuts < 1:
             raise ChoralError("max_labels and batch_cuts must be positive")
 
@@ -284,8 +287,7 @@ def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: n
     support = normalize_rows(support)
 
     if config.share_candidates:
-        # annotated cuts answer with their reference: they need no borrowed candidates
-        borrowed = (support >= config.share_min) & np.isneginf(teacher) & ~annotated[:, None]
+        borrowed = borrowed_candidates(support, teacher, annotated, config)
         if scorer is None:
             teacher[borrowed] = config.borrowed_floor
             return BatchSupport(entries, labels_of, support, teacher, np.asarray(degree))
@@ -299,6 +301,26 @@ def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: n
             teacher[row] = _teacher_with_borrowed(entries[row], labels_of[entries[row].group], teacher[row],
                                                   columns, config, scorer)
     return BatchSupport(entries, labels_of, support, teacher, np.asarray(degree))
+
+
+def borrowed_candidates(support: np.ndarray, teacher: np.ndarray, annotated: np.ndarray,
+                        config: PropagateConfig) -> np.ndarray:
+    """Mask of the labels each cut borrows: outside its own n-best, with support >= ``share_min``,
+    at most ``max_borrowed`` per cut (the most supported).
+
+    Annotated cuts answer with their reference and borrow nothing. The cap bounds the teacher
+    scoring that follows (one forward pass per borrowed text); the labels it drops carry the
+    least support, so they rarely win the fusion.
+    """
+    borrowed = (support >= config.share_min) & np.isneginf(teacher) & ~annotated[:, None]
+    if config.max_borrowed:
+        crowded = np.flatnonzero(borrowed.sum(axis=1) > config.max_borrowed)
+        for row in crowded:
+            columns = np.flatnonzero(borrowed[row])
+            # stable sort: equal support keeps the lower column (the group's label order)
+            dropped = columns[np.argsort(-support[row, columns], kind="stable")[config.max_borrowed:]]
+            borrowed[row, dropped] = False
+    return borrowed
 
 
 def fuse(batch: BatchSupport, rows: Iterable[int], fusion_weight: float, config: PropagateConfig) -> list[CutResult]:

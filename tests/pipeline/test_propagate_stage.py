@@ -66,6 +66,30 @@ def test_candidate_sharing_recovers_a_text_missing_from_the_nbest() -> None:
     assert calls == [("c", ["turn on the lights"])]
 
 
+def test_borrowed_candidates_are_capped_to_the_most_supported() -> None:
+    # three annotated readings, weighted so the unannotated cut sees three supports of different sizes
+    entries = [
+        entry("a", ["call mum"], [-0.1], reference="call mum"),
+        entry("b", ["call tom"], [-0.1], reference="call tom"),
+        entry("c", ["call tim"], [-0.1], reference="call tim"),
+        entry("d", ["cool mom"], [-0.2]),
+    ]
+    adjacency = sp.csr_matrix(np.array([[0, 0, 0, 3.0], [0, 0, 0, 2.0], [0, 0, 0, 1.0], [3.0, 2.0, 1.0, 0]]))
+    calls = []
+
+    def scorer(cut_id: str, texts):
+        calls.append(list(texts))
+        return [-1.0] * len(texts)
+
+    rescore(entries, adjacency, PropagateConfig(max_borrowed=2, weighted_edges=True), scorer=scorer)
+    assert calls == [["call mum", "call tom"]]
+    calls.clear()
+    rescore(entries, adjacency, PropagateConfig(max_borrowed=0, weighted_edges=True), scorer=scorer)
+    assert sorted(calls[0]) == ["call mum", "call tim", "call tom"]
+    with pytest.raises(Exception, match="max_borrowed"):
+        PropagateConfig(max_borrowed=-1)
+
+
 def test_hard_clamped_propagation_uses_confident_cuts_without_annotations() -> None:
     entries = [
         entry("a", ["call home", "fall home"], [-0.01, -6.0]),
