@@ -57,6 +57,7 @@ class Variant:
     algorithm: str | None = None
     annotated_fraction: float | None = None
     nearest: int | None = None
+    max_borrowed: int | None = None
 
 
 VARIANTS = (
@@ -65,6 +66,7 @@ VARIANTS = (
     Variant("DTW over pooled vector (paper)", metric="dtw-vector"),
     Variant("cosine over pooled vector", metric="cosine"),
     Variant("no candidate sharing", share_candidates=False),
+    Variant("no cap on borrowed candidates", max_borrowed=0),
     Variant("hard-clamped propagation", algorithm="propagation"),
     Variant("annotated 0% (unsupervised)", annotated_fraction=0.0),
     Variant("annotated 5%", annotated_fraction=0.05),
@@ -113,7 +115,7 @@ def run_variant(variant: Variant, main_run: Path, config, references: dict[str, 
     graph_config = replace(config.graph, metric=variant.metric) if variant.metric else config.graph
     build_graph(grouped, out / "graph.npz", None, graph_config, normalizer)
     base = config.propagate
-    for key in ("weighted_edges", "share_candidates", "algorithm", "nearest"):
+    for key in ("weighted_edges", "share_candidates", "algorithm", "nearest", "max_borrowed"):
         if getattr(variant, key) is not None:
             base = replace(base, **{key: getattr(variant, key)})
     n_annotated = sum(1 for c in iter_cuts(grouped) if any(s.text for s in c.supervisions))
