@@ -31,7 +31,7 @@ import soundfile as sf
 from lhotse import AudioSource, CutSet, MonoCut, Recording, SupervisionSegment, SupervisionSet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus_io import REPO_ROOT, stored_path  # noqa: E402
+from corpus_io import stored_path  # noqa: E402
 from corpus_prompts import Prompt, command_prompts, passage_prompts  # noqa: E402
 from corpus_voices import MAJORITY, SAMPLE_RATE, SPEAKERS, synthesize  # noqa: E402
 

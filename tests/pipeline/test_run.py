@@ -11,7 +11,7 @@ import torch
 from lhotse import SupervisionSegment
 
 from choral.pipeline import run as run_module
-from choral.pipeline.errors import ChoralError, InputError
+from choral.pipeline.errors import ChoralError
 from choral.pipeline.manifest import read_cuts
 from choral.pipeline.propagate import load_params
 from choral.pipeline.run import STAGES, RunLocked, load_run_config, run_lock, run_pipeline
