@@ -284,7 +284,9 @@ def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: n
         else:
             solved = label_propagation(sub_adjacency, sub_prior, clamped[rows], tol=_CG_TOL)
         support[rows, :width] = solved
-    support = normalize_rows(support)
+    # CG solves to a tolerance, so a support that is 0 in exact arithmetic may come out slightly
+    # negative; its log would be NaN in the fusion
+    support = normalize_rows(np.maximum(support, 0.0))
 
     if config.share_candidates:
         borrowed = borrowed_candidates(support, teacher, annotated, config)

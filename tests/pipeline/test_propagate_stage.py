@@ -189,3 +189,19 @@ def test_label_cap_never_drops_a_cuts_own_best() -> None:
     entries = [entry(f"c{i}", [f"text number {i}", "shared"], [-0.1, -3.0]) for i in range(6)]
     results = rescore(entries, complete_graph(6), PropagateConfig(max_labels=2))
     assert [r.text for r in results] == [f"text number {i}" for i in range(6)]
+
+
+def test_slightly_negative_solver_output_never_gives_nan_confidence(monkeypatch) -> None:
+    # CG stops at a tolerance: a support that is exactly 0 may come back as -1e-12
+    import choral.pipeline.propagate as propagate_module
+
+    def inexact(adjacency, prior, alpha, tol):
+        solved = np.full(prior.shape, -1e-12)  # every support "zero" except each row's strongest label
+        solved[np.arange(prior.shape[0]), np.asarray(prior.argmax(axis=1)).ravel()] = 1.0
+        return solved
+
+    monkeypatch.setattr(propagate_module, "label_spreading", inexact)
+    entries = [entry("a", ["call mum"], [-0.1], reference="call mum"),
+               entry("b", ["cool mom", "call mum"], [-0.2, -0.3])]
+    results = rescore(entries, complete_graph(2), PropagateConfig())
+    assert all(np.isfinite(r.confidence) and 0 <= r.confidence <= 1 for r in results)
