@@ -4,12 +4,14 @@ Runs ``propagate`` twice on an existing ``choral run`` directory (its
 ``grouped.jsonl.gz``, ``graph.npz`` and tuned ``params.yaml``) with a fresh
 teacher scorer each time, so neither run profits from the other's memo:
 
-* ``capped``: ``max_borrowed`` as given (default 16, the library default);
+* ``capped``: ``max_borrowed`` as given (default: the library default);
 * ``no cap`` (the named peer): ``max_borrowed 0``, every label with support
   >= ``share_min`` is scored, as choral did before the cap.
 
-Prints seconds, teacher forward passes (borrowed texts scored), unannotated WER
-per ``--by`` value for both, the speed ratio, and how many cuts' transcripts differ.
+Prints seconds (the fastest of ``--repeats`` runs, in alternating order, so the
+first run's cold file cache does not fall on one side), borrowed texts scored,
+unannotated WER per ``--by`` value for both, the speed ratio, and how many cuts'
+transcripts differ.
 
     .venv/bin/python benchmarks/borrow_cap.py runs/accented \\
         --references benchmarks/accented/data/pool_references.jsonl.gz --teacher default
@@ -56,6 +58,7 @@ def main() -> None:
     parser.add_argument("--by", default="accent")
     parser.add_argument("--max-borrowed", type=int, default=PropagateConfig().max_borrowed)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -63,16 +66,20 @@ def main() -> None:
     base = load_params(params) if params.exists() else PropagateConfig()
     variants = {"capped": replace(base, max_borrowed=args.max_borrowed), "no cap": replace(base, max_borrowed=0)}
     results = {}
+    timings: dict[str, list[float]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, config in variants.items():
-            out = Path(tmp) / f"{name.replace(' ', '-')}.jsonl.gz"
-            seconds, texts = run(args.run_dir, config, args.teacher, out)
-            report = evaluate(out, args.references, (args.by,)).splits["unannotated"]
-            chosen = {c.id: c.custom["choral"][0]["text"] for c in iter_cuts(out)}
-            results[name] = (seconds, texts, report, chosen)
-            print(f"{name:8s} max_borrowed {config.max_borrowed:3d}: {seconds:7.1f} s, "
-                  f"{texts:,} borrowed texts scored, unannotated WER {100 * report.overall.wer('choral'):.2f}%",
-                  flush=True)
+        for repeat in range(args.repeats):
+            for name in (list(variants) if repeat % 2 == 0 else list(reversed(variants))):
+                config = variants[name]
+                out = Path(tmp) / f"{name.replace(' ', '-')}.jsonl.gz"
+                seconds, texts = run(args.run_dir, config, args.teacher, out)
+                timings[name].append(seconds)
+                report = evaluate(out, args.references, (args.by,)).splits["unannotated"]
+                chosen = {c.id: c.custom["choral"][0]["text"] for c in iter_cuts(out)}
+                results[name] = (min(timings[name]), texts, report, chosen)
+                print(f"{name:8s} max_borrowed {config.max_borrowed:3d}: {seconds:7.1f} s, "
+                      f"{texts:,} borrowed texts scored, unannotated WER {100 * report.overall.wer('choral'):.2f}%",
+                      flush=True)
 
     capped, peer = results["capped"], results["no cap"]
     print(f"\n{'slice':24s} {'teacher':>8s} {'capped':>8s} {'no cap':>8s}")
@@ -84,7 +91,8 @@ def main() -> None:
               f"{100 * theirs.wer('choral'):7.2f}%")
     differ = sum(1 for cut_id, text in capped[3].items() if peer[3].get(cut_id) != text)
     print(f"\ncapped is {peer[0] / capped[0]:.2f}x faster than no cap ({capped[0]:.1f} s vs {peer[0]:.1f} s), "
-          f"scores {capped[1] / max(peer[1], 1):.2f}x the texts; {differ} of {len(capped[3])} transcripts differ")
+          f"scores {capped[1] / max(peer[1], 1):.2f}x the texts; {differ} of {len(capped[3])} transcripts differ "
+          f"(fastest of {args.repeats} runs each)")
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ class PropagateConfig:
     nearest: int = 0                    # also link each cut to its k nearest same-group cuts (0: threshold only)
     share_candidates: bool = True       # let labels from neighbours compete for a cut
     share_min: float = 1e-3             # minimum normalised support for a shared candidate
-    max_borrowed: int = 16              # shared candidates per cut, most supported first (0: no cap)
+    max_borrowed: int = 32              # shared candidates per cut, most supported first (0: no cap)
     borrowed_floor: float = -4.0        # teacher log-posterior of a shared candidate without a scorer
     clamp_confidence: float = 0.95      # propagation: also clamp unannotated cuts this confident
     max_labels: int = 64                # label columns kept per group
