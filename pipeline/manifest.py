@@ -37,8 +37,9 @@ def check_readable(path: str | Path) -> Path:
     return path
 
 
-def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line number, object)`` for each non-blank line of a JSONL(.gz) file of objects with an ``id``.
+def iter_json_lines(path: str | Path, *, require_id: bool = True) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line number, object)`` for each non-blank line of a JSONL(.gz) file of objects with an ``id``
+    (lhotse manifests; ``require_id=False`` for NeMo manifests, whose entries have none).
 
     Raises InputError naming the file and line for malformed JSON, a line that is
     not such an object, and an unreadable or corrupt file.
@@ -53,8 +54,9 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
                     data = json.loads(line)
                 except json.JSONDecodeError as error:
                     raise InputError(path, f"malformed JSON ({error.msg})", line=line_number) from None
-                if not isinstance(data, dict) or "id" not in data:
-                    raise InputError(path, "expected a JSON object with an 'id'", line=line_number)
+                if not isinstance(data, dict) or (require_id and "id" not in data):
+                    raise InputError(path, "expected a JSON object" + (" with an 'id'" if require_id else ""),
+                                     line=line_number)
                 yield line_number, data
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as error:
         raise InputError(path, f"cannot read ({error})") from None

@@ -138,25 +138,6 @@ def _from_audio_dir(folder: Path, failures: dict[str, str]) -> Iterator[Cut]:
         yield recording.to_cut()
 
 
-def _iter_nemo_lines(manifest: Path) -> Iterator[tuple[int, dict]]:
-    """``(line number, entry)`` of a NeMo manifest (JSON objects without ids, unlike lhotse manifests)."""
-    manifest = check_readable(manifest)
-    try:
-        with manifest.open(encoding="utf-8") as stream:
-            for number, raw in enumerate(stream, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    entry = json.loads(raw)
-                except json.JSONDecodeError as error:
-                    raise InputError(manifest, f"malformed JSON ({error.msg})", line=number) from None
-                if not isinstance(entry, dict):
-                    raise InputError(manifest, "expected a JSON object", line=number)
-                yield number, entry
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(manifest, f"cannot read ({error})") from None
-
-
 def _seconds(value: object, manifest: Path, key: str, line: int) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise InputError(manifest, f"{key} must be a non-negative number of seconds, not {value!r}", line=line)
@@ -192,7 +173,7 @@ def _supervise(cut: Cut, text: str | None, speaker: str | None = None) -> Cut:
 
 
 def _from_nemo(manifest: Path, failures: dict[str, str]) -> Iterator[Cut]:
-    for line, entry in _iter_nemo_lines(manifest):
+    for line, entry in iter_json_lines(manifest, require_id=False):
         audio = entry.get("audio_filepath")
         if not isinstance(audio, str) or not audio:
             raise InputError(manifest, "entry has no audio_filepath", line=line)
@@ -328,9 +309,7 @@ def read_annotations(path: Path) -> dict[str, str]:
     name = path.name
     if name.endswith((".jsonl", ".jsonl.gz", ".json")):
         out = {}
-        for line, entry in iter_json_lines(path):
-            if "id" not in entry:
-                raise InputError(path, "supervision has no id", line=line)
+        for _, entry in iter_json_lines(path):
             if isinstance(entry.get("text"), str) and entry["text"].strip():
                 out[str(entry["id"])] = entry["text"].strip()
         return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from choral.pipeline.synthetic import SyntheticConfig, SyntheticCorpus, generate
 
@@ -23,3 +24,12 @@ def corpus_copy(small_corpus: SyntheticCorpus, tmp_path: Path) -> SyntheticCorpu
     target.write_bytes(small_corpus.decoded.read_bytes())
     return SyntheticCorpus(target, small_corpus.embeddings, small_corpus.references, small_corpus.n_cuts,
                            small_corpus.prompt_of_cut, small_corpus.reference_of_cut)
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """Tests that run a tiny teacher: far faster on one thread than on cores shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from lhotse import SupervisionSegment
 
 from choral.pipeline import run as run_module
@@ -22,13 +21,7 @@ TINY = TransducerConfig(conv_channels=4, encoder_input=16, encoder_hidden=16, en
 PROMPTS = ["the cat sat on the mat", "the cat ran to the mat", "a dog sat on the rug", "a dog ran to the rug"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny teacher is far faster on one thread than on cores shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
