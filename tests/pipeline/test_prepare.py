@@ -145,7 +145,7 @@ def test_annotation_of_an_unreadable_file_is_tolerated(audio_dir: Path, tmp_path
     assert (summary.n_cuts, summary.n_annotated, summary.n_failed) == (3, 1, 1) and "bad" in failed_of(output)
 
 
-def read_annotations(path: Path) -> dict[str, str]:
+def reference_texts(path: Path) -> dict[str, str]:
     return {cut_id: reference.text for cut_id, reference in read_references(path).items()}
 
 
@@ -154,14 +154,14 @@ def test_annotations_from_supervision_manifest_and_bad_text_lines(tmp_path: Path
     sups.write_text("".join(json.dumps(SupervisionSegment(id=i, recording_id=i, start=0, duration=1,
                                                            text=t).to_dict()) + "\n"
                             for i, t in (("a", " hi there "), ("b", ""), ("c", "yes"))))
-    assert read_annotations(sups) == {"a": "hi there", "c": "yes"}
+    assert reference_texts(sups) == {"a": "hi there", "c": "yes"}
     text = tmp_path / "text"
     text.write_text("a fine\nlonely\n")
     with pytest.raises(InputError) as caught:
-        read_annotations(text)
+        reference_texts(text)
     assert caught.value.line == 2 and "'lonely' has no transcript" in str(caught.value)
     with pytest.raises(InputError, match="file not found"):
-        read_annotations(tmp_path / "absent")
+        reference_texts(tmp_path / "absent")
 
 
 def test_annotations_from_a_cut_manifest(audio_dir: Path, tmp_path: Path) -> None:
