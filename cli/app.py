@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import decode, export, graph, group, propagate, synth, tune
+from . import decode, export, graph, group, prepare, propagate, synth, tune
 from . import export_teacher
 from . import run as run_
 from . import eval as eval_
@@ -18,7 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("run")(run_.run)
-app.command("prepare")(run_.prepare)
+app.command("prepare")(prepare.prepare)
 app.command("decode")(decode.decode)
 app.command("group")(group.group)
 app.command("graph")(graph.graph)

@@ -1,4 +1,4 @@
-"""``choral run`` and ``choral prepare``: the whole pipeline from one YAML, and the input stage alone."""
+"""``choral run``: the whole pipeline from one YAML into one run directory."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from ..pipeline.errors import ChoralError
-from ..pipeline.prepare import InputConfig, prepare_input
 from ..pipeline.run import STAGES, RunLocked, StageResult, load_run_config, run_pipeline
-from .common import console, error_console, print_skipped, progress_bar, stage_errors, summary_table
+from .common import console, error_console, progress_bar, stage_errors, summary_table
+from .report import wer_table
 
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the run directory; try again later
 
@@ -23,26 +22,6 @@ def _stage_line(result: StageResult) -> None:
     seconds = f"{result.seconds:7.1f} s" if result.status == "ran" else " " * 9
     # pad the visible text, not the markup, so the columns line up
     console.print(f"  {result.stage:<9s} [{style}]{label:<19s}[/] {seconds}  {result.detail}", highlight=False)
-
-
-def _wer_table(report: dict, by: tuple[str, ...]) -> Table:
-    split = report["unannotated"]
-    table = Table(title="unannotated cuts: WER (teacher -> choral; oracle = best of the n-best)",
-                  title_justify="left")
-    for column in ("slice", "cuts", "teacher", "choral", "oracle", "relative reduction"):
-        table.add_column(column, justify="left" if column == "slice" else "right")
-
-    def row(label: str, teacher: float, choral: float, oracle: float, cuts: int, reduction: float) -> None:
-        table.add_row(label, f"{cuts:,}", f"{100 * teacher:.2f}%", f"{100 * choral:.2f}%", f"{100 * oracle:.2f}%",
-                      f"{100 * reduction:.1f}%")
-
-    row("overall", split["teacher"]["wer"], split["choral"]["wer"], split["oracle"]["wer"], split["n_cuts"],
-        split["relative_wer_reduction"])
-    for name in by:
-        for value, info in split.get("breakdown", {}).get(name, {}).items():
-            row(f"{name} = {value}", split["teacher"]["by"][name][value], split["choral"]["by"][name][value],
-                split["oracle"]["by"][name][value], info["n_cuts"], info["relative_wer_reduction"])
-    return table
 
 
 def run(
@@ -79,39 +58,6 @@ def run(
         ("peak memory", f"{max((s.peak_rss_mib for s in summary.stages), default=0):,.0f} MiB"),
     ]))
     if summary.report is not None:
-        console.print(_wer_table(summary.report, config.eval.by))
+        console.print(wer_table(summary.report, "unannotated", "run"))
         console.print(f"report: {summary.run_dir / 'eval' / 'report.md'} and report.png", highlight=False,
                       soft_wrap=True)
-
-
-def prepare(
-    output: Path = typer.Argument(..., help="Cut manifest to write, e.g. RUN/prepare/cuts.jsonl.gz."),
-    audio_dir: Optional[Path] = typer.Option(None, help="Folder of audio files (searched recursively)."),
-    kaldi_dir: Optional[Path] = typer.Option(None, help="Kaldi data directory (wav.scp, segments, text, ...)."),
-    nemo_manifest: Optional[Path] = typer.Option(None, help="NeMo JSON-lines manifest (audio_filepath, duration)."),
-    cuts: Optional[Path] = typer.Option(None, help="Lhotse cut manifest (to rebase paths or attach annotations)."),
-    audio_root: Optional[Path] = typer.Option(None, help="Base folder of relative audio paths in --cuts."),
-    annotations: Optional[Path] = typer.Option(None, help="Transcripts of some cuts: Kaldi `text` file or "
-                                                          "lhotse supervisions; they seed propagation."),
-    sampling_rate: int = typer.Option(16000, help="Sampling rate of command (|) entries in a Kaldi wav.scp "
-                                                  "(audio files give their own)."),
-    force: bool = typer.Option(False, "--force", help="Redo even if the output is up to date."),
-) -> None:
-    """Make a lhotse cut manifest from an audio folder, a Kaldi data directory or a NeMo manifest.
-
-    Files whose audio header is unreadable are skipped and listed in failed.jsonl beside the output.
-    """
-    with stage_errors("prepare"):
-        config = InputConfig(cuts=cuts, audio_dir=audio_dir, kaldi_dir=kaldi_dir, nemo_manifest=nemo_manifest,
-                             audio_root=audio_root, annotations=annotations, sampling_rate=sampling_rate)
-        with progress_bar() as progress:
-            summary = prepare_input(config, output, force=force, progress=progress)
-    if summary.skipped:
-        print_skipped("prepare", output)
-        return
-    console.print(summary_table(f"choral prepare -> {output}", [
-        ("cuts", f"{summary.n_cuts:,} ({summary.hours:.2f} h)"),
-        ("annotated", f"{summary.n_annotated:,}"),
-        ("unreadable (failed.jsonl)", f"{summary.n_failed:,}"),
-        ("time", f"{summary.seconds:.1f} s"),
-    ]))

@@ -1,22 +1,36 @@
-"""The per-cut fields choral reads and writes (the contract in DESIGN.md), validated.
+"""The per-cut schema: the fields choral reads and writes on a lhotse cut, validated.
 
 - ``custom["nbest"]``: ``[{"text", "tokens", "score"}]``, best first (teacher log-probabilities);
 - ``custom["embedding"]``: lhotse ``Array``, the pooled utterance vector;
 - ``custom["frames"]``: optional lhotse ``TemporalArray`` of encoder frames;
 - ``custom["group"]``: group id assigned by ``choral group``;
-- a cut is *annotated* when one of its supervisions carries reference text.
+- ``custom["choral"]``: the pseudo-label written by ``choral propagate`` (:class:`CutResult`), stored
+  as a one-element list so lhotse leaves it alone; its ``source`` is one of :data:`SOURCES`;
+- a cut is *annotated* when one of its supervisions carries non-blank text (:func:`reference_text`,
+  the one rule, for cut objects and raw JSON cut dicts alike);
+- ``--by`` values of a cut (accent, speaker, ...): its custom, then its supervisions' speaker,
+  language and gender, then their custom (:func:`field_values`).
+
+Reference files (Kaldi ``text``, lhotse supervisions or cuts) are read by :mod:`.references`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+from lhotse import SupervisionSegment
 from lhotse.cut import Cut
 
 from .errors import InputError
+
+# Where a cut's pseudo-label came from: its own reference, the graph, or the teacher's 1-best.
+SOURCES: tuple[str, ...] = ("reference", "propagated", "teacher")
+SUPERVISION_ATTRIBUTES: tuple[str, ...] = ("speaker", "language", "gender")
+UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -53,13 +67,20 @@ def nbest(cut: Cut, source: str | Path) -> list[Hypothesis]:
     return hypotheses
 
 
-def reference_text(cut: Cut) -> str | None:
-    """The cut's reference transcript if it is annotated, else None."""
-    texts = [s.text for s in cut.supervisions if s.text is not None and s.text.strip()]
-    return " ".join(texts) if texts else None
+def joined_text(texts: Iterable[object]) -> str | None:
+    """The annotated rule: the non-blank texts joined by a space, or None when there is none."""
+    kept = [text for text in texts if isinstance(text, str) and text.strip()]
+    return " ".join(kept) if kept else None
 
 
-def is_annotated(cut: Cut) -> bool:
+def reference_text(cut: Cut | Mapping) -> str | None:
+    """The reference transcript of a cut (or of a raw JSON cut dict) if it is annotated, else None."""
+    if isinstance(cut, Mapping):
+        return joined_text(s.get("text") for s in cut.get("supervisions") or [] if isinstance(s, Mapping))
+    return joined_text(s.text for s in cut.supervisions)
+
+
+def is_annotated(cut: Cut | Mapping) -> bool:
     """Annotated cuts carry reference text; they seed propagation and teach the threshold."""
     return reference_text(cut) is not None
 
@@ -79,9 +100,23 @@ def load_array(cut: Cut, name: str, source: str | Path) -> np.ndarray:
     return array
 
 
+@dataclass(frozen=True)
+class CutResult:
+    """The pseudo-label of one cut (``custom.choral[0]``): its text, confidence, the teacher's 1-best and
+    its source (one of :data:`SOURCES`)."""
+
+    text: str
+    confidence: float
+    teacher_text: str
+    source: str
+
+    def to_custom(self) -> list[dict]:
+        return [asdict(self)]
+
+
 def choral_entry(cut: Cut, source: str | Path) -> dict:
-    """The raw ``custom.choral`` dict written by ``choral propagate`` (stored as a one-element list
-    so lhotse leaves it alone); an InputError names the file and cut when it is missing or malformed."""
+    """The raw ``custom.choral`` record written by ``choral propagate``; an InputError names the file and
+    cut when it is missing or malformed."""
     raw = custom_field(cut, "choral")
     if raw is None:
         raise InputError(source, "cut has no pseudo-label (custom.choral); run `choral propagate` first",
@@ -92,3 +127,40 @@ def choral_entry(cut: Cut, source: str | Path) -> dict:
         raise InputError(source, "custom.choral must be a list of one {text, confidence, teacher_text, source}",
                          cut_id=cut.id)
     return raw
+
+
+def choral_output(cut: Cut, source: str | Path) -> tuple[str, str]:
+    """The cut's pseudo-label text and where it came from (one of :data:`SOURCES`, ``unknown`` if unsaid)."""
+    raw = choral_entry(cut, source)
+    return str(raw["text"] or ""), str(raw.get("source") or UNKNOWN)
+
+
+def _first_value(layers: Iterable[Mapping], name: str) -> object | None:
+    """The first non-None ``name`` among ``layers`` (dicts searched in order)."""
+    for layer in layers:
+        value = layer.get(name)
+        if value is not None:
+            return value
+    return None
+
+
+def _pick(layers: Sequence[Mapping], names: Sequence[str]) -> dict[str, str]:
+    """The values of ``names`` found in ``layers``, as strings (absent names are left out)."""
+    values = {name: _first_value(layers, name) for name in names}
+    return {name: str(value) for name, value in values.items() if value is not None}
+
+
+def _attributes(supervision: SupervisionSegment) -> Mapping:
+    return {name: getattr(supervision, name, None) for name in SUPERVISION_ATTRIBUTES}
+
+
+def field_values(cut: Cut, names: Sequence[str]) -> dict[str, str]:
+    """The cut's values of ``names``: its custom, then its supervisions' attributes, then their custom."""
+    supervisions = list(cut.supervisions)
+    return _pick([getattr(cut, "custom", None) or {}, *map(_attributes, supervisions),
+                  *(s.custom or {} for s in supervisions)], names)
+
+
+def supervision_values(supervision: SupervisionSegment, names: Sequence[str]) -> dict[str, str]:
+    """A supervision's values of ``names``: its custom, then its attributes (speaker, language, gender)."""
+    return _pick([supervision.custom or {}, _attributes(supervision)], names)

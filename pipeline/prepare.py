@@ -13,11 +13,11 @@ Accepted inputs (exactly one):
   ``duration``, optional ``offset`` and ``text``; relative paths are relative to
   the manifest's folder, as NeMo resolves them).
 
-``annotations`` (a Kaldi ``text`` file or a lhotse supervision manifest) gives
-reference transcripts for some cuts: those cuts become the annotated seeds of
-propagation and teach the graph threshold. Audio files whose header cannot be
-read are skipped and listed in ``failed.jsonl`` beside the output; decode later
-checks the samples themselves.
+``annotations`` (a Kaldi ``text`` file, a lhotse supervision manifest or a lhotse
+cut manifest, read by :mod:`.references`) gives reference transcripts for some
+cuts: those cuts become the annotated seeds of propagation and teach the graph
+threshold. Audio files whose header cannot be read are skipped and listed in
+``failed.jsonl`` beside the output; decode later checks the samples themselves.
 
 The stage is skipped when its inputs are unchanged; for ``audio_dir`` the
 fingerprint is a digest of the listing (names, sizes, mtimes), so new audio in
@@ -38,9 +38,12 @@ from lhotse import Recording, SupervisionSegment
 from lhotse.cut import Cut
 
 from .errors import ChoralError, InputError
+from .fields import is_annotated
+from .kaldi import read_table
 from .manifest import CutWriter, atomic_output, check_readable, iter_cuts, iter_json_lines
 from .meta import StageRecord, is_up_to_date, write_meta
 from .progress import NullProgress, Progress
+from .references import read_references
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".sph", ".m4a")
 
@@ -197,30 +200,6 @@ def _from_nemo(manifest: Path, failures: dict[str, str]) -> Iterator[Cut]:
         yield _supervise(cut, text if isinstance(text, str) else None)
 
 
-def _kaldi_table(path: Path, *, values: bool = True) -> dict[str, str]:
-    """First field -> rest of the line of a Kaldi table (``wav.scp``, ``segments``, ``text``, ``utt2spk``).
-
-    With ``values=False`` a line holding only the key maps to ``""`` (an empty transcript in ``text``).
-    """
-    table: dict[str, str] = {}
-    try:
-        with path.open(encoding="utf-8") as handle:
-            for number, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                parts = raw.strip().split(maxsplit=1)
-                if len(parts) == 1:
-                    if values:
-                        raise InputError(path, f"{parts[0]!r} has no value", line=number)
-                    parts.append("")
-                if parts[0] in table:
-                    raise InputError(path, f"{parts[0]!r} is listed twice", line=number)
-                table[parts[0]] = parts[1]
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(path, f"cannot read ({error})") from None
-    return table
-
-
 def _kaldi_recording(spec: str, recording_id: str, sampling_rate: int) -> Recording:
     """A ``wav.scp`` entry: a file (its header gives rate and length) or a command ending in ``|``."""
     if not spec.endswith("|"):
@@ -247,9 +226,9 @@ def _from_kaldi(folder: Path, sampling_rate: int, failures: dict[str, str]) -> I
     """
     if not (folder / "wav.scp").is_file():
         raise ChoralError(f"{folder}: not a Kaldi data directory (no wav.scp)")
-    wav_scp = _kaldi_table(folder / "wav.scp")
-    texts = _kaldi_table(folder / "text", values=False) if (folder / "text").is_file() else {}
-    speakers = _kaldi_table(folder / "utt2spk") if (folder / "utt2spk").is_file() else {}
+    wav_scp = read_table(folder / "wav.scp")
+    texts = read_table(folder / "text", values=False) if (folder / "text").is_file() else {}
+    speakers = read_table(folder / "utt2spk") if (folder / "utt2spk").is_file() else {}
     recordings: dict[str, Recording | None] = {}
 
     def recording_of(recording_id: str, utterance: str) -> Recording | None:
@@ -265,7 +244,7 @@ def _from_kaldi(folder: Path, sampling_rate: int, failures: dict[str, str]) -> I
 
     if (folder / "segments").is_file():
         segments = folder / "segments"
-        for utterance, rest in _kaldi_table(segments).items():
+        for utterance, rest in read_table(segments).items():
             fields = rest.split()
             try:
                 recording_id, start, end = fields[0], float(fields[1]), float(fields[2])
@@ -303,29 +282,6 @@ def _from_cuts(manifest: Path, audio_root: Path | None) -> Iterator[Cut]:
         yield cut
 
 
-def read_annotations(path: Path) -> dict[str, str]:
-    """Cut id -> transcript from a Kaldi ``text`` file or a lhotse supervision manifest."""
-    path = check_readable(path)
-    name = path.name
-    if name.endswith((".jsonl", ".jsonl.gz", ".json")):
-        out = {}
-        for _, entry in iter_json_lines(path):
-            if isinstance(entry.get("text"), str) and entry["text"].strip():
-                out[str(entry["id"])] = entry["text"].strip()
-        return out
-    out = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            parts = raw.strip().split(maxsplit=1)
-            if len(parts) == 2:
-                out[parts[0]] = parts[1]
-            elif len(parts) == 1:
-                raise InputError(path, f"utterance {parts[0]!r} has no transcript", line=number)
-    return out
-
-
 def _annotate(cut: Cut, text: str) -> Cut:
     if cut.supervisions:
         cut.supervisions = [s for s in cut.supervisions][:1]
@@ -359,7 +315,8 @@ def prepare_input(config: InputConfig, output: str | Path, *, force: bool = Fals
         summary.skipped = True
         return summary
     started = time.perf_counter()
-    annotations = read_annotations(config.annotations) if config.annotations is not None else {}
+    annotations = ({cut_id: reference.text for cut_id, reference in read_references(config.annotations).items()}
+                   if config.annotations is not None else {})
     failures: dict[str, str] = {}
     if config.kind == "audio_dir":
         cuts: Iterator[Cut] = _from_audio_dir(source, failures)
@@ -380,7 +337,7 @@ def prepare_input(config: InputConfig, output: str | Path, *, force: bool = Fals
             if cut.id in annotations:
                 cut = _annotate(cut, annotations[cut.id])
                 used.add(cut.id)
-            summary.n_annotated += any(s.text for s in cut.supervisions)
+            summary.n_annotated += is_annotated(cut)
             summary.hours += cut.duration / 3600
             writer.write(cut)
             progress.advance()

@@ -41,7 +41,7 @@ import yaml
 from ..kernels.propagation import label_propagation, label_spreading, normalize_rows
 from .cutgraph import CutGraph
 from .errors import ChoralError, InputError
-from .fields import custom_field, nbest, reference_text
+from .fields import CutResult, custom_field, nbest, reference_text
 from .labels import CutEntry, build_group_labels, log_posterior, own_log_posteriors, prior_row
 from .manifest import CutWriter, check_readable, iter_cuts
 from .meta import StageRecord, is_up_to_date, write_meta
@@ -115,19 +115,6 @@ def load_params(path: str | Path, base: PropagateConfig = PropagateConfig()) -> 
         return PropagateConfig(**values)
     except ChoralError as error:
         raise InputError(path, str(error)) from None
-
-
-@dataclass(frozen=True)
-class CutResult:
-    """The rescored transcript of one cut (``custom.choral[0]``)."""
-
-    text: str
-    confidence: float
-    teacher_text: str
-    source: str
-
-    def to_custom(self) -> list[dict]:
-        return [asdict(self)]
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,9 @@ import yaml
 
 from .decode import decode_manifest, output_paths, resolve_teacher
 from .errors import ChoralError
-from .evaluate import evaluate, write_report
+from .evaluate import evaluate_manifest
 from .export import export_manifest
+from .fields import is_annotated
 from .graph import build_graph
 from .group import group_manifest
 from .manifest import atomic_output, iter_json_lines, write_json
@@ -239,10 +240,11 @@ def run_pipeline(
         if config.eval.references is None:
             record("eval", "off", detail="no eval.references")
         else:
-            status, seconds, report = _eval(config, paths, normalizer, force, progress)
-            summary.report = report
-            overall = report["unannotated"]
-            record("eval", status, seconds,
+            evaluated = evaluate_manifest(paths.rescored, config.eval.references, paths.eval, config.eval.by,
+                                          normalizer, config.eval.allow_missing, force=force, progress=progress)
+            summary.report = evaluated.report
+            overall = evaluated.report["unannotated"]
+            record("eval", "skipped" if evaluated.skipped else "ran", evaluated.seconds,
                    f"unannotated WER teacher {100 * overall['teacher']['wer']:.2f}% -> choral "
                    f"{100 * overall['choral']['wer']:.2f}% (oracle {100 * overall['oracle']['wer']:.2f}%)")
         return _finish(summary, paths, started)
@@ -274,12 +276,6 @@ class _LazyTeacherScorer:
         return getattr(self._real(), name)
 
 
-def _count_annotated(grouped: Path) -> int:
-    """Cuts of a manifest whose supervisions carry reference text."""
-    return sum(1 for _, cut in iter_json_lines(grouped)
-               if any(isinstance(s.get("text"), str) and s["text"].strip() for s in cut.get("supervisions") or []))
-
-
 def _tune(config: RunConfig, paths: RunPaths, normalizer: TextNormalizer, force: bool,
           progress: Progress, scorer: Any = None) -> tuple[str, float, str]:
     grid = config.tune.grid()
@@ -291,7 +287,7 @@ def _tune(config: RunConfig, paths: RunPaths, normalizer: TextNormalizer, force:
                                 outputs=[paths.params, paths.params.with_suffix(".json")])
     if not force and is_up_to_date(record, paths.params):
         return "skipped", 0.0, ""
-    n_annotated = _count_annotated(paths.grouped)
+    n_annotated = sum(is_annotated(cut) for _, cut in iter_json_lines(paths.grouped))
     if n_annotated < 2:
         # unsupervised run: nothing to cross-validate on, propagate keeps the configured values
         header = (f"# not tuned: {paths.grouped} holds {n_annotated} annotated cut(s), tuning needs 2\n"
@@ -311,27 +307,6 @@ def _tune(config: RunConfig, paths: RunPaths, normalizer: TextNormalizer, force:
     return "ran", tuned.seconds, (f"held-out WER {100 * tuned.teacher_wer:.2f}% -> {100 * tuned.best_wer:.2f}%; "
                                   f"alpha {best.alpha}, lambda {best.fusion_weight}, T {best.temperature}, "
                                   f"threshold x{best.threshold_scale:g}")
-
-
-def _eval(config: RunConfig, paths: RunPaths, normalizer: TextNormalizer, force: bool,
-          progress: Progress) -> tuple[str, float, dict]:
-    import json
-
-    references = config.eval.references
-    assert references is not None
-    report_json = paths.eval / "report.json"
-    record = StageRecord.create("eval", inputs=[paths.rescored, references],
-                                params={"by": list(config.eval.by), "normalizer": asdict(normalizer),
-                                        "allow_missing": config.eval.allow_missing},
-                                outputs=[report_json, paths.eval / "report.md", paths.eval / "report.png"])
-    if not force and is_up_to_date(record, report_json):
-        return "skipped", 0.0, json.loads(report_json.read_text(encoding="utf-8"))
-    started = time.perf_counter()
-    report = evaluate(paths.rescored, references, config.eval.by, normalizer, config.eval.allow_missing,
-                      progress=progress)
-    write_report(report, paths.eval)
-    write_meta(record, report_json)
-    return "ran", time.perf_counter() - started, report.to_dict()
 
 
 def _finish(summary: RunSummary, paths: RunPaths, started: float) -> RunSummary:

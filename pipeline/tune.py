@@ -28,9 +28,7 @@ import itertools
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
-import jiwer
 import numpy as np
 import yaml
 
@@ -39,6 +37,7 @@ from .manifest import atomic_output, check_readable, write_json
 from .progress import NullProgress, Progress
 from .propagate import PropagateConfig, Scorer, batch_priors, fuse, propagate_batch, read_grouped_and_graph
 from .text import TextNormalizer
+from .wer import pooled_word_errors
 
 CONFIDENCE_LEVELS: tuple[float, ...] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 
@@ -69,20 +68,6 @@ class TuneSummary:
     n_combinations: int
     confidence_curve: list[dict] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def _word_errors(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[int, int]:
-    """(edits, reference words) pooled over cuts; empty references count their insertions."""
-    edits = words = 0
-    for reference, hypothesis in zip(references, hypotheses):
-        ref_words = reference.split()
-        if ref_words:
-            out = jiwer.process_words(reference, hypothesis if hypothesis else "")
-            edits += out.substitutions + out.deletions + out.insertions
-        else:
-            edits += len(hypothesis.split())
-        words += len(ref_words)
-    return edits, words
 
 
 def _fold_of(n: int, folds: int, seed: int) -> np.ndarray:
@@ -124,7 +109,7 @@ def tune_params(
     # errors[(scale, alpha, temperature, lambda)] = edits pooled over folds
     edits: dict[tuple[float, float, float, float], int] = {}
     hypotheses: dict[tuple[float, float, float, float], list[tuple[int, str, float]]] = {}
-    teacher_edits, total_words = _word_errors(references, [sub_entries[k].hypotheses[0] for k in annotated_rows])
+    teacher_edits, total_words = pooled_word_errors(references, [sub_entries[k].hypotheses[0] for k in annotated_rows])
     adjacency_of = {scale: graph.adjacency(graph.threshold * scale * base.threshold_scale,
                                            weighted=base.weighted_edges, nearest=base.nearest)[rows][:, rows]
                     for scale in grid.threshold_scale}
@@ -152,7 +137,7 @@ def tune_params(
                     results = fuse(batch, local_held_out, weight, config)
                     texts = [normalizer(r.text) for r in results]
                     key = (scale, alpha, temperature, weight)
-                    edits[key] = edits.get(key, 0) + _word_errors(fold_refs, texts)[0]
+                    edits[key] = edits.get(key, 0) + pooled_word_errors(fold_refs, texts)[0]
                     hypotheses.setdefault(key, []).extend(
                         (int(k), text, r.confidence) for k, text, r in zip(held_out, texts, results))
                 progress.advance()
@@ -187,7 +172,7 @@ def _confidence_curve(held_out: list[tuple[int, str, float]], references: dict[i
     curve = []
     for level in CONFIDENCE_LEVELS:
         kept = [(references[k], text) for k, text, confidence in held_out if confidence >= level]
-        errors, words = _word_errors([r for r, _ in kept], [t for _, t in kept])
+        errors, words = pooled_word_errors([r for r, _ in kept], [t for _, t in kept])
         curve.append({"min_confidence": level, "kept_cuts": len(kept),
                       "kept_fraction": len(kept) / max(len(held_out), 1),
                       "wer": errors / words if words else None})

@@ -56,6 +56,22 @@ def test_eval_writes_report_and_prints_table(rescored: Path, small_corpus: Synth
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_eval_skips_an_up_to_date_report_unless_forced(rescored: Path, small_corpus: SyntheticCorpus,
+                                                       tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    args = ("eval", rescored, "--references", small_corpus.references, "--by", "accent", "--out", out)
+    assert invoke(*args).exit_code == 0
+    written = (out / "report.json").stat().st_mtime_ns
+    again = invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert f"choral eval: {out} is up to date" in again.stdout and "skipped" in again.stdout
+    assert "WER" not in again.stdout and (out / "report.json").stat().st_mtime_ns == written
+    forced = invoke(*args, "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "up to date" not in forced.stdout and "unannotated cuts (headline)" in forced.stdout
+    assert (out / "report.json").stat().st_mtime_ns != written
+
+
 def test_missing_input_is_one_line_exit_1_and_nothing_written(small_corpus: SyntheticCorpus, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     result = invoke("eval", tmp_path / "nope.jsonl.gz", "--references", small_corpus.references, "--out", out)

@@ -70,7 +70,7 @@ def test_run_prints_stages_and_wer_table_then_skips_everything(project: Path, tm
     out = result.stdout
     for stage in STAGES:
         assert stage in out
-    assert "unannotated cuts: WER" in out and "overall" in out and "accent = us" in out
+    assert "choral run, WER: unannotated cuts (headline)" in out and "overall" in out and "accent = us" in out
     assert "report.md" in out
     assert (run_dir / "eval" / "report.json").is_file() and (run_dir / "run.json").is_file()
     assert not (project / "runs").exists()  # --run-dir replaced the config's run_dir
@@ -78,7 +78,7 @@ def test_run_prints_stages_and_wer_table_then_skips_everything(project: Path, tm
     again = invoke("run", project / "run.yaml", "--run-dir", run_dir)
     assert again.exit_code == 0, again.output
     assert "none (everything up to date)" in again.stdout and "up to date, skipped" in again.stdout
-    assert "unannotated cuts: WER" in again.stdout
+    assert "choral run, WER: unannotated cuts (headline)" in again.stdout
 
 
 def test_run_until_a_stage(project: Path, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import pytest
 from lhotse import MonoCut, SupervisionSegment
 
 from choral.pipeline.errors import ChoralError, InputError
-from choral.pipeline.evaluate import SYSTEMS, evaluate, score_cut, word_errors, word_errors_many, write_report
+from choral.pipeline.evaluate import SYSTEMS, evaluate, evaluate_manifest, score_cut, write_report
 from choral.pipeline.fields import is_annotated, nbest, reference_text
 from choral.pipeline.manifest import read_cuts, write_cuts
 from choral.pipeline.synthetic import SyntheticCorpus
@@ -54,13 +54,6 @@ def hand_built(tmp_path: Path) -> tuple[Path, Path]:
     rescored = tmp_path / "rescored.jsonl.gz"
     write_cuts(cuts, rescored)
     return rescored, write_supervisions(tmp_path / "refs.jsonl.gz", REFERENCES)
-
-
-def test_word_errors_counts_substitutions_deletions_insertions() -> None:
-    assert word_errors("a b c", "a x c d") == 2
-    assert word_errors("a b", "") == 2 and word_errors("", "a b") == 2 and word_errors("", "") == 0
-    assert word_errors_many("a b c", ["a x c d", "", "a b c", "c b a", "b c"]) == [2, 3, 0, 2, 1]
-    assert word_errors_many("", ["a b", ""]) == [2, 0]
 
 
 def test_score_cut_normalises_and_picks_oracle() -> None:
@@ -213,3 +206,25 @@ def test_write_report_into_a_file_fails_cleanly(hand_built: tuple[Path, Path], t
     blocker.write_text("not a folder")
     with pytest.raises(ChoralError, match="not a folder"):
         write_report(evaluate(*hand_built), blocker)
+
+
+def test_references_as_kaldi_text(hand_built: tuple[Path, Path], tmp_path: Path) -> None:
+    rescored, supervisions = hand_built
+    text = tmp_path / "text"
+    text.write_text("".join(f"{k} {v}\n" for k, v in REFERENCES.items()))
+    assert evaluate(rescored, text).to_dict() == evaluate(rescored, supervisions).to_dict()
+
+
+def test_stage_skips_an_up_to_date_report_and_redoes_it_when_forced(hand_built: tuple[Path, Path],
+                                                                    tmp_path: Path) -> None:
+    rescored, refs = hand_built
+    out = tmp_path / "eval"
+    first = evaluate_manifest(rescored, refs, out, by=["accent"])
+    assert not first.skipped and first.report == json.loads(first.paths.json.read_text())
+    assert first.paths.json.with_name("report.json.meta.json").is_file()
+    again = evaluate_manifest(rescored, refs, out, by=["accent"])
+    assert again.skipped and again.report == first.report and again.n_missing_references == 0
+    assert not evaluate_manifest(rescored, refs, out, by=["accent"], force=True).skipped
+    assert not evaluate_manifest(rescored, refs, out, by=["speaker"]).skipped  # other parameters
+    first.paths.chart.unlink()
+    assert not evaluate_manifest(rescored, refs, out, by=["speaker"]).skipped  # an output went missing

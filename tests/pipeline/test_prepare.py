@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from lhotse import Recording, SupervisionSegment
+from lhotse import MonoCut, Recording, SupervisionSegment
 
 from choral.pipeline.errors import ChoralError, InputError
 from choral.pipeline.fields import is_annotated, reference_text
 from choral.pipeline.manifest import read_cuts, write_cuts
 from choral.pipeline.meta import meta_path
-from choral.pipeline.prepare import InputConfig, prepare_input, read_annotations
+from choral.pipeline.prepare import InputConfig, prepare_input
+from choral.pipeline.references import read_references
 
 
 def tone(path: Path, seconds: float, freq: float = 300.0, rate: int = 16_000, seed: int = 0) -> Path:
@@ -144,19 +145,43 @@ def test_annotation_of_an_unreadable_file_is_tolerated(audio_dir: Path, tmp_path
     assert (summary.n_cuts, summary.n_annotated, summary.n_failed) == (3, 1, 1) and "bad" in failed_of(output)
 
 
+def reference_texts(path: Path) -> dict[str, str]:
+    return {cut_id: reference.text for cut_id, reference in read_references(path).items()}
+
+
 def test_annotations_from_supervision_manifest_and_bad_text_lines(tmp_path: Path) -> None:
     sups = tmp_path / "sups.jsonl"
     sups.write_text("".join(json.dumps(SupervisionSegment(id=i, recording_id=i, start=0, duration=1,
                                                            text=t).to_dict()) + "\n"
                             for i, t in (("a", " hi there "), ("b", ""), ("c", "yes"))))
-    assert read_annotations(sups) == {"a": "hi there", "c": "yes"}
+    assert reference_texts(sups) == {"a": "hi there", "c": "yes"}
     text = tmp_path / "text"
     text.write_text("a fine\nlonely\n")
     with pytest.raises(InputError) as caught:
-        read_annotations(text)
+        reference_texts(text)
     assert caught.value.line == 2 and "'lonely' has no transcript" in str(caught.value)
     with pytest.raises(InputError, match="file not found"):
-        read_annotations(tmp_path / "absent")
+        reference_texts(tmp_path / "absent")
+
+
+def test_annotations_from_a_cut_manifest(audio_dir: Path, tmp_path: Path) -> None:
+    """A lhotse cut manifest given as annotations: its cuts' supervision texts annotate (not silently nothing)."""
+    annotated = tmp_path / "annotated.jsonl.gz"
+    write_cuts([MonoCut(id=cut_id, start=0.0, duration=1.0, channel=0,
+                        supervisions=[SupervisionSegment(id=f"{cut_id}-s", recording_id=cut_id, start=0.0,
+                                                         duration=1.0, text=text)])
+                for cut_id, text in (("a", "hello world"), ("spk1-b", " "), ("spk1-deep-c", "good morning"))],
+               annotated)
+    output = tmp_path / "cuts.jsonl.gz"
+    summary = prepare_input(InputConfig(audio_dir=audio_dir, annotations=annotated), output)
+    assert summary.n_annotated == 2
+    cuts = {cut.id: cut for cut in read_cuts(output)}
+    assert reference_text(cuts["a"]) == "hello world" and reference_text(cuts["spk1-deep-c"]) == "good morning"
+    assert not is_annotated(cuts["spk1-b"])
+    nothing = tmp_path / "nothing.jsonl.gz"
+    write_cuts([MonoCut(id="a", start=0.0, duration=1.0, channel=0)], nothing)
+    with pytest.raises(InputError, match="nothing.jsonl.gz: holds no reference text"):
+        prepare_input(InputConfig(audio_dir=audio_dir, annotations=nothing), tmp_path / "other.jsonl.gz")
 
 
 def test_nemo_manifest_with_relative_paths_offsets_and_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
