@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from enum import Enum
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import typer
 from rich.console import Console
@@ -25,14 +25,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..pipeline.errors import ChoralError
+from ..pipeline.errors import ChoralError, ConfigError
+from ..pipeline.text import DIGITS_POLICIES
 
-class Digits(str, Enum):
-    """Digits policies of the text normaliser (typer turns them into a checked choice)."""
-
-    keep = "keep"
-    spell = "spell"
-    drop = "drop"
+# The text normaliser's digits policies as an Enum, which typer turns into a checked choice.
+Digits = Enum("Digits", {policy: policy for policy in DIGITS_POLICIES}, type=str)  # type: ignore[misc]
 
 
 DIGITS_HELP = "Digits policy of the text normaliser (the same for grouping, propagation and WER)."
@@ -80,12 +77,22 @@ def progress_bar() -> Iterator[RichProgress]:
 
 
 @contextmanager
-def stage_errors(command: str) -> Iterator[None]:
-    """Turn choral's user-facing errors into one stderr line and exit code 1."""
+def stage_errors(command: str, options: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Turn choral's user-facing errors into one stderr line and exit code 1.
+
+    A config value the library rejects is named by the option that set it: ``--`` plus the field's name with
+    dashes (``search_temperature``: ``--search-temperature``), or ``options[field]`` where the command
+    spells it otherwise (``{"fusion_weight": "--lambda"}``).
+    """
+
+    def option_of(field: str) -> str:
+        return (options or {}).get(field, "--" + field.replace("_", "-"))
+
     try:
         yield
     except ChoralError as error:
-        error_console.print(f"[bold red]choral {command}: error:[/] {error}", highlight=False, soft_wrap=True)
+        message = error.message(option_of) if isinstance(error, ConfigError) else str(error)
+        error_console.print(f"[bold red]choral {command}: error:[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         error_console.print(f"choral {command}: interrupted; no output was written", highlight=False)

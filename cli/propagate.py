@@ -55,7 +55,7 @@ def propagate(
     Writes custom.choral = [{text, confidence, teacher_text, source}] on every cut; source is
     reference (annotated), propagated, or teacher (no neighbours: the teacher's 1-best is kept).
     """
-    with stage_errors("propagate"):
+    with stage_errors("propagate", options={"fusion_weight": "--lambda"}):
         config = load_params(params) if params else PropagateConfig()
         overrides = {"algorithm": algorithm, "alpha": alpha, "fusion_weight": fusion_weight,
                      "temperature": temperature, "threshold_scale": threshold_scale,

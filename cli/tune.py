@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..pipeline.propagate import PropagateConfig, teacher_scorer
 from ..pipeline.text import TextNormalizer
-from ..pipeline.tune import parse_grid, tune_params
+from ..pipeline.tune import TuneConfig, parse_grid, tune_params
 from .common import DIGITS_HELP, Digits, console, progress_bar, stage_errors, summary_table
 
 
@@ -37,9 +37,9 @@ def tune(
     """Choose alpha, lambda, temperature and threshold scale by k-fold cross-validation over the annotated
     cuts only (hide a fold's references, propagate, score those cuts). Writes a YAML for
     `choral propagate --params` and reports how WER falls as the confidence threshold rises."""
-    with stage_errors("tune"):
+    with stage_errors("tune", options={"fusion_weight": "--lambda"}):
         grid = parse_grid({"alpha": alpha, "fusion_weight": fusion_weight, "temperature": temperature,
-                           "threshold_scale": threshold_scale})
+                           "threshold_scale": threshold_scale}, TuneConfig(folds=folds, seed=seed))
         base = PropagateConfig(algorithm=algorithm)  # type: ignore[arg-type]
         normalizer = TextNormalizer(digits=digits.value)  # type: ignore[arg-type]
         with progress_bar() as progress:

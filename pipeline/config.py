@@ -1,9 +1,11 @@
-"""Strict reading of YAML mappings into the stages' config dataclasses.
+"""Strict reading of YAML mappings into the stages' config dataclasses: the one reader of every YAML
+choral reads (the ``choral run`` config, the params.yaml of ``choral tune``).
 
 A pipeline config is edited by hand and run unattended, so a typo must fail
-before any work starts: every unknown key and every value of the wrong type is
-an :class:`~choral.pipeline.errors.InputError` naming the file and the dotted
-key (``decode.bem``), never a silently ignored setting.
+before any work starts: every unknown key, every value of the wrong type and
+every value a config dataclass rejects (its :class:`~choral.pipeline.errors.ConfigError`
+names the field) is an :class:`~choral.pipeline.errors.InputError` naming the
+file and the dotted key (``decode.bem``), never a silently ignored setting.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Literal, Mapping, TypeVar, Union
 
 import yaml
 
-from .errors import ChoralError, InputError
+from .errors import ChoralError, ConfigError, InputError
 from .manifest import check_readable
 
 T = TypeVar("T")
@@ -98,32 +100,76 @@ def coerce(value: Any, annotation: Any) -> Any:
     raise TypeError
 
 
-def from_mapping(cls: type[T], data: Any, path: Path, section: str) -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types are InputErrors on ``path``.
+_PLACED_AT = "choral.placed_at"  # dataclass field metadata: (section, key) of a placed field
 
-    Fields whose type is itself a dataclass are read recursively as nested sections.
+
+def placed_at(key: str, default: Any) -> Any:
+    """A dataclass field whose YAML key is ``key`` (``"section.name"``): a setting of the enclosing config
+    that the file keeps among the keys of a nested section, as ``decode.teacher`` sits beside the
+    DecodeConfig fields of ``decode:`` while the run config, not DecodeConfig, holds it."""
+    section, _, name = key.partition(".")
+    if not section or not name or "." in name:
+        raise ValueError(f"placed_at needs a 'section.name' key, not {key!r}")
+    return dataclasses.field(default=default, metadata={_PLACED_AT: (section, name)})
+
+
+def _dotted(section: str, key: object) -> str:
+    return f"{section}.{key}" if section else str(key)
+
+
+def _read_value(value: Any, annotation: Any, path: Path, dotted: str) -> Any:
+    try:
+        return coerce(value, annotation)
+    except TypeError:
+        raise InputError(path, f"key {dotted!r} must be {_type_name(annotation)}, not {value!r}") from None
+
+
+def from_mapping(cls: type[T], data: Any, path: Path, section: str, *, base: T | None = None) -> T:
+    """Build dataclass ``cls`` from ``data`` (over ``base``'s values if given); unknown keys, wrong types
+    and values the dataclass rejects are InputErrors on ``path`` naming the dotted key.
+
+    Fields whose type is itself a dataclass are read recursively as nested sections; a field made with
+    :func:`placed_at` is read from its key inside such a section. A :class:`ConfigError` raised by a
+    dataclass names its field, reported as that field's key.
     """
+    return _section(cls, data, path, section, base, ())
+
+
+def _section(cls: type[T], data: Any, path: Path, section: str, base: T | None, placed: tuple[str, ...]) -> T:
+    """:func:`from_mapping`, where the keys ``placed`` of this section belong to the enclosing config."""
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise InputError(path, f"section {section!r} must be a mapping, not {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    at = {f.name: f.metadata[_PLACED_AT] for f in fields if _PLACED_AT in f.metadata}
+    known = {f.name for f in fields if f.name not in at}
     values: dict[str, Any] = {}
     for key, value in data.items():
-        dotted = f"{section}.{key}" if section else str(key)
+        if key in placed:
+            continue  # read by the enclosing config
+        dotted = _dotted(section, key)
         if key not in known:
             raise InputError(path, f"unknown key {dotted!r} (known in {section or 'the top level'}: "
-                                   f"{', '.join(sorted(known))})")
+                                   f"{', '.join(sorted(known | set(placed)))})")
         annotation = hints[key]
-        if dataclasses.is_dataclass(annotation):
-            values[key] = from_mapping(annotation, value, path, dotted)
+        if not (isinstance(annotation, type) and dataclasses.is_dataclass(annotation)):
+            values[key] = _read_value(value, annotation, path, dotted)
             continue
-        try:
-            values[key] = coerce(value, annotation)
-        except TypeError:
-            raise InputError(path, f"key {dotted!r} must be {_type_name(annotation)}, not {value!r}") from None
+        inner = {name: field for field, (owner, name) in at.items() if owner == key}
+        values[key] = _section(annotation, value, path, dotted, None, tuple(inner))
+        for name, field in inner.items():
+            if value is not None and name in value:  # a mapping: _section checked it
+                values[field] = _read_value(value[name], hints[field], path, _dotted(dotted, name))
+
+    def key_of(field: str) -> str:
+        key = _dotted(_dotted(section, at[field][0]), at[field][1]) if field in at else _dotted(section, field)
+        return repr(key)
+
     try:
-        return cls(**values)
+        return cls(**values) if base is None else dataclasses.replace(base, **values)  # type: ignore[type-var]
+    except ConfigError as error:
+        raise InputError(path, "key " + error.message(key_of)) from None
     except (ChoralError, ValueError) as error:
         raise InputError(path, f"section {section or 'top level'}: {error}") from None

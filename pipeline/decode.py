@@ -28,7 +28,7 @@ from lhotse.array import TemporalArray
 from lhotse.cut import Cut
 from lhotse.features.io import NumpyHdf5Writer
 
-from .errors import ChoralError, InputError
+from .errors import ChoralError, ConfigError, InputError
 from .manifest import CutWriter, atomic_output, check_readable, iter_cuts, iter_json_lines
 from .meta import StageRecord, is_up_to_date, write_meta
 from .progress import NullProgress, Progress
@@ -53,16 +53,18 @@ class DecodeConfig:
     on_error: Literal["skip", "fail"] = "skip"
 
     def __post_init__(self) -> None:
-        if self.nbest < 1 or self.beam < 1:
-            raise ChoralError("--nbest and --beam must be at least 1")
+        for name in ("nbest", "beam"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be at least 1, not {getattr(self, name)}")
         if self.nbest > self.beam:
-            raise ChoralError(f"--nbest {self.nbest} exceeds --beam {self.beam}: the beam holds at most {self.beam} hypotheses")
+            raise ConfigError("nbest", f"{self.nbest} exceeds {{beam}} {self.beam}: the beam holds at most "
+                                       f"{self.beam} hypotheses", related=("beam",))
         if self.search_temperature <= 0:
-            raise ChoralError("--search-temperature must be positive")
+            raise ConfigError("search_temperature", f"must be positive, not {self.search_temperature}")
         if self.batch_duration <= 0:
-            raise ChoralError("--batch-duration must be positive")
+            raise ConfigError("batch_duration", f"must be positive, not {self.batch_duration}")
         if self.on_error not in ("skip", "fail"):
-            raise ChoralError(f"--on-error must be skip or fail, not {self.on_error!r}")
+            raise ConfigError("on_error", f"must be skip or fail, not {self.on_error!r}")
 
 
 @dataclass

@@ -30,17 +30,17 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Sequence
 
 import numpy as np
 import scipy.sparse as sp
-import yaml
 
 from ..kernels.propagation import label_propagation, label_spreading, normalize_rows
+from .config import from_mapping, read_yaml_mapping
 from .cutgraph import CutGraph
-from .errors import ChoralError, InputError
+from .errors import ChoralError, ConfigError, InputError
 from .fields import CutResult, custom_field, nbest, reference_text
 from .labels import CutEntry, build_group_labels, log_posterior, own_log_posteriors, prior_row
 from .manifest import CutWriter, check_readable, iter_cuts
@@ -75,46 +75,31 @@ class PropagateConfig:
 
     def __post_init__(self) -> None:
         if self.algorithm not in ("spreading", "propagation"):
-            raise ChoralError(f"algorithm must be spreading or propagation, not {self.algorithm!r}")
+            raise ConfigError("algorithm", f"must be spreading or propagation, not {self.algorithm!r}")
         if not 0.0 <= self.alpha < 1.0:
-            raise ChoralError(f"alpha must be in [0, 1), not {self.alpha}")
+            raise ConfigError("alpha", f"must be in [0, 1), not {self.alpha}")
         if not 0.0 <= self.fusion_weight <= 1.0:
-            raise ChoralError(f"fusion_weight must be in [0, 1], not {self.fusion_weight}")
-        if self.temperature <= 0 or self.threshold_scale <= 0:
-            raise ChoralError("temperature and threshold_scale must be positive")
+            raise ConfigError("fusion_weight", f"must be in [0, 1], not {self.fusion_weight}")
+        for name in ("temperature", "threshold_scale", "max_labels", "batch_cuts"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, f"must be positive, not {getattr(self, name)}")
         if self.nearest < 0:
-            raise ChoralError(f"nearest must be 0 (threshold only) or a positive count, not {self.nearest}")
+            raise ConfigError("nearest", f"must be 0 (threshold only) or a positive count, not {self.nearest}")
         if self.max_borrowed < 0:
-            raise ChoralError(f"max_borrowed must be 0 (no cap) or a positive count, not {self.max_borrowed}")
-        if self.max_labels < 1 or self.batch_cuts < 1:
-            raise ChoralError("max_labels and batch_cuts must be positive")
+            raise ConfigError("max_borrowed", f"must be 0 (no cap) or a positive count, not {self.max_borrowed}")
 
 
 def load_params(path: str | Path, base: PropagateConfig = PropagateConfig()) -> PropagateConfig:
-    """Read a YAML of PropagateConfig fields (as ``choral tune`` writes); unknown keys are errors."""
-    path = check_readable(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise InputError(path, f"malformed YAML ({error})") from None
-    if not isinstance(data, dict):
-        raise InputError(path, "expected a mapping of parameter names to values")
-    data = data.get("propagate", data)
-    known = {f.name: f for f in fields(PropagateConfig)}
-    values = asdict(base)
-    for key, value in data.items():
-        if key not in known:
-            raise InputError(path, f"unknown key {key!r} (known: {', '.join(sorted(known))})")
-        expected = type(values[key])
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-            raise InputError(path, f"key {key!r} must be {expected.__name__}, not {type(value).__name__}")
-        values[key] = value
-    try:
-        return PropagateConfig(**values)
-    except ChoralError as error:
-        raise InputError(path, str(error)) from None
+    """Read a YAML of PropagateConfig fields over ``base``, bare or under ``propagate:`` (as ``choral tune``
+    writes them); unknown keys, wrong types and out-of-range values are InputErrors naming the key."""
+    path = Path(path)
+    data = read_yaml_mapping(path)
+    if "propagate" not in data:
+        return from_mapping(PropagateConfig, data, path, "", base=base)
+    for key in data:
+        if key != "propagate":
+            raise InputError(path, f"unknown key {key!r} (known at the top level: propagate)")
+    return from_mapping(PropagateConfig, data["propagate"], path, "propagate", base=base)
 
 
 @dataclass(frozen=True)

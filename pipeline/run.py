@@ -43,12 +43,12 @@ from .meta import StageRecord, is_up_to_date, write_meta
 from .prepare import prepare_input
 from .progress import NullProgress, Progress
 from .propagate import load_params, propagate_manifest, teacher_scorer
-from .run_config import DecodeSection, EvalSection, RunConfig, TuneSection, load_run_config
+from .run_config import EvalSection, RunConfig, load_run_config
 from .text import TextNormalizer
 from .tune import tune_params
 
-__all__ = ["STAGES", "DecodeSection", "EvalSection", "RunConfig", "RunLocked", "RunPaths", "RunSummary",
-           "StageResult", "TuneSection", "load_run_config", "run_lock", "run_pipeline"]
+__all__ = ["STAGES", "EvalSection", "RunConfig", "RunLocked", "RunPaths", "RunSummary", "StageResult",
+           "load_run_config", "run_lock", "run_pipeline"]
 
 STAGES: tuple[str, ...] = ("prepare", "decode", "group", "graph", "tune", "propagate", "export", "eval")
 
@@ -183,7 +183,7 @@ def run_pipeline(
         if not wanted("decode"):
             return _finish(summary, paths, started)
 
-        decoded = decode_manifest(cuts, paths.root / "decode", config.decode.teacher, config.decode.config(),
+        decoded = decode_manifest(cuts, paths.root / "decode", config.teacher, config.decode,
                                   force=force, progress=progress)
         record("decode", "skipped" if decoded.skipped else "ran", decoded.seconds,
                "" if decoded.skipped else f"{decoded.n_decoded:,} cuts, {decoded.n_failed:,} failed, "
@@ -210,8 +210,8 @@ def run_pipeline(
 
         propagate_config = config.propagate
         # one lazily loaded teacher scorer serves tune and propagate (its scores are memoised)
-        scorer = _LazyTeacherScorer(paths.grouped, config.decode.teacher) if config.scorer else None
-        if config.tune.enabled:
+        scorer = _LazyTeacherScorer(paths.grouped, config.teacher) if config.scorer else None
+        if config.tune_enabled:
             tuned_status, tuned_seconds, detail = _tune(config, paths, normalizer, force, progress,
                                                         scorer if config.propagate.share_candidates else None)
             record("tune", tuned_status, tuned_seconds, detail)
@@ -278,9 +278,9 @@ class _LazyTeacherScorer:
 
 def _tune(config: RunConfig, paths: RunPaths, normalizer: TextNormalizer, force: bool,
           progress: Progress, scorer: Any = None) -> tuple[str, float, str]:
-    grid = config.tune.grid()
+    grid = config.tune
     record = StageRecord.create("tune", inputs=[paths.grouped, paths.graph, *getattr(scorer, "inputs", [])],
-                                params={"grid": asdict(grid), "base": asdict(config.propagate),
+                                params={"grid": grid.grid, "base": asdict(config.propagate),
                                         "folds": config.tune.folds, "seed": config.tune.seed,
                                         "normalizer": asdict(normalizer),
                                         "scorer": getattr(scorer, "name", None)},

@@ -2,74 +2,29 @@
 
 Top level: ``run_dir``, ``digits``, and the sections ``input`` (see
 :mod:`choral.pipeline.prepare`), ``decode``, ``group``, ``graph``, ``tune``,
-``propagate`` (PropagateConfig fields plus ``scorer``), ``export`` and ``eval``.
-Every unknown key and wrong type is an InputError naming the file and the dotted
-key; paths are relative to the config file's folder.
+``propagate``, ``export`` and ``eval``. Each stage's section is that stage's
+config dataclass, read by :func:`~choral.pipeline.config.from_mapping`; the
+run-level settings ``decode.teacher``, ``tune.enabled`` and ``propagate.scorer``
+sit among their section's keys. Every unknown key, wrong type and rejected value
+is an InputError naming the file and the dotted key; paths are relative to the
+config file's folder.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Literal
 
-from .config import from_mapping, read_yaml_mapping
+from .config import from_mapping, placed_at, read_yaml_mapping
 from .decode import DecodeConfig, resolve_teacher
-from .errors import ChoralError, InputError
+from .errors import ChoralError, ConfigError, InputError
 from .export import ExportConfig
 from .graph import GraphConfig
 from .grouping import GroupingConfig
 from .prepare import InputConfig
 from .propagate import PropagateConfig
-from .text import TextNormalizer
-from .tune import TuneGrid
-
-
-@dataclass(frozen=True)
-class DecodeSection:
-    """``decode:`` — the teacher and its search (see ``choral decode --help``)."""
-
-    teacher: str = "default"
-    nbest: int = 8
-    beam: int = 8
-    search_temperature: float = 1.0
-    batch_duration: float = 60.0
-    save_frames: bool = False
-    on_error: Literal["skip", "fail"] = "skip"
-
-    def config(self) -> DecodeConfig:
-        return DecodeConfig(nbest=self.nbest, beam=self.beam, search_temperature=self.search_temperature,
-                            batch_duration=self.batch_duration, save_frames=self.save_frames, on_error=self.on_error)
-
-
-@dataclass(frozen=True)
-class TuneSection:
-    """``tune:`` — cross-validation over annotated cuts (off: propagate uses its own values)."""
-
-    enabled: bool = True
-    folds: int = 5
-    seed: int = 0
-    alpha: tuple[float, ...] = TuneGrid.alpha
-    fusion_weight: tuple[float, ...] = TuneGrid.fusion_weight
-    temperature: tuple[float, ...] = TuneGrid.temperature
-    threshold_scale: tuple[float, ...] = TuneGrid.threshold_scale
-
-    def __post_init__(self) -> None:
-        if self.folds < 2:
-            raise ChoralError(f"tune.folds must be at least 2, not {self.folds}")
-        for name in ("alpha", "fusion_weight", "temperature", "threshold_scale"):
-            if not getattr(self, name):
-                raise ChoralError(f"tune.{name} needs at least one value")
-        if not all(0.0 <= a < 1.0 for a in self.alpha):
-            raise ChoralError("tune.alpha values must lie in [0, 1)")
-        if not all(0.0 <= w <= 1.0 for w in self.fusion_weight):
-            raise ChoralError("tune.fusion_weight values must lie in [0, 1]")
-        if not all(v > 0 for v in (*self.temperature, *self.threshold_scale)):
-            raise ChoralError("tune.temperature and tune.threshold_scale values must be positive")
-
-    def grid(self) -> TuneGrid:
-        return TuneGrid(alpha=self.alpha, fusion_weight=self.fusion_weight, temperature=self.temperature,
-                        threshold_scale=self.threshold_scale)
+from .text import DigitsPolicy, TextNormalizer
+from .tune import TuneConfig
 
 
 @dataclass(frozen=True)
@@ -82,22 +37,24 @@ class EvalSection:
 
     def __post_init__(self) -> None:
         if any(not name.strip() for name in self.by):
-            raise ChoralError("eval.by needs field names (e.g. [accent])")
+            raise ConfigError("by", "needs field names (e.g. [accent])")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """A whole run, as read from YAML (``propagate:`` holds PropagateConfig fields plus ``scorer``)."""
+    """A whole run, as read from YAML: each stage's section is its library config."""
 
     input: InputConfig
     run_dir: Path = Path("runs/choral")
-    digits: Literal["keep", "spell", "drop"] = "spell"
-    decode: DecodeSection = DecodeSection()
+    digits: DigitsPolicy = "spell"
+    decode: DecodeConfig = DecodeConfig()
+    teacher: str = placed_at("decode.teacher", "default")  # `default`, a checkpoint or an ONNX directory
     group: GroupingConfig = GroupingConfig()
     graph: GraphConfig = GraphConfig()
-    tune: TuneSection = TuneSection()
+    tune: TuneConfig = TuneConfig()
+    tune_enabled: bool = placed_at("tune.enabled", True)  # off: propagate uses its own values
     propagate: PropagateConfig = PropagateConfig()
-    scorer: bool = True  # score neighbours' hypotheses with the teacher (candidate sharing)
+    scorer: bool = placed_at("propagate.scorer", True)  # score neighbours' hypotheses with the teacher
     export: ExportConfig = ExportConfig()
     eval: EvalSection = EvalSection()
 
@@ -106,13 +63,9 @@ class RunConfig:
         return TextNormalizer(digits=self.digits)
 
 
-_TOP_LEVEL = ("run_dir", "digits", "input", "decode", "group", "graph", "tune", "propagate", "export", "eval")
-
-
-def _resolve(base: Path, value: Path | None) -> Path | None:
-    if value is None:
-        return None
-    value = Path(value).expanduser()
+def _resolve(base: Path, value: Path) -> Path:
+    """``value`` (``~`` expanded) if absolute, else relative to ``base``."""
+    value = value.expanduser()
     return value if value.is_absolute() else (base / value).resolve()
 
 
@@ -120,56 +73,27 @@ def load_run_config(path: str | Path) -> RunConfig:
     """Read and validate a run config; every unknown key or wrong type is an InputError naming it."""
     path = Path(path)
     data = read_yaml_mapping(path)
-    for key in data:
-        if key not in _TOP_LEVEL:
-            raise InputError(path, f"unknown key {key!r} (known at the top level: {', '.join(_TOP_LEVEL)})")
     if "input" not in data:
         raise InputError(path, "missing section 'input' (where the audio comes from)")
-    propagate = dict(data.get("propagate") or {}) if isinstance(data.get("propagate") or {}, dict) else None
-    if propagate is None:
-        raise InputError(path, "section 'propagate' must be a mapping")
-    scorer = propagate.pop("scorer", True)
-    if not isinstance(scorer, bool):
-        raise InputError(path, f"key 'propagate.scorer' must be bool, not {scorer!r}")
+    config = from_mapping(RunConfig, data, path, "")
     base = path.resolve().parent
-    inputs = from_mapping(InputConfig, data["input"], path, "input")
-    inputs = replace(inputs, **{f.name: _resolve(base, getattr(inputs, f.name)) for f in fields(InputConfig)
-                                if isinstance(getattr(inputs, f.name), Path)})
-    decode = from_mapping(DecodeSection, data.get("decode"), path, "decode")
-    if decode.teacher != "default":
-        decode = replace(decode, teacher=str(_resolve(base, Path(decode.teacher))))
-    evaluation = from_mapping(EvalSection, data.get("eval"), path, "eval")
-    evaluation = replace(evaluation, references=_resolve(base, evaluation.references))
-    top = {k: data[k] for k in ("run_dir", "digits") if k in data}
-    head = from_mapping(_TopLevel, top, path, "")
-    try:
-        decode.config()
-    except ChoralError as error:
-        raise InputError(path, f"section decode: {error}") from None
+    inputs = config.input
+    input_paths: dict = {f.name: _resolve(base, getattr(inputs, f.name)) for f in fields(InputConfig)
+                         if isinstance(getattr(inputs, f.name), Path)}
+    references = config.eval.references
+    config = replace(
+        config,
+        input=replace(inputs, **input_paths),
+        run_dir=_resolve(base, config.run_dir),
+        teacher=config.teacher if config.teacher == "default" else str(_resolve(base, Path(config.teacher))),
+        eval=replace(config.eval, references=None if references is None else _resolve(base, references)),
+    )
     # files the late stages need are checked now, not after hours of decoding
-    if decode.teacher != "default":
+    if config.teacher != "default":
         try:
-            resolve_teacher(decode.teacher)
+            resolve_teacher(config.teacher)
         except ChoralError as error:
             raise InputError(path, f"key 'decode.teacher': {error}") from None
-    if evaluation.references is not None and not evaluation.references.is_file():
-        raise InputError(path, f"key 'eval.references': {evaluation.references}: file not found")
-    return RunConfig(
-        input=inputs,
-        run_dir=_resolve(base, head.run_dir) or base / "runs" / "choral",
-        digits=head.digits,
-        decode=decode,
-        group=from_mapping(GroupingConfig, data.get("group"), path, "group"),
-        graph=from_mapping(GraphConfig, data.get("graph"), path, "graph"),
-        tune=from_mapping(TuneSection, data.get("tune"), path, "tune"),
-        propagate=from_mapping(PropagateConfig, propagate, path, "propagate"),
-        scorer=scorer,
-        export=from_mapping(ExportConfig, data.get("export"), path, "export"),
-        eval=evaluation,
-    )
-
-
-@dataclass(frozen=True)
-class _TopLevel:
-    run_dir: Path = Path("runs/choral")
-    digits: Literal["keep", "spell", "drop"] = "spell"
+    if config.eval.references is not None and not config.eval.references.is_file():
+        raise InputError(path, f"key 'eval.references': {config.eval.references}: file not found")
+    return config

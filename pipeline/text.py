@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
+from .errors import ConfigError
+
+# The digits policies, defined here only: the run config's ``digits`` and the CLI's ``--digits`` use them.
 DigitsPolicy = Literal["keep", "spell", "drop"]
+DIGITS_POLICIES: tuple[str, ...] = get_args(DigitsPolicy)
 
 _DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # Apostrophes inside words ("don't", "o'clock") survive; every other symbol becomes a space.
@@ -31,8 +35,9 @@ class TextNormalizer:
     lowercase: bool = True
 
     def __post_init__(self) -> None:
-        if self.digits not in ("keep", "spell", "drop"):
-            raise ValueError(f"digits policy must be keep, spell or drop, not {self.digits!r}")
+        if self.digits not in DIGITS_POLICIES:
+            raise ConfigError("digits", f"must be {', '.join(DIGITS_POLICIES[:-1])} or {DIGITS_POLICIES[-1]}, "
+                                        f"not {self.digits!r}")
 
     def __call__(self, text: str | None) -> str:
         """Return the normalised form of ``text`` (``None`` gives the empty string)."""

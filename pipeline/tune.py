@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .errors import ChoralError, InputError
+from .errors import ConfigError, InputError
 from .manifest import atomic_output, check_readable, write_json
 from .progress import NullProgress, Progress
 from .propagate import PropagateConfig, Scorer, batch_priors, fuse, propagate_batch, read_grouped_and_graph
@@ -42,14 +42,37 @@ from .wer import pooled_word_errors
 CONFIDENCE_LEVELS: tuple[float, ...] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
+GRID_AXES: tuple[str, ...] = ("alpha", "fusion_weight", "temperature", "threshold_scale")
+
+
 @dataclass(frozen=True)
-class TuneGrid:
-    """The parameter values tried (every combination)."""
+class TuneConfig:
+    """The grid tried (every combination of the four axes) and the folds of the annotated cuts.
+
+    Every axis value must be a valid value of the PropagateConfig field of the same name (a threshold
+    scale multiplies the base config's): PropagateConfig's range rules check them.
+    """
 
     alpha: tuple[float, ...] = (0.5, 0.9, 0.99)
     fusion_weight: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
     temperature: tuple[float, ...] = (0.5, 1.0, 2.0)
     threshold_scale: tuple[float, ...] = (0.8, 1.0, 1.25)
+    folds: int = 5
+    seed: int = 0                       # of the fold assignment
+
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise ConfigError("folds", f"must be at least 2, not {self.folds}")
+        for axis in GRID_AXES:
+            if not getattr(self, axis):
+                raise ConfigError(axis, "needs at least one value")
+            for value in getattr(self, axis):
+                PropagateConfig(**{axis: value})  # its ConfigError names the field, which is the axis
+
+    @property
+    def grid(self) -> dict[str, tuple[float, ...]]:
+        """The four axes by name (what the tune sidecar records)."""
+        return {axis: getattr(self, axis) for axis in GRID_AXES}
 
     @property
     def size(self) -> int:
@@ -83,7 +106,7 @@ def tune_params(
     output: str | Path,
     *,
     base: PropagateConfig = PropagateConfig(),
-    grid: TuneGrid = TuneGrid(),
+    grid: TuneConfig = TuneConfig(),
     folds: int = 5,
     seed: int = 0,
     normalizer: TextNormalizer = TextNormalizer(),
@@ -186,16 +209,14 @@ def _write_params(config: PropagateConfig, output: Path, grouped: Path, folds: i
         tmp.write_text(header + yaml.safe_dump({"propagate": asdict(config)}, sort_keys=False), encoding="utf-8")
 
 
-def parse_grid(values: dict[str, str | None]) -> TuneGrid:
-    """A grid from comma-separated option strings (None keeps the default axis)."""
-    axes = {}
+def parse_grid(values: dict[str, str | None], base: TuneConfig = TuneConfig()) -> TuneConfig:
+    """``base`` with the axes given as comma-separated option strings (None keeps the axis)."""
+    axes: dict = {}  # axis name -> values
     for name, text in values.items():
         if text is None:
             continue
         try:
             axes[name] = tuple(float(v) for v in text.split(",") if v.strip())
         except ValueError:
-            raise ChoralError(f"--{name.replace('_', '-')} must be comma-separated numbers, not {text!r}") from None
-        if not axes[name]:
-            raise ChoralError(f"--{name.replace('_', '-')} needs at least one value")
-    return replace(TuneGrid(), **axes)
+            raise ConfigError(name, f"must be comma-separated numbers, not {text!r}") from None
+    return replace(base, **axes)

@@ -120,8 +120,8 @@ def run_variant(variant: Variant, main_run: Path, config, references: dict[str, 
             base = replace(base, **{key: getattr(variant, key)})
     n_annotated = sum(1 for c in iter_cuts(grouped) if any(s.text for s in c.supervisions))
     scorer = shared_scorer if config.scorer and base.share_candidates else None
-    if config.tune.enabled and n_annotated >= 2:
-        tune_params(grouped, out / "graph.npz", out / "params.yaml", base=base, grid=config.tune.grid(),
+    if config.tune_enabled and n_annotated >= 2:
+        tune_params(grouped, out / "graph.npz", out / "params.yaml", base=base, grid=config.tune,
                     folds=config.tune.folds, seed=config.tune.seed, normalizer=normalizer, scorer=scorer)
         params = load_params(out / "params.yaml", base=base)
     else:
@@ -381,7 +381,7 @@ def main() -> None:
     variants: list[tuple[Variant, dict]] = []
     shared_scorer = None
     if config.scorer and not args.report_only:
-        shared_scorer = teacher_scorer(run_dir / "grouped.jsonl.gz", config.decode.teacher)
+        shared_scorer = teacher_scorer(run_dir / "grouped.jsonl.gz", config.teacher)
     if not args.skip_ablations:
         for variant in VARIANTS:
             if args.only and variant.name not in args.only:

@@ -1,15 +1,20 @@
 """Strict YAML config reading: every typo or wrong type is a one-line InputError naming the file and key."""
 
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Optional
 
 import pytest
 
-from choral.pipeline.config import coerce, from_mapping, read_yaml_mapping
-from choral.pipeline.errors import InputError
+from choral.cli.common import Digits
+from choral.pipeline.config import coerce, from_mapping, placed_at, read_yaml_mapping
+from choral.pipeline.decode import DecodeConfig
+from choral.pipeline.errors import ChoralError, ConfigError, InputError
+from choral.pipeline.propagate import PropagateConfig, load_params
 from choral.pipeline.run_config import RunConfig, load_run_config
-from choral.pipeline.tune import TuneGrid
+from choral.pipeline.text import DIGITS_POLICIES, DigitsPolicy, TextNormalizer
+from choral.pipeline.tune import TuneConfig, parse_grid
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,8 +43,9 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
     assert config.input.kind == "audio_dir" and config.input.audio_dir == tmp_path.resolve() / "audio"
     assert config.run_dir == tmp_path.resolve() / "runs" / "choral"
     assert config.digits == "spell" and config.normalizer.digits == "spell"
-    assert config.decode.teacher == "default" and config.decode.nbest == 8
-    assert config.tune.enabled and config.tune.grid() == TuneGrid()
+    assert config.teacher == "default" and config.decode == DecodeConfig()
+    assert config.tune_enabled and config.tune == TuneConfig()
+    assert config.propagate == PropagateConfig()
     assert config.scorer is True and config.eval.references is None
 
 
@@ -109,7 +115,7 @@ def test_ints_are_accepted_for_floats_and_lists_become_tuples(tmp_path: Path) ->
         "export:\n  format: nemo\n  min_confidence: 0\n")))
     assert config.decode.batch_duration == 30.0 and type(config.decode.batch_duration) is float
     assert (config.decode.nbest, config.decode.beam) == (4, 6)
-    assert config.decode.config().search_temperature == 2.0
+    assert config.decode.search_temperature == 2.0 and type(config.decode) is DecodeConfig
     assert config.graph.threshold == 2.0 and type(config.graph.threshold) is float and config.graph.window == 3
     assert config.tune.alpha == (0.0, 0.5) and all(type(a) is float for a in config.tune.alpha)
     assert config.tune.threshold_scale == (1.0,)
@@ -144,18 +150,22 @@ def test_sections_must_be_mappings_and_the_file_valid_yaml(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("text, message", [
-    (MINIMAL + "decode:\n  nbest: 9\n  beam: 4\n", "section decode: --nbest 9 exceeds --beam 4"),
-    (MINIMAL + "decode:\n  batch_duration: 0\n", "section decode"),
-    (MINIMAL + "decode:\n  search_temperature: 0\n", "section decode"),
+    (MINIMAL + "decode:\n  nbest: 9\n  beam: 4\n",
+     "key 'decode.nbest' 9 exceeds 'decode.beam' 4: the beam holds at most 4 hypotheses"),
+    (MINIMAL + "decode:\n  beam: 0\n  nbest: 0\n", "key 'decode.nbest' must be at least 1, not 0"),
+    (MINIMAL + "decode:\n  batch_duration: 0\n", "key 'decode.batch_duration' must be positive, not 0.0"),
+    (MINIMAL + "decode:\n  search_temperature: 0\n", "key 'decode.search_temperature' must be positive"),
     (MINIMAL + "group:\n  bands: 5\n", "section group"),
     (MINIMAL + "graph:\n  quantile: 2\n", "section graph"),
-    (MINIMAL + "propagate:\n  alpha: 1.5\n", "section propagate: alpha must be in [0, 1)"),
+    (MINIMAL + "propagate:\n  alpha: 1.5\n", "key 'propagate.alpha' must be in [0, 1), not 1.5"),
+    (MINIMAL + "propagate:\n  max_labels: 0\n", "key 'propagate.max_labels' must be positive, not 0"),
     (MINIMAL + "export:\n  format: nemo\n  with_fbank: true\n", "section export"),
-    (MINIMAL + "tune:\n  folds: 1\n", "section tune: tune.folds must be at least 2"),
-    (MINIMAL + "tune:\n  alpha: []\n", "section tune: tune.alpha needs at least one value"),
-    (MINIMAL + "tune:\n  alpha: [1.0]\n", "tune.alpha values must lie in [0, 1)"),
-    (MINIMAL + "tune:\n  temperature: [0]\n", "must be positive"),
-    (MINIMAL + "eval:\n  by: ['']\n", "section eval: eval.by needs field names"),
+    (MINIMAL + "tune:\n  folds: 1\n", "key 'tune.folds' must be at least 2, not 1"),
+    (MINIMAL + "tune:\n  alpha: []\n", "key 'tune.alpha' needs at least one value"),
+    (MINIMAL + "tune:\n  alpha: [0.5, 1.0]\n", "key 'tune.alpha' must be in [0, 1), not 1.0"),
+    (MINIMAL + "tune:\n  fusion_weight: [1.5]\n", "key 'tune.fusion_weight' must be in [0, 1], not 1.5"),
+    (MINIMAL + "tune:\n  temperature: [0]\n", "key 'tune.temperature' must be positive, not 0.0"),
+    (MINIMAL + "eval:\n  by: ['']\n", "key 'eval.by' needs field names"),
     ("input:\n  audio_dir: audio\n  audio_root: ..\n", "section input: audio_root only applies to a cuts"),
 ])
 def test_values_are_validated_by_their_section(tmp_path: Path, text: str, message: str) -> None:
@@ -183,7 +193,7 @@ def test_relative_paths_are_resolved_against_the_config_folder(tmp_path: Path,
     assert config.input.cuts == base / "data" / "cuts.jsonl.gz"
     assert config.input.audio_root.resolve() == tmp_path.resolve()
     assert config.input.annotations == absolute
-    assert Path(config.decode.teacher) == base / "models" / "teacher.pt"
+    assert Path(config.teacher) == base / "models" / "teacher.pt"
     assert config.eval.references == base / "refs.jsonl"
     assert load_run_config(path) == config
 
@@ -232,3 +242,128 @@ def test_coerce_rules() -> None:
                               ("", Path), (5, str), ({"a": 1}, _Inner), ("1", tuple[str, ...])):
         with pytest.raises(TypeError):
             coerce(value, annotation)
+
+
+def test_run_level_settings_sit_in_their_sections(tmp_path: Path) -> None:
+    """decode.teacher, tune.enabled and propagate.scorer are the run's, read among their section's keys."""
+    config = load_run_config(write(tmp_path, MINIMAL + "decode:\n  nbest: 4\n"
+                                   "tune:\n  enabled: false\n  folds: 3\npropagate:\n  scorer: false\n  alpha: 0.5\n"))
+    assert config.decode == DecodeConfig(nbest=4) and config.teacher == "default"
+    assert config.tune == TuneConfig(folds=3) and config.tune_enabled is False
+    assert config.propagate == PropagateConfig(alpha=0.5) and config.scorer is False
+    assert load_run_config(write(tmp_path, MINIMAL + "decode:\ntune:\npropagate:\n")).tune_enabled is True
+    assert "key 'tune.enabled' must be bool" in str(load_error(tmp_path, MINIMAL + "tune:\n  enabled: 1\n"))
+    assert "key 'decode.teacher' must be str" in str(load_error(tmp_path, MINIMAL + "decode:\n  teacher: 5\n"))
+    error = load_error(tmp_path, MINIMAL + "tune:\n  enable: false\n")
+    assert "unknown key 'tune.enable'" in str(error) and "enabled" in error.problem and "folds" in error.problem
+    assert "teacher" in load_error(tmp_path, MINIMAL + "decode:\n  bem: 4\n").problem
+    error = load_error(tmp_path, MINIMAL + "scorer: false\n")  # only inside its section
+    assert "unknown key 'scorer'" in str(error) and "scorer" not in error.problem.split("(")[1]
+
+
+def test_params_yaml_goes_through_the_same_reader(tmp_path: Path) -> None:
+    """params.yaml, bare or under ``propagate:``: keys are named as written, dotted when wrapped."""
+    base = PropagateConfig(max_borrowed=4)
+    assert load_params(write(tmp_path, "alpha: 0.5\n", "p.yaml"), base=base) == replace(base, alpha=0.5)
+    assert load_params(write(tmp_path, "propagate:\n  alpha: 0.5\n", "p.yaml"), base=base) == replace(base, alpha=0.5)
+    assert load_params(write(tmp_path, "", "p.yaml"), base=base) == base
+    params = tmp_path / "p.yaml"
+    for text, problem in (
+        ("propagate:\n  alfa: 0.5\n", "unknown key 'propagate.alfa'"),
+        ("propagate:\n  alpha: high\n", "key 'propagate.alpha' must be float, not 'high'"),
+        ("propagate:\n  alpha: 1.5\n", "key 'propagate.alpha' must be in [0, 1), not 1.5"),
+        ("propagate:\n  scorer: true\n", "unknown key 'propagate.scorer'"),  # a run setting, not a parameter
+        ("propagate:\n  alpha: 0.5\ntune:\n  folds: 2\n", "unknown key 'tune' (known at the top level: propagate)"),
+        ("propagate: 0.5\n", "section 'propagate' must be a mapping"),
+        ("nearest: -1\n", "key 'nearest' must be 0 (threshold only) or a positive count, not -1"),
+        ("alpha: [\n", "malformed YAML"),
+    ):
+        params.write_text(text)
+        with pytest.raises(InputError) as caught:
+            load_params(params)
+        assert str(caught.value).startswith(f"{params}: {problem}"), str(caught.value)
+
+
+def test_tune_config_checks_its_values_with_the_propagate_rules() -> None:
+    with pytest.raises(ConfigError) as caught:
+        TuneConfig(alpha=(0.5, 1.0))
+    assert (caught.value.field, str(caught.value)) == ("alpha", "alpha must be in [0, 1), not 1.0")
+    with pytest.raises(ConfigError) as caught:
+        TuneConfig(threshold_scale=())
+    assert (caught.value.field, str(caught.value)) == ("threshold_scale", "threshold_scale needs at least one value")
+    with pytest.raises(ConfigError, match="^folds must be at least 2, not 1$"):
+        TuneConfig(folds=1)
+    assert TuneConfig().grid == {"alpha": (0.5, 0.9, 0.99), "fusion_weight": (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7),
+                                 "temperature": (0.5, 1.0, 2.0), "threshold_scale": (0.8, 1.0, 1.25)}
+    assert TuneConfig().size == 3 * 7 * 3 * 3
+    assert parse_grid({"alpha": "0.5", "temperature": None}, TuneConfig(folds=3)) == TuneConfig(alpha=(0.5,), folds=3)
+    with pytest.raises(ConfigError) as caught:
+        parse_grid({"fusion_weight": "0.1,x"})
+    assert caught.value.field == "fusion_weight" and "must be comma-separated numbers, not '0.1,x'" in str(caught.value)
+
+
+def test_config_errors_name_the_field_and_spell_it_as_asked() -> None:
+    with pytest.raises(ConfigError) as caught:
+        DecodeConfig(nbest=9, beam=4)
+    error = caught.value
+    assert isinstance(error, ChoralError) and isinstance(error, ValueError) and error.field == "nbest"
+    assert str(error) == "nbest 9 exceeds beam 4: the beam holds at most 4 hypotheses"
+    assert error.message(lambda name: "--" + name) == "--nbest 9 exceeds --beam 4: the beam holds at most 4 hypotheses"
+    assert "--" not in str(error)
+    with pytest.raises(ConfigError, match="^fusion_weight must be in"):
+        PropagateConfig(fusion_weight=2.0)
+    with pytest.raises(ConfigError, match="^on_error must be skip or fail, not 'ignore'$"):
+        DecodeConfig(on_error="ignore")  # type: ignore[arg-type]
+
+
+def test_digits_policies_are_defined_once() -> None:
+    assert DIGITS_POLICIES == typing.get_args(DigitsPolicy) == ("keep", "spell", "drop")
+    assert [d.value for d in Digits] == list(DIGITS_POLICIES)
+    assert typing.get_type_hints(RunConfig)["digits"] == DigitsPolicy
+    assert typing.get_type_hints(TextNormalizer)["digits"] == DigitsPolicy
+    with pytest.raises(ConfigError) as caught:
+        TextNormalizer(digits="roman")  # type: ignore[arg-type]
+    assert caught.value.field == "digits" and str(caught.value) == "digits must be keep, spell or drop, not 'roman'"
+
+
+def test_from_mapping_over_a_base_and_placed_fields(tmp_path: Path) -> None:
+    source = tmp_path / "x.yaml"
+    assert from_mapping(_Inner, {}, source, "s", base=_Inner(size=5)) == _Inner(size=5)
+    assert from_mapping(_Placed, {"inner": {"size": 3, "flag": True}}, source, "") == _Placed(_Inner(3), True)
+    assert from_mapping(_Placed, {"inner": None}, source, "") == _Placed()
+    with pytest.raises(InputError, match=r"key 'inner\.flag' must be bool, not 'y'"):
+        from_mapping(_Placed, {"inner": {"flag": "y"}}, source, "")
+    with pytest.raises(InputError, match=r"unknown key 'flag' \(known in the top level: inner\)"):
+        from_mapping(_Placed, {"flag": True}, source, "")
+    with pytest.raises(InputError, match=r"x.yaml: key 'inner\.flag' needs a size of 3, not 1"):
+        from_mapping(_Placed, {"inner": {"flag": True}}, source, "")
+    with pytest.raises(InputError, match=r"x.yaml: key 'top\.inner\.size' must be odd, not 2 \('top\.inner\.flag' "
+                                         r"is set\)"):
+        from_mapping(_Outer2, {"inner": {"size": 2}}, source, "top")
+    with pytest.raises(ValueError, match="section.name"):
+        placed_at("flag", False)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    size: int = 1
+    flag: bool = True
+
+    def __post_init__(self) -> None:
+        if self.size % 2 == 0:
+            raise ConfigError("size", f"must be odd, not {self.size} ({{flag}} is set)", related=("flag",))
+
+
+@dataclass(frozen=True)
+class _Outer2:
+    inner: _Checked = _Checked()
+
+
+@dataclass(frozen=True)
+class _Placed:
+    inner: _Inner = _Inner()
+    flag: bool = placed_at("inner.flag", False)
+
+    def __post_init__(self) -> None:
+        if self.flag and self.inner.size != 3:
+            raise ConfigError("flag", f"needs a size of 3, not {self.inner.size}")

@@ -172,7 +172,7 @@ def test_params_yaml_validation(tmp_path: Path) -> None:
         load_params(bad_type)
     bad_value = tmp_path / "value.yaml"
     bad_value.write_text("alpha: 1.5\n")
-    with pytest.raises(InputError, match=r"value.yaml: alpha must be in"):
+    with pytest.raises(InputError, match=r"value.yaml: key 'alpha' must be in \[0, 1\), not 1.5"):
         load_params(bad_value)
 
 

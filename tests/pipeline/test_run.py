@@ -153,7 +153,7 @@ def test_optional_stages_are_off(tmp_path: Path, teacher: Path) -> None:
     config_file = make_project(tmp_path, teacher, n_cuts=4, n_annotated=0, tune=False, references=False,
                                extra="propagate:\n  scorer: false\n  alpha: 0.5\n")
     config = load_run_config(config_file)
-    assert not config.tune.enabled and not config.scorer and config.eval.references is None
+    assert not config.tune_enabled and not config.scorer and config.eval.references is None
     summary = run_pipeline(config)
     assert statuses(summary) == {"prepare": "ran", "decode": "ran", "group": "ran", "graph": "ran", "tune": "off",
                                  "propagate": "ran", "export": "ran", "eval": "off"}

@@ -9,14 +9,14 @@ from choral.pipeline.group import group_manifest
 from choral.pipeline.manifest import read_cuts
 from choral.pipeline.propagate import load_params
 from choral.pipeline.synthetic import SyntheticConfig, generate
-from choral.pipeline.tune import TuneGrid, parse_grid, tune_params
+from choral.pipeline.tune import TuneConfig, parse_grid, tune_params
 
 
 def test_tune_writes_params_propagate_accepts(tmp_path: Path) -> None:
     corpus = generate(tmp_path, SyntheticConfig(n_prompts=25, annotated_fraction=0.3, seed=2))
     group_manifest(corpus.decoded, tmp_path / "grouped.jsonl.gz")
     build_graph(tmp_path / "grouped.jsonl.gz", tmp_path / "graph.npz")
-    grid = TuneGrid(alpha=(0.5, 0.9), fusion_weight=(0.3, 0.7), temperature=(1.0,), threshold_scale=(1.0,))
+    grid = TuneConfig(alpha=(0.5, 0.9), fusion_weight=(0.3, 0.7), temperature=(1.0,), threshold_scale=(1.0,))
     summary = tune_params(tmp_path / "grouped.jsonl.gz", tmp_path / "graph.npz", tmp_path / "params.yaml",
                           grid=grid, folds=3)
     assert summary.n_combinations == 4 and summary.folds == 3
@@ -57,7 +57,7 @@ def test_tune_scores_borrowed_candidates_of_held_out_cuts_only(tmp_path: Path) -
         asked.append(cut_id)
         return [-1.0] * len(texts)  # borrowed texts look as likely as a typical 1-best
 
-    grid = TuneGrid(alpha=(0.9,), fusion_weight=(0.0, 0.5), temperature=(1.0,), threshold_scale=(1.0,))
+    grid = TuneConfig(alpha=(0.9,), fusion_weight=(0.0, 0.5), temperature=(1.0,), threshold_scale=(1.0,))
     with_scorer = tune_params(tmp_path / "grouped.jsonl.gz", tmp_path / "graph.npz", tmp_path / "a.yaml",
                               grid=grid, folds=3, scorer=scorer)
     without = tune_params(tmp_path / "grouped.jsonl.gz", tmp_path / "graph.npz", tmp_path / "b.yaml",
