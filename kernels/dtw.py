@@ -123,6 +123,7 @@ def _load_kernel() -> _Kernel | None:
                 _kernel = _Kernel(spec.origin)
             except (ImportError, OSError, AttributeError, ValueError) as error:
                 _kernel, _kernel_error = None, str(error)
+                _log.debug("compiled DTW kernel unavailable: %s", error)
             _kernel_loaded = True
     return _kernel
 

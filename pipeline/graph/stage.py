@@ -1,12 +1,9 @@
 """``choral graph``: link cuts of the same group that sound alike.
 
 For every group, all pairs of its cuts get a distance between their teacher
-embeddings under the configured metric (:mod:`.metrics`, a registry):
-
-- ``dtw-vector`` (the paper's choice): DTW between the pooled utterance vectors,
-  each vector read as a time series;
-- ``dtw-frames``: DTW between encoder frame sequences (needs ``custom.frames``);
-- ``cosine``: one minus the cosine similarity of the pooled vectors (a cheap baseline).
+embeddings under the configured metric, looked up by name in the registry of
+:mod:`.metrics` (built in: ``dtw-vector``, the paper's choice, ``dtw-frames``
+and ``cosine``); the cut arrays are checked against what the metric declares.
 
 Pairs closer than a learned threshold (:mod:`.threshold`) become binary edges.
 Writes ``graph.npz`` (:mod:`.store`) and ``threshold.json``.

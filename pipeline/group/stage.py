@@ -3,9 +3,9 @@
 Two streaming passes over the decoded manifest: the first collects each cut's
 normalised top-k hypotheses (and a reference to its embedding), MinHash/LSH
 grouping assigns group labels (:mod:`.grouping`; components too large to keep
-are split by embedding similarity, :mod:`.split`), the second pass writes every cut again with
-``custom.group`` (``g<N>`` for groups, ``s<N>`` for singletons) and
-``custom.group_size``. Full cut objects are never all held in memory.
+are split by embedding similarity, :mod:`.split`), the second pass writes every
+cut again with ``custom.group`` (``g<N>`` for groups, ``s<N>`` for singletons)
+and ``custom.group_size``. Full cut objects are never all held in memory.
 """
 
 from __future__ import annotations
