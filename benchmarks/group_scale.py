@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 try:
-    from choral.pipeline.grouping import Grouping, GroupingConfig, group_hypotheses
+    from choral.pipeline.group import Grouping, GroupingConfig, group_hypotheses
 except ModuleNotFoundError as error:  # pragma: no cover - setup problem, not a benchmark result
     raise SystemExit(f"{error}: install choral first (make install, or pip install -e .)") from error
 

@@ -6,10 +6,28 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperCommand, TyperOption
 
-from ..pipeline.graph import METRICS, GraphConfig, build_graph
+from ..pipeline.graph import GraphConfig, build_graph, get_metric, metric_names
 from ..pipeline.text import TextNormalizer
 from .common import DIGITS_HELP, Digits, console, print_skipped, progress_bar, stage_errors, summary_table
+
+
+def metric_help() -> str:
+    """Help of ``--metric``: every registered metric with its description."""
+    described = "; ".join(f"{name}: {get_metric(name).description}" for name in metric_names())
+    return f"Distance between cuts, one of {', '.join(metric_names())}. {described}."
+
+
+class GraphCommand(TyperCommand):
+    """``choral graph``'s command: ``--metric``'s help lists the metrics registered when help is shown."""
+
+    def get_params(self, ctx: typer.Context) -> list:
+        params = super().get_params(ctx)
+        for param in params:
+            if param.name == "metric" and isinstance(param, TyperOption):
+                param.help = metric_help()
+        return params
 
 
 def graph(
@@ -17,9 +35,7 @@ def graph(
     output: Path = typer.Argument(..., help="Where to write the graph, e.g. RUN/graph.npz."),
     threshold_file: Optional[Path] = typer.Option(None, "--threshold-file",
                                                   help="Where to write threshold.json (default: beside OUTPUT)."),
-    metric: str = typer.Option("dtw-vector", help=f"Distance between cuts: {', '.join(METRICS)}. dtw-vector reads the "
-                                                  "pooled embedding as a time series (the paper); dtw-frames needs "
-                                                  "encoder frames (decode --save-frames)."),
+    metric: str = typer.Option("dtw-vector", help=metric_help()),
     window: Optional[int] = typer.Option(None, min=0, help="Sakoe-Chiba radius for DTW (|i-j| <= WINDOW); "
                                                            "default: unconstrained."),
     threshold: Optional[float] = typer.Option(None, help="Use this distance threshold instead of learning one."),
@@ -37,7 +53,7 @@ def graph(
     records it with precision, recall and pair counts, and which rule set it.
     """
     with stage_errors("graph"):
-        config = GraphConfig(metric=metric, window=window, threshold=threshold,  # type: ignore[arg-type]
+        config = GraphConfig(metric=metric, window=window, threshold=threshold,
                              confidence=confidence, quantile=quantile)
         normalizer = TextNormalizer(digits=digits.value)  # type: ignore[arg-type]
         with progress_bar() as progress:

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..pipeline.errors import ChoralError
-from ..pipeline.group import group_manifest
-from ..pipeline.grouping import GroupingConfig
+from ..pipeline.group import GroupingConfig, group_manifest
 from ..pipeline.text import TextNormalizer
 from .common import DIGITS_HELP, Digits, console, print_skipped, progress_bar, stage_errors, summary_table
 
@@ -35,11 +33,8 @@ def group(
     Only cuts of the same group are compared by `choral graph`.
     """
     with stage_errors("group"):
-        try:
-            config = GroupingConfig(top_k=top_k, jaccard_threshold=jaccard, num_perm=num_perm, bands=bands,
-                                    max_group_size=max_group_size, seed=seed)
-        except ValueError as error:
-            raise ChoralError(str(error)) from None
+        config = GroupingConfig(top_k=top_k, jaccard_threshold=jaccard, num_perm=num_perm, bands=bands,
+                                max_group_size=max_group_size, seed=seed)
         normalizer = TextNormalizer(digits=digits.value)  # type: ignore[arg-type]
         with progress_bar() as progress:
             summary = group_manifest(decoded, output, config, normalizer, force=force, progress=progress)

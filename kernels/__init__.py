@@ -1,1 +1,1 @@
-"""Hot numeric loops used by the pipeline: DTW (and later the RNN-T lattice and propagation)."""
+"""Hot numeric loops used by the pipeline: DTW, connected components, label propagation and the RNN-T lattice."""

@@ -28,11 +28,9 @@ Backends
 ``"c"``      the compiled kernel ``choral.kernels._dtw_simd``: blocks of LANES
              pairs run in lock-step in the SIMD lanes, in float32, one thread
              per core (ctypes releases the GIL).
-``"numpy"``  pure NumPy, float64: a few hundred pairs at once, swept by
-             anti-diagonals (every cell of an anti-diagonal, of every pair, is
-             one vectorised update).  This was measured ~5x faster than a
-             row-by-row min-plus scan (cumsum + minimum.accumulate), which is
-             bound by NumPy's sequential accumulate loops.
+``"numpy"``  pure NumPy, float64 (:mod:`choral.kernels.dtw_numpy`): a few
+             hundred pairs at once, swept by anti-diagonals (every cell of an
+             anti-diagonal, of every pair, is one vectorised update).
 ``"auto"``   ``"c"`` when the kernel is built, else ``"numpy"``; the
              environment variable ``CHORAL_DTW_BACKEND`` (``c`` or ``numpy``)
              overrides it.
@@ -42,7 +40,9 @@ Frame sequences (both backends) take their local costs from a float32 GEMM,
 GEMM covers a tile of pairs.  Its rounding gives an absolute error of about
 ``sqrt(T * 1e-7 * |x|^2)`` on a distance, visible only for near-identical
 sequences (a sequence paired with itself is exactly 0).  While frame tiles run,
-NumPy's OpenBLAS is held to one thread per worker (restored afterwards).
+BLAS is held to one thread per worker (threadpoolctl; restored afterwards).
+
+Which backend ran, and on how many threads, is logged at debug level.
 
 The C backend agrees with float64 references to ~1e-6 relative (float32
 accumulation); inputs must fit in float32.
@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -60,18 +61,20 @@ from dataclasses import dataclass
 from numbers import Integral
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from . import dtw_numpy
+from .components import component_labels
 
 __all__ = ["ENV_BACKEND", "auto_backend", "available_backends", "cdist", "paired"]
 
 ENV_BACKEND = "CHORAL_DTW_BACKEND"
 _BACKENDS = ("c", "numpy")
 
+_log = logging.getLogger(__name__)
+
 # Pairs handled per chunk (bounds the memory of index/sort arrays).
 _CHUNK_PAIRS = 1 << 21
-# NumPy backend: lanes per batch, about _NP_LANE_CELLS / rows (keeps the
-# wavefront arrays in cache).
-_NP_LANE_CELLS = 1 << 16
-_NP_MAX_LANES = 2048
 # Frames: at most this many frames per chunk of consecutive sequences; a
 # tile's Gram block (float32) is then at most about 2048 x 2048 (16 MB).
 _FRAME_BUDGET = 2048
@@ -120,6 +123,7 @@ def _load_kernel() -> _Kernel | None:
                 _kernel = _Kernel(spec.origin)
             except (ImportError, OSError, AttributeError, ValueError) as error:
                 _kernel, _kernel_error = None, str(error)
+                _log.debug("compiled DTW kernel unavailable: %s", error)
             _kernel_loaded = True
     return _kernel
 
@@ -153,74 +157,43 @@ def _resolve(backend: str) -> str:
     return backend
 
 
-class _BlasThreads:
-    """Pin NumPy's OpenBLAS to one thread while frame tiles run (one GEMM per core).
+class _BlasPin:
+    """Pin BLAS to one thread while frame tiles run (one GEMM per worker thread).
 
-    Each worker thread runs its own single-threaded GEMM; letting OpenBLAS
-    start its own threads on top oversubscribes the cores and was measured to
-    be 2-3x slower.  OpenBLAS's thread count is process-wide, so it is set to 1
-    for the duration of the outermost frames computation and then restored.
-    Where it cannot be controlled (no OpenBLAS found: MKL, Accelerate, non-Linux),
-    the GEMMs are serialised instead and BLAS's own threads do the parallel part.
+    Each worker thread runs its own single-threaded GEMM; letting BLAS start
+    its own threads on top oversubscribes the cores.  BLAS thread counts are
+    process-wide, so they are set to 1 (threadpoolctl) for the duration of the
+    outermost frames computation, then restored.  Where no BLAS library can be
+    controlled, the GEMMs are serialised instead (:attr:`gemm_lock`) and BLAS's
+    own threads do the parallel part.
     """
-
-    _SYMBOLS = (("openblas_get_num_threads", "openblas_set_num_threads"),
-                ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-                ("openblas_get_num_threads64_", "openblas_set_num_threads64_"))
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._users = 0
-        self._saved = 0
-        self._funcs: tuple | None = None
-        self._searched = False
+        self._limiter = None
+        self.pinned = False  # True while BLAS is held to one thread
         self.gemm_lock = threading.Lock()
 
-    def _find(self) -> tuple | None:
-        try:
-            with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-                paths = {line.split(None, 5)[5].strip() for line in maps
-                         if "openblas" in line.lower() and len(line.split(None, 5)) == 6}
-        except OSError:
-            return None
-        for path in sorted(paths):
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for get_name, set_name in self._SYMBOLS:
-                getter, setter = getattr(lib, get_name, None), getattr(lib, set_name, None)
-                if getter is not None and setter is not None:
-                    getter.restype, getter.argtypes = ctypes.c_int, []
-                    setter.restype, setter.argtypes = None, [ctypes.c_int]
-                    return getter, setter
-        return None
-
-    @property
-    def controlled(self) -> bool:
+    def __enter__(self) -> _BlasPin:
         with self._lock:
-            if not self._searched:
-                self._funcs, self._searched = self._find(), True
-        return self._funcs is not None
-
-    def __enter__(self) -> _BlasThreads:
-        if self.controlled:
-            with self._lock:
-                if self._users == 0:
-                    self._saved = self._funcs[0]()
-                    self._funcs[1](1)
-                self._users += 1
+            if self._users == 0:
+                blas = ThreadpoolController().select(user_api="blas")
+                if blas.lib_controllers:
+                    self._limiter = blas.limit(limits=1)
+                    self.pinned = True
+            self._users += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._funcs is not None:
-            with self._lock:
-                self._users -= 1
-                if self._users == 0 and self._saved > 0:
-                    self._funcs[1](self._saved)
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._limiter is not None:
+                self._limiter.restore_original_limits()
+                self._limiter, self.pinned = None, False
 
 
-_blas = _BlasThreads()
+_blas = _BlasPin()
 
 
 def _n_threads(n_jobs: int | None) -> int:
@@ -372,6 +345,8 @@ class _Engine:
             self.slot = None
         self.pool = _Pool.build(seqs, dtype, names)
         self._executor: ThreadPoolExecutor | None = None
+        _log.debug("DTW backend %s, %d thread(s), %d %s", self.backend, self.threads, len(seqs),
+                   "frame sequences" if frames else "series")
 
     def __enter__(self) -> _Engine:
         if self.threads > 1:
@@ -446,25 +421,7 @@ class _Engine:
     # ---- 1-D, NumPy ------------------------------------------------------
     def _series_np(self, a: np.ndarray, b: np.ndarray, res: np.ndarray) -> None:
         pool = self.pool
-        # cells per anti-diagonal and lane: at most the rows, and about the band
-        rows = pool.lengths[a] if self.window < 0 else np.minimum(pool.lengths[a], self.window + 1)
-        spans = _batches(rows, len(a))
-
-        def work(span: tuple[int, int]) -> None:
-            lo, hi = span
-            n, m = pool.lengths[a[lo:hi]], pool.lengths[b[lo:hi]]
-            x = _lane_major(pool.data, pool.offsets[a[lo:hi]], n)            # (nmax, k)
-            yr = _lane_major(pool.data, pool.offsets[b[lo:hi]], m)[::-1]      # (mmax, k), reversed
-            top = yr.shape[0] - 1
-
-            def cost(d: int, i0: int, i1: int, out: np.ndarray) -> np.ndarray:
-                # cells (i, d - i), i in [i0, i1]; y_{d-i} = yr[top - d + i]
-                np.subtract(x[i0:i1 + 1], yr[top - d + i0:top - d + i1 + 1], out=out)
-                return np.multiply(out, out, out=out)
-
-            res[lo:hi] = _np_dp(cost, n, m, self.window)
-
-        self._map(work, spans)
+        dtw_numpy.series(pool.data, pool.offsets, pool.lengths, a, b, self.window, self._map, res)
 
     # ---- frames (both backends) -------------------------------------------
     def _frames(self, pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
@@ -530,7 +487,7 @@ class _Engine:
         b0, b1 = int(b[s:e].min()), int(b[s:e].max())
         r0, r1 = int(off[a0]), int(off[a1] + ln[a1])
         c0, c1 = int(off[b0]), int(off[b1] + ln[b1])
-        if _blas.controlled or self._executor is None:
+        if _blas.pinned or self._executor is None:
             g = np.matmul(pool.data[r0:r1], pool.data[c0:c1].T)
         else:
             with _blas.gemm_lock:  # BLAS threads itself; run one GEMM at a time
@@ -557,95 +514,8 @@ class _Engine:
     def _tile_np(self, a: np.ndarray, b: np.ndarray, s: int, e: int, res: np.ndarray) -> None:
         pool = self.pool
         g, go = self._tile_gram(a, b, s, e)
-        ta, tb = a[s:e], b[s:e]
-        n, m = pool.lengths[ta], pool.lengths[tb]
-        nmax, mmax = int(n.max()), int(m.max())
-        i = np.arange(nmax)[:, None, None]
-        j = np.arange(mmax)[None, :, None]
-        vi, vj = i < n, j < m                                          # (nmax, 1, k), (1, mmax, k)
-        xn = pool.norms[np.where(vi, pool.offsets[ta] + i, 0)]
-        yn = pool.norms[np.where(vj, pool.offsets[tb] + j, 0)]
-        gij = g.ravel()[go + np.where(vi, i, 0) * g.shape[1] + np.where(vj, j, 0)]
-        # lane-major costs [i][j][lane]; padded cells are 0 (they never reach a result)
-        cost = xn.astype(np.float64) + yn - 2.0 * gij.astype(np.float64)
-        np.maximum(cost, 0.0, out=cost)
-        cost *= vi & vj
-        flat = cost.reshape(nmax * mmax, len(n))
-        step = max(1, mmax - 1)
-
-        def cells(d: int, i0: int, i1: int, out: np.ndarray) -> np.ndarray:
-            # cell (i, d - i) is flat row i * mmax + d - i: a constant stride of mmax - 1
-            start = i0 * mmax + d - i0
-            return flat[start:start + (i1 - i0) * step + 1:step]
-
-        res[s:e] = _np_dp(cells, n, m, self.window)
-
-
-# --------------------------------------------------------------------------
-# NumPy helpers
-# --------------------------------------------------------------------------
-
-def _batches(n: np.ndarray, count: int) -> list[tuple[int, int]]:
-    """Consecutive spans of pairs for the NumPy DP: about _NP_LANE_CELLS lanes x n each."""
-    spans = []
-    start = 0
-    while start < count:
-        lanes = min(_NP_MAX_LANES, max(16, _NP_LANE_CELLS // max(1, int(n[start]))))
-        spans.append((start, min(count, start + lanes)))
-        start += lanes
-    return spans
-
-
-def _lane_major(data: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """(max length, k) float64 array of k sequences, zero padded."""
-    t = np.arange(int(lengths.max()))[:, None]
-    valid = t < lengths
-    out = data[np.where(valid, offsets + t, 0)].astype(np.float64)
-    out[~valid] = 0.0
-    return out
-
-
-def _np_dp(cost, n: np.ndarray, m: np.ndarray, window: int) -> np.ndarray:
-    """DTW of k pairs at once by anti-diagonal wavefront, vectorised over cells and lanes.
-
-    Cells (i, j) with i + j = d depend only on diagonals d - 1 (up, left) and
-    d - 2 (diagonal), so a whole anti-diagonal of every lane is one set of
-    array operations.  Arrays are lane-major: diagonal d is stored as
-    ``diag[i + 1, lane]`` (index 0 is row -1).  cost(d, i0, i1, out) returns
-    the (i1 - i0 + 1, k) costs of cells (i, d - i), i0 <= i <= i1.
-    """
-    k = len(n)
-    nmax, mmax = int(n.max()), int(m.max())
-    w = nmax + mmax if window < 0 else window
-    inf = np.inf
-    d2, d1, d0 = (np.full((nmax + 2, k), inf) for _ in range(3))
-    d2[0] = 0.0  # D[-1, -1] on diagonal -2
-    scratch = np.empty((nmax, k))
-    best = np.empty((nmax, k))
-    res = np.full(k, inf)
-    ends = n + m - 2  # each lane's end cell (n-1, m-1) is on this diagonal
-    order = np.argsort(ends, kind="stable")
-    sorted_ends = ends[order]
-    for d in range(int(ends.max()) + 1):
-        i0 = max(0, d - (mmax - 1), (d - w + 1) // 2)   # j < mmax and |i - j| <= w
-        i1 = min(nmax - 1, d, (d + w) // 2)             # j >= 0
-        if i0 <= i1:
-            rows = i1 - i0 + 1
-            c = cost(d, i0, i1, scratch[:rows])
-            t = best[:rows]
-            np.minimum(d1[i0:i1 + 1], d1[i0 + 1:i1 + 2], out=t)   # up (i-1, j), left (i, j-1)
-            np.minimum(t, d2[i0:i1 + 1], out=t)                 # diagonal (i-1, j-1)
-            np.add(t, c, out=d0[i0 + 1:i1 + 2])
-        # the cells bordering this diagonal's band are read by the next two
-        d0[i0] = inf
-        if i1 + 2 <= nmax + 1:
-            d0[i1 + 2] = inf
-        f0, f1 = np.searchsorted(sorted_ends, (d, d + 1))
-        if f1 > f0:
-            done = order[f0:f1]
-            res[done] = np.sqrt(d0[n[done], done])
-        d2, d1, d0 = d1, d0, d2
-    return res
+        res[s:e] = dtw_numpy.frame_tile(g, go, pool.norms, pool.offsets, pool.lengths, a[s:e], b[s:e],
+                                        self.window)
 
 
 # --------------------------------------------------------------------------
@@ -716,7 +586,7 @@ def paired(xs, index_a, index_b, *, window: int | None = None, backend: str = "a
         return np.zeros(0)
     components = None
     if xs_[0].ndim == 2:
-        components = _components(len(xs_), pa, pb)
+        components = component_labels(len(xs_), pa, pb)
     out = np.empty(len(pa))
     with _Engine(xs_, [f"xs[{k}]" for k in range(len(xs_))], w, resolved, n_jobs,
                  components=components) as engine:
@@ -743,14 +613,3 @@ def _triangle_chunks(count: int, seqs: list[np.ndarray]) -> Iterator[tuple[np.nd
         pb = np.arange(len(pa), dtype=np.int64) - first + pa + 1
         yield pa, pb
         a0 = a1
-
-
-def _components(count: int, pa: np.ndarray, pb: np.ndarray) -> np.ndarray | None:
-    """Connected-component label of every sequence in the pair graph."""
-    try:
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-    except ImportError:  # pragma: no cover - scipy is a dependency
-        return None
-    graph = coo_matrix((np.ones(len(pa), dtype=np.int8), (pa, pb)), shape=(count, count)).tocsr()
-    return connected_components(graph, directed=False)[1].astype(np.int64)

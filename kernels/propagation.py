@@ -48,7 +48,7 @@ Why conjugate gradients converge
       for the fixed-point iteration, whose error only shrinks like ``alpha^t``).
       On graphs of dense blocks the spectrum is clustered (the eigenvalue
       ``1 - alpha`` once per component, the rest within about
-      ``1 +- 2 alpha / sqrt(degree)``) and CG needs far fewer (16 in the benchmark).
+      ``1 +- 2 alpha / sqrt(degree)``) and CG needs far fewer.
     * Propagation: ``L_uu = D_uu - W_uu`` is a principal block of the graph
       Laplacian, hence symmetric positive semi-definite, with a non-negative
       diagonal. It is block diagonal over the connected pieces of the
@@ -63,12 +63,10 @@ Why conjugate gradients converge
 The solver, :func:`block_cg`, runs the ``c`` right-hand sides as independent CG
 recurrences that share one sparse matrix-matrix product per iteration (step
 sizes, residual norms and convergence tests are per column); columns are
-dropped from the block as they converge. A CSR product with 10 columns costs
-about half as much as 10 single products, so on a 50,000-node block graph with
-10 label columns this is about 1.1-1.7x faster than ``scipy.sparse.linalg.cg``
-run column by column (no faster for a single column), and roughly 15x
-(propagation) to 80x (spreading, alpha = 0.99) faster than the fixed-point
-iterations (``benchmarks/propagation_speed.py``).
+dropped from the block as they converge. One CSR product with many columns
+costs less than as many single products, so this beats ``scipy.sparse.linalg.cg``
+run column by column (it is no faster for a single column) and, by far, the
+fixed-point iterations (``benchmarks/propagation_speed.py`` measures both).
 """
 
 from __future__ import annotations

@@ -39,9 +39,10 @@ import scipy.sparse as sp
 
 from ..kernels.propagation import label_propagation, label_spreading, normalize_rows
 from .config import from_mapping, read_yaml_mapping
-from .cutgraph import CutGraph
 from .errors import ChoralError, ConfigError, InputError
-from .fields import CutResult, custom_field, nbest, reference_text
+from .fields import CutResult
+from .graph import CutGraph
+from .grouped import iter_grouped
 from .labels import CutEntry, build_group_labels, log_posterior, own_log_posteriors, prior_row
 from .manifest import CutWriter, check_readable, iter_cuts
 from .meta import StageRecord, is_up_to_date, write_meta
@@ -117,15 +118,11 @@ class PropagateSummary:
 def read_entries(grouped: Path, normalizer: TextNormalizer, progress: Progress = NullProgress()) -> list[CutEntry]:
     """The propagation view of every cut of a grouped manifest, in manifest order."""
     entries = []
-    for cut in iter_cuts(grouped):
-        group = custom_field(cut, "group")
-        if group is None:
-            raise InputError(grouped, "cut has no custom.group; run `choral group` first", cut_id=cut.id)
-        hypotheses = nbest(cut, grouped)
-        reference = reference_text(cut)
+    for record in iter_grouped(grouped):
+        hypotheses, reference = record.hypotheses, record.reference
         entries.append(CutEntry(
-            cut_id=cut.id,
-            group=str(group),
+            cut_id=record.cut.id,
+            group=record.group,
             hypotheses=[normalizer(h.text) for h in hypotheses],
             originals=[h.text for h in hypotheses],
             scores=np.asarray([h.score for h in hypotheses]),

@@ -20,7 +20,7 @@ from .decode import DecodeConfig, resolve_teacher
 from .errors import ChoralError, ConfigError, InputError
 from .export import ExportConfig
 from .graph import GraphConfig
-from .grouping import GroupingConfig
+from .group import GroupingConfig
 from .prepare import InputConfig
 from .propagate import PropagateConfig
 from .text import DigitsPolicy, TextNormalizer

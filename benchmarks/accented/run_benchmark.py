@@ -33,9 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from choral.pipeline.cutgraph import CutGraph
 from choral.pipeline.evaluate import evaluate, write_report
-from choral.pipeline.graph import build_graph
+from choral.pipeline.graph import CutGraph, build_graph
 from choral.pipeline.manifest import CutWriter, iter_cuts
 from choral.pipeline.propagate import load_params, propagate_manifest, teacher_scorer
 from choral.pipeline.run import load_run_config

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from choral.kernels import dtw
+from choral.kernels import dtw, dtw_numpy
 
 RTOL = 1e-4  # the compiled kernel accumulates in float32
 
@@ -199,7 +199,7 @@ def test_frames_3d_array_input(backend):
 def test_small_chunks_and_tiles(monkeypatch, backend, ragged_series, ragged_frames):
     """Force many pair chunks, NumPy batches and frame tiles (fine and coarse)."""
     monkeypatch.setattr(dtw, "_CHUNK_PAIRS", 37)
-    monkeypatch.setattr(dtw, "_NP_LANE_CELLS", 64)
+    monkeypatch.setattr(dtw_numpy, "_LANE_CELLS", 64)
     monkeypatch.setattr(dtw, "_FRAME_BUDGET", 40)
     for window in (None, 3):
         expected = cached_reference(("series", window), ragged_series, ragged_series, window)
@@ -323,3 +323,26 @@ def test_extension_module_importable():
     import choral.kernels._dtw_simd as module
 
     assert module.LANES >= 1
+
+
+def test_blas_is_pinned_to_one_thread_while_frames_run_and_restored_after():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    with dtw._blas:
+        with dtw._blas:  # nested (or concurrent) users: only the outermost restores
+            if before:
+                assert dtw._blas.pinned and blas_threads() == [1] * len(before)
+        if before:
+            assert dtw._blas.pinned and blas_threads() == [1] * len(before)
+    assert not dtw._blas.pinned
+    assert blas_threads() == before
+
+
+def test_the_backend_that_ran_is_logged(caplog, ragged_series):
+    with caplog.at_level("DEBUG", logger="choral.kernels.dtw"):
+        dtw.paired(ragged_series, [0], [1], backend="numpy", n_jobs=1)
+    assert any("DTW backend numpy, 1 thread(s)" in record.getMessage() for record in caplog.records)

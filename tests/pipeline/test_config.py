@@ -99,7 +99,6 @@ def test_wrong_type_names_key_and_expected_type(tmp_path: Path, text: str, messa
     (MINIMAL + "digits: roman\n", "digits"),
     (MINIMAL + "decode:\n  on_error: ignore\n", "decode.on_error"),
     (MINIMAL + "propagate:\n  algorithm: magic\n", "propagate.algorithm"),
-    (MINIMAL + "graph:\n  metric: euclid\n", "graph.metric"),
 ])
 def test_literal_values_are_checked(tmp_path: Path, text: str, key: str) -> None:
     error = load_error(tmp_path, text)

@@ -6,9 +6,8 @@ import pytest
 from lhotse import MonoCut, SupervisionSegment
 from lhotse.features.io import NumpyHdf5Writer
 
-from choral.pipeline.cutgraph import CutGraph, load_adjacency
 from choral.pipeline.errors import ChoralError, InputError
-from choral.pipeline.graph import GraphConfig, build_graph, within_group_pairs
+from choral.pipeline.graph import CutGraph, GraphConfig, build_graph, load_adjacency, within_group_pairs
 from choral.pipeline.group import group_manifest
 from choral.pipeline.manifest import read_cuts, write_cuts
 from choral.pipeline.synthetic import SyntheticConfig, SyntheticCorpus, generate
@@ -65,7 +64,7 @@ def test_rerun_skips(grouped: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("metric", ["cosine", "dtw-frames"])
 def test_other_metrics(grouped: Path, tmp_path: Path, metric: str) -> None:
-    summary = build_graph(grouped, tmp_path / "graph.npz", config=GraphConfig(metric=metric))  # type: ignore[arg-type]
+    summary = build_graph(grouped, tmp_path / "graph.npz", config=GraphConfig(metric=metric))
     assert summary.n_edges > 0
     assert summary.fit is not None and summary.fit.f1 is not None and summary.fit.f1 > 0.5
 
@@ -116,12 +115,10 @@ def test_missing_group_and_missing_file(tmp_path: Path, small_corpus: SyntheticC
     with pytest.raises(InputError, match="file not found"):
         build_graph(tmp_path / "absent.jsonl.gz", tmp_path / "graph.npz")
     with pytest.raises(ChoralError, match="unknown metric"):
-        GraphConfig(metric="euclid")  # type: ignore[arg-type]
+        GraphConfig(metric="euclid")
 
 
 def test_nearest_neighbours_join_the_threshold_edges() -> None:
-    from choral.pipeline.cutgraph import CutGraph
-
     # 4 cuts in one group; cut 3 is far from everyone, so only its nearest link can reach it
     pairs = [(0, 1, 1.0), (0, 2, 2.0), (0, 3, 9.0), (1, 2, 1.5), (1, 3, 8.0), (2, 3, 7.0)]
     graph = CutGraph(cut_ids=np.array(["a", "b", "c", "d"]), pair_a=np.array([p[0] for p in pairs]),

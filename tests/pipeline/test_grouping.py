@@ -7,7 +7,8 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from choral.pipeline.grouping import Grouping, GroupingConfig, group_hypotheses
+from choral.pipeline.errors import ChoralError
+from choral.pipeline.group import Grouping, GroupingConfig, group_hypotheses
 
 VOCABULARY = [f"w{i}" for i in range(3000)]
 
@@ -268,7 +269,7 @@ def test_default_bands_find_pairs_at_the_threshold() -> None:
     ],
 )
 def test_invalid_config_is_rejected(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ChoralError, match=message):
         GroupingConfig(**kwargs)  # type: ignore[arg-type]
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from choral.pipeline.threshold import evaluate_threshold, fit_f1_threshold, quantile_threshold
+from choral.pipeline.graph import evaluate_threshold, fit_f1_threshold, quantile_threshold
 
 
 def brute_force_best_f1(distances: np.ndarray, positive: np.ndarray) -> float:

@@ -1,4 +1,4 @@
-"""Learn the DTW distance below which two cuts are linked.
+"""Learn the distance below which two cuts are linked.
 
 An edge should mean "these two cuts say the same thing". Over labelled pairs
 (same group, both with a known transcript) the pair is *positive* when the two

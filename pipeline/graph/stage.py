@@ -1,15 +1,12 @@
 """``choral graph``: link cuts of the same group that sound alike.
 
 For every group, all pairs of its cuts get a distance between their teacher
-embeddings:
-
-- ``dtw-vector`` (the paper's choice): DTW between the pooled utterance vectors,
-  each vector read as a time series;
-- ``dtw-frames``: DTW between encoder frame sequences (needs ``custom.frames``);
-- ``cosine``: one minus the cosine similarity of the pooled vectors (a cheap baseline).
+embeddings under the configured metric, looked up by name in the registry of
+:mod:`.metrics` (built in: ``dtw-vector``, the paper's choice, ``dtw-frames``
+and ``cosine``); the cut arrays are checked against what the metric declares.
 
 Pairs closer than a learned threshold (:mod:`.threshold`) become binary edges.
-Writes ``graph.npz`` (:mod:`.cutgraph`) and ``threshold.json``.
+Writes ``graph.npz`` (:mod:`.store`) and ``threshold.json``.
 """
 
 from __future__ import annotations
@@ -17,37 +14,33 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from ..kernels import dtw
-from .cutgraph import CutGraph
-from .errors import ChoralError, InputError
-from .fields import custom_field, load_array, nbest, reference_text
-from .manifest import array_storage_files, check_readable, iter_cuts, write_json
-from .meta import StageRecord, is_up_to_date, write_meta
-from .progress import NullProgress, Progress
-from .text import TextNormalizer
+from ..errors import ChoralError, InputError
+from ..fields import load_array
+from ..grouped import iter_grouped
+from ..manifest import array_storage_files, check_readable, write_json
+from ..meta import StageRecord, is_up_to_date, write_meta
+from ..progress import NullProgress, Progress
+from ..text import TextNormalizer
+from .metrics import Metric, get_metric
+from .store import CutGraph
 from .threshold import ThresholdFit, evaluate_threshold, fit_f1_threshold, quantile_threshold
-
-Metric = Literal["dtw-vector", "dtw-frames", "cosine"]
-METRICS: tuple[str, ...] = ("dtw-vector", "dtw-frames", "cosine")
 
 
 @dataclass(frozen=True)
 class GraphConfig:
     """How distances are measured and the edge threshold chosen."""
 
-    metric: Metric = "dtw-vector"
+    metric: str = "dtw-vector"  # a registered metric (:mod:`.metrics`)
     window: int | None = None
     threshold: float | None = None
     confidence: float = 0.9
     quantile: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.metric not in METRICS:
-            raise ChoralError(f"unknown metric {self.metric!r}; choose one of {', '.join(METRICS)}")
+        get_metric(self.metric)  # ChoralError naming the registered metrics
         if self.window is not None and self.window < 0:
             raise ChoralError("--window must be a non-negative radius")
         if not 0.0 < self.quantile < 1.0:
@@ -89,30 +82,26 @@ def _top_posterior(scores: list[float]) -> float:
     return float(1.0 / np.exp(values - values[0]).sum())
 
 
-def _read_table(grouped: Path, metric: str, normalizer: TextNormalizer, progress: Progress) -> _CutTable:
-    field = "frames" if metric == "dtw-frames" else "embedding"
+def _read_table(grouped: Path, metric: Metric, normalizer: TextNormalizer, progress: Progress) -> _CutTable:
+    """Every cut's group, the array the metric reads (checked against what it declares) and text fields."""
+    field = metric.field
     table = _CutTable([], [], [], [], [], np.zeros(0))
     posteriors: list[float] = []
-    expected_ndim = 2 if metric == "dtw-frames" else 1
-    for cut in iter_cuts(grouped):
-        group = custom_field(cut, "group")
-        if group is None:
-            raise InputError(grouped, "cut has no custom.group; run `choral group` first", cut_id=cut.id)
-        hypotheses = nbest(cut, grouped)
+    for record in iter_grouped(grouped):
+        cut, hypotheses, reference = record.cut, record.hypotheses, record.reference
         series = load_array(cut, field, grouped)
-        if series.ndim != expected_ndim:
-            raise InputError(grouped, f"custom.{field} must be {expected_ndim}-D, found shape {series.shape}",
+        if series.ndim != metric.ndim:
+            raise InputError(grouped, f"custom.{field} must be {metric.ndim}-D, found shape {series.shape}",
                              cut_id=cut.id)
         if table.series:
             # DTW aligns any lengths but frames need one feature dimension; cosine needs one length
-            compared = series.shape if metric == "cosine" else series.shape[1:]
-            first = table.series[0].shape if metric == "cosine" else table.series[0].shape[1:]
+            compared = series.shape if metric.same_shape else series.shape[1:]
+            first = table.series[0].shape if metric.same_shape else table.series[0].shape[1:]
             if compared != first:
                 raise InputError(grouped, f"custom.{field} has shape {series.shape}, "
                                           f"the first cut's has {table.series[0].shape}", cut_id=cut.id)
-        reference = reference_text(cut)
         table.ids.append(cut.id)
-        table.groups.append(str(group))
+        table.groups.append(record.group)
         table.series.append(series)
         table.references.append(normalizer(reference) if reference is not None else None)
         table.top_texts.append(normalizer(hypotheses[0].text))
@@ -140,31 +129,17 @@ def within_group_pairs(groups: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
     return np.concatenate(pair_a).astype(np.int64), np.concatenate(pair_b).astype(np.int64), len(codes)
 
 
-def cosine_distances(vectors: list[np.ndarray], pair_a: np.ndarray, pair_b: np.ndarray) -> np.ndarray:
-    """One minus cosine similarity for each pair; a zero vector is at distance 1 from everything."""
-    matrix = np.stack(vectors).astype(np.float64)
-    norms = np.linalg.norm(matrix, axis=1)
-    norms[norms == 0] = 1.0
-    unit = matrix / norms[:, None]
-    return 1.0 - np.einsum("ij,ij->i", unit[pair_a], unit[pair_b])
-
-
-_PAIRS_PER_STEP = 1_000_000  # DTW pairs per progress step (large enough to keep both cores busy)
+_PAIRS_PER_STEP = 1_000_000  # pairs per progress step (large enough to keep every core busy)
 
 
 def pair_distances(table: _CutTable, pair_a: np.ndarray, pair_b: np.ndarray, config: GraphConfig,
                    progress: Progress = NullProgress()) -> np.ndarray:
     """Distances of the candidate pairs under the configured metric, in progress-bar steps."""
-    if len(pair_a) == 0:
-        return np.zeros(0)
-    if config.metric == "cosine":
-        distances = cosine_distances(table.series, pair_a, pair_b)
-        progress.advance(len(pair_a))
-        return distances
-    distances = np.empty(len(pair_a))
+    distances_of = get_metric(config.metric).distances
+    distances = np.zeros(len(pair_a))
     for start in range(0, len(pair_a), _PAIRS_PER_STEP):
         stop = min(start + _PAIRS_PER_STEP, len(pair_a))
-        distances[start:stop] = dtw.paired(table.series, pair_a[start:stop], pair_b[start:stop], window=config.window)
+        distances[start:stop] = distances_of(table.series, pair_a[start:stop], pair_b[start:stop], config.window)
         progress.advance(stop - start)
     return distances
 
@@ -216,7 +191,7 @@ def build_graph(
     started = time.perf_counter()
 
     progress.task("loading embeddings", None)
-    table = _read_table(grouped, config.metric, normalizer, progress)
+    table = _read_table(grouped, get_metric(config.metric), normalizer, progress)
     pair_a, pair_b, n_groups = within_group_pairs(table.groups)
 
     progress.task(f"{config.metric} distances (pairs)", len(pair_a))

@@ -3,9 +3,9 @@
 Two streaming passes over the decoded manifest: the first collects each cut's
 normalised top-k hypotheses (and a reference to its embedding), MinHash/LSH
 grouping assigns group labels (:mod:`.grouping`; components too large to keep
-are split by embedding similarity), the second pass writes every cut again with
-``custom.group`` (``g<N>`` for groups, ``s<N>`` for singletons) and
-``custom.group_size``. Full cut objects are never all held in memory.
+are split by embedding similarity, :mod:`.split`), the second pass writes every
+cut again with ``custom.group`` (``g<N>`` for groups, ``s<N>`` for singletons)
+and ``custom.group_size``. Full cut objects are never all held in memory.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import numpy as np
 from lhotse import MonoCut
 from lhotse.cut import Cut
 
-from .fields import custom_field, load_array, nbest
+from ..fields import custom_field, load_array, nbest
+from ..manifest import CutWriter, array_storage_files, iter_cuts
+from ..meta import StageRecord, is_up_to_date, write_meta
+from ..progress import NullProgress, Progress
+from ..text import TextNormalizer
 from .grouping import GroupingConfig, group_hypotheses
-from .manifest import CutWriter, array_storage_files, iter_cuts
-from .meta import StageRecord, is_up_to_date, write_meta
-from .progress import NullProgress, Progress
-from .text import TextNormalizer
 
 
 @dataclass(frozen=True)
