@@ -20,6 +20,9 @@ from .errors import ChoralError, InputError
 from .manifest import check_readable
 
 T = TypeVar("T")
+# Dataclass field metadata key: a function returning the values a string field allows (a registry's names),
+# checked and named in errors as a Literal's values are.
+CHOICES = "choices"
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
@@ -108,7 +111,8 @@ def from_mapping(cls: type[T], data: Any, path: Path, section: str) -> T:
     if not isinstance(data, Mapping):
         raise InputError(path, f"section {section!r} must be a mapping, not {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    known = set(fields)
     values: dict[str, Any] = {}
     for key, value in data.items():
         dotted = f"{section}.{key}" if section else str(key)
@@ -119,6 +123,9 @@ def from_mapping(cls: type[T], data: Any, path: Path, section: str) -> T:
         if dataclasses.is_dataclass(annotation):
             values[key] = from_mapping(annotation, value, path, dotted)
             continue
+        choices = fields[key].metadata.get(CHOICES)
+        if choices is not None:
+            annotation = Literal[tuple(choices())]  # type: ignore[misc]
         try:
             values[key] = coerce(value, annotation)
         except TypeError:
