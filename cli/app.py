@@ -25,7 +25,7 @@ app.command("graph", cls=graph.GraphCommand)(graph.graph)
 app.command("propagate")(propagate.propagate)
 app.command("tune")(tune.tune)
 app.command("synth")(synth.synth)
-app.command("export")(export.export)
+app.command("export", cls=export.ExportCommand)(export.export)
 app.command("export-teacher")(export_teacher.export_teacher)
 app.command("eval")(eval_.eval_command)
 

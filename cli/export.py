@@ -1,23 +1,43 @@
-"""``choral export``: write the rescored pseudo-labels as the student's training manifests."""
+"""``choral export``: write the rescored pseudo-labels as the student's training manifests.
+
+``--format`` takes any registered export format; its check and its help are read
+from the registry whenever typer builds the command, so a format registered
+after this module was imported is offered too.
+"""
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
+from typer.core import TyperCommand, TyperOption
 
-from ..pipeline.export import SOURCES, ExportConfig, ExportSummary, export_manifest
+from ..pipeline.export import SOURCES, ExportConfig, ExportSummary, export_format_names, export_formats, export_manifest
 from .common import console, print_skipped, progress_bar, stage_errors, summary_table
 
 
-class ExportFormat(str, Enum):
-    """The training-manifest shapes ``choral export`` writes."""
+def _format_help() -> str:
+    """``--format``'s help: every registered format with its output and description."""
+    return "; ".join(f.help for f in export_formats()) + "."
 
-    lhotse = "lhotse"
-    nemo = "nemo"
-    kaldi = "kaldi"
+
+def _registered_format(value: str) -> str:
+    """``--format``'s check: a registered format name, in any case (a usage error otherwise)."""
+    names = export_format_names()
+    if value.lower() not in names:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(repr(n) for n in names)}.")
+    return value.lower()
+
+
+class ExportCommand(TyperCommand):
+    """``choral export`` with ``--format``'s help taken from the format registry each time typer builds it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperOption) and param.name == "format":
+                param.help = _format_help()
 
 
 def export(
@@ -25,11 +45,8 @@ def export(
                                               "e.g. RUN/rescored.jsonl.gz."),
     out_dir: Path = typer.Argument(..., help="Folder for the training manifests, e.g. data/fbank for an icefall "
                                              "recipe."),
-    format: ExportFormat = typer.Option(ExportFormat.lhotse, "--format", case_sensitive=False,
-                                        help="lhotse: OUT_DIR/PREFIX_cuts_SPLIT.jsonl.gz (icefall/k2 recipes); "
-                                             "nemo: OUT_DIR/PREFIX_SPLIT.json (JSON lines with audio_filepath, "
-                                             "duration, text, offset for segments); kaldi: data dir "
-                                             "OUT_DIR/PREFIX_SPLIT/ (wav.scp, text, utt2spk, spk2utt, segments)."),
+    format: str = typer.Option("lhotse", "--format", callback=_registered_format,
+                               help="A registered export format (the command lists them)."),
     prefix: str = typer.Option("choral", help="Corpus name at the start of every output name."),
     split: str = typer.Option("train", help="Split name at the end of every output name (train, dev, ...)."),
     min_confidence: Optional[float] = typer.Option(None, min=0.0, max=1.0,
@@ -44,18 +61,15 @@ def export(
                                          "scripts do; training then needs no feature step."),
     force: bool = typer.Option(False, "--force", help="Redo the export even if the outputs are up to date."),
 ) -> None:
-    """Export rescored pseudo-labels as training manifests for a student model (lhotse/icefall, NeMo or Kaldi).
+    """Export rescored pseudo-labels as training manifests for a student model (--format: lhotse/icefall, NeMo,
+    Kaldi or any registered format).
 
     Every kept cut gets one transcript: its reference when annotated, else its rescored pseudo-label.
-
-    lhotse: one supervision spanning each cut, with teacher_text, confidence and source in its custom.
-
-    Kaldi: sorted in C byte order; utterance ids get a speaker prefix when Kaldi's sort order needs one.
 
     Pseudo-labels with empty text are always dropped.
     """
     with stage_errors("export"):
-        config = ExportConfig(format=format.value, prefix=prefix, split=split,  # type: ignore[arg-type]
+        config = ExportConfig(format=format, prefix=prefix, split=split,
                               min_confidence=min_confidence, max_wer_estimate=max_wer_estimate,
                               with_fbank=with_fbank)
         with progress_bar() as progress:

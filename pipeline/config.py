@@ -22,6 +22,9 @@ from .errors import ChoralError, ConfigError, InputError
 from .manifest import check_readable
 
 T = TypeVar("T")
+# Dataclass field metadata key: a function returning the values a string field allows (a registry's names),
+# checked and named in errors as a Literal's values are.
+CHOICES = "choices"
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
@@ -143,6 +146,7 @@ def _section(cls: type[T], data: Any, path: Path, section: str, base: T | None, 
         raise InputError(path, f"section {section!r} must be a mapping, not {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    by_name = {f.name: f for f in fields}
     at = {f.name: f.metadata[_PLACED_AT] for f in fields if _PLACED_AT in f.metadata}
     known = {f.name for f in fields if f.name not in at}
     values: dict[str, Any] = {}
@@ -155,6 +159,9 @@ def _section(cls: type[T], data: Any, path: Path, section: str, base: T | None, 
                                    f"{', '.join(sorted(known | set(placed)))})")
         annotation = hints[key]
         if not (isinstance(annotation, type) and dataclasses.is_dataclass(annotation)):
+            choices = by_name[key].metadata.get(CHOICES)
+            if choices is not None:  # a registry's names, read when the file is
+                annotation = Literal[tuple(choices())]  # type: ignore[misc]
             values[key] = _read_value(value, annotation, path, dotted)
             continue
         inner = {name: field for field, (owner, name) in at.items() if owner == key}

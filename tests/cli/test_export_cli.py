@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
+import pytest
 import soundfile as sf
 from lhotse import MonoCut, Recording, SupervisionSegment
+from lhotse.cut import Cut
 from typer.testing import CliRunner
 
 from choral.cli.app import app
-from choral.pipeline.manifest import write_cuts
+from choral.pipeline.export import ExportPaths, Label, register_export_format, unregister_export_format
+from choral.pipeline.manifest import atomic_output, write_cuts
 
 runner = CliRunner()
 
 
 def invoke(*args: object):
     return runner.invoke(app, [str(a) for a in args])
+
+
+def flat(text: str) -> str:
+    """Rich's boxed output as one line of single-spaced words."""
+    return " ".join(text.replace("│", " ").split())
 
 
 def rescored_manifest(tmp_path: Path) -> Path:
@@ -73,3 +82,40 @@ def test_help_names_the_formats() -> None:
     result = invoke("export", "--help")
     assert result.exit_code == 0
     assert all(word in result.stdout for word in ("lhotse", "nemo", "kaldi", "--min-confidence", "--with-fbank"))
+
+
+def test_an_unknown_format_is_a_usage_error_naming_the_registered_ones(tmp_path: Path) -> None:
+    result = invoke("export", rescored_manifest(tmp_path), tmp_path / "out", "--format", "espnet")
+    assert result.exit_code == 2 and "'espnet' is not one of 'lhotse', 'nemo', 'kaldi'" in flat(result.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture()
+def toy() -> Iterator[str]:
+    """A toy format registered after the CLI was imported, for one test: one ``id<TAB>text`` line per cut."""
+
+    @register_export_format("toy", output="{prefix}_{split}.tsv", description="cut id and text per line")
+    def write_toy(items: Iterable[tuple[Cut, Label]], paths: ExportPaths, source: Path) -> int:
+        with atomic_output(paths.primary) as tmp:
+            tmp.write_text("".join(f"{cut.id}\t{label.text}\n" for cut, label in items), encoding="utf-8")
+        return 0
+
+    try:
+        yield "toy"
+    finally:
+        unregister_export_format("toy")
+
+
+def test_a_registered_format_is_listed_and_written(tmp_path: Path, toy: str) -> None:
+    assert "toy: OUT_DIR/PREFIX_SPLIT.tsv (cut id and text per line)" in flat(invoke("export", "--help").stdout)
+    out = tmp_path / "manifests"
+    result = invoke("export", rescored_manifest(tmp_path), out, "--format", "TOY", "--split", "dev")
+    assert result.exit_code == 0, result.output
+    assert "choral export (toy)" in flat(result.stdout)
+    assert (out / "choral_dev.tsv").read_text() == "talk-a\tGood evening\ntalk-b\thow are you\n"
+
+
+def test_a_removed_format_is_neither_listed_nor_accepted(tmp_path: Path) -> None:
+    assert "toy" not in invoke("export", "--help").stdout
+    result = invoke("export", rescored_manifest(tmp_path), tmp_path / "out", "--format", "toy")
+    assert result.exit_code == 2 and "'toy' is not one of" in flat(result.stderr)

@@ -7,16 +7,28 @@ import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import pytest
 import soundfile as sf
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 from lhotse.audio import AudioSource
+from lhotse.cut import Cut
 
+from choral.pipeline.config import from_mapping
 from choral.pipeline.errors import ChoralError, InputError
-from choral.pipeline.export import ExportConfig, export_manifest
-from choral.pipeline.manifest import write_cuts
+from choral.pipeline.export import (
+    ExportConfig,
+    ExportPaths,
+    Label,
+    export_format_names,
+    export_manifest,
+    get_export_format,
+    register_export_format,
+    unregister_export_format,
+)
+from choral.pipeline.manifest import atomic_output, write_cuts
 
 SR = 16000
 
@@ -306,7 +318,7 @@ def test_missing_pseudo_label_fails_naming_file_and_cut_and_writes_nothing(tmp_p
     write_cuts(list(CutSet.from_file(fx.rescored)) + [make_cut("bare-1", bare)], rescored)
     fx.out.mkdir()
     with pytest.raises(InputError, match=r"partial.jsonl.gz \(cut bare-1\): .*run `choral propagate` first"):
-        config = ExportConfig(format=format, with_fbank=format == "lhotse")  # type: ignore[arg-type]
+        config = ExportConfig(format=format, with_fbank=format == "lhotse")
         export_manifest(rescored, fx.out, config)
     assert list(fx.out.iterdir()) == []
 
@@ -325,17 +337,90 @@ def test_bad_options_are_rejected() -> None:
     with pytest.raises(ChoralError, match="--split"):
         ExportConfig(split="a b")
     with pytest.raises(ChoralError, match="unknown export format"):
-        ExportConfig(format="espnet")  # type: ignore[arg-type]
+        ExportConfig(format="espnet")
 
 
 @pytest.mark.parametrize("format", ["lhotse", "nemo", "kaldi"])
 def test_unchanged_rerun_is_skipped_and_force_or_new_options_redo(fx: Fixture, format: str) -> None:
-    config = ExportConfig(format=format)  # type: ignore[arg-type]
+    config = ExportConfig(format=format)
     first = export_manifest(fx.rescored, fx.out, config)
     assert not first.skipped
     again = export_manifest(fx.rescored, fx.out, config)
     assert again.skipped and again.output == first.output
     assert not export_manifest(fx.rescored, fx.out, config, force=True).skipped
-    stricter = ExportConfig(format=format, min_confidence=0.6)  # type: ignore[arg-type]
+    stricter = ExportConfig(format=format, min_confidence=0.6)
     assert not export_manifest(fx.rescored, fx.out, stricter).skipped
     assert not [p for p in fx.out.iterdir() if p.name.startswith(".")]  # no temporaries or old dirs left
+
+
+# --- the format registry ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def toy() -> Iterator[str]:
+    """A toy format registered for one test: one ``id<TAB>text`` line per kept cut."""
+
+    @register_export_format("toy", output="{prefix}_{split}.tsv", description="cut id and text per line")
+    def write_toy(items: Iterable[tuple[Cut, Label]], paths: ExportPaths, source: Path) -> int:
+        with atomic_output(paths.primary) as tmp:
+            tmp.write_text("".join(f"{cut.id}\t{label.text}\n" for cut, label in items), encoding="utf-8")
+        return 0
+
+    try:
+        yield "toy"
+    finally:
+        unregister_export_format("toy")
+
+
+def test_the_built_in_formats_are_registered_in_order() -> None:
+    assert export_format_names() == ("lhotse", "nemo", "kaldi")
+    with pytest.raises(ChoralError, match=r"^unknown export format 'espnet'; choose one of lhotse, nemo, kaldi$"):
+        ExportConfig(format="espnet")
+
+
+def test_a_registered_toy_format_is_exported_filtered_and_skipped_on_rerun(fx: Fixture, toy: str) -> None:
+    config = ExportConfig(format=toy, prefix="demo", split="dev", min_confidence=0.6)
+    summary = export_manifest(fx.rescored, fx.out, config)
+    assert summary.output == fx.out / "demo_dev.tsv" and summary.format == "toy" and summary.features is None
+    assert summary.output.read_text().splitlines() == ["alice-001\tHello world", "alice-002\tgood morning",
+                                                       "zed\tthank you"]
+    assert summary.n_kept == 3 and summary.dropped_by_reason == {"confidence < --min-confidence": 1}
+    assert sorted(p.name for p in fx.out.iterdir()) == ["demo_dev.tsv", "demo_dev.tsv.meta.json"]
+    assert export_manifest(fx.rescored, fx.out, config).skipped
+    with pytest.raises(ChoralError, match="--with-fbank"):
+        ExportConfig(format=toy, with_fbank=True)
+
+
+def test_a_registered_format_is_accepted_by_the_config_reader_and_listed_in_its_errors(toy: str) -> None:
+    source = Path("run.yaml")
+    assert from_mapping(ExportConfig, {"format": "toy"}, source, "export").format == "toy"
+    with pytest.raises(InputError, match="key 'export.format' must be 'lhotse' or 'nemo' or 'kaldi' or 'toy', "
+                                         "not 'parquet'"):
+        from_mapping(ExportConfig, {"format": "parquet"}, source, "export")
+    with pytest.raises(ChoralError, match="choose one of lhotse, nemo, kaldi, toy$"):
+        ExportConfig(format="espnet")
+
+
+def test_an_unregistered_format_is_gone() -> None:
+    @register_export_format("gone", output="{prefix}.txt", description="registered, then removed")
+    def write_gone(items: Iterable[tuple[Cut, Label]], paths: ExportPaths, source: Path) -> int:
+        return 0
+
+    assert get_export_format("gone").writer is write_gone
+    unregister_export_format("gone")
+    assert "gone" not in export_format_names()
+    with pytest.raises(ChoralError, match="unknown export format 'gone'"):
+        ExportConfig(format="gone")
+    with pytest.raises(ValueError, match="not registered"):
+        unregister_export_format("gone")
+
+
+def test_format_registration_is_checked() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_export_format("nemo", output="{prefix}.json", description="a second nemo")(lambda *a: 0)
+    with pytest.raises(ValueError, match="lower-case"):
+        register_export_format("Toy Format", output="{prefix}.txt", description="")
+    with pytest.raises(ValueError, match=r"may only use \{prefix\} and \{split\}"):
+        register_export_format("toy", output="{corpus}_{split}.txt", description="")
+    assert get_export_format("nemo").output == "{prefix}_{split}.json"
+    assert "toy" not in export_format_names()

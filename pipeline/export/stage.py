@@ -1,0 +1,186 @@
+"""The export stage: one streaming pass from ``rescored.jsonl.gz`` to the student's training manifests.
+
+Every cut's label (``custom.choral``; annotated cuts keep their reference) is
+checked, filtered by confidence, and handed to the writer of the registered
+format that ``ExportConfig.format`` names. Every output appears under its real
+name only when complete, and a ``.meta.json`` sidecar lets an unchanged rerun be
+skipped.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from lhotse.cut import Cut, MonoCut, MultiCut
+
+from ..config import CHOICES
+from ..errors import ChoralError, InputError
+from ..manifest import check_readable, iter_cuts
+from ..meta import StageRecord, is_up_to_date, write_meta
+from ..progress import NullProgress, Progress
+from .pseudo_labels import SOURCES, Label, drop_reason, pseudo_label
+from .registry import ExportPaths, export_format_names, get_export_format
+
+_SAFE_NAME = re.compile(r"^[^\s/\\.][^\s/\\]*$")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What to write and which cuts to keep; ``format`` is a registered format's name."""
+
+    format: str = field(default="lhotse", metadata={CHOICES: export_format_names})
+    prefix: str = "choral"
+    split: str = "train"
+    min_confidence: float | None = None
+    max_wer_estimate: float | None = None
+    with_fbank: bool = False
+
+    def __post_init__(self) -> None:
+        export_format = get_export_format(self.format)
+        for option, value in (("--prefix", self.prefix), ("--split", self.split)):
+            if not _SAFE_NAME.match(value):
+                raise ChoralError(f"{option} {value!r} must be a non-empty file-name part without spaces or slashes")
+        bounds = {"--min-confidence": self.min_confidence, "--max-wer-estimate": self.max_wer_estimate}
+        for option, bound in bounds.items():
+            if bound is not None and not 0.0 <= bound <= 1.0:
+                raise ChoralError(f"{option} must lie between 0 and 1")
+        if self.with_fbank and export_format.features is None:
+            raise ChoralError("--with-fbank only applies to --format lhotse; NeMo and Kaldi compute their own features")
+
+
+def export_paths(out_dir: str | Path, config: ExportConfig) -> ExportPaths:
+    """What ``config``'s format writes: the names recipes expect (icefall's ``<prefix>_cuts_<split>.jsonl.gz``...)."""
+    return get_export_format(config.format).paths(Path(out_dir), config.prefix, config.split,
+                                                  with_fbank=config.with_fbank)
+
+
+@dataclass
+class SourceTally:
+    """Kept and dropped cuts (and their audio seconds) of one label source."""
+
+    kept: int = 0
+    dropped: int = 0
+    kept_seconds: float = 0.0
+    dropped_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """What ``choral export`` did, for the end-of-run summary."""
+
+    output: Path
+    skipped: bool
+    format: str = "lhotse"
+    by_source: Mapping[str, SourceTally] = field(default_factory=dict)
+    dropped_by_reason: Mapping[str, int] = field(default_factory=dict)
+    features: Path | None = None
+    renamed_utterances: int = 0
+    seconds: float = 0.0
+
+    @property
+    def n_kept(self) -> int:
+        return sum(t.kept for t in self.by_source.values())
+
+    @property
+    def n_dropped(self) -> int:
+        return sum(t.dropped for t in self.by_source.values())
+
+    @property
+    def hours_kept(self) -> float:
+        return sum(t.kept_seconds for t in self.by_source.values()) / 3600
+
+    @property
+    def hours_dropped(self) -> float:
+        return sum(t.dropped_seconds for t in self.by_source.values()) / 3600
+
+
+class _Tally:
+    """Counts kept and dropped cuts by source and drop reason as the pass goes."""
+
+    def __init__(self) -> None:
+        self.by_source: dict[str, SourceTally] = {}
+        self.by_reason: dict[str, int] = {}
+
+    def count(self, label: Label, duration: float, reason: str | None) -> None:
+        tally = self.by_source.setdefault(label.source, SourceTally())
+        if reason is None:
+            tally.kept += 1
+            tally.kept_seconds += duration
+        else:
+            tally.dropped += 1
+            tally.dropped_seconds += duration
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+
+    @property
+    def n_kept(self) -> int:
+        return sum(t.kept for t in self.by_source.values())
+
+
+def _kept_cuts(rescored: Path, config: ExportConfig, tally: _Tally, progress: Progress) -> Iterator[tuple[Cut, Label]]:
+    """Stream the cuts that pass the filters with their labels; fail if none does."""
+    for cut in iter_cuts(rescored):
+        if not isinstance(cut, (MonoCut, MultiCut)):
+            raise InputError(rescored, f"export needs cuts of a single recording, found a {type(cut).__name__}",
+                             cut_id=cut.id)
+        label = pseudo_label(cut, rescored)
+        reason = drop_reason(label, min_confidence=config.min_confidence, max_wer_estimate=config.max_wer_estimate)
+        tally.count(label, cut.duration, reason)
+        progress.advance()
+        if reason is None:
+            yield cut, label
+    if tally.n_kept == 0:
+        raise ChoralError(f"{rescored}: every cut was dropped by the filters "
+                          f"({', '.join(sorted(tally.by_reason))}); nothing to export")
+
+
+@contextmanager
+def _removed_if_left_empty(directory: Path) -> Iterator[None]:
+    """On failure, remove ``directory`` again if this run created it and left it empty."""
+    existed = directory.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+        raise
+
+
+def export_manifest(
+    rescored: str | Path,
+    out_dir: str | Path,
+    config: ExportConfig | None = None,
+    *,
+    force: bool = False,
+    progress: Progress = NullProgress(),
+) -> ExportSummary:
+    """Write the kept cuts of ``rescored`` to ``out_dir`` in ``config.format`` (default: lhotse); skip an unchanged
+    rerun."""
+    config = ExportConfig() if config is None else config
+    rescored, out_dir = Path(rescored), Path(out_dir)
+    paths = export_paths(out_dir, config)
+    check_readable(rescored)
+    record = StageRecord.create("export", inputs=[rescored], params=asdict(config), outputs=paths.all)
+    if not force and is_up_to_date(record, paths.primary):
+        return ExportSummary(output=paths.primary, skipped=True, format=config.format, features=paths.features)
+    started = time.perf_counter()
+    tally = _Tally()
+    progress.task(f"exporting {config.format}" + (" + fbank" if config.with_fbank else ""), None)
+    with _removed_if_left_empty(out_dir):
+        renamed = get_export_format(config.format).writer(_kept_cuts(rescored, config, tally, progress), paths,
+                                                          rescored)
+    write_meta(record, paths.primary)
+    return ExportSummary(
+        output=paths.primary,
+        skipped=False,
+        format=config.format,
+        by_source={s: tally.by_source[s] for s in SOURCES if s in tally.by_source},
+        dropped_by_reason=dict(tally.by_reason),
+        features=paths.features,
+        renamed_utterances=renamed,
+        seconds=time.perf_counter() - started,
+    )
