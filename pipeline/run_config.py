@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Literal
 
 from .config import from_mapping, read_yaml_mapping
-from .decode import DecodeConfig, resolve_teacher
+from .decode import DecodeConfig
 from .errors import ChoralError, InputError
 from .export import ExportConfig
 from .graph import GraphConfig
 from .grouping import GroupingConfig
 from .prepare import InputConfig
 from .propagate import PropagateConfig
+from .teacher.registry import resolve_teacher
 from .text import TextNormalizer
 from .tune import TuneGrid
 

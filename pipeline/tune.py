@@ -37,7 +37,8 @@ import yaml
 from .errors import ChoralError, InputError
 from .manifest import atomic_output, check_readable, write_json
 from .progress import NullProgress, Progress
-from .propagate import PropagateConfig, Scorer, batch_priors, fuse, propagate_batch, read_grouped_and_graph
+from .propagate import PropagateConfig, batch_priors, fuse, propagate_batch, read_grouped_and_graph
+from .teacher.contracts import Scorer
 from .text import TextNormalizer
 
 CONFIDENCE_LEVELS: tuple[float, ...] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)

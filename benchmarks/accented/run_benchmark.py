@@ -37,8 +37,9 @@ from choral.pipeline.cutgraph import CutGraph
 from choral.pipeline.evaluate import evaluate, write_report
 from choral.pipeline.graph import build_graph
 from choral.pipeline.manifest import CutWriter, iter_cuts
-from choral.pipeline.propagate import load_params, propagate_manifest, teacher_scorer
+from choral.pipeline.propagate import load_params, propagate_manifest
 from choral.pipeline.run import load_run_config
+from choral.pipeline.teacher import teacher_scorer
 from choral.pipeline.tune import tune_params
 
 HERE = Path(__file__).resolve().parent
