@@ -29,7 +29,8 @@ import torch
 
 from choral.pipeline.evaluate import evaluate
 from choral.pipeline.manifest import iter_cuts
-from choral.pipeline.propagate import PropagateConfig, load_params, propagate_manifest, teacher_scorer
+from choral.pipeline.propagate import PropagateConfig, load_params, propagate_manifest
+from choral.pipeline.teacher import teacher_scorer
 
 
 def counting(scorer):

@@ -22,8 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "accented"))
 
 from corpus_io import load_demo  # noqa: E402
 
-from choral.pipeline.decode import resolve_teacher  # noqa: E402
-from choral.pipeline.teacher import load_teacher, parameter_count  # noqa: E402
+from choral.pipeline.teacher import load_teacher, parameter_count, resolve_teacher  # noqa: E402
 from choral.pipeline.teacher.features import batch_features  # noqa: E402
 
 

@@ -20,6 +20,7 @@ from rich.progress import (
 from rich.text import Text
 
 from ..pipeline.decode import DecodeConfig, DecodeSummary, decode_manifest
+from ..pipeline.teacher.registry import teacher_help
 from .common import RichProgress, console, error_console, print_skipped, stage_errors, summary_table
 
 _DEFAULT = DecodeConfig()
@@ -54,10 +55,7 @@ def _progress_bar() -> Iterator[_DecodeProgress]:
 def decode(
     cuts: Path = typer.Argument(..., help="Lhotse cut manifest with recordings, e.g. data/unlabelled.jsonl.gz."),
     out_dir: Path = typer.Argument(..., help="Run folder: decoded.jsonl.gz, embeddings.h5 and failed.jsonl go here."),
-    teacher: str = typer.Option("default", help="Teacher checkpoint file (save_teacher), or a directory in the "
-                                                "icefall/sherpa-onnx layout (encoder.onnx, decoder.onnx, joiner.onnx, "
-                                                "tokens.txt; see `choral export-teacher`); 'default' is the "
-                                                "teacher shipped with choral (US English, synthetic speech)."),
+    teacher: str = typer.Option("default", help=teacher_help()),
     nbest: int = typer.Option(_DEFAULT.nbest, min=1, help="Hypotheses kept per cut (at most --beam)."),
     beam: int = typer.Option(_DEFAULT.beam, min=1, help="Beam of the modified beam search."),
     search_temperature: float = typer.Option(_DEFAULT.search_temperature, min=0.01,

@@ -6,23 +6,24 @@ from pathlib import Path
 
 import typer
 
-from ..pipeline.decode import resolve_teacher
 from ..pipeline.errors import ChoralError
 from ..pipeline.teacher.model import load_checkpoint, parameter_count
 from ..pipeline.teacher.onnx_export import MODEL_FILES, TOKENS_FILE, export_onnx
+from ..pipeline.teacher.registry import backend_of, resolve_teacher, teacher_help
+from ..pipeline.teacher.torch_backend import CheckpointBackend
 from .common import console, stage_errors, summary_table
 
 
 def export_teacher(
-    checkpoint: str = typer.Argument(..., help="Teacher checkpoint file (save_teacher), or `default` for the "
-                                               "teacher shipped with choral."),
+    checkpoint: str = typer.Argument(..., help=teacher_help(backends=[CheckpointBackend.name])),
     out_dir: Path = typer.Argument(..., help="Folder for encoder.onnx, decoder.onnx, joiner.onnx and tokens.txt."),
 ) -> None:
     """Export a teacher to ONNX (encoder/decoder/joiner + tokens.txt), usable with `choral decode --teacher OUT_DIR`."""
     with stage_errors("export-teacher"):
         path = resolve_teacher(checkpoint)
-        if path.is_dir():
-            raise ChoralError(f"{path}: already an ONNX teacher directory; export needs a checkpoint file")
+        backend = backend_of(path)
+        if not isinstance(backend, CheckpointBackend):
+            raise ChoralError(f"{path}: already {backend.kind}; export needs a checkpoint file")
         model, tokens = load_checkpoint(path)
         with console.status("exporting to ONNX"):
             out = export_onnx(model, tokens, out_dir)

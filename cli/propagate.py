@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from ..pipeline.propagate import PropagateConfig, load_params, propagate_manifest, teacher_scorer
+from ..pipeline.propagate import PropagateConfig, load_params, propagate_manifest
+from ..pipeline.teacher.registry import teacher_help, teacher_scorer
 from ..pipeline.text import TextNormalizer
 from .common import DIGITS_HELP, Digits, console, print_skipped, progress_bar, stage_errors, summary_table
 
@@ -40,12 +41,9 @@ def propagate(
                                                           f"(0: no cap). [default: {_DEFAULT.max_borrowed}]"),
     borrowed_floor: Optional[float] = typer.Option(None, help="Teacher log-posterior given to a shared transcript "
                                                               f"(no scorer). [default: {_DEFAULT.borrowed_floor}]"),
-    teacher: Optional[str] = typer.Option(None, help="Teacher checkpoint (a path, or `default`) or ONNX directory "
-                                                     "(icefall/sherpa-onnx layout: encoder.onnx, decoder.onnx, "
-                                                     "joiner.onnx, tokens.txt) whose RNN-T "
-                                                     "log-likelihood scores transcripts borrowed from neighbours "
-                                                     "(needs the cuts' audio); without it they get "
-                                                     "--borrowed-floor."),
+    teacher: Optional[str] = typer.Option(None, help=teacher_help(
+        " whose RNN-T log-likelihood scores transcripts borrowed from neighbours (needs the cuts' audio)",
+        "Without it they get --borrowed-floor.")),
     digits: Digits = typer.Option(Digits.spell, help=DIGITS_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the output is up to date."),
 ) -> None:

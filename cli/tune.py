@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..pipeline.propagate import PropagateConfig, teacher_scorer
+from ..pipeline.propagate import PropagateConfig
+from ..pipeline.teacher.registry import teacher_help, teacher_scorer
 from ..pipeline.text import TextNormalizer
 from ..pipeline.tune import TuneConfig, parse_grid, tune_params
 from .common import DIGITS_HELP, Digits, console, progress_bar, stage_errors, summary_table
@@ -28,10 +29,9 @@ def tune(
     threshold_scale: Optional[str] = typer.Option(None, help="Comma-separated threshold scales "
                                                              "[default: 0.8,1,1.25]."),
     seed: int = typer.Option(0, help="Seed of the fold assignment."),
-    teacher: Optional[str] = typer.Option(None, help="Teacher (`default`, a checkpoint, or an ONNX directory) that "
-                                                     "scores transcripts borrowed from neighbours, as "
-                                                     "`choral propagate --teacher` will; without it they get a "
-                                                     "fixed floor score."),
+    teacher: Optional[str] = typer.Option(None, help=teacher_help(
+        " that scores transcripts borrowed from neighbours, as `choral propagate --teacher` will",
+        "Without it they get a fixed floor score.")),
     digits: Digits = typer.Option(Digits.spell, help=DIGITS_HELP),
 ) -> None:
     """Choose alpha, lambda, temperature and threshold scale by k-fold cross-validation over the annotated

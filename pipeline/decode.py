@@ -17,7 +17,6 @@ manifest order, so the output follows the input.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,16 +27,13 @@ from lhotse.array import TemporalArray
 from lhotse.cut import Cut
 from lhotse.features.io import NumpyHdf5Writer
 
-from .errors import ChoralError, ConfigError, InputError
-from .manifest import CutWriter, atomic_output, check_readable, iter_cuts, iter_json_lines
+from .errors import ConfigError, InputError
+from .manifest import CutWriter, atomic_output, check_readable, iter_cuts, iter_json_lines, write_failures
 from .meta import StageRecord, is_up_to_date, write_meta
 from .progress import NullProgress, Progress
-from .teacher import AudioError, DecodeResult, Teacher, load_teacher
-from .teacher.onnx_backend import load_onnx_teacher, onnx_teacher_files
+from .teacher.contracts import AudioError, DecodeResult, Teacher
+from .teacher.registry import open_teacher, resolve_teacher, teacher_inputs
 
-DEFAULT_TEACHER = "default"
-# choral's own teacher, trained by benchmarks/accented/train_teacher.py and shipped as package data
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "teacher" / "default_teacher.pt"
 FRAME_SHIFT = 0.04  # seconds between encoder frames: 10 ms features subsampled 4x
 
 
@@ -90,36 +86,6 @@ def output_paths(out_dir: str | Path) -> tuple[Path, Path, Path]:
     return out_dir / "decoded.jsonl.gz", out_dir / "embeddings.h5", out_dir / "failed.jsonl"
 
 
-def resolve_teacher(spec: str | Path) -> Path:
-    """The teacher named by ``--teacher``: a checkpoint file (``default``: the one shipped with choral) or a
-    directory in the icefall / sherpa-onnx ONNX layout (checked to hold all of its files)."""
-    if str(spec) == DEFAULT_TEACHER:
-        if not DEFAULT_CHECKPOINT.is_file():
-            raise ChoralError(f"the default teacher checkpoint is missing ({DEFAULT_CHECKPOINT}); "
-                              "pass --teacher PATH to a checkpoint written by save_teacher")
-        return DEFAULT_CHECKPOINT
-    path = Path(spec)
-    if path.is_dir():
-        onnx_teacher_files(path)
-        return path
-    if not path.is_file():
-        raise ChoralError(f"{path}: teacher checkpoint not found (nor an ONNX teacher directory)")
-    return path
-
-
-def teacher_inputs(teacher: Path) -> list[Path]:
-    """The files a resolved teacher is read from, which key the meta sidecars: the checkpoint, or the four
-    files of an ONNX directory (so replacing any model file invalidates the stage)."""
-    return onnx_teacher_files(teacher) if teacher.is_dir() else [teacher]
-
-
-def open_teacher(teacher: Path, *, beam: int = 8, nbest: int = 8, search_temperature: float = 1.0) -> Teacher:
-    """Load a resolved teacher: an ONNX directory with onnxruntime, a checkpoint with torch."""
-    if teacher.is_dir():
-        return load_onnx_teacher(teacher, beam=beam, nbest=nbest, search_temperature=search_temperature)
-    return load_teacher(teacher, beam=beam, nbest=nbest, search_temperature=search_temperature)
-
-
 def _batches(cuts, seconds: float):
     """Consecutive groups of cuts holding at most ``seconds`` of audio (a longer cut goes alone)."""
     batch: list[Cut] = []
@@ -160,8 +126,8 @@ def decode_manifest(
     progress: Progress = NullProgress(),
     on_batch: Callable[[DecodeSummary], None] | None = None,
 ) -> DecodeSummary:
-    """Decode every cut of ``cuts_path`` with the teacher ``teacher_path`` (checkpoint or ONNX directory)
-    into ``out_dir``.
+    """Decode every cut of ``cuts_path`` with the teacher ``teacher_path`` (``default`` or a path some teacher
+    backend reads: :mod:`.teacher.registry`) into ``out_dir``.
 
     ``teacher`` may pass an already loaded teacher (the teacher path still keys the
     meta sidecar); ``on_batch`` sees the running totals after every batch (for RTF display).
@@ -226,9 +192,7 @@ def decode_manifest(
             first_id, reason = next(iter(failures.items()))
             raise InputError(cuts_path, f"no cut could be decoded: all {len(failures)} failed, the first because "
                              f"{reason}", cut_id=first_id)
-        with atomic_output(failed_path) as tmp:
-            tmp.write_text("".join(json.dumps({"id": k, "reason": v}) + "\n" for k, v in failures.items()),
-                           encoding="utf-8")
+        write_failures(failed_path, failures)
     summary.seconds = time.perf_counter() - started
     write_meta(record, decoded_path)
     return summary

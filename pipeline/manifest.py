@@ -14,7 +14,7 @@ import shutil
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, Mapping
 
 from lhotse.cut import Cut
 from lhotse.serialization import deserialize_item
@@ -178,6 +178,13 @@ def write_json(data: object, path: str | Path) -> None:
     """Write JSON atomically (pretty-printed, for humans and tools alike)."""
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def write_failures(path: str | Path, failures: Mapping[str, str]) -> None:
+    """Write ``failed.jsonl`` atomically: one ``{"id", "reason"}`` line per cut that could not be used."""
+    with atomic_output(path) as tmp:
+        tmp.write_text("".join(json.dumps({"id": k, "reason": v}) + "\n" for k, v in failures.items()),
+                       encoding="utf-8")
 
 
 def array_storage_files(manifest: str | Path, fields: tuple[str, ...] = ("embedding", "frames")) -> list[Path]:

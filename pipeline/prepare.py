@@ -27,7 +27,6 @@ the folder makes a nightly run relabel.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -40,7 +39,7 @@ from lhotse.cut import Cut
 from .errors import ChoralError, InputError
 from .fields import is_annotated
 from .kaldi import read_table
-from .manifest import CutWriter, atomic_output, check_readable, iter_cuts, iter_json_lines
+from .manifest import CutWriter, check_readable, iter_cuts, iter_json_lines, write_failures
 from .meta import StageRecord, is_up_to_date, write_meta
 from .progress import NullProgress, Progress
 from .references import read_references
@@ -348,9 +347,7 @@ def prepare_input(config: InputConfig, output: str | Path, *, force: bool = Fals
         if unknown:
             raise InputError(config.annotations or source, f"{len(unknown)} annotation(s) name no cut of the input, "
                                                            f"e.g. {unknown[0]!r}")
-        with atomic_output(failed_path) as tmp:
-            tmp.write_text("".join(json.dumps({"id": k, "reason": v}) + "\n" for k, v in failures.items()),
-                           encoding="utf-8")
+        write_failures(failed_path, failures)
         summary.n_cuts = writer.count
     summary.n_failed = len(failures)
     summary.seconds = time.perf_counter() - started

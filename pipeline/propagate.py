@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -47,9 +47,9 @@ from .labels import CutEntry, build_group_labels, log_posterior, own_log_posteri
 from .manifest import CutWriter, check_readable, iter_cuts
 from .meta import StageRecord, is_up_to_date, write_meta
 from .progress import NullProgress, Progress
+from .teacher.contracts import Scorer
 from .text import TextNormalizer
 
-Scorer = Callable[[str, Sequence[str]], Sequence[float]]
 _EPS = 1e-12
 # Relative residual at which CG stops: decisions compare log-supports, far coarser than this.
 _CG_TOL = 1e-6
@@ -348,21 +348,6 @@ def _decide(entry: CutEntry, labels, fused_row: np.ndarray, degree: int, config:
     text = labels.texts[best]
     original = teacher_text if text == entry.hypotheses[0] else labels.originals[best]
     return CutResult(original, confidence, teacher_text, "propagated")
-
-
-def teacher_scorer(grouped: str | Path, teacher: str | Path) -> Scorer:
-    """The RNN-T scorer of a teacher (``default``, a checkpoint, or an ONNX directory) over the cuts of ``grouped``.
-
-    Encoder outputs are computed lazily, only for cuts that borrow a neighbour's transcript.
-    """
-    from .decode import open_teacher, resolve_teacher, teacher_inputs
-    from .manifest import read_cuts
-
-    resolved = resolve_teacher(teacher)
-    score = open_teacher(resolved).scorer(read_cuts(grouped))
-    score.name = f"teacher:{resolved.resolve()}"  # type: ignore[attr-defined]
-    score.inputs = teacher_inputs(resolved)  # type: ignore[attr-defined]
-    return score
 
 
 def propagate_manifest(

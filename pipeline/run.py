@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Literal
 
 import yaml
 
-from .decode import decode_manifest, output_paths, resolve_teacher
+from .decode import decode_manifest, output_paths
 from .errors import ChoralError
 from .evaluate import evaluate_manifest
 from .export import export_manifest
@@ -42,8 +42,9 @@ from .manifest import atomic_output, iter_json_lines, write_json
 from .meta import StageRecord, is_up_to_date, write_meta
 from .prepare import prepare_input
 from .progress import NullProgress, Progress
-from .propagate import load_params, propagate_manifest, teacher_scorer
+from .propagate import load_params, propagate_manifest
 from .run_config import EvalSection, RunConfig, load_run_config
+from .teacher.registry import teacher_scorer
 from .text import TextNormalizer
 from .tune import tune_params
 
@@ -210,7 +211,7 @@ def run_pipeline(
 
         propagate_config = config.propagate
         # one lazily loaded teacher scorer serves tune and propagate (its scores are memoised)
-        scorer = _LazyTeacherScorer(paths.grouped, config.teacher) if config.scorer else None
+        scorer = teacher_scorer(paths.grouped, config.teacher) if config.scorer else None
         if config.tune_enabled:
             tuned_status, tuned_seconds, detail = _tune(config, paths, normalizer, force, progress,
                                                         scorer if config.propagate.share_candidates else None)
@@ -250,30 +251,6 @@ def run_pipeline(
         return _finish(summary, paths, started)
 
 
-class _LazyTeacherScorer:
-    """:func:`teacher_scorer`, built on its first call: an up-to-date propagate stage loads no teacher."""
-
-    def __init__(self, grouped: Path, teacher: str) -> None:
-        from .decode import teacher_inputs
-
-        resolved = resolve_teacher(teacher)  # the same name and inputs as teacher_scorer gives
-        self.name = f"teacher:{resolved.resolve()}"
-        self.inputs = teacher_inputs(resolved)
-        self._grouped, self._teacher = grouped, teacher
-        self._scorer: Callable | None = None
-
-    def _real(self) -> Callable:
-        if self._scorer is None:
-            self._scorer = teacher_scorer(self._grouped, self._teacher)
-        return self._scorer
-
-    def __call__(self, cut_id: str, texts: Any) -> Any:
-        return self._real()(cut_id, texts)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._real(), name)
 
 
 def _tune(config: RunConfig, paths: RunPaths, normalizer: TextNormalizer, force: bool,

@@ -16,13 +16,14 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from .config import from_mapping, placed_at, read_yaml_mapping
-from .decode import DecodeConfig, resolve_teacher
+from .decode import DecodeConfig
 from .errors import ChoralError, ConfigError, InputError
 from .export import ExportConfig
 from .graph import GraphConfig
 from .group import GroupingConfig
 from .prepare import InputConfig
 from .propagate import PropagateConfig
+from .teacher.registry import resolve_teacher
 from .text import DigitsPolicy, TextNormalizer
 from .tune import TuneConfig
 

@@ -35,7 +35,8 @@ import yaml
 from .errors import ConfigError, InputError
 from .manifest import atomic_output, check_readable, write_json
 from .progress import NullProgress, Progress
-from .propagate import PropagateConfig, Scorer, batch_priors, fuse, propagate_batch, read_grouped_and_graph
+from .propagate import PropagateConfig, batch_priors, fuse, propagate_batch, read_grouped_and_graph
+from .teacher.contracts import Scorer
 from .text import TextNormalizer
 from .wer import pooled_word_errors
 

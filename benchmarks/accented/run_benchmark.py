@@ -36,8 +36,9 @@ import numpy as np
 from choral.pipeline.evaluate import evaluate, write_report
 from choral.pipeline.graph import CutGraph, build_graph
 from choral.pipeline.manifest import CutWriter, iter_cuts
-from choral.pipeline.propagate import load_params, propagate_manifest, teacher_scorer
+from choral.pipeline.propagate import load_params, propagate_manifest
 from choral.pipeline.run import load_run_config
+from choral.pipeline.teacher import teacher_scorer
 from choral.pipeline.tune import tune_params
 
 HERE = Path(__file__).resolve().parent

@@ -1,157 +1,44 @@
-"""The teacher: what the decode stage needs from an ASR model, and the transducer that provides it.
+"""The teacher layer: what the decode and propagate stages need from an ASR model, and the models that provide it.
 
-A :class:`Teacher` turns cuts into n-best lists (with total log-probabilities),
-encoder frames and a pooled embedding (the mean of the frames: a fixed-size
-summary of how the utterance sounds, compared across cuts by ``choral graph``),
-and gives the propagate stage a scorer of arbitrary texts.
+Module map (data flows down; :mod:`.contracts` imports nothing of choral's)::
+
+    contracts      Scorer, NamedScorer, Teacher, DecodeResult, AudioError
+    registry       teacher backends; resolve `default` / a path, open it, build scorers, --teacher help
+    scoring        the cached text scorer of the backends, the lazily opened TeacherScorer
+    torch_backend  TransducerTeacher over a checkpoint file (save_teacher / load_teacher)
+    onnx_backend   OnnxTransducerTeacher over an icefall / sherpa-onnx directory
+    model          the character Transducer and its checkpoint
+    search         greedy and modified beam search, exact text scoring
+    features       log-mel features of a cut's audio
+    tokens         the character token table
+    onnx_export    writing a Transducer as ONNX (``choral export-teacher``)
+
+Importing the package registers its backends; a new kind of teacher is one
+module that registers itself and is imported here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol, Sequence
-
-import numpy as np
-import torch
-from lhotse.cut import Cut
-
-from ..errors import ChoralError
-from ..propagate import Scorer  # cut id + texts -> log-likelihoods
-from .features import AudioError, batch_features, cut_features
-from .model import Transducer, TransducerConfig, load_checkpoint, parameter_count, save_checkpoint
-from .scoring import cached_scorer
-from .search import Hypothesis, greedy_search, modified_beam_search, nbest_texts, score_texts
+from . import onnx_backend, torch_backend  # noqa: F401 - registers the backends
+from .contracts import AudioError, DecodeResult, NamedScorer, Scorer, Teacher
+from .model import Transducer, TransducerConfig, parameter_count
+from .registry import (
+    DEFAULT_CHECKPOINT,
+    DEFAULT_TEACHER,
+    open_teacher,
+    register_teacher_backend,
+    resolve_teacher,
+    teacher_help,
+    teacher_inputs,
+    teacher_scorer,
+)
+from .search import Hypothesis
 from .tokens import BLANK, TokenTable
+from .torch_backend import TransducerTeacher, load_teacher, save_teacher
 
 __all__ = [
-    "AudioError", "DecodeResult", "Hypothesis", "Teacher", "TokenTable", "Transducer", "TransducerConfig",
-    "TransducerTeacher", "load_teacher", "save_teacher", "parameter_count", "BLANK",
+    "AudioError", "BLANK", "DEFAULT_CHECKPOINT", "DEFAULT_TEACHER", "DecodeResult", "Hypothesis", "NamedScorer",
+    "Scorer", "Teacher", "TokenTable", "Transducer", "TransducerConfig", "TransducerTeacher", "load_teacher",
+    "open_teacher", "parameter_count", "register_teacher_backend", "resolve_teacher", "save_teacher",
+    "teacher_help", "teacher_inputs", "teacher_scorer",
 ]
-
-
-@dataclass
-class DecodeResult:
-    """One decoded cut: n-best ``(text, tokens, score)`` best first, encoder frames ``(T', D)``, embedding ``(D,)``."""
-
-    nbest: list[tuple[str, list[int], float]]
-    frames: np.ndarray
-    embedding: np.ndarray
-
-
-class Teacher(Protocol):
-    def decode(self, cuts: Sequence[Cut]) -> list[DecodeResult]:
-        """Decode cuts together; raises AudioError naming every cut whose audio is unusable."""
-
-    def scorer(self, cuts: Sequence[Cut]) -> Scorer:
-        """A scorer of texts for these cuts (looked up by cut id)."""
-
-
-class TransducerTeacher:
-    """A :class:`Teacher` backed by the character :class:`Transducer` and modified beam search."""
-
-    def __init__(self, model: Transducer, tokens: TokenTable = TokenTable(), *, beam: int = 8, nbest: int = 8,
-                 search_temperature: float = 1.0, score_cache: int = 64) -> None:
-        if model.config.vocab_size != len(tokens):
-            raise ValueError(f"model vocabulary {model.config.vocab_size} != token table size {len(tokens)}")
-        if beam < 1 or nbest < 1:
-            raise ValueError("beam and nbest must be at least 1")
-        if search_temperature <= 0:
-            raise ValueError("search temperature must be positive")
-        self.search_temperature = search_temperature
-        self.model = model.eval()
-        self.tokens = tokens
-        self.beam = beam
-        self.nbest = nbest
-        self.score_cache = score_cache
-
-    @classmethod
-    def random(cls, config: TransducerConfig = TransducerConfig(), seed: int = 0, **options) -> "TransducerTeacher":
-        """An untrained teacher with reproducible random weights (tests and benchmarks)."""
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        try:
-            model = Transducer(config)
-        finally:
-            torch.random.set_rng_state(generator_state)
-        return cls(model, TokenTable(), **options)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    # --- encoding ------------------------------------------------------------------------
-    @torch.inference_mode()
-    def encode_features(self, features: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pad ``(T_i, mel)`` feature matrices into a batch and run the encoder."""
-        lengths = torch.tensor([f.shape[0] for f in features])
-        batch = torch.zeros(len(features), int(lengths.max()), features[0].shape[1])
-        for i, f in enumerate(features):
-            batch[i, : f.shape[0]] = torch.from_numpy(f)
-        return self.model.encode(batch.to(self.device), lengths.to(self.device))
-
-    # --- Teacher protocol ----------------------------------------------------------------
-    def decode(self, cuts: Sequence[Cut]) -> list[DecodeResult]:
-        return self.decode_features(batch_features(cuts, self.model.config.num_mel_bins))
-
-    def decode_features(self, features: Sequence[np.ndarray]) -> list[DecodeResult]:
-        """Beam-search a batch of feature matrices together."""
-        if not features:
-            return []
-        encoded, lengths = self.encode_features(features)
-        nbests = modified_beam_search(self.model, encoded, lengths, self.beam, self.search_temperature)
-        results = []
-        for i, hyps in enumerate(nbests):
-            utterance = encoded[i, : int(lengths[i])]
-            # exact RNN-T log-likelihoods (all alignments), comparable with the scorer's
-            exact = score_texts(self.model, utterance, [h.tokens for h in hyps])
-            hyps = [Hypothesis(h.tokens, score) for h, score in zip(hyps, exact)]
-            frames = utterance.float().cpu().numpy()
-            results.append(DecodeResult(nbest_texts(hyps, self.tokens, self.nbest), frames, frames.mean(axis=0)))
-        return results
-
-    def greedy(self, cuts: Sequence[Cut]) -> list[tuple[str, list[int], float]]:
-        """Greedy 1-best ``(text, tokens, path score)`` per cut."""
-        encoded, lengths = self.encode_features(batch_features(cuts, self.model.config.num_mel_bins))
-        return [(self.tokens.decode(h.tokens), list(h.tokens), h.score)
-                for h in greedy_search(self.model, encoded, lengths)]
-
-    def scorer(self, cuts: Sequence[Cut]) -> Scorer:
-        """Scores texts by RNN-T log-likelihood.
-
-        Encoder outputs come from the cut's stored ``custom.frames`` when decode kept them
-        (the same encoder output, without reading audio again), else from the audio; a few
-        are kept. Scores are memoised per (cut, text): tuning asks for the same ones often.
-        """
-        def stored_frames(cut: Cut) -> torch.Tensor | None:
-            if not cut.custom or cut.custom.get("frames") is None:
-                return None
-            frames = np.asarray(cut.load_custom("frames"), dtype=np.float32)
-            if frames.ndim != 2 or frames.shape[1] != self.model.encoder_dim or not np.all(np.isfinite(frames)):
-                return None
-            return torch.from_numpy(frames).to(self.device)
-
-        def encode(cut: Cut) -> torch.Tensor:
-            encoded = stored_frames(cut)
-            if encoded is None:
-                batch, lengths = self.encode_features([cut_features(cut, self.model.config.num_mel_bins)])
-                encoded = batch[0, : int(lengths[0])]
-            return encoded
-
-        return cached_scorer(cuts, encode, lambda encoded, token_lists: score_texts(self.model, encoded, token_lists),
-                             self.tokens, self.score_cache)
-
-
-def save_teacher(teacher: TransducerTeacher, path: str | Path) -> None:
-    """Write the teacher's checkpoint (weights, config, token table, choral version) to one file."""
-    save_checkpoint(teacher.model, teacher.tokens, path)
-
-
-def load_teacher(path: str | Path, *, beam: int = 8, nbest: int = 8, search_temperature: float = 1.0
-                 ) -> TransducerTeacher:
-    """Load a checkpoint written by :func:`save_teacher` (ChoralError if it is not one)."""
-    model, tokens = load_checkpoint(path)
-    try:
-        return TransducerTeacher(model, tokens, beam=beam, nbest=nbest, search_temperature=search_temperature)
-    except ValueError as error:
-        raise ChoralError(f"{path}: {error}") from None

@@ -4,8 +4,10 @@ Recordings at another rate are resampled by lhotse. Features are mean- and
 variance-normalised per utterance and mel bin (subtracting the mean removes the
 channel's constant spectral tilt; dividing by the spread brings values near unit
 scale, which LSTM training needs).
-Problems with the audio (missing file, unreadable, empty) are raised as
-:class:`AudioError` so the decode stage can list the cut as failed.
+Encoders trained on raw log-mel fbank (icefall's) get :func:`log_mel`'s output,
+without the normalisation. Problems with the audio (missing file, unreadable,
+empty) are raised as :class:`~.contracts.AudioError` so the decode stage can
+list the cut as failed.
 """
 
 from __future__ import annotations
@@ -17,16 +19,10 @@ import numpy as np
 from lhotse import Fbank, FbankConfig
 from lhotse.cut import Cut
 
+from .contracts import AudioError
+
 SAMPLING_RATE = 16_000
 NUM_MEL_BINS = 80
-
-
-class AudioError(Exception):
-    """Audio of some cuts could not be used; ``failures`` maps cut id -> reason."""
-
-    def __init__(self, failures: dict[str, str]) -> None:
-        self.failures = dict(failures)
-        super().__init__("; ".join(f"cut {k}: {v}" for k, v in self.failures.items()))
 
 
 @lru_cache(maxsize=4)
@@ -59,30 +55,37 @@ def load_audio(cut: Cut) -> np.ndarray:
     return samples
 
 
-def fbank(samples: np.ndarray, num_mel_bins: int = NUM_MEL_BINS) -> np.ndarray:
-    """Log-mel filterbank ``(frames, num_mel_bins)`` of 16 kHz samples (10 ms shift), with per-utterance
-    mean and variance normalisation (raw log-mel values spread over +-10, which stalls LSTM training)."""
+def log_mel(samples: np.ndarray, num_mel_bins: int = NUM_MEL_BINS) -> np.ndarray:
+    """Log-mel filterbank ``(frames, num_mel_bins)`` of 16 kHz samples (10 ms shift), not normalised."""
     features = _extractor(num_mel_bins).extract(samples[None, :].astype(np.float32), SAMPLING_RATE)
-    features = np.asarray(features, dtype=np.float32)
+    return np.asarray(features, dtype=np.float32)
+
+
+def fbank(samples: np.ndarray, num_mel_bins: int = NUM_MEL_BINS) -> np.ndarray:
+    """:func:`log_mel` with per-utterance mean and variance normalisation (raw log-mel values spread over
+    +-10, which stalls LSTM training)."""
+    features = log_mel(samples, num_mel_bins)
     features = features - features.mean(axis=0, keepdims=True)
     return features / (features.std(axis=0, keepdims=True) + 1e-5)
 
 
-def cut_features(cut: Cut, num_mel_bins: int = NUM_MEL_BINS) -> np.ndarray:
-    """Features of one cut; raises AudioError when its audio is unusable or too short for one frame."""
-    features = fbank(load_audio(cut), num_mel_bins)
+def cut_features(cut: Cut, num_mel_bins: int = NUM_MEL_BINS, normalize: bool = True) -> np.ndarray:
+    """Features of one cut (:func:`fbank`, or :func:`log_mel` without ``normalize``); raises AudioError when
+    its audio is unusable or too short for one frame."""
+    samples = load_audio(cut)
+    features = fbank(samples, num_mel_bins) if normalize else log_mel(samples, num_mel_bins)
     if features.shape[0] == 0:
         raise AudioError({cut.id: "audio is too short for one feature frame"})
     return features
 
 
-def batch_features(cuts, num_mel_bins: int = NUM_MEL_BINS) -> list[np.ndarray]:
-    """Features of every cut; raises one AudioError naming all cuts whose audio failed."""
+def batch_features(cuts, num_mel_bins: int = NUM_MEL_BINS, normalize: bool = True) -> list[np.ndarray]:
+    """Features of every cut (see :func:`cut_features`); raises one AudioError naming all cuts whose audio failed."""
     out: list[np.ndarray] = []
     failures: dict[str, str] = {}
     for cut in cuts:
         try:
-            out.append(cut_features(cut, num_mel_bins))
+            out.append(cut_features(cut, num_mel_bins, normalize))
         except AudioError as error:
             failures.update(error.failures)
     if failures:

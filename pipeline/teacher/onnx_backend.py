@@ -1,4 +1,4 @@
-"""A :class:`~choral.pipeline.teacher.Teacher` running a transducer exported to ONNX (icefall / sherpa-onnx layout).
+"""A :class:`~.contracts.Teacher` running a transducer exported to ONNX (icefall / sherpa-onnx layout).
 
 The directory holds ``encoder.onnx``, ``decoder.onnx``, ``joiner.onnx`` and
 ``tokens.txt`` (see :mod:`.onnx_export`). The models' metadata decides how they
@@ -18,6 +18,8 @@ Search and scoring are :mod:`.search`'s, through :class:`OnnxTransducer`, a
 for the joiner; the frames stored and pooled into the embedding are the raw
 encoder frames when the model exports them (``encoder_frames``), else the
 projected ones (icefall exports have nothing else).
+
+Registered as the ``onnx`` teacher backend: ``--teacher DIR`` names such a directory.
 """
 
 from __future__ import annotations
@@ -31,21 +33,16 @@ import torch
 from lhotse.cut import Cut
 
 from ..errors import ChoralError
-from ..propagate import Scorer
-from . import DecodeResult
-from .features import SAMPLING_RATE, AudioError, _extractor, batch_features, load_audio
+from .contracts import DecodeResult, Scorer
+from .features import batch_features
 from .onnx_export import MODEL_FILES, SPACE_SYMBOL, TOKENS_FILE
+from .registry import register_teacher_backend
 from .scoring import cached_scorer
 from .search import Hypothesis, modified_beam_search, nbest_texts, score_texts
 from .tokens import BLANK, TokenTable
 
 REQUIRED_FILES = (*MODEL_FILES, TOKENS_FILE)
 _RAW_FBANK_PADDING = math.log(1e-10)  # what sherpa-onnx pads raw-fbank batches with
-
-
-def is_onnx_teacher(path: str | Path) -> bool:
-    """Whether ``path`` is a directory in the ONNX layout (it holds ``encoder.onnx``)."""
-    return Path(path).is_dir() and (Path(path) / MODEL_FILES[0]).is_file()
 
 
 def onnx_teacher_files(directory: str | Path) -> list[Path]:
@@ -251,28 +248,9 @@ class OnnxTransducer:
         return torch.stack(outs, dim=1)
 
 
-def _raw_features(cuts: Sequence[Cut], num_mel_bins: int) -> list[np.ndarray]:
-    """Log-mel fbank without normalisation (icefall's input); one AudioError naming every failed cut."""
-    out: list[np.ndarray] = []
-    failures: dict[str, str] = {}
-    for cut in cuts:
-        try:
-            samples = load_audio(cut)
-        except AudioError as error:
-            failures.update(error.failures)
-            continue
-        features = np.asarray(_extractor(num_mel_bins).extract(samples[None, :], SAMPLING_RATE), dtype=np.float32)
-        if features.shape[0] == 0:
-            failures[cut.id] = "audio is too short for one feature frame"
-        out.append(features)
-    if failures:
-        raise AudioError(failures)
-    return out
-
-
 class OnnxTransducerTeacher:
-    """A :class:`~choral.pipeline.teacher.Teacher` over an ONNX transducer: same search, scores and outputs
-    as :class:`~choral.pipeline.teacher.TransducerTeacher`."""
+    """A :class:`~.contracts.Teacher` over an ONNX transducer: same search, scores and outputs
+    as :class:`~.torch_backend.TransducerTeacher`."""
 
     def __init__(self, model: OnnxTransducer, tokens: TokenTable, *, beam: int = 8, nbest: int = 8,
                  search_temperature: float = 1.0, score_cache: int = 64) -> None:
@@ -288,10 +266,9 @@ class OnnxTransducerTeacher:
         self.score_cache = score_cache
 
     def features(self, cuts: Sequence[Cut]) -> list[np.ndarray]:
-        """The encoder's input features of ``cuts`` (normalised or raw, as the metadata says)."""
-        if self.model.cmvn:
-            return batch_features(cuts, self.model.num_mel_bins)
-        return _raw_features(cuts, self.model.num_mel_bins)
+        """The encoder's input features of ``cuts``: normalised, or raw log-mel fbank (icefall's input), as the
+        metadata says; one AudioError naming every failed cut."""
+        return batch_features(cuts, self.model.num_mel_bins, normalize=self.model.cmvn)
 
     def decode(self, cuts: Sequence[Cut]) -> list[DecodeResult]:
         return self.decode_features(self.features(cuts))
@@ -330,3 +307,23 @@ def load_onnx_teacher(directory: str | Path, *, beam: int = 8, nbest: int = 8,
     tokens = read_tokens(files[-1])
     return OnnxTransducerTeacher(OnnxTransducer(directory, len(tokens)), tokens, beam=beam, nbest=nbest,
                                  search_temperature=search_temperature)
+
+
+@register_teacher_backend
+class OnnxBackend:
+    """A directory in the icefall / sherpa-onnx layout, run by onnxruntime (any directory is read as one,
+    so an incomplete one is reported by the files it lacks)."""
+
+    name = "onnx"
+    kind = "an ONNX teacher directory"
+    description = (f"a directory in the icefall/sherpa-onnx layout ({', '.join(REQUIRED_FILES)}; "
+                   "see `choral export-teacher`)")
+
+    def claims(self, path: Path) -> bool:
+        return path.is_dir()
+
+    def files(self, path: Path) -> list[Path]:
+        return onnx_teacher_files(path)
+
+    def open(self, path: Path, *, beam: int, nbest: int, search_temperature: float) -> OnnxTransducerTeacher:
+        return load_onnx_teacher(path, beam=beam, nbest=nbest, search_temperature=search_temperature)

@@ -1,20 +1,25 @@
-"""The text scorer both teacher backends hand to ``propagate`` and ``tune``.
+"""Text scorers of the teacher layer: the cached scorer every backend hands out, and the named teacher scorer.
 
 Scoring a borrowed transcript needs the cut's encoder output: it is computed (or
 loaded) on first use and the most recent few are kept, since the scores of one
 cut are asked for together. Scores are memoised per (cut, text): tuning asks for
 the same ones under every parameter combination.
+
+:class:`TeacherScorer` is what ``propagate`` and ``tune`` get for ``--teacher``:
+its ``name`` and ``inputs`` are known at once, the teacher is opened on the first
+call, so a stage found up to date loads no model.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 from lhotse.cut import Cut
 
-from ..propagate import Scorer
+from .contracts import Scorer
 from .tokens import TokenTable
 
 
@@ -49,3 +54,18 @@ def cached_scorer(
         return [memo[(cut_id, t)] for t in texts]
 
     return score
+
+
+class TeacherScorer:
+    """A :class:`~.contracts.NamedScorer` whose scorer is built by ``build()`` on the first call."""
+
+    def __init__(self, name: str, inputs: Sequence[Path], build: Callable[[], Scorer]) -> None:
+        self.name = name
+        self.inputs = list(inputs)
+        self._build = build
+        self._scorer: Scorer | None = None
+
+    def __call__(self, cut_id: str, texts: Sequence[str]) -> Sequence[float]:
+        if self._scorer is None:
+            self._scorer = self._build()
+        return self._scorer(cut_id, texts)

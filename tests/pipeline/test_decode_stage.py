@@ -91,15 +91,15 @@ def test_on_error_fail_writes_nothing(setup: tuple[Path, Path, Path]) -> None:
 
 def test_default_teacher_resolves_to_package_data_or_says_it_is_missing(monkeypatch: pytest.MonkeyPatch,
                                                                         tmp_path: Path) -> None:
-    from choral.pipeline import decode as decode_module
+    from choral.pipeline.teacher import registry
 
     shipped = tmp_path / "default_teacher.pt"
     save_teacher(TransducerTeacher.random(TINY, seed=0), shipped)
-    monkeypatch.setattr(decode_module, "DEFAULT_CHECKPOINT", shipped)
-    assert decode_module.resolve_teacher("default") == shipped
-    monkeypatch.setattr(decode_module, "DEFAULT_CHECKPOINT", tmp_path / "absent.pt")
+    monkeypatch.setattr(registry, "DEFAULT_CHECKPOINT", shipped)
+    assert registry.resolve_teacher("default") == shipped
+    monkeypatch.setattr(registry, "DEFAULT_CHECKPOINT", tmp_path / "absent.pt")
     with pytest.raises(ChoralError, match="default teacher checkpoint is missing"):
-        decode_module.resolve_teacher("default")
+        registry.resolve_teacher("default")
 
 
 def test_cli(setup: tuple[Path, Path, Path]) -> None:
@@ -141,7 +141,8 @@ def test_options_are_checked() -> None:
 
 
 def test_propagate_scores_borrowed_transcripts_with_the_teacher(setup: tuple[Path, Path, Path]) -> None:
-    from choral.pipeline.propagate import PropagateConfig, propagate_manifest, teacher_scorer
+    from choral.pipeline.propagate import PropagateConfig, propagate_manifest
+    from choral.pipeline.teacher import teacher_scorer
 
     manifest, checkpoint, run = setup
     decode_manifest(manifest, run, checkpoint, DecodeConfig(nbest=2, beam=2))

@@ -6,8 +6,7 @@ from pathlib import Path
 import jiwer
 import pytest
 
-from choral.pipeline.decode import DEFAULT_CHECKPOINT, resolve_teacher
-from choral.pipeline.teacher import load_teacher
+from choral.pipeline.teacher import DEFAULT_CHECKPOINT, load_teacher, resolve_teacher
 from choral.pipeline.text import normalize
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,12 +9,18 @@ import pytest
 import soundfile as sf
 from lhotse import SupervisionSegment
 
-from choral.pipeline import run as run_module
 from choral.pipeline.errors import ChoralError
 from choral.pipeline.manifest import read_cuts
 from choral.pipeline.propagate import load_params
 from choral.pipeline.run import STAGES, RunLocked, load_run_config, run_lock, run_pipeline
-from choral.pipeline.teacher import TransducerConfig, TransducerTeacher, save_teacher
+from choral.pipeline.teacher import (
+    TransducerConfig,
+    TransducerTeacher,
+    open_teacher,
+    registry,
+    save_teacher,
+    teacher_scorer,
+)
 
 TINY = TransducerConfig(conv_channels=4, encoder_input=16, encoder_hidden=16, encoder_layers=1, embedding_dim=8,
                         predictor_hidden=16, joiner_dim=16, dropout=0.0)
@@ -111,7 +117,7 @@ def test_full_run_then_nothing_to_do_then_new_annotation(tmp_path: Path, teacher
 
     # nothing new: every stage skipped, nothing rewritten, and the teacher is not even loaded for scoring
     before = output_files(run_dir)
-    monkeypatch.setattr(run_module, "teacher_scorer", lambda *a: pytest.fail("teacher loaded for a skipped stage"))
+    monkeypatch.setattr(registry, "open_teacher", lambda *a, **k: pytest.fail("teacher loaded for a skipped stage"))
     again = run_pipeline(config)
     assert set(statuses(again).values()) == {"skipped"} and again.ran == []
     assert again.report == report
@@ -162,11 +168,14 @@ def test_optional_stages_are_off(tmp_path: Path, teacher: Path) -> None:
     meta = json.loads((tmp_path / "run" / "rescored.jsonl.gz.meta.json").read_text())
     assert meta["params"]["scorer"] is None and meta["params"]["propagate"]["alpha"] == 0.5
 
-    # the lazy scorer of `choral run` keys the propagate sidecar as `choral propagate --teacher` does
-    lazy = run_module._LazyTeacherScorer(tmp_path / "run" / "grouped.jsonl.gz", str(teacher))
-    eager = run_module.teacher_scorer(tmp_path / "run" / "grouped.jsonl.gz", str(teacher))
-    assert (lazy.name, lazy.inputs) == (eager.name, eager.inputs)
-    cut_id = read_cuts(tmp_path / "run" / "grouped.jsonl.gz")[0].id
+    # the scorer of `choral run` and `choral propagate --teacher` is keyed at once and opens the teacher when used
+    grouped = tmp_path / "run" / "grouped.jsonl.gz"
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(registry, "open_teacher", lambda *a, **k: pytest.fail("teacher opened before scoring"))
+        lazy = teacher_scorer(grouped, str(teacher))
+    assert (lazy.name, lazy.inputs) == (f"teacher:{teacher.resolve()}", [teacher])
+    eager = open_teacher(teacher).scorer(read_cuts(grouped))
+    cut_id = read_cuts(grouped)[0].id
     assert list(lazy(cut_id, ["the cat", "a dog"])) == list(eager(cut_id, ["the cat", "a dog"]))
 
     # the prepared manifest as input: prepare is off, decode reads it directly

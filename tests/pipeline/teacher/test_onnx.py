@@ -17,12 +17,17 @@ pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from choral.cli.app import app  # noqa: E402
-from choral.pipeline.decode import DecodeConfig, decode_manifest, resolve_teacher  # noqa: E402
+from choral.pipeline.decode import DecodeConfig, decode_manifest  # noqa: E402
 from choral.pipeline.errors import ChoralError  # noqa: E402
 from choral.pipeline.manifest import read_cuts, write_cuts  # noqa: E402
 from choral.pipeline.meta import meta_path  # noqa: E402
-from choral.pipeline.propagate import teacher_scorer  # noqa: E402
-from choral.pipeline.teacher import TransducerConfig, TransducerTeacher, save_teacher  # noqa: E402
+from choral.pipeline.teacher import (  # noqa: E402
+    TransducerConfig,
+    TransducerTeacher,
+    resolve_teacher,
+    save_teacher,
+    teacher_scorer,
+)
 from choral.pipeline.teacher.onnx_backend import (  # noqa: E402
     OnnxTransducer,
     PieceTable,

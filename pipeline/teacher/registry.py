@@ -1,0 +1,130 @@
+"""Teacher backends: what ``--teacher`` may name, and how each kind is checked, opened and turned into a scorer.
+
+A backend is a class registered with :func:`register_teacher_backend` (lhotse's
+``register_extractor`` style). It says whether a path is its kind (``claims``),
+lists the files it is read from (``files``: they key the meta sidecars, so
+replacing any of them invalidates the stages), opens it as a
+:class:`~.contracts.Teacher`, and describes itself in one line for the
+``--teacher`` help of the CLI (:func:`teacher_help`). choral's backends live in
+modules of their own (torch checkpoints in :mod:`.torch_backend`, ONNX
+directories in :mod:`.onnx_backend`) that the package imports, so adding a kind
+of teacher is one new module and no edit here, in the stages or in the CLI.
+
+``default`` names the checkpoint shipped with choral. A path is offered to the
+backends newest first, so a backend registered later can claim paths a
+built-in one would take (a directory in another layout, a file with its own suffix).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, Sequence, TypeVar
+
+from ..errors import ChoralError
+from ..manifest import read_cuts
+from .contracts import NamedScorer, Teacher
+from .scoring import TeacherScorer
+
+DEFAULT_TEACHER = "default"
+# choral's own teacher, trained by benchmarks/accented/train_teacher.py and shipped as package data
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default_teacher.pt"
+_DEFAULT_HELP = "`default` (the teacher shipped with choral: US English, synthetic speech)"
+
+
+class TeacherBackend(Protocol):
+    """One kind of teacher. ``kind`` names a path of it with its article, for messages
+    ("an ONNX teacher directory"); ``description`` is its ``--teacher`` help ("a checkpoint file ...")."""
+
+    name: str
+    kind: str
+    description: str
+
+    def claims(self, path: Path) -> bool:
+        """Whether ``path`` is of this kind (complete or not: ``files`` says what is missing)."""
+
+    def files(self, path: Path) -> list[Path]:
+        """The files the teacher at ``path`` is read from; ChoralError naming any that is missing."""
+
+    def open(self, path: Path, *, beam: int, nbest: int, search_temperature: float) -> Teacher:
+        """Load the teacher at ``path``; ChoralError if it is unusable."""
+
+
+_BACKENDS: dict[str, TeacherBackend] = {}
+BackendClass = TypeVar("BackendClass", bound=type)
+
+
+def register_teacher_backend(cls: BackendClass) -> BackendClass:
+    """Class decorator: register an instance of ``cls`` under ``cls.name`` (registering a name again replaces it)."""
+    _BACKENDS[cls.name] = cls()
+    return cls
+
+
+def get_teacher_backend(name: str) -> TeacherBackend:
+    """The backend registered as ``name``."""
+    try:
+        return _BACKENDS[name]
+    except KeyError:
+        raise ChoralError(f"unknown teacher backend {name!r} (known: {', '.join(_BACKENDS)})") from None
+
+
+def teacher_backends() -> list[TeacherBackend]:
+    """The registered backends, in the order they were registered."""
+    return list(_BACKENDS.values())
+
+
+def backend_of(teacher: str | Path) -> TeacherBackend:
+    """The backend that claims the path ``teacher`` (the newest registered first)."""
+    path = Path(teacher)
+    for backend in reversed(teacher_backends()):
+        if backend.claims(path):
+            return backend
+    raise ChoralError(f"{path}: teacher checkpoint not found (nor an ONNX teacher directory)")
+
+
+def resolve_teacher(spec: str | Path) -> Path:
+    """The teacher named by ``--teacher``: ``default`` (the checkpoint shipped with choral) or a path that a
+    backend claims, checked to hold all of its files."""
+    if str(spec) == DEFAULT_TEACHER:
+        if not DEFAULT_CHECKPOINT.is_file():
+            raise ChoralError(f"the default teacher checkpoint is missing ({DEFAULT_CHECKPOINT}); "
+                              "pass --teacher PATH to a checkpoint written by save_teacher")
+        return DEFAULT_CHECKPOINT
+    path = Path(spec)
+    backend_of(path).files(path)
+    return path
+
+
+def teacher_inputs(teacher: str | Path) -> list[Path]:
+    """The files a resolved teacher is read from, which key the meta sidecars (so replacing any of them
+    invalidates the stage): the checkpoint, or the four files of an ONNX directory."""
+    return backend_of(teacher).files(Path(teacher))
+
+
+def open_teacher(teacher: str | Path, *, beam: int = 8, nbest: int = 8, search_temperature: float = 1.0) -> Teacher:
+    """Load a resolved teacher with the backend that claims it."""
+    return backend_of(teacher).open(Path(teacher), beam=beam, nbest=nbest, search_temperature=search_temperature)
+
+
+def teacher_scorer(grouped: str | Path, teacher: str | Path) -> NamedScorer:
+    """The RNN-T scorer of a teacher (``default`` or a path) over the cuts of ``grouped``.
+
+    Its name and inputs are known at once (a missing teacher is an error now); the
+    teacher is opened on the first call, and encoder outputs are computed lazily,
+    only for cuts that borrow a neighbour's transcript.
+    """
+    resolved = resolve_teacher(teacher)
+    return TeacherScorer(f"teacher:{resolved.resolve()}", teacher_inputs(resolved),
+                         lambda: open_teacher(resolved).scorer(read_cuts(grouped)))
+
+
+def teacher_help(role: str = "", note: str = "", *, backends: Sequence[str] | None = None) -> str:
+    """The ``--teacher`` help: "Teacher{role}: `default` (...), <each backend's description>." then ``note``.
+
+    Backends are listed by name (the order modules register in is an accident of
+    imports); ``backends`` limits the list to those names (a command that reads only checkpoints).
+    """
+    names = sorted(_BACKENDS) if backends is None else list(backends)
+    chosen = [get_teacher_backend(name) for name in names]
+    kinds = [_DEFAULT_HELP, *(backend.description for backend in chosen)]
+    listing = " or ".join(kinds) if len(kinds) <= 2 else ", ".join(kinds[:-1]) + ", or " + kinds[-1]
+    return f"Teacher{role}: {listing}." + (f" {note}" if note else "")
