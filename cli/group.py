@@ -32,7 +32,7 @@ def group(
     Adds custom.group (g<N>, or s<N> for a singleton) and custom.group_size to every cut.
     Only cuts of the same group are compared by `choral graph`.
     """
-    with stage_errors("group"):
+    with stage_errors("group", options={"jaccard_threshold": "--jaccard"}):
         config = GroupingConfig(top_k=top_k, jaccard_threshold=jaccard, num_perm=num_perm, bands=bands,
                                 max_group_size=max_group_size, seed=seed)
         normalizer = TextNormalizer(digits=digits.value)  # type: ignore[arg-type]

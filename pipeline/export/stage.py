@@ -19,7 +19,7 @@ from typing import Iterator, Mapping
 from lhotse.cut import Cut, MonoCut, MultiCut
 
 from ..config import CHOICES
-from ..errors import ChoralError, InputError
+from ..errors import ChoralError, ConfigError, InputError
 from ..manifest import check_readable, iter_cuts
 from ..meta import StageRecord, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
@@ -42,15 +42,15 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         export_format = get_export_format(self.format)
-        for option, value in (("--prefix", self.prefix), ("--split", self.split)):
+        for name, value in (("prefix", self.prefix), ("split", self.split)):
             if not _SAFE_NAME.match(value):
-                raise ChoralError(f"{option} {value!r} must be a non-empty file-name part without spaces or slashes")
-        bounds = {"--min-confidence": self.min_confidence, "--max-wer-estimate": self.max_wer_estimate}
-        for option, bound in bounds.items():
+                raise ConfigError(name, f"{value!r} must be a non-empty file-name part without spaces or slashes")
+        for name, bound in (("min_confidence", self.min_confidence), ("max_wer_estimate", self.max_wer_estimate)):
             if bound is not None and not 0.0 <= bound <= 1.0:
-                raise ChoralError(f"{option} must lie between 0 and 1")
+                raise ConfigError(name, f"must lie between 0 and 1, not {bound}")
         if self.with_fbank and export_format.features is None:
-            raise ChoralError("--with-fbank only applies to --format lhotse; NeMo and Kaldi compute their own features")
+            raise ConfigError("with_fbank", "only applies to {format} lhotse; NeMo and Kaldi compute their own features",
+                              related=("format",))
 
 
 def export_paths(out_dir: str | Path, config: ExportConfig) -> ExportPaths:

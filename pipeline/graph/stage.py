@@ -12,19 +12,20 @@ Writes ``graph.npz`` (:mod:`.store`) and ``threshold.json``.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ChoralError, InputError
+from ..config import CHOICES
+from ..errors import ConfigError, InputError
 from ..fields import load_array
 from ..grouped import iter_grouped
 from ..manifest import array_storage_files, check_readable, write_json
 from ..meta import StageRecord, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
 from ..text import TextNormalizer
-from .metrics import Metric, get_metric
+from .metrics import Metric, get_metric, metric_names
 from .store import CutGraph
 from .threshold import ThresholdFit, evaluate_threshold, fit_f1_threshold, quantile_threshold
 
@@ -33,7 +34,7 @@ from .threshold import ThresholdFit, evaluate_threshold, fit_f1_threshold, quant
 class GraphConfig:
     """How distances are measured and the edge threshold chosen."""
 
-    metric: str = "dtw-vector"  # a registered metric (:mod:`.metrics`)
+    metric: str = field(default="dtw-vector", metadata={CHOICES: metric_names})  # registered in :mod:`.metrics`
     window: int | None = None
     threshold: float | None = None
     confidence: float = 0.9
@@ -42,9 +43,9 @@ class GraphConfig:
     def __post_init__(self) -> None:
         get_metric(self.metric)  # ChoralError naming the registered metrics
         if self.window is not None and self.window < 0:
-            raise ChoralError("--window must be a non-negative radius")
+            raise ConfigError("window", f"must be a non-negative radius, not {self.window}")
         if not 0.0 < self.quantile < 1.0:
-            raise ChoralError("--quantile must lie strictly between 0 and 1")
+            raise ConfigError("quantile", f"must lie strictly between 0 and 1, not {self.quantile}")
 
 
 @dataclass(frozen=True)
@@ -84,21 +85,21 @@ def _top_posterior(scores: list[float]) -> float:
 
 def _read_table(grouped: Path, metric: Metric, normalizer: TextNormalizer, progress: Progress) -> _CutTable:
     """Every cut's group, the array the metric reads (checked against what it declares) and text fields."""
-    field = metric.field
+    name = metric.field
     table = _CutTable([], [], [], [], [], np.zeros(0))
     posteriors: list[float] = []
     for record in iter_grouped(grouped):
         cut, hypotheses, reference = record.cut, record.hypotheses, record.reference
-        series = load_array(cut, field, grouped)
+        series = load_array(cut, name, grouped)
         if series.ndim != metric.ndim:
-            raise InputError(grouped, f"custom.{field} must be {metric.ndim}-D, found shape {series.shape}",
+            raise InputError(grouped, f"custom.{name} must be {metric.ndim}-D, found shape {series.shape}",
                              cut_id=cut.id)
         if table.series:
             # DTW aligns any lengths but frames need one feature dimension; cosine needs one length
             compared = series.shape if metric.same_shape else series.shape[1:]
             first = table.series[0].shape if metric.same_shape else table.series[0].shape[1:]
             if compared != first:
-                raise InputError(grouped, f"custom.{field} has shape {series.shape}, "
+                raise InputError(grouped, f"custom.{name} has shape {series.shape}, "
                                           f"the first cut's has {table.series[0].shape}", cut_id=cut.id)
         table.ids.append(cut.id)
         table.groups.append(record.group)

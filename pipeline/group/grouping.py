@@ -81,7 +81,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...kernels.components import component_labels
-from ..errors import ChoralError
+from ..errors import ConfigError
 from .lsh import detection_probability, verified_links, word_sets_and_signatures
 from .split import refine_split, split_large
 
@@ -107,22 +107,21 @@ class GroupingConfig:
         for name in ("top_k", "num_perm", "bands", "max_group_size", "seed"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-                raise ChoralError(f"{name} must be an integer, not {value!r}")
+                raise ConfigError(name, f"must be an integer, not {value!r}")
         for name in ("top_k", "num_perm", "bands", "max_group_size"):
             if getattr(self, name) < 1:
-                raise ChoralError(f"{name} must be at least 1, not {getattr(self, name)}")
+                raise ConfigError(name, f"must be at least 1, not {getattr(self, name)}")
         if self.seed < 0:
-            raise ChoralError(f"seed must be non-negative, not {self.seed}")
+            raise ConfigError("seed", f"must be non-negative, not {self.seed}")
         if self.num_perm % self.bands:
-            raise ChoralError(
-                f"num_perm ({self.num_perm}) must be divisible by bands ({self.bands}): "
-                "every band takes num_perm / bands signature rows"
-            )
+            raise ConfigError(
+                "num_perm", f"({self.num_perm}) must be divisible by {{bands}} ({self.bands}): "
+                "every band takes num_perm / bands signature rows", related=("bands",))
         threshold = self.jaccard_threshold
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
-            raise ChoralError(f"jaccard_threshold must be a number, not {threshold!r}")
+            raise ConfigError("jaccard_threshold", f"must be a number, not {threshold!r}")
         if not 0.0 < threshold <= 1.0:
-            raise ChoralError(f"jaccard_threshold must be in (0, 1], not {threshold}")
+            raise ConfigError("jaccard_threshold", f"must be in (0, 1], not {threshold}")
 
     @property
     def rows(self) -> int:

@@ -99,6 +99,7 @@ def test_wrong_type_names_key_and_expected_type(tmp_path: Path, text: str, messa
     (MINIMAL + "digits: roman\n", "digits"),
     (MINIMAL + "decode:\n  on_error: ignore\n", "decode.on_error"),
     (MINIMAL + "propagate:\n  algorithm: magic\n", "propagate.algorithm"),
+    (MINIMAL + "graph:\n  metric: euclid\n", "graph.metric"),
 ])
 def test_literal_values_are_checked(tmp_path: Path, text: str, key: str) -> None:
     error = load_error(tmp_path, text)
@@ -154,11 +155,12 @@ def test_sections_must_be_mappings_and_the_file_valid_yaml(tmp_path: Path) -> No
     (MINIMAL + "decode:\n  beam: 0\n  nbest: 0\n", "key 'decode.nbest' must be at least 1, not 0"),
     (MINIMAL + "decode:\n  batch_duration: 0\n", "key 'decode.batch_duration' must be positive, not 0.0"),
     (MINIMAL + "decode:\n  search_temperature: 0\n", "key 'decode.search_temperature' must be positive"),
-    (MINIMAL + "group:\n  bands: 5\n", "section group"),
-    (MINIMAL + "graph:\n  quantile: 2\n", "section graph"),
+    (MINIMAL + "group:\n  bands: 5\n", "key 'group.num_perm' (32) must be divisible by 'group.bands' (5)"),
+    (MINIMAL + "graph:\n  quantile: 2\n", "key 'graph.quantile' must lie strictly between 0 and 1, not 2.0"),
     (MINIMAL + "propagate:\n  alpha: 1.5\n", "key 'propagate.alpha' must be in [0, 1), not 1.5"),
     (MINIMAL + "propagate:\n  max_labels: 0\n", "key 'propagate.max_labels' must be positive, not 0"),
-    (MINIMAL + "export:\n  format: nemo\n  with_fbank: true\n", "section export"),
+    (MINIMAL + "export:\n  format: nemo\n  with_fbank: true\n",
+     "key 'export.with_fbank' only applies to 'export.format' lhotse"),
     (MINIMAL + "tune:\n  folds: 1\n", "key 'tune.folds' must be at least 2, not 1"),
     (MINIMAL + "tune:\n  alpha: []\n", "key 'tune.alpha' needs at least one value"),
     (MINIMAL + "tune:\n  alpha: [0.5, 1.0]\n", "key 'tune.alpha' must be in [0, 1), not 1.0"),
