@@ -1,13 +1,13 @@
-"""The ``choral`` command: one sub-command per pipeline stage."""
+"""The ``choral`` command: one sub-command per pipeline stage, plus ``run`` for all of them."""
 
 from __future__ import annotations
 
 import typer
 
-from . import decode, export, graph, group, prepare, propagate, synth, tune
-from . import export_teacher
-from . import run as run_
+from . import decode, export, export_teacher, graph, group, logs, prepare, propagate, synth, tune
 from . import eval as eval_
+from . import run as run_
+from .common import fail_if
 
 app = typer.Typer(
     name="choral",
@@ -17,6 +17,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def options(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True,
+                                help="Log what choral does on stderr: -v for info lines (why a stage runs or is "
+                                     "skipped, which teacher and DTW backend), -vv for debug. Without it, "
+                                     f"the {logs.ENV_LEVEL} environment variable (debug, info, warning, error) "
+                                     "sets the level; warnings only by default."),
+) -> None:
+    """Options for every command (give them before the command: ``choral -v run configs/demo.yaml``)."""
+    try:
+        logs.configure(verbose)
+    except logs.LogLevelError as error:
+        fail_if(True, str(error))
+
+
 app.command("run")(run_.run)
 app.command("prepare")(prepare.prepare)
 app.command("decode")(decode.decode)

@@ -10,12 +10,15 @@ up to date.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .manifest import write_json
+
+log = logging.getLogger(__name__)
 
 
 def choral_version() -> str:
@@ -80,15 +83,45 @@ def _jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def is_up_to_date(record: StageRecord, primary_output: str | Path) -> bool:
-    """True when all outputs exist and the sidecar matches ``record`` exactly."""
-    if not all(Path(p).exists() for p in record.outputs):
-        return False
+    """True when all outputs exist and the sidecar matches ``record`` exactly (the reason it does not,
+    or that it does, is logged at info level: ``choral -v`` tells why a stage runs)."""
+    reason = stale_reason(record, primary_output)
+    if reason is None:
+        log.info("%s: %s is up to date, skipped", record.stage, primary_output)
+    else:
+        log.info("%s: runs, %s", record.stage, reason)
+    return reason is None
+
+
+def stale_reason(record: StageRecord, primary_output: str | Path) -> str | None:
+    """Why the stage of ``record`` must run (a short phrase), or None when its outputs are up to date."""
+    missing = [p for p in record.outputs if not Path(p).exists()]
+    if missing:
+        return f"output {missing[0]} does not exist"
     sidecar = meta_path(primary_output)
     try:
         stored = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return stored == record.to_dict()
+        return f"no readable record of the last run ({sidecar})"
+    current = record.to_dict()
+    if stored == current:
+        return None
+    if not isinstance(stored, dict):
+        return f"{sidecar} is not a stage record"
+    if stored.get("version") != current["version"]:
+        return f"choral version changed ({stored.get('version')} -> {current['version']})"
+    stored_inputs = stored.get("inputs") if isinstance(stored.get("inputs"), dict) else {}
+    for path, stamp in current["inputs"].items():
+        if stored_inputs.get(path) != stamp:
+            return f"input {path} is new or changed"
+    if set(stored_inputs) != set(current["inputs"]):
+        return "an input was removed"
+    stored_params = stored.get("params") if isinstance(stored.get("params"), dict) else {}
+    changed = sorted(k for k in set(stored_params) | set(current["params"])
+                     if stored_params.get(k) != current["params"].get(k))
+    if changed:
+        return f"parameters changed ({', '.join(changed)})"
+    return "outputs or stage name changed"
 
 
 def write_meta(record: StageRecord, primary_output: str | Path) -> None:

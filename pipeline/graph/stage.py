@@ -11,6 +11,7 @@ Writes ``graph.npz`` (:mod:`.store`) and ``threshold.json``.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ from ..text import TextNormalizer
 from .metrics import Metric, get_metric, metric_names
 from .store import CutGraph
 from .threshold import ThresholdFit, evaluate_threshold, fit_f1_threshold, quantile_threshold
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,8 @@ def build_graph(
     distance_seconds = time.perf_counter() - distance_started
 
     fit = choose_threshold(table, pair_a, pair_b, distances, config)
+    log.info("graph: %s distances of %d pairs in %.1f s; threshold %.4g by rule %s (from %d pairs)",
+             config.metric, len(pair_a), distance_seconds, fit.threshold, fit.rule, fit.n_pairs)
     graph = CutGraph(np.asarray(table.ids), pair_a, pair_b, distances, fit.threshold, config.metric)
     adjacency = graph.adjacency()
     degree = np.diff(adjacency.indptr)

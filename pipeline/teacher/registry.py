@@ -17,6 +17,7 @@ built-in one would take (a directory in another layout, a file with its own suff
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Protocol, Sequence, TypeVar
 
@@ -24,6 +25,8 @@ from ..errors import ChoralError
 from ..manifest import read_cuts
 from .contracts import NamedScorer, Teacher
 from .scoring import TeacherScorer
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TEACHER = "default"
 # choral's own teacher, trained by benchmarks/accented/train_teacher.py and shipped as package data
@@ -102,7 +105,9 @@ def teacher_inputs(teacher: str | Path) -> list[Path]:
 
 def open_teacher(teacher: str | Path, *, beam: int = 8, nbest: int = 8, search_temperature: float = 1.0) -> Teacher:
     """Load a resolved teacher with the backend that claims it."""
-    return backend_of(teacher).open(Path(teacher), beam=beam, nbest=nbest, search_temperature=search_temperature)
+    backend = backend_of(teacher)
+    log.info("opening teacher %s with the %s backend (beam %d, nbest %d)", teacher, backend.name, beam, nbest)
+    return backend.open(Path(teacher), beam=beam, nbest=nbest, search_temperature=search_temperature)
 
 
 def teacher_scorer(grouped: str | Path, teacher: str | Path) -> NamedScorer:

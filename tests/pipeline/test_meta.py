@@ -29,3 +29,25 @@ def test_missing_output_is_not_up_to_date(tmp_path: Path) -> None:
     write_meta(record, output)
     output.unlink()
     assert not is_up_to_date(record, output)
+
+
+def test_stale_reason_says_what_changed(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from choral.pipeline.meta import stale_reason
+
+    source, output = tmp_path / "in.txt", tmp_path / "out.txt"
+    source.write_text("a")
+    record = StageRecord.create("stage", [source], {"alpha": 0.5, "beta": 1}, [output])
+    assert stale_reason(record, output) == f"output {output} does not exist"
+    output.write_text("result")
+    assert stale_reason(record, output).startswith("no readable record of the last run")
+    write_meta(record, output)
+    assert stale_reason(record, output) is None
+    assert stale_reason(StageRecord.create("stage", [source], {"alpha": 0.6, "beta": 1}, [output]), output) == \
+        "parameters changed (alpha)"
+    assert stale_reason(replace(record, version="0.0.0-other"), output).startswith("choral version changed")
+    source.write_text("changed input")
+    os.utime(source, ns=(1, 1))
+    assert stale_reason(StageRecord.create("stage", [source], {"alpha": 0.5, "beta": 1}, [output]), output) == \
+        f"input {source.resolve()} is new or changed"
