@@ -11,8 +11,8 @@ from rich.table import Table
 from ..pipeline.propagate import PropagateConfig
 from ..pipeline.teacher.registry import teacher_help, teacher_scorer
 from ..pipeline.text import TextNormalizer
-from ..pipeline.tune import TuneConfig, parse_grid, tune_params
-from .common import DIGITS_HELP, Digits, console, progress_bar, stage_errors, summary_table
+from ..pipeline.tune import MIN_ANNOTATED, TuneConfig, parse_grid, tune_stage
+from .common import DIGITS_HELP, Digits, console, print_skipped, progress_bar, stage_errors, summary_table
 
 
 def tune(
@@ -33,10 +33,14 @@ def tune(
         " that scores transcripts borrowed from neighbours, as `choral propagate --teacher` will",
         "Without it they get a fixed floor score.")),
     digits: Digits = typer.Option(Digits.spell, help=DIGITS_HELP),
+    force: bool = typer.Option(False, "--force", help="Redo the stage even if the outputs are up to date."),
 ) -> None:
     """Choose alpha, lambda, temperature and threshold scale by k-fold cross-validation over the annotated
     cuts only (hide a fold's references, propagate, score those cuts). Writes a YAML for
-    `choral propagate --params` and reports how WER falls as the confidence threshold rises."""
+    `choral propagate --params` and reports how WER falls as the confidence threshold rises.
+
+    With fewer than 2 annotated cuts there is nothing to tune on: the YAML then holds the propagate
+    values given here (the defaults and --algorithm), untuned."""
     with stage_errors("tune", options={"fusion_weight": "--lambda"}):
         grid = parse_grid({"alpha": alpha, "fusion_weight": fusion_weight, "temperature": temperature,
                            "threshold_scale": threshold_scale}, TuneConfig(folds=folds, seed=seed))
@@ -44,8 +48,17 @@ def tune(
         normalizer = TextNormalizer(digits=digits.value)  # type: ignore[arg-type]
         with progress_bar() as progress:
             scorer = teacher_scorer(grouped, teacher) if teacher else None
-            summary = tune_params(grouped, graph_file, output, base=base, grid=grid, folds=folds, seed=seed,
-                                  normalizer=normalizer, scorer=scorer, progress=progress)
+            stage = tune_stage(grouped, graph_file, output, base=base, grid=grid, normalizer=normalizer,
+                               scorer=scorer, base_origin="`choral tune`'s options", force=force, progress=progress)
+    if stage.skipped:
+        print_skipped("tune", output)
+        return
+    if stage.tuned is None:
+        console.print(f"choral tune: {grouped} holds {stage.n_annotated} annotated cut(s), tuning needs "
+                      f"{MIN_ANNOTATED}; wrote {output} with the propagate values given, untuned.",
+                      soft_wrap=True, highlight=False)
+        return
+    summary = stage.tuned
     best = summary.best
     console.print(summary_table(f"choral tune -> {output}", [
         ("annotated cuts", f"{summary.n_annotated:,} in {summary.folds} folds"),

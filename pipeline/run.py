@@ -29,24 +29,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
-import yaml
-
 from .decode import decode_manifest, output_paths
 from .errors import ChoralError
 from .evaluate import evaluate_manifest
 from .export import export_manifest
-from .fields import is_annotated
 from .graph import build_graph
 from .group import group_manifest
-from .manifest import atomic_output, iter_json_lines, write_json
-from .meta import StageRecord, is_up_to_date, write_meta
+from .manifest import write_json
 from .prepare import prepare_input
 from .progress import NullProgress, Progress
 from .propagate import load_params, propagate_manifest
 from .run_config import EvalSection, RunConfig, load_run_config
 from .teacher.registry import teacher_scorer
-from .text import TextNormalizer
-from .tune import tune_params
+from .tune import TuneStageSummary, tune_stage
 
 __all__ = ["STAGES", "EvalSection", "RunConfig", "RunLocked", "RunPaths", "RunSummary", "StageResult",
            "load_run_config", "run_lock", "run_pipeline"]
@@ -213,9 +208,10 @@ def run_pipeline(
         # one lazily loaded teacher scorer serves tune and propagate (its scores are memoised)
         scorer = teacher_scorer(paths.grouped, config.teacher) if config.scorer else None
         if config.tune_enabled:
-            tuned_status, tuned_seconds, detail = _tune(config, paths, normalizer, force, progress,
-                                                        scorer if config.propagate.share_candidates else None)
-            record("tune", tuned_status, tuned_seconds, detail)
+            tuned = tune_stage(paths.grouped, paths.graph, paths.params, base=config.propagate, grid=config.tune,
+                               normalizer=normalizer, force=force, progress=progress,
+                               scorer=scorer if config.propagate.share_candidates else None)
+            record("tune", *_tune_status(tuned))
             propagate_config = load_params(paths.params, base=config.propagate)
         else:
             record("tune", "off", detail="tune.enabled is false")
@@ -251,39 +247,16 @@ def run_pipeline(
         return _finish(summary, paths, started)
 
 
-
-
-def _tune(config: RunConfig, paths: RunPaths, normalizer: TextNormalizer, force: bool,
-          progress: Progress, scorer: Any = None) -> tuple[str, float, str]:
-    grid = config.tune
-    record = StageRecord.create("tune", inputs=[paths.grouped, paths.graph, *getattr(scorer, "inputs", [])],
-                                params={"grid": grid.grid, "base": asdict(config.propagate),
-                                        "folds": config.tune.folds, "seed": config.tune.seed,
-                                        "normalizer": asdict(normalizer),
-                                        "scorer": getattr(scorer, "name", None)},
-                                outputs=[paths.params, paths.params.with_suffix(".json")])
-    if not force and is_up_to_date(record, paths.params):
+def _tune_status(tuned: TuneStageSummary) -> tuple[str, float, str]:
+    """The run's status, seconds and detail line of the tune stage."""
+    if tuned.skipped:
         return "skipped", 0.0, ""
-    n_annotated = sum(is_annotated(cut) for _, cut in iter_json_lines(paths.grouped))
-    if n_annotated < 2:
-        # unsupervised run: nothing to cross-validate on, propagate keeps the configured values
-        header = (f"# not tuned: {paths.grouped} holds {n_annotated} annotated cut(s), tuning needs 2\n"
-                  "# these are the propagate values of the run config\n")
-        with atomic_output(paths.params) as tmp:
-            tmp.write_text(header + yaml.safe_dump({"propagate": asdict(config.propagate)}, sort_keys=False),
-                           encoding="utf-8")
-        write_json({"best": asdict(config.propagate), "tuned": False, "n_annotated": n_annotated},
-                   paths.params.with_suffix(".json"))
-        write_meta(record, paths.params)
-        return "off", 0.0, f"{n_annotated} annotated cut(s): not tuned, using the config's propagate values"
-    tuned = tune_params(paths.grouped, paths.graph, paths.params, base=config.propagate, grid=grid,
-                        folds=config.tune.folds, seed=config.tune.seed, normalizer=normalizer, scorer=scorer,
-                        progress=progress)
-    write_meta(record, paths.params)
-    best = tuned.best
-    return "ran", tuned.seconds, (f"held-out WER {100 * tuned.teacher_wer:.2f}% -> {100 * tuned.best_wer:.2f}%; "
-                                  f"alpha {best.alpha}, lambda {best.fusion_weight}, T {best.temperature}, "
-                                  f"threshold x{best.threshold_scale:g}")
+    if tuned.tuned is None:  # too few annotated cuts: params.yaml holds the config's values
+        return "off", 0.0, f"{tuned.n_annotated} annotated cut(s): not tuned, using the config's propagate values"
+    best = tuned.tuned.best
+    return "ran", tuned.seconds, (f"held-out WER {100 * tuned.tuned.teacher_wer:.2f}% -> "
+                                  f"{100 * tuned.tuned.best_wer:.2f}%; alpha {best.alpha}, lambda "
+                                  f"{best.fusion_weight}, T {best.temperature}, threshold x{best.threshold_scale:g}")
 
 
 def _finish(summary: RunSummary, paths: RunPaths, started: float) -> RunSummary:

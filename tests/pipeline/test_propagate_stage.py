@@ -8,9 +8,8 @@ import scipy.sparse as sp
 from choral.pipeline.errors import InputError
 from choral.pipeline.graph import build_graph
 from choral.pipeline.group import group_manifest
-from choral.pipeline.labels import CutEntry
 from choral.pipeline.manifest import read_cuts
-from choral.pipeline.propagate import PropagateConfig, load_params, propagate_manifest, rescore
+from choral.pipeline.propagate import CutEntry, PropagateConfig, load_params, propagate_manifest, rescore
 from choral.pipeline.synthetic import SyntheticConfig, generate
 from choral.pipeline.text import normalize
 
@@ -193,7 +192,7 @@ def test_label_cap_never_drops_a_cuts_own_best() -> None:
 
 def test_slightly_negative_solver_output_never_gives_nan_confidence(monkeypatch) -> None:
     # CG stops at a tolerance: a support that is exactly 0 may come back as -1e-12
-    import choral.pipeline.propagate as propagate_module
+    import choral.pipeline.propagate.engine as propagate_module
 
     def inexact(adjacency, prior, alpha, tol):
         solved = np.full(prior.shape, -1e-12)  # every support "zero" except each row's strongest label

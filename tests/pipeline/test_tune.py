@@ -1,3 +1,5 @@
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -7,9 +9,10 @@ from choral.pipeline.errors import InputError
 from choral.pipeline.graph import build_graph
 from choral.pipeline.group import group_manifest
 from choral.pipeline.manifest import read_cuts
-from choral.pipeline.propagate import load_params
+from choral.pipeline.propagate import PropagateConfig, load_params, propagate_manifest
 from choral.pipeline.synthetic import SyntheticConfig, generate
-from choral.pipeline.tune import TuneConfig, parse_grid, tune_params
+from choral.pipeline.text import TextNormalizer
+from choral.pipeline.tune import TuneConfig, parse_grid, report_path, tune_params, tune_stage
 
 
 def test_tune_writes_params_propagate_accepts(tmp_path: Path) -> None:
@@ -65,3 +68,71 @@ def test_tune_scores_borrowed_candidates_of_held_out_cuts_only(tmp_path: Path) -
     assert asked and set(asked) <= annotated  # only held-out (annotated) cuts are decided while tuning
     assert with_scorer.teacher_wer == without.teacher_wer
     assert with_scorer.best_wer <= without.best_wer + 0.05
+
+
+# --- the stage: skip, force, sidecar, the untuned case ------------------------------------------------------------
+SMALL_GRID = TuneConfig(alpha=(0.5, 0.9), fusion_weight=(0.3,), temperature=(1.0,), threshold_scale=(1.0,), folds=2)
+
+
+def grouped_and_graph(tmp_path: Path, annotated_fraction: float, n_prompts: int = 12) -> tuple[Path, Path]:
+    corpus = generate(tmp_path, SyntheticConfig(n_prompts=n_prompts, annotated_fraction=annotated_fraction, seed=2))
+    group_manifest(corpus.decoded, tmp_path / "grouped.jsonl.gz")
+    build_graph(tmp_path / "grouped.jsonl.gz", tmp_path / "graph.npz")
+    return tmp_path / "grouped.jsonl.gz", tmp_path / "graph.npz"
+
+
+def test_tune_stage_skips_when_up_to_date_and_redoes_when_forced_or_changed(tmp_path: Path) -> None:
+    grouped, graph = grouped_and_graph(tmp_path, 0.3)
+    params = tmp_path / "params.yaml"
+    first = tune_stage(grouped, graph, params, grid=SMALL_GRID)
+    assert not first.skipped and not first.untuned and first.tuned is not None and first.n_annotated >= 2
+    assert load_params(params) == first.tuned.best and report_path(params) == tmp_path / "params.json"
+    written = params.stat().st_mtime_ns
+    again = tune_stage(grouped, graph, params, grid=SMALL_GRID)
+    assert again.skipped and again.tuned is None and not again.untuned and params.stat().st_mtime_ns == written
+    assert not tune_stage(grouped, graph, params, grid=SMALL_GRID, force=True).skipped
+    assert not tune_stage(grouped, graph, params, grid=replace(SMALL_GRID, seed=1)).skipped
+    assert not tune_stage(grouped, graph, params, grid=replace(SMALL_GRID, seed=1),
+                          base=PropagateConfig(alpha=0.5)).skipped
+
+
+def test_tune_stage_sidecar_keeps_the_run_dirs_format(tmp_path: Path) -> None:
+    """What `choral run` recorded before tune was a stage of its own, so existing run directories still skip."""
+    grouped, graph = grouped_and_graph(tmp_path, 0.3)
+    params = tmp_path / "params.yaml"
+    tune_stage(grouped, graph, params, grid=SMALL_GRID, base=PropagateConfig(alpha=0.5))
+    meta = json.loads((tmp_path / "params.yaml.meta.json").read_text())
+    assert meta["stage"] == "tune"
+    assert meta["outputs"] == [str(params.resolve()), str((tmp_path / "params.json").resolve())]
+    assert meta["params"] == {"grid": {"alpha": [0.5, 0.9], "fusion_weight": [0.3], "temperature": [1.0],
+                                       "threshold_scale": [1.0]},
+                              "base": json.loads(json.dumps(asdict(PropagateConfig(alpha=0.5)))),
+                              "folds": 2, "seed": 0, "normalizer": asdict(TextNormalizer()), "scorer": None}
+
+
+def test_tune_stage_below_two_annotated_cuts_writes_the_base_values_untuned(tmp_path: Path) -> None:
+    grouped, graph = grouped_and_graph(tmp_path, 0.0, n_prompts=5)
+    params = tmp_path / "params.yaml"
+    base = PropagateConfig(alpha=0.5, fusion_weight=0.2)
+    summary = tune_stage(grouped, graph, params, base=base, grid=SMALL_GRID, base_origin="the test")
+    assert summary.untuned and not summary.skipped and summary.tuned is None and summary.n_annotated == 0
+    assert load_params(params) == base
+    text = params.read_text()
+    assert text.startswith(f"# not tuned: {grouped} holds 0 annotated cut(s), tuning needs 2\n"
+                           "# these are the propagate values of the test\n")
+    assert json.loads((tmp_path / "params.json").read_text()) == {"best": asdict(base), "tuned": False,
+                                                                  "n_annotated": 0}
+    assert tune_stage(grouped, graph, params, base=base, grid=SMALL_GRID).skipped
+    # and propagate accepts them
+    propagated = propagate_manifest(grouped, graph, tmp_path / "rescored.jsonl.gz", load_params(params))
+    assert propagated.n_cuts > 0
+
+
+def test_tune_stage_with_an_anonymous_scorer_always_runs(tmp_path: Path) -> None:
+    grouped, graph = grouped_and_graph(tmp_path, 0.3)
+
+    def scorer(cut_id: str, texts: list[str]) -> list[float]:
+        return [-1.0] * len(texts)
+
+    assert not tune_stage(grouped, graph, tmp_path / "params.yaml", grid=SMALL_GRID, scorer=scorer).skipped
+    assert not tune_stage(grouped, graph, tmp_path / "params.yaml", grid=SMALL_GRID, scorer=scorer).skipped

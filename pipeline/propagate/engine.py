@@ -1,4 +1,4 @@
-"""``choral propagate``: spread good hypotheses across the graph and fuse with the teacher.
+"""The propagation engine: spread good hypotheses across the graph and fuse with the teacher.
 
 For every cut ``i`` and label ``h`` of its group (:mod:`.labels`):
 
@@ -22,126 +22,33 @@ For every cut ``i`` and label ``h`` of its group (:mod:`.labels`):
 
 Annotated cuts keep their reference (``source="reference"``); cuts without
 any edge keep the teacher's 1-best (``source="teacher"``); the rest are
-``source="propagated"``. The result is ``custom.choral`` on every cut of
-``rescored.jsonl.gz``.
+``source="propagated"``.
+
+Pure computation on :class:`~.labels.CutEntry` lists and an adjacency matrix in
+their order (no file I/O). :func:`rescore` runs it all; ``choral tune`` reuses the
+steps: :func:`batch_priors` once per temperature, :func:`propagate_batch` once per
+solve, :func:`fuse` once per λ.
 """
 
 from __future__ import annotations
 
-import time
-from collections import Counter
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from ..kernels.propagation import label_propagation, label_spreading, normalize_rows
-from .config import from_mapping, read_yaml_mapping
-from .errors import ChoralError, ConfigError, InputError
-from .fields import CutResult
-from .graph import CutGraph
-from .grouped import iter_grouped
-from .labels import CutEntry, build_group_labels, log_posterior, own_log_posteriors, prior_row
-from .manifest import CutWriter, check_readable, iter_cuts
-from .meta import StageRecord, is_up_to_date, write_meta
-from .progress import NullProgress, Progress
-from .teacher.contracts import Scorer
-from .text import TextNormalizer
+from ...kernels.propagation import label_propagation, label_spreading, normalize_rows
+from ..errors import ChoralError
+from ..fields import CutResult
+from ..progress import NullProgress, Progress
+from ..teacher.contracts import Scorer
+from .config import PropagateConfig
+from .labels import CutEntry, GroupLabels, build_group_labels, log_posterior, own_log_posteriors, prior_row
 
 _EPS = 1e-12
 # Relative residual at which CG stops: decisions compare log-supports, far coarser than this.
 _CG_TOL = 1e-6
-
-
-@dataclass(frozen=True)
-class PropagateConfig:
-    """Propagation and fusion parameters (``choral tune`` writes these to YAML)."""
-
-    algorithm: Literal["spreading", "propagation"] = "spreading"
-    alpha: float = 0.9
-    fusion_weight: float = 0.3          # λ: weight of the teacher term
-    temperature: float = 1.0            # T of the teacher posterior softmax
-    threshold_scale: float = 1.0        # edges link pairs with distance <= scale * learned threshold
-    weighted_edges: bool = False        # weight edges by exp(-d / threshold) instead of 1
-    nearest: int = 0                    # also link each cut to its k nearest same-group cuts (0: threshold only)
-    share_candidates: bool = True       # let labels from neighbours compete for a cut
-    share_min: float = 1e-3             # minimum normalised support for a shared candidate
-    max_borrowed: int = 32              # shared candidates per cut, most supported first (0: no cap)
-    borrowed_floor: float = -4.0        # teacher log-posterior of a shared candidate without a scorer
-    clamp_confidence: float = 0.95      # propagation: also clamp unannotated cuts this confident
-    max_labels: int = 64                # label columns kept per group
-    batch_cuts: int = 50_000            # cuts solved together (whole groups; bounds memory)
-
-    def __post_init__(self) -> None:
-        if self.algorithm not in ("spreading", "propagation"):
-            raise ConfigError("algorithm", f"must be spreading or propagation, not {self.algorithm!r}")
-        if not 0.0 <= self.alpha < 1.0:
-            raise ConfigError("alpha", f"must be in [0, 1), not {self.alpha}")
-        if not 0.0 <= self.fusion_weight <= 1.0:
-            raise ConfigError("fusion_weight", f"must be in [0, 1], not {self.fusion_weight}")
-        for name in ("temperature", "threshold_scale", "max_labels", "batch_cuts"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(name, f"must be positive, not {getattr(self, name)}")
-        if self.nearest < 0:
-            raise ConfigError("nearest", f"must be 0 (threshold only) or a positive count, not {self.nearest}")
-        if self.max_borrowed < 0:
-            raise ConfigError("max_borrowed", f"must be 0 (no cap) or a positive count, not {self.max_borrowed}")
-
-
-def load_params(path: str | Path, base: PropagateConfig = PropagateConfig()) -> PropagateConfig:
-    """Read a YAML of PropagateConfig fields over ``base``, bare or under ``propagate:`` (as ``choral tune``
-    writes them); unknown keys, wrong types and out-of-range values are InputErrors naming the key."""
-    path = Path(path)
-    data = read_yaml_mapping(path)
-    if "propagate" not in data:
-        return from_mapping(PropagateConfig, data, path, "", base=base)
-    for key in data:
-        if key != "propagate":
-            raise InputError(path, f"unknown key {key!r} (known at the top level: propagate)")
-    return from_mapping(PropagateConfig, data["propagate"], path, "propagate", base=base)
-
-
-@dataclass(frozen=True)
-class PropagateSummary:
-    output: Path
-    skipped: bool
-    n_cuts: int = 0
-    sources: dict[str, int] | None = None
-    changed: int = 0
-    shared: int = 0
-    n_edges: int = 0
-    seconds: float = 0.0
-
-
-def read_entries(grouped: Path, normalizer: TextNormalizer, progress: Progress = NullProgress()) -> list[CutEntry]:
-    """The propagation view of every cut of a grouped manifest, in manifest order."""
-    entries = []
-    for record in iter_grouped(grouped):
-        hypotheses, reference = record.hypotheses, record.reference
-        entries.append(CutEntry(
-            cut_id=record.cut.id,
-            group=record.group,
-            hypotheses=[normalizer(h.text) for h in hypotheses],
-            originals=[h.text for h in hypotheses],
-            scores=np.asarray([h.score for h in hypotheses]),
-            reference=normalizer(reference) if reference is not None else None,
-            reference_original=reference,
-        ))
-        progress.advance()
-    return entries
-
-
-def read_grouped_and_graph(grouped: Path, graph_file: Path, normalizer: TextNormalizer,
-                           progress: Progress = NullProgress()) -> tuple[list[CutEntry], CutGraph]:
-    """The grouped manifest's entries and its graph, checked to describe the same cuts in the same order."""
-    progress.task("reading grouped manifest", None)
-    entries = read_entries(grouped, normalizer, progress)
-    graph = CutGraph.load(graph_file)
-    if list(graph.cut_ids) != [e.cut_id for e in entries]:
-        raise InputError(graph_file, f"its cuts do not match {grouped} (rerun `choral graph`)")
-    return entries, graph
 
 
 def _batches(entries: Sequence[CutEntry], batch_cuts: int) -> Iterable[list[int]]:
@@ -181,23 +88,23 @@ def rescore(
 
 @dataclass
 class BatchSupport:
-    """Propagation results for a batch of whole groups, before fusion."""
+    """Propagation results for a batch of whole groups, before fusion (what :func:`fuse` decides from)."""
 
-    entries: list[CutEntry]
-    labels_of: dict
+    entries: list[CutEntry]                # the batch's cuts; row r of every array is entries[r]
+    labels_of: dict[str, GroupLabels]      # each group's labels: column k of a row is label k of its group
     support: np.ndarray      # row-normalised F
     teacher: np.ndarray      # teacher log-posterior per label column (-inf: not a candidate)
-    degree: np.ndarray
+    degree: np.ndarray       # edges per cut (0: the cut keeps the teacher's 1-best)
 
 
 @dataclass
 class BatchPriors:
     """Label sets, prior matrix Y and teacher terms of a batch: they depend on T, not on α or the graph."""
 
-    labels_of: dict
-    prior: np.ndarray
-    teacher: np.ndarray
-    annotated: np.ndarray
+    labels_of: dict[str, GroupLabels]      # each group's labels, as in :class:`BatchSupport`
+    prior: np.ndarray        # Y: one-hot reference (annotated) or teacher posterior over the own n-best
+    teacher: np.ndarray      # teacher log-posterior of the own n-best per label column (-inf elsewhere)
+    annotated: np.ndarray    # rows with a reference: the seeds
 
 
 def batch_priors(entries: list[CutEntry], config: PropagateConfig) -> BatchPriors:
@@ -226,6 +133,7 @@ def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: n
                     priors: BatchPriors | None = None, score_rows: Sequence[int] | None = None) -> BatchSupport:
     """Run the propagation kernel over a batch of whole groups and collect teacher terms (with sharing).
 
+    ``adjacency`` and ``degree`` (its edges per row) are in the order of ``entries``.
     ``priors`` (from :func:`batch_priors` with the same temperature) may be reused across α values.
     ``score_rows`` limits the scorer to the rows whose transcripts will be decided (tuning
     decides only held-out cuts; the teacher terms of other rows never reach the support).
@@ -295,7 +203,11 @@ def borrowed_candidates(support: np.ndarray, teacher: np.ndarray, annotated: np.
 
 
 def fuse(batch: BatchSupport, rows: Iterable[int], fusion_weight: float, config: PropagateConfig) -> list[CutResult]:
-    """Decide the transcripts of ``rows`` of a batch with teacher weight λ = ``fusion_weight``."""
+    """Decide the transcripts of ``rows`` of a batch with teacher weight λ = ``fusion_weight``.
+
+    ``config`` supplies the temperature of the confidence of cuts that keep the teacher's 1-best;
+    its own ``fusion_weight`` is not used, so one :class:`BatchSupport` serves every λ.
+    """
     results = []
     for row in rows:
         teacher = batch.teacher[row]
@@ -313,7 +225,7 @@ def _rescore_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: np
     return fuse(batch, range(len(entries)), config.fusion_weight, config)
 
 
-def _teacher_with_borrowed(entry: CutEntry, labels, teacher_row: np.ndarray, columns: np.ndarray,
+def _teacher_with_borrowed(entry: CutEntry, labels: GroupLabels, teacher_row: np.ndarray, columns: np.ndarray,
                            config: PropagateConfig, scorer: Scorer | None) -> np.ndarray:
     """Teacher log-posteriors over the cut's own n-best plus labels borrowed from neighbours."""
     row = teacher_row.copy()
@@ -335,7 +247,9 @@ def _teacher_with_borrowed(entry: CutEntry, labels, teacher_row: np.ndarray, col
     return row
 
 
-def _decide(entry: CutEntry, labels, fused_row: np.ndarray, degree: int, config: PropagateConfig) -> CutResult:
+def _decide(entry: CutEntry, labels: GroupLabels, fused_row: np.ndarray, degree: int,
+            config: PropagateConfig) -> CutResult:
+    """One cut's answer: its reference, the teacher's 1-best (no edge), or the best fused label."""
     teacher_text = entry.originals[0]
     if entry.reference is not None:
         return CutResult(entry.reference_original or entry.reference, 1.0, teacher_text, "reference")
@@ -348,47 +262,3 @@ def _decide(entry: CutEntry, labels, fused_row: np.ndarray, degree: int, config:
     text = labels.texts[best]
     original = teacher_text if text == entry.hypotheses[0] else labels.originals[best]
     return CutResult(original, confidence, teacher_text, "propagated")
-
-
-def propagate_manifest(
-    grouped: str | Path,
-    graph_file: str | Path,
-    output: str | Path,
-    config: PropagateConfig = PropagateConfig(),
-    normalizer: TextNormalizer = TextNormalizer(),
-    *,
-    scorer: Scorer | None = None,
-    force: bool = False,
-    progress: Progress = NullProgress(),
-) -> PropagateSummary:
-    """Read the grouped manifest and graph, rescore every cut, write ``rescored.jsonl.gz``."""
-    grouped, graph_file, output = check_readable(grouped), check_readable(graph_file), Path(output)
-    record = StageRecord.create("propagate", inputs=[grouped, graph_file, *getattr(scorer, "inputs", [])],
-                                params={"propagate": asdict(config), "normalizer": asdict(normalizer),
-                                        "scorer": getattr(scorer, "name", None if scorer is None else "custom")},
-                                outputs=[output])
-    reproducible = scorer is None or hasattr(scorer, "name")  # an anonymous scorer may change between runs
-    if not force and reproducible and is_up_to_date(record, output):
-        return PropagateSummary(output=output, skipped=True)
-    started = time.perf_counter()
-    entries, graph = read_grouped_and_graph(grouped, graph_file, normalizer, progress)
-    adjacency = graph.adjacency(graph.threshold * config.threshold_scale, weighted=config.weighted_edges,
-                                nearest=config.nearest)
-    progress.task("propagating", len(entries))
-    results = rescore(entries, adjacency, config, scorer, progress)
-
-    progress.task("writing rescored manifest", len(entries))
-    with CutWriter(output) as writer:
-        for cut, result in zip(iter_cuts(grouped), results):
-            cut.custom = dict(cut.custom or {}, choral=result.to_custom())
-            writer.write(cut)
-            progress.advance()
-    write_meta(record, output)
-    sources = Counter(r.source for r in results)
-    changed = sum(r.source == "propagated" and r.text != r.teacher_text for r in results)
-    shared = sum(
-        r.source == "propagated" and normalizer(r.text) not in set(e.hypotheses) for r, e in zip(results, entries)
-    )
-    return PropagateSummary(output=output, skipped=False, n_cuts=len(results), sources=dict(sources),
-                            changed=changed, shared=shared, n_edges=int(adjacency.nnz // 2),
-                            seconds=time.perf_counter() - started)

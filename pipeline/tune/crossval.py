@@ -1,11 +1,11 @@
-"""``choral tune``: choose α, λ, temperature and threshold scale by cross-validation.
+"""Cross-validation of ``choral tune``: choose α, λ, temperature and threshold scale on annotated cuts.
 
 Only annotated cuts are used: the annotated cuts are split into ``folds``;
 for each fold its references are hidden (those cuts become unannotated),
 propagation runs with every parameter combination of the grid, and the
 rescored transcripts of the hidden cuts are scored against their references.
 The combination with the lowest pooled WER over all folds wins and is written
-as a YAML that ``choral propagate --params`` accepts. References of unannotated
+as a YAML that ``choral propagate --params`` accepts (:mod:`.params`). References of unannotated
 cuts are never read here.
 
 Only the groups of a fold's held-out cuts matter for them, so each fold
@@ -30,58 +30,24 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from .errors import ConfigError, InputError
-from .manifest import atomic_output, check_readable, write_json
-from .progress import NullProgress, Progress
-from .propagate import PropagateConfig, batch_priors, fuse, propagate_batch, read_grouped_and_graph
-from .teacher.contracts import Scorer
-from .text import TextNormalizer
-from .wer import pooled_word_errors
+from ..errors import InputError
+from ..manifest import check_readable
+from ..progress import NullProgress, Progress
+from ..propagate import PropagateConfig, batch_priors, fuse, propagate_batch, read_grouped_and_graph
+from ..teacher.contracts import Scorer
+from ..text import TextNormalizer
+from ..wer import pooled_word_errors
+from .grid import TuneConfig
+from .params import write_params
 
 CONFIDENCE_LEVELS: tuple[float, ...] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
-GRID_AXES: tuple[str, ...] = ("alpha", "fusion_weight", "temperature", "threshold_scale")
-
-
-@dataclass(frozen=True)
-class TuneConfig:
-    """The grid tried (every combination of the four axes) and the folds of the annotated cuts.
-
-    Every axis value must be a valid value of the PropagateConfig field of the same name (a threshold
-    scale multiplies the base config's): PropagateConfig's range rules check them.
-    """
-
-    alpha: tuple[float, ...] = (0.5, 0.9, 0.99)
-    fusion_weight: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
-    temperature: tuple[float, ...] = (0.5, 1.0, 2.0)
-    threshold_scale: tuple[float, ...] = (0.8, 1.0, 1.25)
-    folds: int = 5
-    seed: int = 0                       # of the fold assignment
-
-    def __post_init__(self) -> None:
-        if self.folds < 2:
-            raise ConfigError("folds", f"must be at least 2, not {self.folds}")
-        for axis in GRID_AXES:
-            if not getattr(self, axis):
-                raise ConfigError(axis, "needs at least one value")
-            for value in getattr(self, axis):
-                PropagateConfig(**{axis: value})  # its ConfigError names the field, which is the axis
-
-    @property
-    def grid(self) -> dict[str, tuple[float, ...]]:
-        """The four axes by name (what the tune sidecar records)."""
-        return {axis: getattr(self, axis) for axis in GRID_AXES}
-
-    @property
-    def size(self) -> int:
-        return len(self.alpha) * len(self.fusion_weight) * len(self.temperature) * len(self.threshold_scale)
-
-
 @dataclass
 class TuneSummary:
+    """The cross-validation's result: the winning parameters, their held-out WER and where they were written."""
+
     params_file: Path
     report_file: Path
     best: PropagateConfig
@@ -172,23 +138,23 @@ def tune_params(
     best = replace(base, alpha=alpha, temperature=temperature, fusion_weight=weight,
                    threshold_scale=base.threshold_scale * scale)
     curve = _confidence_curve(hypotheses[best_key], {int(k): r for k, r in zip(annotated_rows, references)})
-    _write_params(best, output, grouped, folds, edits[best_key] / max(total_words, 1))
-    report_file = output.with_suffix(".json")
-    write_json({
+    best_wer, teacher_wer = edits[best_key] / max(total_words, 1), teacher_edits / max(total_words, 1)
+    header = (f"# choral propagate parameters chosen by `choral tune` on {grouped}\n"
+              f"# {folds}-fold cross-validation over annotated cuts; held-out WER {best_wer:.4f}\n")
+    report_file = write_params(best, output, header, {
         "best": asdict(best),
-        "best_wer": edits[best_key] / max(total_words, 1),
-        "teacher_wer": teacher_edits / max(total_words, 1),
+        "best_wer": best_wer,
+        "teacher_wer": teacher_wer,
         "n_annotated": int(len(annotated_rows)),
         "n_words": int(total_words),
         "folds": folds,
         "confidence_curve": curve,
         "grid": [{"threshold_scale": k[0], "alpha": k[1], "temperature": k[2], "fusion_weight": k[3],
                   "wer": v / max(total_words, 1)} for k, v in sorted(edits.items(), key=lambda kv: kv[1])],
-    }, report_file)
-    return TuneSummary(params_file=output, report_file=report_file, best=best,
-                       best_wer=edits[best_key] / max(total_words, 1), teacher_wer=teacher_edits / max(total_words, 1),
-                       n_annotated=int(len(annotated_rows)), folds=folds, n_combinations=grid.size,
-                       confidence_curve=curve, seconds=time.perf_counter() - started)
+    })
+    return TuneSummary(params_file=output, report_file=report_file, best=best, best_wer=best_wer,
+                       teacher_wer=teacher_wer, n_annotated=int(len(annotated_rows)), folds=folds,
+                       n_combinations=grid.size, confidence_curve=curve, seconds=time.perf_counter() - started)
 
 
 def _confidence_curve(held_out: list[tuple[int, str, float]], references: dict[int, str]) -> list[dict]:
@@ -201,23 +167,3 @@ def _confidence_curve(held_out: list[tuple[int, str, float]], references: dict[i
                       "kept_fraction": len(kept) / max(len(held_out), 1),
                       "wer": errors / words if words else None})
     return curve
-
-
-def _write_params(config: PropagateConfig, output: Path, grouped: Path, folds: int, wer: float) -> None:
-    header = (f"# choral propagate parameters chosen by `choral tune` on {grouped}\n"
-              f"# {folds}-fold cross-validation over annotated cuts; held-out WER {wer:.4f}\n")
-    with atomic_output(output) as tmp:
-        tmp.write_text(header + yaml.safe_dump({"propagate": asdict(config)}, sort_keys=False), encoding="utf-8")
-
-
-def parse_grid(values: dict[str, str | None], base: TuneConfig = TuneConfig()) -> TuneConfig:
-    """``base`` with the axes given as comma-separated option strings (None keeps the axis)."""
-    axes: dict = {}  # axis name -> values
-    for name, text in values.items():
-        if text is None:
-            continue
-        try:
-            axes[name] = tuple(float(v) for v in text.split(",") if v.strip())
-        except ValueError:
-            raise ConfigError(name, f"must be comma-separated numbers, not {text!r}") from None
-    return replace(base, **axes)

@@ -1,0 +1,62 @@
+"""Propagation's parameters: :class:`PropagateConfig`, and the params.yaml that ``choral tune`` writes.
+
+A params.yaml is read through the one strict YAML reader (:mod:`choral.pipeline.config`), bare
+or under a ``propagate:`` key, so a typo in a hand-edited file fails naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ..config import from_mapping, read_yaml_mapping
+from ..errors import ConfigError, InputError
+
+
+@dataclass(frozen=True)
+class PropagateConfig:
+    """Propagation and fusion parameters (``choral tune`` writes these to YAML)."""
+
+    algorithm: Literal["spreading", "propagation"] = "spreading"
+    alpha: float = 0.9
+    fusion_weight: float = 0.3          # λ: weight of the teacher term
+    temperature: float = 1.0            # T of the teacher posterior softmax
+    threshold_scale: float = 1.0        # edges link pairs with distance <= scale * learned threshold
+    weighted_edges: bool = False        # weight edges by exp(-d / threshold) instead of 1
+    nearest: int = 0                    # also link each cut to its k nearest same-group cuts (0: threshold only)
+    share_candidates: bool = True       # let labels from neighbours compete for a cut
+    share_min: float = 1e-3             # minimum normalised support for a shared candidate
+    max_borrowed: int = 32              # shared candidates per cut, most supported first (0: no cap)
+    borrowed_floor: float = -4.0        # teacher log-posterior of a shared candidate without a scorer
+    clamp_confidence: float = 0.95      # propagation: also clamp unannotated cuts this confident
+    max_labels: int = 64                # label columns kept per group
+    batch_cuts: int = 50_000            # cuts solved together (whole groups; bounds memory)
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ("spreading", "propagation"):
+            raise ConfigError("algorithm", f"must be spreading or propagation, not {self.algorithm!r}")
+        if not 0.0 <= self.alpha < 1.0:
+            raise ConfigError("alpha", f"must be in [0, 1), not {self.alpha}")
+        if not 0.0 <= self.fusion_weight <= 1.0:
+            raise ConfigError("fusion_weight", f"must be in [0, 1], not {self.fusion_weight}")
+        for name in ("temperature", "threshold_scale", "max_labels", "batch_cuts"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, f"must be positive, not {getattr(self, name)}")
+        if self.nearest < 0:
+            raise ConfigError("nearest", f"must be 0 (threshold only) or a positive count, not {self.nearest}")
+        if self.max_borrowed < 0:
+            raise ConfigError("max_borrowed", f"must be 0 (no cap) or a positive count, not {self.max_borrowed}")
+
+
+def load_params(path: str | Path, base: PropagateConfig = PropagateConfig()) -> PropagateConfig:
+    """Read a YAML of PropagateConfig fields over ``base``, bare or under ``propagate:`` (as ``choral tune``
+    writes them); unknown keys, wrong types and out-of-range values are InputErrors naming the key."""
+    path = Path(path)
+    data = read_yaml_mapping(path)
+    if "propagate" not in data:
+        return from_mapping(PropagateConfig, data, path, "", base=base)
+    for key in data:
+        if key != "propagate":
+            raise InputError(path, f"unknown key {key!r} (known at the top level: propagate)")
+    return from_mapping(PropagateConfig, data["propagate"], path, "propagate", base=base)

@@ -1,0 +1,57 @@
+"""What ``choral tune`` searches: the grid of α, λ, temperature and threshold scale, and the folds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..errors import ConfigError
+from ..propagate import PropagateConfig
+
+GRID_AXES: tuple[str, ...] = ("alpha", "fusion_weight", "temperature", "threshold_scale")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """The grid tried (every combination of the four axes) and the folds of the annotated cuts.
+
+    Every axis value must be a valid value of the PropagateConfig field of the same name (a threshold
+    scale multiplies the base config's): PropagateConfig's range rules check them.
+    """
+
+    alpha: tuple[float, ...] = (0.5, 0.9, 0.99)
+    fusion_weight: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
+    temperature: tuple[float, ...] = (0.5, 1.0, 2.0)
+    threshold_scale: tuple[float, ...] = (0.8, 1.0, 1.25)
+    folds: int = 5
+    seed: int = 0                       # of the fold assignment
+
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise ConfigError("folds", f"must be at least 2, not {self.folds}")
+        for axis in GRID_AXES:
+            if not getattr(self, axis):
+                raise ConfigError(axis, "needs at least one value")
+            for value in getattr(self, axis):
+                PropagateConfig(**{axis: value})  # its ConfigError names the field, which is the axis
+
+    @property
+    def grid(self) -> dict[str, tuple[float, ...]]:
+        """The four axes by name (what the tune sidecar records)."""
+        return {axis: getattr(self, axis) for axis in GRID_AXES}
+
+    @property
+    def size(self) -> int:
+        return len(self.alpha) * len(self.fusion_weight) * len(self.temperature) * len(self.threshold_scale)
+
+
+def parse_grid(values: dict[str, str | None], base: TuneConfig = TuneConfig()) -> TuneConfig:
+    """``base`` with the axes given as comma-separated option strings (None keeps the axis)."""
+    axes: dict = {}  # axis name -> values
+    for name, text in values.items():
+        if text is None:
+            continue
+        try:
+            axes[name] = tuple(float(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise ConfigError(name, f"must be comma-separated numbers, not {text!r}") from None
+    return replace(base, **axes)

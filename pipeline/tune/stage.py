@@ -1,0 +1,81 @@
+"""The ``choral tune`` stage, as ``choral tune`` and ``choral run`` both run it.
+
+:func:`tune_stage` is skipped when the sidecar of ``params.yaml`` says the grouped
+manifest, the graph, the grid, folds and seed, the base parameters, the normaliser and
+the scorer are unchanged (an anonymous scorer may change between runs, so with one the
+stage always runs), and redone with ``force``. With fewer than 2 annotated cuts there is
+nothing to cross-validate on (:mod:`.crossval`): ``params.yaml`` then holds the base
+parameters untuned, so the propagation that follows runs with them (the unsupervised case).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..fields import is_annotated
+from ..manifest import check_readable, iter_json_lines
+from ..meta import StageRecord, is_up_to_date, write_meta
+from ..progress import NullProgress, Progress
+from ..propagate import PropagateConfig
+from ..teacher.contracts import Scorer
+from ..text import TextNormalizer
+from .crossval import TuneSummary, tune_params
+from .grid import TuneConfig
+from .params import report_path, write_params
+
+# Cross-validation needs two folds of at least one annotated cut each.
+MIN_ANNOTATED = 2
+
+
+@dataclass(frozen=True)
+class TuneStageSummary:
+    """What the tune stage did: skipped, tuned (``tuned`` holds the cross-validation) or untuned."""
+
+    params_file: Path
+    skipped: bool
+    tuned: TuneSummary | None = None    # the cross-validation, when it ran
+    n_annotated: int = 0                # annotated cuts of the grouped manifest (not counted when skipped)
+    seconds: float = 0.0
+
+    @property
+    def untuned(self) -> bool:
+        """Too few annotated cuts to tune: ``params.yaml`` holds the base parameters."""
+        return not self.skipped and self.tuned is None
+
+
+def tune_stage(
+    grouped: str | Path,
+    graph_file: str | Path,
+    output: str | Path,
+    *,
+    base: PropagateConfig = PropagateConfig(),
+    grid: TuneConfig = TuneConfig(),
+    normalizer: TextNormalizer = TextNormalizer(),
+    scorer: Scorer | None = None,
+    base_origin: str = "the run config",
+    force: bool = False,
+    progress: Progress = NullProgress(),
+) -> TuneStageSummary:
+    """Write ``output`` (params.yaml) and its report: tuned over ``grid`` around ``base``, or ``base`` untuned
+    below :data:`MIN_ANNOTATED` annotated cuts (its header names ``base_origin``); skipped when up to date."""
+    grouped, graph_file, output = check_readable(grouped), check_readable(graph_file), Path(output)
+    record = StageRecord.create("tune", inputs=[grouped, graph_file, *getattr(scorer, "inputs", [])],
+                                params={"grid": grid.grid, "base": asdict(base), "folds": grid.folds,
+                                        "seed": grid.seed, "normalizer": asdict(normalizer),
+                                        "scorer": getattr(scorer, "name", None)},
+                                outputs=[output, report_path(output)])
+    reproducible = scorer is None or hasattr(scorer, "name")  # an anonymous scorer may change between runs
+    if not force and reproducible and is_up_to_date(record, output):
+        return TuneStageSummary(output, skipped=True)
+    n_annotated = sum(is_annotated(cut) for _, cut in iter_json_lines(grouped))
+    if n_annotated < MIN_ANNOTATED:
+        header = (f"# not tuned: {grouped} holds {n_annotated} annotated cut(s), tuning needs {MIN_ANNOTATED}\n"
+                  f"# these are the propagate values of {base_origin}\n")
+        write_params(base, output, header, {"best": asdict(base), "tuned": False, "n_annotated": n_annotated})
+        write_meta(record, output)
+        return TuneStageSummary(output, skipped=False, n_annotated=n_annotated)
+    tuned = tune_params(grouped, graph_file, output, base=base, grid=grid, folds=grid.folds, seed=grid.seed,
+                        normalizer=normalizer, scorer=scorer, progress=progress)
+    write_meta(record, output)
+    return TuneStageSummary(output, skipped=False, tuned=tuned, n_annotated=n_annotated, seconds=tuned.seconds)
