@@ -15,7 +15,7 @@ import pytest
 PACKAGES = ("choral.cli", "choral.pipeline", "choral.kernels")
 # what the teacher model must not drag in: the stages and the propagation machinery
 NOT_FROM_THE_MODEL = ("choral.pipeline.propagate", "choral.pipeline.decode", "choral.pipeline.propagate.labels",
-                      "choral.pipeline.cutgraph", "choral.kernels.propagation")
+                      "choral.pipeline.graph", "choral.kernels.propagation")
 # Imported once before forking, so each child skips their cost (about 2 s of torch each); only speed depends on
 # this list: a child imports whatever else it needs itself.
 THIRD_PARTY = ("numpy", "scipy.sparse", "torch", "lhotse", "h5py", "soundfile", "yaml", "jiwer", "typer", "rich")

@@ -21,7 +21,7 @@ from ..grouped import iter_grouped
 from ..manifest import CutWriter, check_readable, iter_cuts
 from ..meta import StageRecord, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
-from ..teacher.contracts import Scorer
+from ..teacher.contracts import Scorer, is_reproducible
 from ..text import TextNormalizer
 from .config import PropagateConfig
 from .engine import rescore
@@ -88,8 +88,7 @@ def propagate_manifest(
                                 params={"propagate": asdict(config), "normalizer": asdict(normalizer),
                                         "scorer": getattr(scorer, "name", None if scorer is None else "custom")},
                                 outputs=[output])
-    reproducible = scorer is None or hasattr(scorer, "name")  # an anonymous scorer may change between runs
-    if not force and reproducible and is_up_to_date(record, output):
+    if not force and is_reproducible(scorer) and is_up_to_date(record, output):
         return PropagateSummary(output=output, skipped=True)
     started = time.perf_counter()
     entries, graph = read_grouped_and_graph(grouped, graph_file, normalizer, progress)

@@ -34,6 +34,15 @@ class NamedScorer(Scorer, Protocol):
     inputs: list[Path]
 
 
+def is_reproducible(scorer: Scorer | None) -> bool:
+    """Whether a stage may skip on a matching sidecar with this scorer: no scorer, or a named one.
+
+    An anonymous scorer (any plain callable) may answer differently between runs, so a
+    stage given one always runs.
+    """
+    return scorer is None or hasattr(scorer, "name")
+
+
 @dataclass
 class DecodeResult:
     """One decoded cut: n-best ``(text, tokens, score)`` best first, encoder frames ``(T', D)``, embedding ``(D,)``."""

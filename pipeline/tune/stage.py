@@ -18,7 +18,7 @@ from ..manifest import check_readable, iter_json_lines
 from ..meta import StageRecord, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
 from ..propagate import PropagateConfig
-from ..teacher.contracts import Scorer
+from ..teacher.contracts import Scorer, is_reproducible
 from ..text import TextNormalizer
 from .crossval import TuneSummary, tune_params
 from .grid import TuneConfig
@@ -65,8 +65,7 @@ def tune_stage(
                                         "seed": grid.seed, "normalizer": asdict(normalizer),
                                         "scorer": getattr(scorer, "name", None)},
                                 outputs=[output, report_path(output)])
-    reproducible = scorer is None or hasattr(scorer, "name")  # an anonymous scorer may change between runs
-    if not force and reproducible and is_up_to_date(record, output):
+    if not force and is_reproducible(scorer) and is_up_to_date(record, output):
         return TuneStageSummary(output, skipped=True)
     n_annotated = sum(is_annotated(cut) for _, cut in iter_json_lines(grouped))
     if n_annotated < MIN_ANNOTATED:
