@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 CHORAL := $(VENV)/bin/choral
 STAMP  := $(VENV)/.choral-installed
 
-.PHONY: install test demo demo-synthetic bench corpus clean stage accented-benchmark
+.PHONY: install lint test demo demo-synthetic bench corpus clean stage accented-benchmark
 
 install: $(STAMP)
 
@@ -15,10 +15,19 @@ $(STAMP): pyproject.toml setup.py kernels/_dtw_simd.c
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 	# torch is pinned to the CPU wheel; install it first so nothing pulls a CUDA build
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[test,bench,onnx]'
+	$(PIP) install --quiet -e '.[test,bench,onnx,lint]'
 	touch $(STAMP)
 
-test: install
+# ruff over the code, tests and benchmarks; mypy over the package, linked as build/typecheck/choral/ because
+# mypy cannot follow pyproject.toml's package-dir mapping (see [tool.mypy] there).
+TYPECHECK := build/typecheck/choral
+lint: install
+	$(VENV)/bin/ruff check cli pipeline kernels tests benchmarks
+	mkdir -p $(TYPECHECK)
+	for dir in cli pipeline kernels; do ln -sfn ../../../$$dir $(TYPECHECK)/$$dir; done
+	$(VENV)/bin/mypy
+
+test: install lint
 	$(PY) -m pytest
 
 # The first command of the README: the bundled accented demo audio, decoded by the default

@@ -20,10 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "accented"))
 
-from corpus_io import load_demo  # noqa: E402
+from corpus_io import load_demo
 
-from choral.pipeline.teacher import load_teacher, parameter_count, resolve_teacher  # noqa: E402
-from choral.pipeline.teacher.features import batch_features  # noqa: E402
+from choral.pipeline.teacher import load_teacher, parameter_count, resolve_teacher
+from choral.pipeline.teacher.features import batch_features
 
 
 def timed(teacher, features: list, batch_seconds: float) -> float:
@@ -68,7 +68,8 @@ def main() -> None:
     for name, seconds in ((f"batched ({args.batch_seconds:g} s)", batched), ("per-utterance (peer)", per_utterance)):
         total = seconds + feature_seconds
         print(f"{name:<24}{total:>10.1f}{total / audio:>10.4f}{audio / total:>14.1f}")
-    print(f"speed-up of batched over per-utterance: {(per_utterance + feature_seconds) / (batched + feature_seconds):.2f}x")
+    speed_up = (per_utterance + feature_seconds) / (batched + feature_seconds)
+    print(f"speed-up of batched over per-utterance: {speed_up:.2f}x")
 
 
 if __name__ == "__main__":

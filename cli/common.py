@@ -19,6 +19,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -26,10 +27,12 @@ from rich.progress import (
 from rich.table import Table
 
 from ..pipeline.errors import ChoralError, ConfigError
-from ..pipeline.text import DIGITS_POLICIES
+from ..pipeline.text import DIGITS_POLICIES, TextNormalizer
 
 # The text normaliser's digits policies as an Enum, which typer turns into a checked choice.
 Digits = Enum("Digits", {policy: policy for policy in DIGITS_POLICIES}, type=str)  # type: ignore[misc]
+# The normaliser's own default, as the default of every ``--digits``.
+DEFAULT_DIGITS = Digits(TextNormalizer().digits)
 
 
 DIGITS_HELP = "Digits policy of the text normaliser (the same for grouping, propagation and WER)."
@@ -43,7 +46,7 @@ class RichProgress:
 
     def __init__(self, progress: Progress) -> None:
         self._progress = progress
-        self._task = None
+        self._task: TaskID | None = None
 
     def task(self, description: str, total: int | None) -> None:
         if self._task is not None:  # close the previous phase as complete, at the count it reached

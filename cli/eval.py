@@ -9,7 +9,7 @@ import typer
 
 from ..pipeline.evaluate import SPLITS, evaluate_manifest
 from ..pipeline.text import TextNormalizer
-from .common import Digits, console, print_skipped, progress_bar, stage_errors
+from .common import DEFAULT_DIGITS, Digits, console, print_skipped, progress_bar, stage_errors
 from .report import wer_table
 
 
@@ -25,7 +25,7 @@ def eval_command(
                                       "speaker). Looked up in the cut's custom, then the supervision's speaker/"
                                       "language/gender and custom, then the reference's custom."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for report.json, report.md and report.png."),
-    digits: Digits = typer.Option(Digits.spell,
+    digits: Digits = typer.Option(DEFAULT_DIGITS,
                                   help="Digits policy of the text normaliser (use the one the other stages used)."),
     allow_missing: bool = typer.Option(False, "--allow-missing",
                                        help="Skip (and count) cuts with no reference instead of failing."),
@@ -44,7 +44,7 @@ def eval_command(
     Writes OUT/report.json, OUT/report.md and OUT/report.png (teacher vs choral per first --by value).
     """
     with stage_errors("eval"):
-        normalizer = TextNormalizer(digits=digits.value)  # type: ignore[arg-type]
+        normalizer = TextNormalizer(digits=digits.value)
         with progress_bar() as progress:
             summary = evaluate_manifest(rescored, references, out, by, normalizer, allow_missing, force=force,
                                         progress=progress)

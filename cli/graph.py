@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from typer.core import TyperCommand, TyperOption
 
 from ..pipeline.graph import GraphConfig, build_graph, get_metric, metric_names
 from ..pipeline.text import TextNormalizer
-from .common import DIGITS_HELP, Digits, console, print_skipped, progress_bar, stage_errors, summary_table
+from .common import (
+    DEFAULT_DIGITS,
+    DIGITS_HELP,
+    Digits,
+    console,
+    print_skipped,
+    progress_bar,
+    stage_errors,
+    summary_table,
+)
 
 
 def metric_help() -> str:
@@ -22,7 +31,8 @@ def metric_help() -> str:
 class GraphCommand(TyperCommand):
     """``choral graph``'s command: ``--metric``'s help lists the metrics registered when help is shown."""
 
-    def get_params(self, ctx: typer.Context) -> list:
+    # ``ctx`` is click's Context as typer passes it (its vendored click's, in recent typer; not typer.Context)
+    def get_params(self, ctx: Any) -> list:
         params = super().get_params(ctx)
         for param in params:
             if param.name == "metric" and isinstance(param, TyperOption):
@@ -44,7 +54,7 @@ def graph(
                                           "agreeing 1-bests count as pseudo-annotations."),
     quantile: float = typer.Option(0.2, help="Last resort without any labels: link this fraction of the closest "
                                              "within-group pairs."),
-    digits: Digits = typer.Option(Digits.spell, help=DIGITS_HELP),
+    digits: Digits = typer.Option(DEFAULT_DIGITS, help=DIGITS_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the outputs are up to date."),
 ) -> None:
     """Build the similarity graph: distances between all cuts of each group, binary edges below a learned threshold.
@@ -55,7 +65,7 @@ def graph(
     with stage_errors("graph"):
         config = GraphConfig(metric=metric, window=window, threshold=threshold,
                              confidence=confidence, quantile=quantile)
-        normalizer = TextNormalizer(digits=digits.value)  # type: ignore[arg-type]
+        normalizer = TextNormalizer(digits=digits.value)
         with progress_bar() as progress:
             summary = build_graph(grouped, output, threshold_file, config, normalizer, force=force, progress=progress)
     if summary.skipped:

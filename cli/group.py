@@ -8,7 +8,16 @@ import typer
 
 from ..pipeline.group import GroupingConfig, group_manifest
 from ..pipeline.text import TextNormalizer
-from .common import DIGITS_HELP, Digits, console, print_skipped, progress_bar, stage_errors, summary_table
+from .common import (
+    DEFAULT_DIGITS,
+    DIGITS_HELP,
+    Digits,
+    console,
+    print_skipped,
+    progress_bar,
+    stage_errors,
+    summary_table,
+)
 
 _DEFAULT = GroupingConfig()
 
@@ -19,11 +28,13 @@ def group(
     top_k: int = typer.Option(_DEFAULT.top_k, min=1, help="How many of each cut's best hypotheses form its word set."),
     jaccard: float = typer.Option(_DEFAULT.jaccard_threshold, min=0.0, max=1.0,
                                   help="Cuts join a group when their word-set Jaccard similarity is at least this."),
-    num_perm: int = typer.Option(_DEFAULT.num_perm, min=1, help="MinHash permutations (more: fewer missed pairs, slower)."),
+    num_perm: int = typer.Option(_DEFAULT.num_perm, min=1,
+                                 help="MinHash permutations (more: fewer missed pairs, slower)."),
     bands: int = typer.Option(_DEFAULT.bands, min=1, help="LSH bands; num-perm must be a multiple of it."),
-    max_group_size: int = typer.Option(_DEFAULT.max_group_size, min=2, help="Larger groups are split into chunks of at most this many cuts "
-                                                        "(the graph stage is quadratic in group size)."),
-    digits: Digits = typer.Option(Digits.spell, help=DIGITS_HELP),
+    max_group_size: int = typer.Option(_DEFAULT.max_group_size, min=2,
+                                       help="Larger groups are split into chunks of at most this many cuts "
+                                            "(the graph stage is quadratic in group size)."),
+    digits: Digits = typer.Option(DEFAULT_DIGITS, help=DIGITS_HELP),
     seed: int = typer.Option(_DEFAULT.seed, min=0, help="Seed of the MinHash permutations."),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the output is up to date."),
 ) -> None:
@@ -35,7 +46,7 @@ def group(
     with stage_errors("group", options={"jaccard_threshold": "--jaccard"}):
         config = GroupingConfig(top_k=top_k, jaccard_threshold=jaccard, num_perm=num_perm, bands=bands,
                                 max_group_size=max_group_size, seed=seed)
-        normalizer = TextNormalizer(digits=digits.value)  # type: ignore[arg-type]
+        normalizer = TextNormalizer(digits=digits.value)
         with progress_bar() as progress:
             summary = group_manifest(decoded, output, config, normalizer, force=force, progress=progress)
     if summary.skipped:

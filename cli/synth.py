@@ -16,7 +16,8 @@ def synth(
     speakers_per_accent: int = typer.Option(2, min=1, help="Readers of every prompt in each accent."),
     annotated_fraction: float = typer.Option(0.1, min=0.0, max=1.0, help="Fraction of cuts that carry references."),
     embedding_dim: int = typer.Option(64, min=2, help="Length of the pooled embedding vectors."),
-    frames: bool = typer.Option(False, "--frames", help="Also store encoder-frame sequences (for --metric dtw-frames)."),
+    frames: bool = typer.Option(False, "--frames",
+                                help="Also store encoder-frame sequences (for --metric dtw-frames)."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same files."),
 ) -> None:
     """Generate a synthetic *decoded* manifest: prompts read in several accents, n-best lists in which accented

@@ -333,7 +333,8 @@ class _Engine:
         # graph (pool_order[p] = original index of stored sequence p), so that a
         # tile's Gram matrix covers pairs of one component; self.slot maps an
         # original index to its stored position.
-        self.components = None
+        self.components: np.ndarray | None = None
+        self.slot: np.ndarray | None = None
         if components is not None:
             pool_order = np.lexsort((np.arange(len(components)), components))
             self.components = components[pool_order]
@@ -341,8 +342,6 @@ class _Engine:
             names = [names[k] for k in pool_order]
             self.slot = np.empty(len(pool_order), dtype=np.int64)
             self.slot[pool_order] = np.arange(len(pool_order))
-        else:
-            self.slot = None
         self.pool = _Pool.build(seqs, dtype, names)
         self._executor: ThreadPoolExecutor | None = None
         _log.debug("DTW backend %s, %d thread(s), %d %s", self.backend, self.threads, len(seqs),
@@ -407,6 +406,7 @@ class _Engine:
     # ---- 1-D, compiled ---------------------------------------------------
     def _series_c(self, a: np.ndarray, b: np.ndarray, res: np.ndarray) -> None:
         kernel, pool = self.kernel, self.pool
+        assert kernel is not None  # backend "c" loaded it
         nblocks = -(-len(a) // kernel.lanes)
         steps = max(1, min(self.threads, nblocks))
 
@@ -496,7 +496,8 @@ class _Engine:
         return g, go
 
     def _tile_c(self, a: np.ndarray, b: np.ndarray, s: int, e: int, res: np.ndarray) -> None:
-        pool = self.pool
+        kernel, pool = self.kernel, self.pool
+        assert kernel is not None and pool.norms is not None  # backend "c", frame sequences
         g, go = self._tile_gram(a, b, s, e)
         ta, tb = a[s:e], b[s:e]
         n, m = pool.lengths[ta], pool.lengths[tb]
@@ -504,15 +505,16 @@ class _Engine:
         go, n, m = go[srt], n[srt], m[srt]
         xo, yo = pool.offsets[ta[srt]], pool.offsets[tb[srt]]
         out = np.empty(e - s)
-        rc = self.kernel.gram(g.ctypes.data, go.ctypes.data, g.shape[1], pool.norms.ctypes.data,
-                              xo.ctypes.data, yo.ctypes.data, n.ctypes.data, m.ctypes.data, e - s,
-                              self.window, 0, 1, out.ctypes.data)
+        rc = kernel.gram(g.ctypes.data, go.ctypes.data, g.shape[1], pool.norms.ctypes.data,
+                         xo.ctypes.data, yo.ctypes.data, n.ctypes.data, m.ctypes.data, e - s,
+                         self.window, 0, 1, out.ctypes.data)
         if rc != 0:
             raise MemoryError("DTW kernel could not allocate its scratch buffers")
         res[s + srt] = out
 
     def _tile_np(self, a: np.ndarray, b: np.ndarray, s: int, e: int, res: np.ndarray) -> None:
         pool = self.pool
+        assert pool.norms is not None  # frame sequences
         g, go = self._tile_gram(a, b, s, e)
         res[s:e] = dtw_numpy.frame_tile(g, go, pool.norms, pool.offsets, pool.lengths, a[s:e], b[s:e],
                                         self.window)

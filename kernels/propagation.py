@@ -110,7 +110,7 @@ class BlockCGResult(NamedTuple):
 # --- validation ----------------------------------------------------------------------------
 
 
-def _as_csr(W: object) -> sp.csr_array:
+def _as_csr(W: sp.spmatrix | sp.sparray | np.ndarray) -> sp.csr_array:
     """``W`` as a float64 CSR array, checked square, finite, non-negative and symmetric."""
     if not (sp.issparse(W) or isinstance(W, np.ndarray)):
         raise ValueError(f"W must be a scipy sparse matrix or a numpy array, got {type(W).__name__}")
@@ -330,6 +330,7 @@ def block_cg(
             if inv_rep is None:
                 Z = R
             elif cols.size:
+                assert inv_diag is not None  # inv_rep is set only from it
                 inv_rep = np.repeat(inv_diag, cols.size)
             if not cols.size:
                 break
@@ -378,7 +379,8 @@ def label_spreading(
     per column. Returns F (n x c, float64), not row-normalised (see
     :func:`normalize_rows`).
     """
-    if not (np.isscalar(alpha) and np.isfinite(alpha) and 0.0 <= alpha < 1.0):
+    # bool(): numpy types isscalar as a TypeGuard, which would retype alpha as any scalar kind (str, bytes, ...)
+    if not (bool(np.isscalar(alpha)) and np.isfinite(alpha) and 0.0 <= alpha < 1.0):
         raise ValueError(f"alpha must be in [0, 1), got {alpha}")
     _check_solver(tol, max_iter)
     W = _as_csr(W)

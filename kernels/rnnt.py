@@ -63,7 +63,8 @@ def rnnt_log_likelihood_from_arcs(
     """
     batch, frames, nodes = blank_lp.shape
     if label_lp.shape != (batch, frames, nodes - 1):
-        raise ValueError(f"label log-probs {tuple(label_lp.shape)} do not match blank log-probs {tuple(blank_lp.shape)}")
+        raise ValueError(f"label log-probs {tuple(label_lp.shape)} do not match "
+                         f"blank log-probs {tuple(blank_lp.shape)}")
     device = blank_lp.device
     frame_lengths = frame_lengths.to(device).long()
     target_lengths = target_lengths.to(device).long()

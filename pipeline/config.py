@@ -161,7 +161,7 @@ def _section(cls: type[T], data: Any, path: Path, section: str, base: T | None, 
         if not (isinstance(annotation, type) and dataclasses.is_dataclass(annotation)):
             choices = by_name[key].metadata.get(CHOICES)
             if choices is not None:  # a registry's names, read when the file is
-                annotation = Literal[tuple(choices())]  # type: ignore[misc]
+                annotation = Literal[tuple(choices())]
             values[key] = _read_value(value, annotation, path, dotted)
             continue
         inner = {name: field for field, (owner, name) in at.items() if owner == key}

@@ -52,7 +52,8 @@ def nbest(cut: Cut, source: str | Path) -> list[Hypothesis]:
     """The cut's n-best list, validated; an InputError names the file and cut otherwise."""
     raw = custom_field(cut, "nbest")
     if raw is None:
-        raise InputError(source, "cut has no n-best hypotheses (custom.nbest); run `choral decode` first", cut_id=cut.id)
+        raise InputError(source, "cut has no n-best hypotheses (custom.nbest); run `choral decode` first",
+                         cut_id=cut.id)
     if not isinstance(raw, list) or not raw:
         raise InputError(source, "custom.nbest must be a non-empty list", cut_id=cut.id)
     hypotheses = []
@@ -91,7 +92,7 @@ def load_array(cut: Cut, name: str, source: str | Path) -> np.ndarray:
         raise InputError(source, f"cut has no custom.{name}", cut_id=cut.id)
     try:
         array = np.asarray(cut.load_custom(name), dtype=np.float32)
-    except Exception as error:  # noqa: BLE001 - storage backends raise many kinds
+    except Exception as error:  # storage backends raise many kinds
         raise InputError(source, f"cannot load custom.{name} ({error})", cut_id=cut.id) from None
     if array.size == 0:
         raise InputError(source, f"custom.{name} is empty", cut_id=cut.id)

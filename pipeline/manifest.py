@@ -14,7 +14,7 @@ import shutil
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator, Mapping
+from typing import IO, Iterator, Literal, Mapping
 
 from lhotse.cut import Cut
 from lhotse.serialization import deserialize_item
@@ -22,9 +22,9 @@ from lhotse.serialization import deserialize_item
 from .errors import InputError
 
 
-def _open_text(path: Path, mode: str) -> IO[str]:
+def _open_text(path: Path, mode: Literal["r", "w"]) -> IO[str]:
     if path.suffix == ".gz":
-        return gzip.open(path, mode + "t", encoding="utf-8")
+        return gzip.open(path, "rt" if mode == "r" else "wt", encoding="utf-8")
     return open(path, mode, encoding="utf-8")
 
 
@@ -74,8 +74,9 @@ def iter_cuts(path: str | Path) -> Iterator[Cut]:
     for line_number, data in iter_json_lines(path):
         try:
             cut = deserialize_item(data)
-        except Exception as error:  # noqa: BLE001 - lhotse raises many kinds
-            raise InputError(path, f"not a lhotse cut ({error})", line=line_number, cut_id=str(data.get("id"))) from None
+        except Exception as error:  # lhotse raises many kinds
+            raise InputError(path, f"not a lhotse cut ({error})", line=line_number,
+                             cut_id=str(data.get("id"))) from None
         if not isinstance(cut, Cut):
             raise InputError(path, f"expected a cut, found a {type(cut).__name__}", line=line_number)
         count += 1

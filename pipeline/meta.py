@@ -110,13 +110,14 @@ def stale_reason(record: StageRecord, primary_output: str | Path) -> str | None:
         return f"{sidecar} is not a stage record"
     if stored.get("version") != current["version"]:
         return f"choral version changed ({stored.get('version')} -> {current['version']})"
-    stored_inputs = stored.get("inputs") if isinstance(stored.get("inputs"), dict) else {}
+    inputs, params = stored.get("inputs"), stored.get("params")
+    stored_inputs = inputs if isinstance(inputs, dict) else {}
     for path, stamp in current["inputs"].items():
         if stored_inputs.get(path) != stamp:
             return f"input {path} is new or changed"
     if set(stored_inputs) != set(current["inputs"]):
         return "an input was removed"
-    stored_params = stored.get("params") if isinstance(stored.get("params"), dict) else {}
+    stored_params = params if isinstance(params, dict) else {}
     changed = sorted(k for k in set(stored_params) | set(current["params"])
                      if stored_params.get(k) != current["params"].get(k))
     if changed:

@@ -120,7 +120,7 @@ def _recording(path: Path, recording_id: str) -> Recording:
     """Recording of one audio file (raises ValueError with a short reason when its header is unreadable)."""
     try:
         return Recording.from_file(path, recording_id=recording_id)
-    except Exception as error:  # noqa: BLE001 - audio backends raise many kinds
+    except Exception as error:  # audio backends raise many kinds
         text = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise ValueError(text) from None
 

@@ -61,7 +61,7 @@ def _from_lhotse(path: Path, by: Sequence[str]) -> Iterator[tuple[int, str, Refe
     for number, data in iter_json_lines(path):
         try:
             item = deserialize_item(data)
-        except Exception as error:  # noqa: BLE001 - lhotse raises many kinds
+        except Exception as error:  # lhotse raises many kinds
             raise InputError(path, f"not a lhotse supervision or cut ({error})", line=number,
                              cut_id=str(data.get("id"))) from None
         if isinstance(item, SupervisionSegment):

@@ -219,7 +219,7 @@ def test_the_checker_sees_relative_and_function_level_imports(tmp_path: Path) ->
                           "if TYPE_CHECKING:\n    from . import d\n"),
         "pkg.d": ("d.py", ""),
     }
-    for name, (file, text) in files.items():
+    for file, text in files.values():
         (tmp_path / "pkg" / file).write_text(text)
     known = set(files)
     graph = {name: module_imports(name, tmp_path / "pkg" / file, known) for name, (file, _) in files.items()}

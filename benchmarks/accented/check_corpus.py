@@ -24,8 +24,8 @@ import jiwer
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus_io import DEMO_DIR, load_cuts, load_references  # noqa: E402
-from corpus_voices import MAJORITY  # noqa: E402
+from corpus_io import DEMO_DIR, load_cuts, load_references
+from corpus_voices import MAJORITY
 
 
 @lru_cache(maxsize=None)

@@ -27,10 +27,10 @@ import jiwer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpus_io import load_cuts, load_references  # noqa: E402
+from corpus_io import load_cuts, load_references
 
-from choral.pipeline.teacher import load_teacher  # noqa: E402
-from choral.pipeline.text import normalize  # noqa: E402
+from choral.pipeline.teacher import load_teacher
+from choral.pipeline.text import normalize
 
 DATA = Path(__file__).resolve().parent / "data"
 

@@ -31,9 +31,9 @@ import soundfile as sf
 from lhotse import AudioSource, CutSet, MonoCut, Recording, SupervisionSegment, SupervisionSet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus_io import stored_path  # noqa: E402
-from corpus_prompts import Prompt, command_prompts, passage_prompts  # noqa: E402
-from corpus_voices import MAJORITY, SAMPLE_RATE, SPEAKERS, synthesize  # noqa: E402
+from corpus_io import stored_path
+from corpus_prompts import Prompt, command_prompts, passage_prompts
+from corpus_voices import MAJORITY, SAMPLE_RATE, SPEAKERS, synthesize
 
 # Pool readings of every prompt: (voice, accent, how many pseudo-speakers).
 POOL_CONDITIONS: tuple[tuple[str, str, int], ...] = (
@@ -154,7 +154,8 @@ def annotated_ids(items: list[Item], fraction: float, seed: int) -> set[str]:
 def _cut(item: Item, path: str, samples: int, text: str | None) -> MonoCut:
     """A cut over the whole recording; its supervision carries ``text`` (None = unannotated)."""
     duration = samples / SAMPLE_RATE
-    recording = Recording(id=item.cut_id, sources=[AudioSource(type="file", channels=[0], source=stored_path(Path(path)))],
+    source = AudioSource(type="file", channels=[0], source=stored_path(Path(path)))
+    recording = Recording(id=item.cut_id, sources=[source],
                           sampling_rate=SAMPLE_RATE, num_samples=samples, duration=duration)
     custom = {"accent": item.accent, "voice": item.voice}
     supervision = SupervisionSegment(id=item.cut_id, recording_id=item.cut_id, start=0.0, duration=duration,
@@ -201,7 +202,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     here = Path(__file__).resolve().parent
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo", action="store_true", help="write the small committed demo set instead")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default data/ or demo/ beside this file)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default data/ or demo/ beside this file)")
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=max(1, multiprocessing.cpu_count()))
     parser.add_argument("--pool-prompts", type=int, default=330, help="x 9 readings = pool cuts")

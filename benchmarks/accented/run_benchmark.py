@@ -313,7 +313,8 @@ def write_results(path: Path, config_file: Path, main: dict, run_info: dict, dia
         "",
         "## What bounds the result",
         "",
-        f"- n-best oracle WER (unannotated): {pct(split_oracle(main))} vs teacher {pct(main['unannotated']['teacher']['wer'])}.",
+        f"- n-best oracle WER (unannotated): {pct(split_oracle(main))} "
+        f"vs teacher {pct(main['unannotated']['teacher']['wer'])}.",
         f"- Grouping recall: {pct(diag['grouping_recall'])} of {diag['same_prompt_pairs']:,} same-prompt pairs "
         "share a group (only they can be linked).",
         f"- Graph precision: {pct(diag['graph_precision'])} of edges join readings of the same prompt; "
@@ -386,7 +387,8 @@ def main() -> None:
         for variant in VARIANTS:
             if args.only and variant.name not in args.only:
                 continue
-            if (variant.metric == "dtw-frames" or config.graph.metric == "dtw-frames") and not config.decode.save_frames:
+            uses_frames = variant.metric == "dtw-frames" or config.graph.metric == "dtw-frames"
+            if uses_frames and not config.decode.save_frames:
                 print(f"skipping {variant.name}: decode.save_frames is off", flush=True)
                 continue
             slug = variant.name.split(" (")[0].replace(" ", "-").replace("%", "pct")

@@ -37,13 +37,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpus_io import load_cuts  # noqa: E402
+from corpus_io import load_cuts
 
-from choral.pipeline.teacher.features import cut_features  # noqa: E402
-from choral.pipeline.teacher.model import (Transducer, TransducerConfig, load_checkpoint, parameter_count,  # noqa: E402
-                                           save_checkpoint)
-from choral.pipeline.teacher.search import greedy_search  # noqa: E402
-from choral.pipeline.teacher.tokens import TokenTable  # noqa: E402
+from choral.pipeline.teacher.features import cut_features
+from choral.pipeline.teacher.model import (
+    Transducer,
+    TransducerConfig,
+    load_checkpoint,
+    parameter_count,
+    save_checkpoint,
+)
+from choral.pipeline.teacher.search import greedy_search
+from choral.pipeline.teacher.tokens import TokenTable
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -194,7 +199,8 @@ def main() -> None:
             elapsed = time.perf_counter() - train_started
             fraction = min(elapsed / budget, 1.0)
             for group in optimizer.param_groups:  # short warm-up, then cosine decay over the budget
-                group["lr"] = args.lr * min(1.0, (step + 1) / max(1, args.warmup)) * 0.5 * (1 + np.cos(np.pi * fraction))
+                warm = min(1.0, (step + 1) / max(1, args.warmup))
+                group["lr"] = args.lr * warm * 0.5 * (1 + np.cos(np.pi * fraction))
             items = [train[i] for i in batch]
             if not args.no_augment:
                 items = [(augment(f, rng), t, r) for f, t, r in items]

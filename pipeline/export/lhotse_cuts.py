@@ -54,7 +54,7 @@ def _with_fbank(cut: Cut, extractor: FeatureExtractor, storage: FeaturesWriter, 
         raise InputError(source, "cut has no recording to compute fbank from", cut_id=cut.id)
     try:
         cut = cut.compute_and_store_features(extractor, storage)
-    except Exception as error:  # noqa: BLE001 - audio backends raise many kinds
+    except Exception as error:  # audio backends raise many kinds
         raise InputError(source, f"cannot compute fbank ({error})", cut_id=cut.id) from None
     return fastcopy(cut, features=fastcopy(cut.features, storage_path=str(archive)))
 

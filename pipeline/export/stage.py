@@ -49,7 +49,8 @@ class ExportConfig:
             if bound is not None and not 0.0 <= bound <= 1.0:
                 raise ConfigError(name, f"must lie between 0 and 1, not {bound}")
         if self.with_fbank and export_format.features is None:
-            raise ConfigError("with_fbank", "only applies to {format} lhotse; NeMo and Kaldi compute their own features",
+            raise ConfigError("with_fbank",
+                              "only applies to {format} lhotse; NeMo and Kaldi compute their own features",
                               related=("format",))
 
 

@@ -11,6 +11,7 @@ and ``custom.group_size``. Full cut objects are never all held in memory.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,6 +53,22 @@ def _embedding_only(cut: Cut) -> Cut:
                    custom={"embedding": embedding} if embedding is not None else None)
 
 
+def _embedding_loader(cuts: list[Cut], source: Path) -> Callable[[np.ndarray], np.ndarray | None]:
+    """``embeddings(indices)`` for :func:`.grouping.group_hypotheses`: the pooled embeddings of some
+    of ``cuts``, for splitting large groups by sound; None if unusable."""
+
+    def embeddings(indices: np.ndarray) -> np.ndarray | None:
+        chosen = [cuts[i] for i in indices]
+        if any(custom_field(c, "embedding") is None for c in chosen):
+            return None
+        vectors = [load_array(c, "embedding", source) for c in chosen]
+        if len({v.shape for v in vectors}) != 1 or vectors[0].ndim != 1:
+            return None
+        return np.stack(vectors)
+
+    return embeddings
+
+
 def group_manifest(
     decoded: str | Path,
     output: str | Path,
@@ -81,16 +98,6 @@ def group_manifest(
         cuts_for_embeddings.append(_embedding_only(cut))
         progress.advance()
 
-    def embeddings(indices: np.ndarray) -> np.ndarray | None:
-        """Pooled embeddings of some cuts, for splitting large groups by sound; None if unusable."""
-        chosen = [cuts_for_embeddings[i] for i in indices]
-        if any(custom_field(c, "embedding") is None for c in chosen):
-            return None
-        vectors = [load_array(c, "embedding", decoded) for c in chosen]
-        if len({v.shape for v in vectors}) != 1 or vectors[0].ndim != 1:
-            return None
-        return np.stack(vectors)
-
     progress.task("grouping (MinHash LSH)", len(hypotheses))
     done = 0
 
@@ -99,8 +106,9 @@ def group_manifest(
         progress.advance(n - done)
         done = n
 
+    embeddings = _embedding_loader(cuts_for_embeddings, decoded)
     grouping = group_hypotheses(hypotheses, config, progress=report, embeddings=embeddings)
-    del hypotheses, cuts_for_embeddings
+    del hypotheses, cuts_for_embeddings, embeddings  # the loader holds the list too
 
     progress.task("writing grouped manifest", len(grouping.labels))
     labels, sizes = grouping.labels, grouping.sizes

@@ -43,7 +43,7 @@ def load_audio(cut: Cut) -> np.ndarray:
         samples = np.asarray(cut.load_audio(), dtype=np.float32)
     except FileNotFoundError as error:
         raise AudioError({cut.id: f"audio file not found ({error.filename or error})"}) from None
-    except Exception as error:  # noqa: BLE001 - audio backends raise many kinds
+    except Exception as error:  # audio backends raise many kinds
         message = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise AudioError({cut.id: f"cannot read audio ({message})"}) from None
     if samples.ndim == 2:

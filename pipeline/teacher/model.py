@@ -157,7 +157,7 @@ def load_checkpoint(path: str | Path) -> tuple[Transducer, TokenTable]:
         raise ChoralError(f"{path}: teacher checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many kinds for bad files
+    except Exception as error:  # torch raises many kinds for bad files
         raise ChoralError(f"{path}: not a readable teacher checkpoint ({error})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ChoralError(f"{path}: not a choral transducer checkpoint")

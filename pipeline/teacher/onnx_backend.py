@@ -163,7 +163,7 @@ class OnnxTransducer:
         path = self.directory / name
         try:
             return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-        except Exception as error:  # noqa: BLE001 - onnxruntime raises its own kinds
+        except Exception as error:  # onnxruntime raises its own kinds
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
             raise ChoralError(f"{path}: not a loadable ONNX model ({reason})") from None
 

@@ -53,7 +53,7 @@ class TeacherBackend(Protocol):
 
 
 _BACKENDS: dict[str, TeacherBackend] = {}
-BackendClass = TypeVar("BackendClass", bound=type)
+BackendClass = TypeVar("BackendClass", bound=type[TeacherBackend])
 
 
 def register_teacher_backend(cls: BackendClass) -> BackendClass:

@@ -236,7 +236,10 @@ def modified_beam_search(model: Transducer | Decodable, encoded: torch.Tensor, l
         for u in range(batch):
             if not active[u]:  # finished: carry its hypotheses over unchanged
                 for p in by_utt[u]:
-                    utt.append(u); seqs.append(beams.seqs[p]); scores.append(beams.scores[p]); source.append(p)
+                    utt.append(u)
+                    seqs.append(beams.seqs[p])
+                    scores.append(beams.scores[p])
+                    source.append(p)
                 continue
             merged: dict[tuple[int, ...], int] = {}
             for score, parent, symbol in top[u]:
@@ -251,7 +254,10 @@ def modified_beam_search(model: Transducer | Decodable, encoded: torch.Tensor, l
                     scores[j] = float(np.logaddexp(scores[j], score))
                     continue
                 merged[seq] = len(seqs)
-                utt.append(u); seqs.append(seq); scores.append(score); source.append(store)
+                utt.append(u)
+                seqs.append(seq)
+                scores.append(score)
+                source.append(store)
         src = torch.tensor(source, device=device)
         beams = _Beams(utt, seqs, scores, pred_all[src], model.select(state_all, src))
 

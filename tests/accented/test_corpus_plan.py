@@ -57,7 +57,8 @@ def test_splits_sizes_and_accents(plan):
 
 
 def test_teacher_prompts_disjoint_from_pool(plan):
-    texts = {split: {i.prompt.text for i in plan if i.split == split} for split in ("pool", "teacher_train", "teacher_dev")}
+    splits = ("pool", "teacher_train", "teacher_dev")
+    texts = {split: {i.prompt.text for i in plan if i.split == split} for split in splits}
     assert len(texts["pool"] | texts["teacher_train"] | texts["teacher_dev"]) >= 600
     assert not texts["pool"] & (texts["teacher_train"] | texts["teacher_dev"])
     assert not texts["teacher_train"] & texts["teacher_dev"]

@@ -1,6 +1,6 @@
-from choral.pipeline.text import TextNormalizer, normalize
-
 import pytest
+
+from choral.pipeline.text import TextNormalizer, normalize
 
 
 def test_default_lowercases_strips_punctuation_and_spells_digits() -> None:
