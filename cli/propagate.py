@@ -10,7 +10,16 @@ import typer
 from ..pipeline.propagate import PropagateConfig, load_params, propagate_manifest
 from ..pipeline.teacher.registry import teacher_help, teacher_scorer
 from ..pipeline.text import TextNormalizer
-from .common import DIGITS_HELP, Digits, console, print_skipped, progress_bar, stage_errors, summary_table
+from .common import (
+    DEFAULT_DIGITS,
+    DIGITS_HELP,
+    Digits,
+    console,
+    print_skipped,
+    progress_bar,
+    stage_errors,
+    summary_table,
+)
 
 _DEFAULT = PropagateConfig()
 
@@ -22,7 +31,8 @@ def propagate(
     params: Optional[Path] = typer.Option(None, "--params", help="YAML of parameters (as `choral tune` writes); "
                                                                  "options given explicitly below override it."),
     algorithm: Optional[str] = typer.Option(None, help="spreading (Zhou et al., soft seeds) or propagation "
-                                                       f"(Zhu-Ghahramani, hard clamping). [default: {_DEFAULT.algorithm}]"),
+                                                       "(Zhu-Ghahramani, hard clamping). "
+                                                       f"[default: {_DEFAULT.algorithm}]"),
     alpha: Optional[float] = typer.Option(None, help=f"Spreading: weight of neighbours vs own prior, in [0, 1). "
                                                      f"[default: {_DEFAULT.alpha}]"),
     fusion_weight: Optional[float] = typer.Option(None, "--lambda", help="λ: weight of the teacher's log-posterior "
@@ -32,7 +42,8 @@ def propagate(
     threshold_scale: Optional[float] = typer.Option(None, help="Scale the graph's learned distance threshold. "
                                                                f"[default: {_DEFAULT.threshold_scale}]"),
     weighted_edges: Optional[bool] = typer.Option(None, "--weighted-edges/--binary-edges",
-                                                  help="Weight edges by exp(-d/threshold) instead of 1 (paper: binary)."),
+                                                  help="Weight edges by exp(-d/threshold) instead of 1 "
+                                                       "(paper: binary)."),
     share_candidates: Optional[bool] = typer.Option(None, "--share/--no-share",
                                                     help="Let transcripts of neighbours compete for a cut even when "
                                                          "its own n-best lacks them. [default: share]"),
@@ -44,7 +55,7 @@ def propagate(
     teacher: Optional[str] = typer.Option(None, help=teacher_help(
         " whose RNN-T log-likelihood scores transcripts borrowed from neighbours (needs the cuts' audio)",
         "Without it they get --borrowed-floor.")),
-    digits: Digits = typer.Option(Digits.spell, help=DIGITS_HELP),
+    digits: Digits = typer.Option(DEFAULT_DIGITS, help=DIGITS_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the output is up to date."),
 ) -> None:
     """Propagate hypothesis "goodness" from annotated and confident cuts to their neighbours and fuse it
@@ -60,7 +71,7 @@ def propagate(
                      "weighted_edges": weighted_edges, "share_candidates": share_candidates,
                      "borrowed_floor": borrowed_floor, "max_borrowed": max_borrowed}
         config = PropagateConfig(**{**config.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
-        normalizer = TextNormalizer(digits=digits.value)  # type: ignore[arg-type]
+        normalizer = TextNormalizer(digits=digits.value)
         scorer = teacher_scorer(grouped, teacher) if teacher and config.share_candidates else None
         with progress_bar() as progress:
             summary = propagate_manifest(grouped, graph_file, output, config, normalizer, scorer=scorer,

@@ -12,7 +12,16 @@ from ..pipeline.propagate import PropagateConfig
 from ..pipeline.teacher.registry import teacher_help, teacher_scorer
 from ..pipeline.text import TextNormalizer
 from ..pipeline.tune import MIN_ANNOTATED, TuneConfig, parse_grid, tune_stage
-from .common import DIGITS_HELP, Digits, console, print_skipped, progress_bar, stage_errors, summary_table
+from .common import (
+    DEFAULT_DIGITS,
+    DIGITS_HELP,
+    Digits,
+    console,
+    print_skipped,
+    progress_bar,
+    stage_errors,
+    summary_table,
+)
 
 
 def tune(
@@ -32,7 +41,7 @@ def tune(
     teacher: Optional[str] = typer.Option(None, help=teacher_help(
         " that scores transcripts borrowed from neighbours, as `choral propagate --teacher` will",
         "Without it they get a fixed floor score.")),
-    digits: Digits = typer.Option(Digits.spell, help=DIGITS_HELP),
+    digits: Digits = typer.Option(DEFAULT_DIGITS, help=DIGITS_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the outputs are up to date."),
 ) -> None:
     """Choose alpha, lambda, temperature and threshold scale by k-fold cross-validation over the annotated
@@ -45,7 +54,7 @@ def tune(
         grid = parse_grid({"alpha": alpha, "fusion_weight": fusion_weight, "temperature": temperature,
                            "threshold_scale": threshold_scale}, TuneConfig(folds=folds, seed=seed))
         base = PropagateConfig(algorithm=algorithm)  # type: ignore[arg-type]
-        normalizer = TextNormalizer(digits=digits.value)  # type: ignore[arg-type]
+        normalizer = TextNormalizer(digits=digits.value)
         with progress_bar() as progress:
             scorer = teacher_scorer(grouped, teacher) if teacher else None
             stage = tune_stage(grouped, graph_file, output, base=base, grid=grid, normalizer=normalizer,

@@ -236,13 +236,13 @@ def _teacher_with_borrowed(entry: CutEntry, labels: GroupLabels, teacher_row: np
     if borrowed_scores.shape != (len(columns),):
         raise ChoralError(f"scorer returned {borrowed_scores.shape} scores for {len(columns)} texts")
     own_columns = np.flatnonzero(np.isfinite(teacher_row))
-    own_best = {}
+    own_best: dict[int, float] = {}
     for text, score in zip(entry.hypotheses, entry.scores):
         column = labels.index.get(text)
         if column is not None:
             own_best[column] = float(np.logaddexp(own_best[column], score)) if column in own_best else float(score)
     all_columns = np.concatenate([own_columns, columns])
-    all_scores = np.concatenate([[own_best[c] for c in own_columns], borrowed_scores])
+    all_scores = np.concatenate([[own_best[int(c)] for c in own_columns], borrowed_scores])
     row[all_columns] = log_posterior(all_scores, config.temperature)
     return row
 
