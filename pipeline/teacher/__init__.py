@@ -6,12 +6,16 @@ Module map (data flows down; :mod:`.contracts` imports nothing of choral's)::
     registry       teacher backends; resolve `default` / a path, open it, build scorers, --teacher help
     scoring        the cached text scorer of the backends, the lazily opened TeacherScorer
     torch_backend  TransducerTeacher over a checkpoint file (save_teacher / load_teacher)
-    onnx_backend   OnnxTransducerTeacher over an icefall / sherpa-onnx directory
+    onnx_backend   OnnxTransducerTeacher over an ONNX directory (choral's LSTM-decoder export, stateless ones)
+    icefall_backend  the icefall / sherpa-onnx layout (stateless decoder, bpe.model), checked strictly
     model          the character Transducer and its checkpoint
+    stateless      the stateless-decoder transducer in icefall's conventions and its checkpoint
+    bpe            sentencepiece vocabularies (bpe.model): the model's own segmentation, training one
     search         greedy and modified beam search, exact text scoring
     features       log-mel features of a cut's audio
     tokens         the character token table
     onnx_export    writing a Transducer as ONNX (``choral export-teacher``)
+    icefall_export writing a StatelessTransducer in icefall's export-onnx.py layout
 
 Importing the package registers its backends; a new kind of teacher is one
 module that registers itself and is imported here.
@@ -20,6 +24,7 @@ module that registers itself and is imported here.
 from __future__ import annotations
 
 from . import onnx_backend, torch_backend  # noqa: F401 - registers the backends
+from . import icefall_backend  # noqa: F401,I001 - after onnx_backend: offered first, claims the stateless layout
 from .contracts import AudioError, DecodeResult, NamedScorer, Scorer, Teacher
 from .model import Transducer, TransducerConfig, parameter_count
 from .registry import (

@@ -20,6 +20,11 @@ encoder frames when the model exports them (``encoder_frames``), else the
 projected ones (icefall exports have nothing else).
 
 Registered as the ``onnx`` teacher backend: ``--teacher DIR`` names such a directory.
+Directories in the icefall layout (stateless decoder, ``bpe.model``) are claimed
+first by the ``icefall`` backend (:mod:`.icefall_backend`), which checks that
+layout strictly and segments texts with the model's sentencepiece model; this
+backend keeps choral's own LSTM-decoder export (``choral export-teacher`` of a
+character checkpoint) and anything the icefall backend does not claim.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ def onnx_teacher_files(directory: str | Path) -> list[Path]:
     return [directory / name for name in REQUIRED_FILES]
 
 
-def _onnxruntime():
+def onnxruntime_module():
     try:
         import onnxruntime
     except ImportError:
@@ -119,7 +124,7 @@ class OnnxTransducer:
     """The three ONNX sessions of a teacher directory, seen as a :class:`~.search.Decodable` (torch tensors in/out)."""
 
     def __init__(self, directory: str | Path, vocab_size: int) -> None:
-        ort = _onnxruntime()
+        ort = onnxruntime_module()
         self.directory = Path(directory)
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
@@ -316,8 +321,8 @@ class OnnxBackend:
 
     name = "onnx"
     kind = "an ONNX teacher directory"
-    description = (f"a directory in the icefall/sherpa-onnx layout ({', '.join(REQUIRED_FILES)}; "
-                   "see `choral export-teacher`)")
+    description = (f"a directory of choral's ONNX export with an LSTM decoder ({', '.join(REQUIRED_FILES)}; "
+                   "`choral export-teacher` of a character checkpoint)")
 
     def claims(self, path: Path) -> bool:
         return path.is_dir()

@@ -111,7 +111,7 @@ def write_tokens(tokens: TokenTable, path: str | Path) -> None:
         tmp.write_text("".join(f"{sherpa_symbol(s)} {i}\n" for i, s in enumerate(tokens.symbols)), encoding="utf-8")
 
 
-def _onnx():
+def require_onnx():
     try:
         import onnx
     except ImportError:
@@ -119,15 +119,15 @@ def _onnx():
     return onnx
 
 
-def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str],
-            dynamic: dict[str, dict[int, str]], metadata: dict[str, str]) -> None:
-    """Trace ``module`` to ``path`` (TorchScript exporter) and add ``metadata``, atomically."""
-    onnx = _onnx()
+def export_module(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str],
+            dynamic: dict[str, dict[int, str]], metadata: dict[str, str], opset: int = OPSET) -> None:
+    """Trace ``module`` to ``path`` (TorchScript exporter, ONNX ``opset``) and add ``metadata``, atomically."""
+    onnx = require_onnx()
     with atomic_output(path) as tmp:
         with warnings.catch_warnings():  # the legacy exporter's deprecation and tracer warnings
             warnings.simplefilter("ignore")
             torch.onnx.export(module, args, str(tmp), dynamo=False, input_names=inputs, output_names=outputs,
-                              dynamic_axes=dynamic, opset_version=OPSET)
+                              dynamic_axes=dynamic, opset_version=opset)
         proto = onnx.load(str(tmp))
         for key, value in metadata.items():
             entry = proto.metadata_props.add()
@@ -140,7 +140,7 @@ def export_onnx(model: Transducer, tokens: TokenTable, out_dir: str | Path) -> P
     """Write ``encoder.onnx``, ``decoder.onnx``, ``joiner.onnx`` and ``tokens.txt`` of ``model`` into ``out_dir``."""
     if model.config.vocab_size != len(tokens):
         raise ChoralError(f"model vocabulary {model.config.vocab_size} != token table size {len(tokens)}")
-    _onnx()  # fail before writing anything
+    require_onnx()  # fail before writing anything
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     c = model.config
@@ -152,17 +152,17 @@ def export_onnx(model: Transducer, tokens: TokenTable, out_dir: str | Path) -> P
         # Two utterances of different lengths, so the trace keeps the padding logic general.
         x = torch.randn(2, 57, c.num_mel_bins, device=device)
         x_lens = torch.tensor([57, 33], dtype=torch.long, device=device)
-        _export(_Encoder(model), (x, x_lens), out_dir / "encoder.onnx", ["x", "x_lens"],
+        export_module(_Encoder(model), (x, x_lens), out_dir / "encoder.onnx", ["x", "x_lens"],
                 ["encoder_out", "encoder_out_lens", "encoder_frames"],
                 {"x": {0: "N", 1: "T"}, "x_lens": {0: "N"}, "encoder_out": {0: "N", 1: "T_out"},
                  "encoder_out_lens": {0: "N"}, "encoder_frames": {0: "N", 1: "T_out"}}, metadata)
         state = torch.zeros(c.predictor_layers, 2, c.predictor_hidden, device=device)
-        _export(_Decoder(model), (torch.full((2, 1), BLANK, dtype=torch.long, device=device), state, state.clone()),
+        export_module(_Decoder(model), (torch.full((2, 1), BLANK, dtype=torch.long, device=device), state, state.clone()),
                 out_dir / "decoder.onnx", ["y", "h", "c"], ["decoder_out", "next_h", "next_c"],
                 {"y": {0: "N"}, "h": {1: "N"}, "c": {1: "N"}, "decoder_out": {0: "N"},
                  "next_h": {1: "N"}, "next_c": {1: "N"}}, metadata)
         vectors = torch.randn(2, c.joiner_dim, device=device)
-        _export(_Joiner(model), (vectors, vectors.clone()), out_dir / "joiner.onnx", ["encoder_out", "decoder_out"],
+        export_module(_Joiner(model), (vectors, vectors.clone()), out_dir / "joiner.onnx", ["encoder_out", "decoder_out"],
                 ["logit"], {"encoder_out": {0: "N"}, "decoder_out": {0: "N"}, "logit": {0: "N"}}, metadata)
     finally:
         model.train(was_training)

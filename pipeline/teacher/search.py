@@ -115,15 +115,21 @@ def decodable(model: "Transducer | Decodable") -> Decodable:
 
 
 @torch.inference_mode()
-def greedy_search(model: Transducer, encoded: torch.Tensor, lengths: torch.Tensor) -> list[Hypothesis]:
-    """The most likely symbol (or blank) at each frame, for a batch ``(B, T, D)`` of encoder frames."""
+def greedy_search(model: "Transducer | Decodable", encoded: torch.Tensor, lengths: torch.Tensor
+                  ) -> list[Hypothesis]:
+    """The most likely symbol (or blank) at each frame, for a batch ``(B, T, D)`` of encoder frames (before
+    ``model.project_encoder``); at most one symbol per frame, as icefall's and sherpa-onnx's greedy search.
+
+    The score is the sum of the chosen log-probabilities (blanks included).
+    """
     batch, frames, _ = encoded.shape
-    enc_p = model.enc_proj(encoded)
-    pred, (h, c) = model.initial_prediction(batch, encoded.device)
-    pred_p = model.pred_proj(pred)
+    device = encoded.device
+    model = decodable(model)
+    enc_p = model.project_encoder(encoded)
+    pred_p, state = model.start(batch, device)
     tokens: list[list[int]] = [[] for _ in range(batch)]
     scores = torch.zeros(batch, dtype=torch.float64)
-    lengths = lengths.to(encoded.device)
+    lengths = lengths.to(device)
     for t in range(frames):
         active = lengths > t
         log_probs = model.join(enc_p[:, t], pred_p).log_softmax(-1)
@@ -132,12 +138,23 @@ def greedy_search(model: Transducer, encoded: torch.Tensor, lengths: torch.Tenso
         emit = (active & (best != BLANK)).nonzero().squeeze(1)
         if emit.numel() == 0:
             continue
-        out, (h_new, c_new) = model.predict(best[emit][:, None], (h[:, emit], c[:, emit]))
-        pred_p[emit] = model.pred_proj(out[:, 0])
-        h[:, emit], c[:, emit] = h_new, c_new
+        new_p, new_state = model.advance(best[emit], model.select(state, emit))
+        # the emitters' new state replaces their old one: pick row i from the old states or the new ones
+        take = torch.arange(batch, device=device)
+        take[emit] = batch + torch.arange(emit.numel(), device=device)
+        state = model.select(model.concat(state, new_state), take)
+        pred_p = torch.cat([pred_p, new_p])[take]
         for i, symbol in zip(emit.tolist(), best[emit].tolist()):
             tokens[i].append(symbol)
     return [Hypothesis(tuple(tok), float(s)) for tok, s in zip(tokens, scores.tolist())]
+
+
+def length_normalized_best(hyps: Sequence[Hypothesis], context_size: int) -> Hypothesis:
+    """The hypothesis sherpa-onnx's ``modified_beam_search`` returns from the same final beam: the highest
+    search score per symbol, where its symbol count includes the ``context_size`` start symbols."""
+    if not hyps:
+        raise ValueError("no hypotheses")
+    return max(hyps, key=lambda hyp: hyp.score / (len(hyp.tokens) + context_size))
 
 
 @dataclass
