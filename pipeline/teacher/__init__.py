@@ -23,8 +23,8 @@ module that registers itself and is imported here.
 
 from __future__ import annotations
 
-from . import onnx_backend, torch_backend  # noqa: F401 - registers the backends
-from . import icefall_backend  # noqa: F401,I001 - after onnx_backend: offered first, claims the stateless layout
+# registers the backends; icefall_backend imports onnx_backend, so it registers later and is offered first
+from . import icefall_backend, onnx_backend, torch_backend  # noqa: F401
 from .contracts import AudioError, DecodeResult, NamedScorer, Scorer, Teacher
 from .model import Transducer, TransducerConfig, parameter_count
 from .registry import (

@@ -107,16 +107,17 @@ def export_icefall(model: StatelessTransducer, tokens: SentencePieceTable, out_d
             x = torch.randn(2, 57, c.num_mel_bins, device=device)
             x_lens = torch.tensor([57, 33], dtype=torch.long, device=device)
             export_module(_Encoder(model), (x, x_lens), tmp / "encoder.onnx", ["x", "x_lens"],
-                    ["encoder_out", "encoder_out_lens"],
-                    {"x": {0: "N", 1: "T"}, "x_lens": {0: "N"}, "encoder_out": {0: "N", 1: "T"},
-                     "encoder_out_lens": {0: "N"}}, metadata["encoder.onnx"], opset=ICEFALL_OPSET)
+                          ["encoder_out", "encoder_out_lens"],
+                          {"x": {0: "N", 1: "T"}, "x_lens": {0: "N"}, "encoder_out": {0: "N", 1: "T"},
+                           "encoder_out_lens": {0: "N"}}, metadata["encoder.onnx"], opset=ICEFALL_OPSET)
             y = torch.zeros(2, c.context_size, dtype=torch.long, device=device)
             export_module(_Decoder(model), (y,), tmp / "decoder.onnx", ["y"], ["decoder_out"],
-                    {"y": {0: "N"}, "decoder_out": {0: "N"}}, metadata["decoder.onnx"], opset=ICEFALL_OPSET)
+                          {"y": {0: "N"}, "decoder_out": {0: "N"}}, metadata["decoder.onnx"], opset=ICEFALL_OPSET)
             vectors = torch.randn(2, c.joiner_dim, device=device)
-            export_module(_Joiner(model), (vectors, vectors.clone()), tmp / "joiner.onnx", ["encoder_out", "decoder_out"],
-                    ["logit"], {"encoder_out": {0: "N"}, "decoder_out": {0: "N"}, "logit": {0: "N"}},
-                    metadata["joiner.onnx"], opset=ICEFALL_OPSET)
+            export_module(_Joiner(model), (vectors, vectors.clone()), tmp / "joiner.onnx",
+                          ["encoder_out", "decoder_out"], ["logit"],
+                          {"encoder_out": {0: "N"}, "decoder_out": {0: "N"}, "logit": {0: "N"}},
+                          metadata["joiner.onnx"], opset=ICEFALL_OPSET)
             (tmp / TOKENS_FILE).write_text(tokens.tokens_txt(), encoding="utf-8")
             (tmp / BPE_FILE).write_bytes(tokens.model_bytes)
     finally:

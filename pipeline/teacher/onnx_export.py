@@ -153,17 +153,19 @@ def export_onnx(model: Transducer, tokens: TokenTable, out_dir: str | Path) -> P
         x = torch.randn(2, 57, c.num_mel_bins, device=device)
         x_lens = torch.tensor([57, 33], dtype=torch.long, device=device)
         export_module(_Encoder(model), (x, x_lens), out_dir / "encoder.onnx", ["x", "x_lens"],
-                ["encoder_out", "encoder_out_lens", "encoder_frames"],
-                {"x": {0: "N", 1: "T"}, "x_lens": {0: "N"}, "encoder_out": {0: "N", 1: "T_out"},
-                 "encoder_out_lens": {0: "N"}, "encoder_frames": {0: "N", 1: "T_out"}}, metadata)
+                      ["encoder_out", "encoder_out_lens", "encoder_frames"],
+                      {"x": {0: "N", 1: "T"}, "x_lens": {0: "N"}, "encoder_out": {0: "N", 1: "T_out"},
+                       "encoder_out_lens": {0: "N"}, "encoder_frames": {0: "N", 1: "T_out"}}, metadata)
         state = torch.zeros(c.predictor_layers, 2, c.predictor_hidden, device=device)
-        export_module(_Decoder(model), (torch.full((2, 1), BLANK, dtype=torch.long, device=device), state, state.clone()),
-                out_dir / "decoder.onnx", ["y", "h", "c"], ["decoder_out", "next_h", "next_c"],
-                {"y": {0: "N"}, "h": {1: "N"}, "c": {1: "N"}, "decoder_out": {0: "N"},
-                 "next_h": {1: "N"}, "next_c": {1: "N"}}, metadata)
+        start = torch.full((2, 1), BLANK, dtype=torch.long, device=device)
+        export_module(_Decoder(model), (start, state, state.clone()), out_dir / "decoder.onnx", ["y", "h", "c"],
+                      ["decoder_out", "next_h", "next_c"],
+                      {"y": {0: "N"}, "h": {1: "N"}, "c": {1: "N"}, "decoder_out": {0: "N"},
+                       "next_h": {1: "N"}, "next_c": {1: "N"}}, metadata)
         vectors = torch.randn(2, c.joiner_dim, device=device)
-        export_module(_Joiner(model), (vectors, vectors.clone()), out_dir / "joiner.onnx", ["encoder_out", "decoder_out"],
-                ["logit"], {"encoder_out": {0: "N"}, "decoder_out": {0: "N"}, "logit": {0: "N"}}, metadata)
+        export_module(_Joiner(model), (vectors, vectors.clone()), out_dir / "joiner.onnx",
+                      ["encoder_out", "decoder_out"], ["logit"],
+                      {"encoder_out": {0: "N"}, "decoder_out": {0: "N"}, "logit": {0: "N"}}, metadata)
     finally:
         model.train(was_training)
     write_tokens(tokens, out_dir / TOKENS_FILE)
