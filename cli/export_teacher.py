@@ -17,13 +17,15 @@ from ..pipeline.teacher.icefall_export import export_icefall
 from ..pipeline.teacher.model import load_checkpoint, parameter_count
 from ..pipeline.teacher.onnx_export import MODEL_FILES, TOKENS_FILE, export_onnx
 from ..pipeline.teacher.registry import backend_of, resolve_teacher, teacher_help
-from ..pipeline.teacher.stateless import STATELESS_FORMAT, checkpoint_format, load_stateless
+from ..pipeline.teacher.stateless import load_stateless
+from ..pipeline.teacher.stateless_backend import StatelessCheckpointBackend
 from ..pipeline.teacher.torch_backend import CheckpointBackend
 from .common import console, stage_errors, summary_table
 
 
 def export_teacher(
-    checkpoint: str = typer.Argument(..., help=teacher_help(backends=[CheckpointBackend.name])),
+    checkpoint: str = typer.Argument(..., help=teacher_help(backends=[CheckpointBackend.name,
+                                                                        StatelessCheckpointBackend.name])),
     out_dir: Path = typer.Argument(..., help="Folder for encoder.onnx, decoder.onnx, joiner.onnx and tokens.txt "
                                              "(and bpe.model for a word-piece teacher)."),
 ) -> None:
@@ -32,9 +34,9 @@ def export_teacher(
     with stage_errors("export-teacher"):
         path = resolve_teacher(checkpoint)
         backend = backend_of(path)
-        if path.is_dir():
+        if not isinstance(backend, (CheckpointBackend, StatelessCheckpointBackend)):
             raise ChoralError(f"{path}: already {backend.kind}; export needs a checkpoint file")
-        if checkpoint_format(path) == STATELESS_FORMAT:
+        if isinstance(backend, StatelessCheckpointBackend):
             stateless, pieces = load_stateless(path)
             with console.status("exporting to ONNX (icefall layout)"):
                 out = export_icefall(stateless, pieces, out_dir)

@@ -228,15 +228,6 @@ def save_stateless(model: StatelessTransducer, tokens: SentencePieceTable, path:
         torch.save(payload, tmp)
 
 
-def checkpoint_format(path: str | Path) -> str | None:
-    """The ``format`` a choral checkpoint file declares, or None if it is not a readable checkpoint."""
-    try:
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception:  # any unreadable file: not a checkpoint
-        return None
-    return payload.get("format") if isinstance(payload, dict) else None
-
-
 def load_stateless(path: str | Path) -> tuple[StatelessTransducer, SentencePieceTable]:
     """Model (eval mode) and vocabulary of a checkpoint written by :func:`save_stateless`; ChoralError if not one."""
     path = Path(path)

@@ -34,7 +34,13 @@ import onnxruntime as ort  # noqa: E402
 from choral.cli.app import app  # noqa: E402
 from choral.pipeline.errors import ChoralError  # noqa: E402
 from choral.pipeline.manifest import write_cuts  # noqa: E402
-from choral.pipeline.teacher import TransducerConfig, TransducerTeacher, open_teacher, resolve_teacher  # noqa: E402
+from choral.pipeline.teacher import (  # noqa: E402
+    TransducerConfig,
+    TransducerTeacher,
+    open_teacher,
+    resolve_teacher,
+    save_teacher,
+)
 from choral.pipeline.teacher.bpe import SentencePieceTable, train_bpe_model  # noqa: E402
 from choral.pipeline.teacher.features import log_mel  # noqa: E402
 from choral.pipeline.teacher.icefall_backend import IcefallTeacher, load_icefall_teacher  # noqa: E402
@@ -54,6 +60,7 @@ from choral.pipeline.teacher.stateless import (  # noqa: E402
     load_stateless,
     save_stateless,
 )
+from choral.pipeline.teacher.stateless_backend import StatelessTeacher  # noqa: E402
 
 SENTENCES = [
     "the cat sat on the mat", "a quick brown fox jumps over the lazy dog", "she sells sea shells by the sea shore",
@@ -392,3 +399,25 @@ def test_old_layout_and_export_teacher(model: StatelessTransducer, pieces: Sente
     again = open_teacher(tmp_path / "new", beam=BEAM, nbest=BEAM)
     assert isinstance(again, IcefallTeacher)
     assert again.greedy(cuts[:2]) == load_icefall_teacher(tmp_path / "new").greedy(cuts[:2])
+
+
+def test_stateless_checkpoint_teacher_decodes_like_its_export(model: StatelessTransducer, pieces: SentencePieceTable,
+                                                              teacher: IcefallTeacher, cuts, tmp_path: Path) -> None:
+    checkpoint = tmp_path / "stateless.pt"
+    save_stateless(model, pieces, checkpoint)
+    assert backend_of(checkpoint).name == "stateless" and resolve_teacher(checkpoint) == checkpoint
+    torch_teacher = open_teacher(checkpoint, beam=BEAM, nbest=BEAM)
+    assert isinstance(torch_teacher, StatelessTeacher)
+    assert [t for _, t, _ in torch_teacher.greedy(cuts)] == [t for _, t, _ in teacher.greedy(cuts)]
+    for ours, theirs in zip(torch_teacher.decode(cuts), teacher.decode(cuts), strict=True):
+        assert [tokens for _, tokens, _ in ours.nbest] == [tokens for _, tokens, _ in theirs.nbest]
+        assert np.allclose([s for _, _, s in ours.nbest], [s for _, _, s in theirs.nbest], atol=1e-3)
+        assert ours.frames.shape == theirs.frames.shape and np.allclose(ours.frames, theirs.frames, atol=1e-4)
+    texts = ["the plain", "a lazy fox"]
+    assert np.allclose(torch_teacher.scorer(cuts)("u0", texts), teacher.scorer(cuts)("u0", texts), atol=1e-3)
+    # a character checkpoint still goes to the checkpoint backend
+    old = tmp_path / "old.pt"
+    save_teacher(TransducerTeacher.random(TransducerConfig(conv_channels=4, encoder_input=8, encoder_hidden=8,
+                                                           encoder_layers=1, embedding_dim=8, predictor_hidden=8,
+                                                           joiner_dim=8, dropout=0.0)), old)
+    assert backend_of(old).name == "checkpoint"
