@@ -41,11 +41,6 @@ def _sentencepiece() -> Any:
     return sentencepiece
 
 
-def load_processor(path: str | Path) -> Any:
-    """The ``SentencePieceProcessor`` of a ``bpe.model`` file; ChoralError if it is not one."""
-    return processor_from_bytes(Path(path).read_bytes() if Path(path).is_file() else b"", str(path))
-
-
 def processor_from_bytes(proto: bytes, origin: str = "bpe model") -> Any:
     """The ``SentencePieceProcessor`` of a serialised sentencepiece model; ChoralError if it is not one."""
     spm = _sentencepiece()
@@ -70,7 +65,9 @@ class SentencePieceTable(TokenTable):
     ``symbols`` are the pieces with ``▁`` read as a space (so ``decode`` joins them
     into words, as sherpa-onnx prints them). Texts go through choral's normaliser
     first (digits spelled, lower case); a model whose pieces are upper case
-    (icefall's English recipes) gets the text upper-cased. ``<blk>`` is never produced.
+    (icefall's English recipes) gets the text upper-cased, and its decoded texts
+    are given back in the normaliser's case, so ``decode(encode(text))`` is the
+    normalised text. ``<blk>`` is never produced.
     """
 
     processor: Any = None
@@ -95,6 +92,10 @@ class SentencePieceTable(TokenTable):
     def pieces(self, text: str | None) -> list[str]:
         """The pieces of the normalised ``text`` as the model segments it (for messages and tests)."""
         return [self.processor.IdToPiece(i) for i in self.encode(text)]
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        text = super().decode(tokens)
+        return text.lower() if self.upper_case and self.normalizer.lowercase else text
 
     def encode(self, text: str | None) -> list[int]:
         normalised = self.normalizer(text)
@@ -178,7 +179,3 @@ def train_bpe_model(texts: Iterable[str], vocab_size: int, *, model_type: str = 
             tmp.write_bytes(proto)
     return SentencePieceTable.from_model(proto, str(out) if out is not None else "trained bpe model")
 
-
-def pieces_of(table: SentencePieceTable, ids: Sequence[int]) -> list[str]:
-    """Piece spellings of token ids (``▁`` kept), as tokens.txt lists them."""
-    return [table.processor.IdToPiece(int(i)) for i in ids]

@@ -18,49 +18,46 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+
+import onnxruntime as ort
 import pytest
+import sentencepiece as spm
+import sherpa_onnx  # the test extra installs it: a failed install fails here, it does not skip
 import soundfile as sf
 import torch
 from lhotse import Recording
 from typer.testing import CliRunner
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
-spm = pytest.importorskip("sentencepiece")
-sherpa_onnx = pytest.importorskip("sherpa_onnx")
-
-import onnxruntime as ort  # noqa: E402
-
-from choral.cli.app import app  # noqa: E402
-from choral.pipeline.errors import ChoralError  # noqa: E402
-from choral.pipeline.manifest import write_cuts  # noqa: E402
-from choral.pipeline.teacher import (  # noqa: E402
+from choral.cli.app import app
+from choral.pipeline.errors import ChoralError
+from choral.pipeline.manifest import write_cuts
+from choral.pipeline.teacher import (
     TransducerConfig,
     TransducerTeacher,
     open_teacher,
     resolve_teacher,
     save_teacher,
 )
-from choral.pipeline.teacher.bpe import SentencePieceTable, train_bpe_model  # noqa: E402
-from choral.pipeline.teacher.features import log_mel  # noqa: E402
-from choral.pipeline.teacher.icefall_backend import IcefallTeacher, load_icefall_teacher  # noqa: E402
-from choral.pipeline.teacher.icefall_export import export_icefall  # noqa: E402
-from choral.pipeline.teacher.onnx_backend import PieceTable  # noqa: E402
-from choral.pipeline.teacher.onnx_export import export_onnx  # noqa: E402
-from choral.pipeline.teacher.registry import backend_of  # noqa: E402
-from choral.pipeline.teacher.search import (  # noqa: E402
+from choral.pipeline.teacher.bpe import SentencePieceTable, train_bpe_model
+from choral.pipeline.teacher.features import log_mel
+from choral.pipeline.teacher.icefall_backend import IcefallTeacher, load_icefall_teacher
+from choral.pipeline.teacher.icefall_export import export_icefall
+from choral.pipeline.teacher.onnx_backend import PieceTable
+from choral.pipeline.teacher.onnx_export import export_onnx
+from choral.pipeline.teacher.registry import backend_of
+from choral.pipeline.teacher.search import (
     length_normalized_best,
     modified_beam_search,
     score_texts,
 )
-from choral.pipeline.teacher.stateless import (  # noqa: E402
+from choral.pipeline.teacher.stateless import (
     StatelessConfig,
     StatelessDecodable,
     StatelessTransducer,
     load_stateless,
     save_stateless,
 )
-from choral.pipeline.teacher.stateless_backend import StatelessTeacher  # noqa: E402
+from choral.pipeline.teacher.stateless_backend import StatelessTeacher
 
 SENTENCES = [
     "the cat sat on the mat", "a quick brown fox jumps over the lazy dog", "she sells sea shells by the sea shore",
@@ -283,6 +280,7 @@ def test_scores_use_the_sentencepiece_segmentation(exported: Path, teacher: Icef
     assert isinstance(tokens, SentencePieceTable)
     greedy_match = PieceTable.from_list(tokens.symbols)
     texts = ["the plain", "a lazy fox", "rain on the plain shore"]
+    assert tokens.decode(tokens.encode("Rain on the PLAIN")) == "rain on the plain"  # pieces upper, text lower
     differing = [t for t in texts if greedy_match.encode(t) != tokens.encode(t)]
     assert differing, "the test needs a text that longest match segments differently"
     scores = teacher.scorer(cuts)(cuts[2].id, texts)
