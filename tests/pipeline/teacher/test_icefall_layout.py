@@ -18,7 +18,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-
 import onnxruntime as ort
 import pytest
 import sentencepiece as spm
