@@ -16,7 +16,9 @@ emitted a label) for the whole batch, instead of one per utterance.
 Backends: beam search and scoring see the model through :class:`Decodable`
 (projected encoder and predictor vectors, an opaque predictor state per
 hypothesis, the joiner), so choral's torch :class:`Transducer` (adapted by
-:class:`TorchDecodable`) and exported ONNX models run the same search.
+:class:`TorchDecodable`), the stateless transducer (:class:`~.stateless.StatelessDecodable`) and
+exported ONNX models run the same searches. Greedy search uses the same interface.
+:func:`length_normalized_best` picks from a final beam as sherpa-onnx does.
 
 :func:`score_texts` gives the full RNN-T log-likelihood of arbitrary texts (all
 alignments, any number of symbols per frame) with the forward-algorithm kernel.
