@@ -27,6 +27,7 @@ from lhotse.array import TemporalArray
 from lhotse.cut import Cut
 from lhotse.features.io import NumpyHdf5Writer
 
+from .config import check_finite
 from .errors import ConfigError, InputError
 from .manifest import CutWriter, atomic_output, check_readable, iter_cuts, iter_json_lines, write_failures
 from .meta import StageRecord, is_up_to_date, write_meta
@@ -49,6 +50,7 @@ class DecodeConfig:
     on_error: Literal["skip", "fail"] = "skip"
 
     def __post_init__(self) -> None:
+        check_finite(self)
         for name in ("nbest", "beam"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be at least 1, not {getattr(self, name)}")
