@@ -27,6 +27,7 @@ the folder makes a nightly run relabel.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -141,8 +142,11 @@ def _from_audio_dir(folder: Path, failures: dict[str, str]) -> Iterator[Cut]:
 
 
 def _seconds(value: object, manifest: Path, key: str, line: int) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise InputError(manifest, f"{key} must be a non-negative number of seconds, not {value!r}", line=line)
+    """A NeMo offset or duration: JSON's ``NaN``, ``Infinity`` and ``1e400`` (read as inf) are refused, as
+    they would give NaN cut durations and segments starting at ``nan``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InputError(manifest, f"{key} must be a finite, non-negative number of seconds, not {value!r}",
+                         line=line)
     return float(value)
 
 
@@ -250,6 +254,9 @@ def _from_kaldi(folder: Path, sampling_rate: int, failures: dict[str, str]) -> I
             except (IndexError, ValueError):
                 raise InputError(segments, f"expected '<utterance> <recording> <start> <end>' "
                                            f"for {utterance!r}") from None
+            if not (math.isfinite(start) and math.isfinite(end)) or start < 0:
+                raise InputError(segments, f"start and end of {utterance!r} must be finite, start non-negative "
+                                           f"(end -1: to the end of the recording), not {fields[1]} {fields[2]}")
             if recording_id not in wav_scp:
                 raise InputError(segments, f"utterance {utterance!r} names recording {recording_id!r}, "
                                            "which wav.scp does not list")

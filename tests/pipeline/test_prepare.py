@@ -217,17 +217,25 @@ def test_nemo_manifest_with_relative_paths_offsets_and_text(tmp_path: Path, monk
 
 @pytest.mark.parametrize("line, problem", [
     ({"duration": 1.0}, "entry has no audio_filepath"),
-    ({"audio_filepath": "a.wav", "offset": "soon"}, "offset must be a non-negative number"),
-    ({"audio_filepath": "a.wav", "duration": -1}, "duration must be a non-negative number"),
+    ({"audio_filepath": "a.wav", "offset": "soon"}, "offset must be a finite, non-negative number"),
+    ({"audio_filepath": "a.wav", "duration": -1}, "duration must be a finite, non-negative number"),
     ([1, 2], "expected a JSON object"),
+    ('{"audio_filepath": "a.wav", "duration": 1.0, "offset": 1e400}', "offset must be a finite, non-negative"),
+    ('{"audio_filepath": "a.wav", "duration": 1.0, "offset": NaN}', "offset must be a finite, non-negative"),
+    ('{"audio_filepath": "a.wav", "duration": NaN}', "duration must be a finite, non-negative"),
+    ('{"audio_filepath": "a.wav", "duration": 1e400}', "duration must be a finite, non-negative"),
+    ('{"audio_filepath": "a.wav", "duration": -Infinity}', "duration must be a finite, non-negative"),
+    ('{"audio_filepath": "a.wav", "duration": 1.0, "offset": -0.5}', "offset must be a finite, non-negative"),
 ])
 def test_bad_nemo_entry_names_the_line(tmp_path: Path, line: object, problem: str) -> None:
     tone(tmp_path / "a.wav", 1.0)
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"audio_filepath": "a.wav", "duration": 1.0}) + "\n" + json.dumps(line) + "\n")
+    text = line if isinstance(line, str) else json.dumps(line)  # raw text: JSON numbers Python reads as inf/NaN
+    manifest.write_text(json.dumps({"audio_filepath": "a.wav", "duration": 1.0}) + "\n" + text + "\n")
     with pytest.raises(InputError) as caught:
         prepare_input(InputConfig(nemo_manifest=manifest), tmp_path / "cuts.jsonl.gz")
     assert caught.value.line == 2 and problem in str(caught.value)
+    assert str(caught.value).startswith(f"{manifest}:2: ") and "\n" not in str(caught.value)
     assert not (tmp_path / "cuts.jsonl.gz").exists()
 
 
@@ -280,6 +288,10 @@ def test_kaldi_dir_with_segments_and_speakers(tmp_path: Path) -> None:
     (kaldi / "segments").write_text("rec1-a rec1 zero\n")
     with pytest.raises(InputError, match="expected '<utterance> <recording> <start> <end>'"):
         prepare_input(InputConfig(kaldi_dir=kaldi), output)
+    for start, end in (("nan", "1.5"), ("0.0", "nan"), ("inf", "-1"), ("-1", "1.5"), ("0", "1e400")):
+        (kaldi / "segments").write_text(f"rec1-a rec1 {start} {end}\n")
+        with pytest.raises(InputError, match="start and end of 'rec1-a' must be finite, start non-negative"):
+            prepare_input(InputConfig(kaldi_dir=kaldi), output)
     with pytest.raises(InputError, match="wav.scp: file not found"):
         prepare_input(InputConfig(kaldi_dir=tmp_path), output)
 
