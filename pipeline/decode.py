@@ -150,7 +150,6 @@ def decode_manifest(
     total = sum(1 for _ in iter_json_lines(cuts_path))
     progress.task("decoding utterances", total)
     failures: dict[str, str] = {}
-    seen: set[str] = set()
     h5_final = str(h5_path.resolve())
     started = time.perf_counter()
 
@@ -163,10 +162,6 @@ def decode_manifest(
 
     with CutWriter(decoded_path) as writer, atomic_output(h5_path) as h5_tmp, NumpyHdf5Writer(h5_tmp) as arrays:
         for batch in _batches(iter_cuts(cuts_path), config.batch_duration):
-            for cut in batch:
-                if cut.id in seen:
-                    raise InputError(cuts_path, "duplicate cut id", cut_id=cut.id)
-                seen.add(cut.id)
             before = set(failures)
             decoded = _decode_batch(teacher, batch, failures)
             new_failures = [cut for cut in batch if cut.id in failures and cut.id not in before]

@@ -66,11 +66,13 @@ def iter_json_lines(path: str | Path, *, require_id: bool = True) -> Iterator[tu
 def iter_cuts(path: str | Path) -> Iterator[Cut]:
     """Yield the cuts of a lhotse JSONL(.gz) manifest lazily, one line at a time.
 
-    Raises InputError naming the file and line for a malformed line, and for a
-    manifest that holds no cut at all.
+    Raises InputError naming the file and line for a malformed line, for a cut id
+    seen before in the file (every stage keys its outputs by cut id: a duplicate
+    would be exported and evaluated twice), and for a manifest that holds no cut.
+    The id check keeps only the ids, so every stage gets it while it reads.
     """
     path = Path(path)
-    count = 0
+    first_line: dict[str, int] = {}
     for line_number, data in iter_json_lines(path):
         try:
             cut = deserialize_item(data)
@@ -79,10 +81,18 @@ def iter_cuts(path: str | Path) -> Iterator[Cut]:
                              cut_id=str(data.get("id"))) from None
         if not isinstance(cut, Cut):
             raise InputError(path, f"expected a cut, found a {type(cut).__name__}", line=line_number)
-        count += 1
+        check_unique_id(first_line, cut.id, path, line_number)
         yield cut
-    if count == 0:
+    if not first_line:
         raise InputError(path, "manifest holds no cuts")
+
+
+def check_unique_id(first_line: dict[str, int], cut_id: str, path: str | Path, line: int) -> None:
+    """Record that ``cut_id`` is on ``line`` of ``path`` in ``first_line``; an InputError naming the file,
+    the line and the id if an earlier line had it (the one duplicate-id rule of every manifest reader)."""
+    earlier = first_line.setdefault(cut_id, line)
+    if earlier != line:
+        raise InputError(path, f"duplicate cut id (first on line {earlier})", line=line, cut_id=cut_id)
 
 
 def read_cuts(path: str | Path) -> list[Cut]:
