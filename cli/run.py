@@ -18,8 +18,8 @@ EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the run directory; try again 
 
 def _stage_line(result: StageResult) -> None:
     label, style = {"ran": ("ran", "green"), "skipped": ("up to date, skipped", "dim"),
-                    "off": ("off", "dim")}[result.status]
-    seconds = f"{result.seconds:7.1f} s" if result.status == "ran" else " " * 9
+                    "off": ("off", "dim"), "failed": ("failed", "bold red")}[result.status]
+    seconds = f"{result.seconds:7.1f} s" if result.status in ("ran", "failed") else " " * 9
     # pad the visible text, not the markup, so the columns line up
     console.print(f"  {result.stage:<9s} [{style}]{label:<19s}[/] {seconds}  {result.detail}", highlight=False)
 

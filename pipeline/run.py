@@ -98,10 +98,11 @@ class RunPaths:
 
 @dataclass
 class StageResult:
-    """One stage of a run: ran, skipped (up to date) or off (not needed / not configured)."""
+    """One stage of a run: ran, skipped (up to date), off (not needed / not configured) or failed (its
+    error line in ``detail``; the stages after it are absent)."""
 
     stage: str
-    status: Literal["ran", "skipped", "off"]
+    status: Literal["ran", "skipped", "off", "failed"]
     seconds: float = 0.0
     detail: str = ""
     peak_rss_mib: float = 0.0
@@ -113,6 +114,11 @@ class RunSummary:
     stages: list[StageResult] = field(default_factory=list)
     report: dict[str, Any] | None = None
     seconds: float = 0.0
+    error: str | None = None  # the error line of a failed run
+
+    @property
+    def status(self) -> Literal["ok", "failed"]:
+        return "failed" if self.error is not None else "ok"
 
     @property
     def ran(self) -> list[str]:
@@ -153,12 +159,14 @@ def run_pipeline(
     paths = RunPaths(Path(config.run_dir))
     summary = RunSummary(run_dir=paths.root)
     started = time.perf_counter()
-    normalizer = config.normalizer
     last = STAGES.index(until)
+
+    stage_started = [started]
 
     def record(stage: str, status: str, seconds: float = 0.0, detail: str = "") -> None:
         result = StageResult(stage, status, seconds, detail, peak_rss_mib())  # type: ignore[arg-type]
         summary.stages.append(result)
+        stage_started[0] = time.perf_counter()
         if on_stage is not None:
             on_stage(result)
 
@@ -166,85 +174,118 @@ def run_pipeline(
         return STAGES.index(stage) <= last
 
     with run_lock(paths.root):
-        # prepare
-        cuts = config.input.source
-        if config.input.needs_prepare:
-            prepared = prepare_input(config.input, paths.prepared, force=force, progress=progress)
-            cuts = paths.prepared
-            record("prepare", "skipped" if prepared.skipped else "ran", prepared.seconds,
-                   "" if prepared.skipped else f"{prepared.n_cuts:,} cuts ({prepared.hours:.2f} h), "
-                   f"{prepared.n_annotated:,} annotated, {prepared.n_failed:,} unreadable")
-        else:
-            record("prepare", "off", detail="input is a lhotse manifest")
-        if not wanted("decode"):
-            return _finish(summary, paths, started)
+        try:
+            return _run_stages(config, paths, summary, started, record, wanted, force, progress)
+        except BaseException as error:
+            # run.json must not keep saying the previous run succeeded: record the stage that failed
+            failed = STAGES[len(summary.stages)] if len(summary.stages) < len(STAGES) else STAGES[-1]
+            summary.error = _error_line(error)
+            record(failed, "failed", time.perf_counter() - stage_started[0], summary.error)
+            _finish(summary, paths, started)
+            raise
 
-        decoded = decode_manifest(cuts, paths.root / "decode", config.teacher, config.decode,
-                                  force=force, progress=progress)
-        record("decode", "skipped" if decoded.skipped else "ran", decoded.seconds,
-               "" if decoded.skipped else f"{decoded.n_decoded:,} cuts, {decoded.n_failed:,} failed, "
-               f"RTF {decoded.rtf:.3f}")
-        if not wanted("group"):
-            return _finish(summary, paths, started)
 
-        grouped = group_manifest(paths.decoded, paths.grouped, config.group, normalizer, force=force,
-                                 progress=progress)
-        record("group", "skipped" if grouped.skipped else "ran", grouped.seconds,
-               "" if grouped.skipped else f"{grouped.n_groups:,} groups + {grouped.n_singletons:,} singletons, "
-               f"largest {grouped.largest}")
-        if not wanted("graph"):
-            return _finish(summary, paths, started)
+def _error_line(error: BaseException) -> str:
+    """The one line a failed run records: the error's message (its first line), or what happened."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(error, SystemExit):
+        return f"exited with status {error.code}"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
-        graph = build_graph(paths.grouped, paths.graph, None, config.graph, normalizer, force=force,
-                            progress=progress)
-        fit = graph.fit
-        record("graph", "skipped" if graph.skipped else "ran", graph.seconds,
-               "" if graph.skipped else f"{graph.n_edges:,} edges over {graph.n_pairs:,} pairs"
-               + (f", threshold {fit.threshold:.3g} ({fit.rule})" if fit is not None else ""))
-        if not wanted("tune"):
-            return _finish(summary, paths, started)
 
-        propagate_config = config.propagate
-        # one lazily loaded teacher scorer serves tune and propagate (its scores are memoised)
-        scorer = teacher_scorer(paths.grouped, config.teacher) if config.scorer else None
-        if config.tune_enabled:
-            tuned = tune_stage(paths.grouped, paths.graph, paths.params, base=config.propagate, grid=config.tune,
-                               normalizer=normalizer, force=force, progress=progress,
-                               scorer=scorer if config.propagate.share_candidates else None)
-            record("tune", *_tune_status(tuned))
-            propagate_config = load_params(paths.params, base=config.propagate)
-        else:
-            record("tune", "off", detail="tune.enabled is false")
-        if not wanted("propagate"):
-            return _finish(summary, paths, started)
-
-        propagated = propagate_manifest(paths.grouped, paths.graph, paths.rescored, propagate_config, normalizer,
-                                        scorer=scorer if propagate_config.share_candidates else None,
-                                        force=force, progress=progress)
-        record("propagate", "skipped" if propagated.skipped else "ran", propagated.seconds,
-               "" if propagated.skipped else f"{propagated.changed:,} transcripts changed, "
-               f"{propagated.shared:,} from neighbours")
-        if not wanted("export"):
-            return _finish(summary, paths, started)
-
-        exported = export_manifest(paths.rescored, paths.export, config.export, force=force, progress=progress)
-        record("export", "skipped" if exported.skipped else "ran", exported.seconds,
-               "" if exported.skipped else f"{config.export.format}: {exported.n_kept:,} cuts kept "
-               f"({exported.hours_kept:.2f} h), {exported.n_dropped:,} dropped")
-        if not wanted("eval"):
-            return _finish(summary, paths, started)
-
-        if config.eval.references is None:
-            record("eval", "off", detail="no eval.references")
-        else:
-            evaluated = evaluate_manifest(paths.rescored, config.eval.references, paths.eval, config.eval.by,
-                                          normalizer, config.eval.allow_missing, force=force, progress=progress)
-            summary.report = evaluated.report
-            overall = evaluated.report["unannotated"]
-            record("eval", "skipped" if evaluated.skipped else "ran", evaluated.seconds,
-                   f"unannotated WER teacher {100 * overall['teacher']['wer']:.2f}% -> choral "
-                   f"{100 * overall['choral']['wer']:.2f}% (oracle {100 * overall['oracle']['wer']:.2f}%)")
+def _run_stages(
+    config: RunConfig,
+    paths: RunPaths,
+    summary: RunSummary,
+    started: float,
+    record: Callable[..., None],
+    wanted: Callable[[str], bool],
+    force: bool,
+    progress: Progress,
+) -> RunSummary:
+    """The stages of :func:`run_pipeline`, in order, under its lock; ``record`` is called after each."""
+    normalizer = config.normalizer
+    # prepare
+    cuts = config.input.source
+    if config.input.needs_prepare:
+        prepared = prepare_input(config.input, paths.prepared, force=force, progress=progress)
+        cuts = paths.prepared
+        record("prepare", "skipped" if prepared.skipped else "ran", prepared.seconds,
+               "" if prepared.skipped else f"{prepared.n_cuts:,} cuts ({prepared.hours:.2f} h), "
+               f"{prepared.n_annotated:,} annotated, {prepared.n_failed:,} unreadable")
+    else:
+        record("prepare", "off", detail="input is a lhotse manifest")
+    if not wanted("decode"):
         return _finish(summary, paths, started)
+
+    decoded = decode_manifest(cuts, paths.root / "decode", config.teacher, config.decode,
+                              force=force, progress=progress)
+    record("decode", "skipped" if decoded.skipped else "ran", decoded.seconds,
+           "" if decoded.skipped else f"{decoded.n_decoded:,} cuts, {decoded.n_failed:,} failed, "
+           f"RTF {decoded.rtf:.3f}")
+    if not wanted("group"):
+        return _finish(summary, paths, started)
+
+    grouped = group_manifest(paths.decoded, paths.grouped, config.group, normalizer, force=force,
+                             progress=progress)
+    record("group", "skipped" if grouped.skipped else "ran", grouped.seconds,
+           "" if grouped.skipped else f"{grouped.n_groups:,} groups + {grouped.n_singletons:,} singletons, "
+           f"largest {grouped.largest}")
+    if not wanted("graph"):
+        return _finish(summary, paths, started)
+
+    graph = build_graph(paths.grouped, paths.graph, None, config.graph, normalizer, force=force,
+                        progress=progress)
+    fit = graph.fit
+    record("graph", "skipped" if graph.skipped else "ran", graph.seconds,
+           "" if graph.skipped else f"{graph.n_edges:,} edges over {graph.n_pairs:,} pairs"
+           + (f", threshold {fit.threshold:.3g} ({fit.rule})" if fit is not None else ""))
+    if not wanted("tune"):
+        return _finish(summary, paths, started)
+
+    propagate_config = config.propagate
+    # one lazily loaded teacher scorer serves tune and propagate (its scores are memoised)
+    scorer = teacher_scorer(paths.grouped, config.teacher) if config.scorer else None
+    if config.tune_enabled:
+        tuned = tune_stage(paths.grouped, paths.graph, paths.params, base=config.propagate, grid=config.tune,
+                           normalizer=normalizer, force=force, progress=progress,
+                           scorer=scorer if config.propagate.share_candidates else None)
+        record("tune", *_tune_status(tuned))
+        propagate_config = load_params(paths.params, base=config.propagate)
+    else:
+        record("tune", "off", detail="tune.enabled is false")
+    if not wanted("propagate"):
+        return _finish(summary, paths, started)
+
+    propagated = propagate_manifest(paths.grouped, paths.graph, paths.rescored, propagate_config, normalizer,
+                                    scorer=scorer if propagate_config.share_candidates else None,
+                                    force=force, progress=progress)
+    record("propagate", "skipped" if propagated.skipped else "ran", propagated.seconds,
+           "" if propagated.skipped else f"{propagated.changed:,} transcripts changed, "
+           f"{propagated.shared:,} from neighbours")
+    if not wanted("export"):
+        return _finish(summary, paths, started)
+
+    exported = export_manifest(paths.rescored, paths.export, config.export, force=force, progress=progress)
+    record("export", "skipped" if exported.skipped else "ran", exported.seconds,
+           "" if exported.skipped else f"{config.export.format}: {exported.n_kept:,} cuts kept "
+           f"({exported.hours_kept:.2f} h), {exported.n_dropped:,} dropped")
+    if not wanted("eval"):
+        return _finish(summary, paths, started)
+
+    if config.eval.references is None:
+        record("eval", "off", detail="no eval.references")
+    else:
+        evaluated = evaluate_manifest(paths.rescored, config.eval.references, paths.eval, config.eval.by,
+                                      normalizer, config.eval.allow_missing, force=force, progress=progress)
+        summary.report = evaluated.report
+        overall = evaluated.report["unannotated"]
+        record("eval", "skipped" if evaluated.skipped else "ran", evaluated.seconds,
+               f"unannotated WER teacher {100 * overall['teacher']['wer']:.2f}% -> choral "
+               f"{100 * overall['choral']['wer']:.2f}% (oracle {100 * overall['oracle']['wer']:.2f}%)")
+    return _finish(summary, paths, started)
 
 
 def _tune_status(tuned: TuneStageSummary) -> tuple[str, float, str]:
@@ -261,8 +302,10 @@ def _tune_status(tuned: TuneStageSummary) -> tuple[str, float, str]:
 
 def _finish(summary: RunSummary, paths: RunPaths, started: float) -> RunSummary:
     summary.seconds = time.perf_counter() - started
-    write_json({
+    write_json({  # atomic: a killed run leaves the previous run.json or this one, never half of one
         "run_dir": str(paths.root),
+        "status": summary.status,
+        **({"error": summary.error} if summary.error is not None else {}),
         "seconds": summary.seconds,
         "peak_rss_mib": peak_rss_mib(),
         "stages": [asdict(s) for s in summary.stages],

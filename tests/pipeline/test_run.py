@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 from lhotse import SupervisionSegment
 
-from choral.pipeline.errors import ChoralError
+from choral.pipeline.errors import ChoralError, InputError
 from choral.pipeline.manifest import read_cuts
 from choral.pipeline.propagate import load_params
 from choral.pipeline.run import STAGES, RunLocked, load_run_config, run_lock, run_pipeline
@@ -212,3 +212,39 @@ def test_a_held_lock_stops_a_second_run_before_any_work(tmp_path: Path, teacher:
     assert [p.name for p in run_dir.iterdir()] == [".lock"]
     summary = run_pipeline(config, until="prepare")  # released: the next run proceeds
     assert statuses(summary) == {"prepare": "ran"}
+
+
+def test_a_failed_run_records_the_failed_stage_in_run_json(tmp_path: Path, teacher: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, a run that failed left the previous run's run.json, which said every stage ran (issue 16)."""
+    config = load_run_config(make_project(tmp_path, teacher, n_cuts=4, n_annotated=0, tune=False,
+                                          references=False))
+    run_dir = tmp_path / "run"
+    run_pipeline(config, until="group")
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "ok"
+
+    def broken(*args, **kwargs):
+        raise InputError(run_dir / "decode" / "decoded.jsonl.gz", "something is wrong", line=3)
+
+    import choral.pipeline.run as run_module
+
+    monkeypatch.setattr(run_module, "group_manifest", broken)
+    seen = []
+    with pytest.raises(InputError, match="something is wrong"):
+        run_pipeline(config, until="export", force=True, on_stage=seen.append)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "failed"
+    assert record["error"] == f"{run_dir / 'decode' / 'decoded.jsonl.gz'}:3: something is wrong"
+    assert [(s["stage"], s["status"]) for s in record["stages"]] == [("prepare", "ran"), ("decode", "ran"),
+                                                                      ("group", "failed")]
+    assert record["stages"][-1]["detail"] == record["error"] and seen[-1].status == "failed"
+    assert not list(run_dir.glob("**/.*.tmp.*"))
+
+    # an interrupt is recorded too, at the stage it stopped
+    monkeypatch.setattr(run_module, "group_manifest", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(config, until="export")
+    record = json.loads((run_dir / "run.json").read_text())
+    assert [(s["stage"], s["status"]) for s in record["stages"]] == [("prepare", "skipped"), ("decode", "skipped"),
+                                                                      ("group", "failed")]
+    assert record["error"] == "interrupted"
