@@ -29,8 +29,16 @@ from lhotse.features.io import NumpyHdf5Writer
 
 from .config import check_finite
 from .errors import ConfigError, InputError
-from .manifest import CutWriter, atomic_output, check_readable, iter_cuts, iter_json_lines, write_failures
-from .meta import StageRecord, is_up_to_date, write_meta
+from .manifest import (
+    CutWriter,
+    atomic_output,
+    audio_paths,
+    check_readable,
+    iter_cuts,
+    iter_json_lines,
+    write_failures,
+)
+from .meta import StageRecord, files_digest, is_up_to_date, write_meta
 from .progress import NullProgress, Progress
 from .teacher.contracts import AudioError, DecodeResult, Teacher
 from .teacher.registry import open_teacher, resolve_teacher, teacher_inputs
@@ -137,7 +145,9 @@ def decode_manifest(
     cuts_path = check_readable(cuts_path)
     teacher_path = resolve_teacher(teacher_path)
     decoded_path, h5_path, failed_path = output_paths(out_dir)
-    record = StageRecord.create("decode", inputs=[cuts_path, *teacher_inputs(teacher_path)], params=asdict(config),
+    # the audio files' sizes and mtimes count too: a fixed or replaced file is decoded again on the next run
+    params = {**asdict(config), "audio_files": files_digest(audio_paths(cuts_path))}
+    record = StageRecord.create("decode", inputs=[cuts_path, *teacher_inputs(teacher_path)], params=params,
                                 outputs=[decoded_path, h5_path, failed_path])
     summary = DecodeSummary(output=decoded_path)
     if not force and is_up_to_date(record, decoded_path):

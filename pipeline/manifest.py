@@ -95,6 +95,30 @@ def check_unique_id(first_line: dict[str, int], cut_id: str, path: str | Path, l
         raise InputError(path, f"duplicate cut id (first on line {earlier})", line=line, cut_id=cut_id)
 
 
+def audio_paths(path: str | Path, root: str | Path | None = None) -> list[Path]:
+    """The audio files a lhotse manifest's recordings read (``file`` sources; relative ones against ``root``,
+    as ``audio_root`` makes them absolute), each once, in first-seen order; read as JSON, without building cuts."""
+    root = None if root is None else Path(root).resolve()
+    found: dict[Path, None] = {}
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            source = node.get("source")
+            if node.get("type") == "file" and isinstance(source, str):
+                found.setdefault(root / source if root is not None and not os.path.isabs(source) else Path(source))
+                return
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for _, data in iter_json_lines(path):
+        walk(data.get("recording"))
+        walk(data.get("tracks"))  # mixed cuts
+    return list(found)
+
+
 def read_cuts(path: str | Path) -> list[Cut]:
     """All cuts of a manifest in memory (stages that need random access use this)."""
     return list(iter_cuts(path))

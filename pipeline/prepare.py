@@ -21,12 +21,12 @@ threshold. Audio files whose header cannot be read are skipped and listed in
 
 The stage is skipped when its inputs are unchanged; for ``audio_dir`` the
 fingerprint is a digest of the listing (names, sizes, mtimes), so new audio in
-the folder makes a nightly run relabel.
+the folder makes a nightly run relabel; for the other inputs it includes the
+same digest of the audio files they name, so a replaced file is read again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -40,8 +40,8 @@ from lhotse.cut import Cut
 from .errors import ChoralError, InputError
 from .fields import is_annotated
 from .kaldi import read_table
-from .manifest import CutWriter, check_readable, iter_cuts, iter_json_lines, write_failures
-from .meta import StageRecord, is_up_to_date, write_meta
+from .manifest import CutWriter, audio_paths, check_readable, iter_cuts, iter_json_lines, write_failures
+from .meta import StageRecord, files_digest, is_up_to_date, write_meta
 from .progress import NullProgress, Progress
 from .references import read_references
 
@@ -106,11 +106,23 @@ def _audio_files(folder: Path) -> list[Path]:
 
 def listing_digest(files: list[Path]) -> str:
     """A digest of names, sizes and mtimes: changes when a file is added, removed or rewritten."""
-    digest = hashlib.sha256()
-    for path in files:
-        stat = path.stat()
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+    return files_digest(files)
+
+
+def referenced_audio(config: "InputConfig") -> list[Path]:
+    """The audio files a ``cuts``, Kaldi or NeMo input names (Kaldi commands ending in ``|`` are not files):
+    their sizes and mtimes join the stage's fingerprint, so a replaced file is read again on the next run."""
+    source = config.source
+    if config.kind == "cuts":
+        return audio_paths(source, config.audio_root)
+    if config.kind == "kaldi_dir":
+        return [Path(spec).expanduser() for spec in read_table(source / "wav.scp").values() if not spec.endswith("|")]
+    paths: dict[Path, None] = {}
+    for _, entry in iter_json_lines(source, require_id=False):
+        audio = entry.get("audio_filepath")
+        if isinstance(audio, str) and audio:
+            paths.setdefault(Path(audio) if os.path.isabs(audio) else source.parent / audio)
+    return list(paths)
 
 
 def audio_dir_cut_id(folder: Path, path: Path) -> str:
@@ -313,6 +325,7 @@ def prepare_input(config: InputConfig, output: str | Path, *, force: bool = Fals
         inputs = [check_readable(source / "wav.scp") if config.kind == "kaldi_dir" else check_readable(source)]
         if config.kind == "kaldi_dir":
             inputs += [source / n for n in ("segments", "text", "utt2spk") if (source / n).is_file()]
+        params["audio"] = files_digest(referenced_audio(config))
     if config.annotations is not None:
         inputs.append(check_readable(config.annotations))
     record = StageRecord.create("prepare", inputs=inputs, params=params, outputs=[output, failed_path])

@@ -178,3 +178,15 @@ def test_scorer_reuses_stored_frames_and_scores_like_the_audio(setup: tuple[Path
         Path(cut.recording.sources[0].source).unlink(missing_ok=True)
     from_frames = [teacher.scorer([c])(c.id, texts) for c in decoded]
     assert np.allclose(from_audio, from_frames, atol=1e-3)
+
+
+def test_restored_audio_is_decoded_on_the_next_run(setup: tuple[Path, Path, Path]) -> None:
+    """A lhotse manifest is decoded as it is: its audio files' sizes and mtimes key the stage too (issue 16)."""
+    manifest, checkpoint, run = setup
+    config = DecodeConfig(nbest=2, beam=2)
+    assert decode_manifest(manifest, run, checkpoint, config).n_failed == 1
+    assert decode_manifest(manifest, run, checkpoint, config).skipped
+    write_tone(manifest.parent / "audio" / "gone.wav", 0.5, 200.0, seed=3)
+    again = decode_manifest(manifest, run, checkpoint, config)
+    assert not again.skipped and (again.n_decoded, again.n_failed) == (4, 0)
+    assert decode_manifest(manifest, run, checkpoint, config).skipped
