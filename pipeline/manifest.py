@@ -8,8 +8,10 @@ run never leaves a half-written manifest under the real name.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
+import re
 import shutil
 import zlib
 from contextlib import contextmanager
@@ -19,13 +21,36 @@ from typing import IO, Iterator, Literal, Mapping
 from lhotse.cut import Cut
 from lhotse.serialization import deserialize_item
 
-from .errors import InputError
+from .errors import ChoralError, InputError
 
 
 def _open_text(path: Path, mode: Literal["r", "w"]) -> IO[str]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt" if mode == "r" else "wt", encoding="utf-8")
-    return open(path, mode, encoding="utf-8")
+    """A text stream on ``path``, gzip-compressed for ``.gz``. Written gzip headers hold neither a time nor
+    the (temporary) file name, so the same content gives the same bytes in every run."""
+    if path.suffix != ".gz":
+        return open(path, mode, encoding="utf-8")
+    if mode == "r":
+        return gzip.open(path, "rt", encoding="utf-8")
+    raw = open(path, "wb")
+    try:
+        return io.TextIOWrapper(_ClosingGzip(raw), encoding="utf-8")
+    except BaseException:
+        raw.close()
+        raise
+
+
+class _ClosingGzip(gzip.GzipFile):
+    """A GzipFile writing to an open file it also closes, with an empty name and mtime 0 in its header."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__(filename="", mode="wb", fileobj=raw, mtime=0)
+        self._raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
 
 
 def check_readable(path: str | Path) -> Path:
@@ -131,29 +156,101 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{stem}.tmp.{os.getpid()}{suffixes}")
 
 
+class OutputError(ChoralError):
+    """An output (or its folder) cannot be written: a read-only or full disk, a path below a regular file."""
+
+
+_ERRNO_IN_TEXT = re.compile(r"errno = (\d+)")  # h5py spells the OS error inside its message
+
+
+def write_error(path: str | Path, error: OSError, doing: str = "cannot write") -> OutputError:
+    """``<path>: <doing> (<reason>)``: the one line an OSError while writing ``path`` becomes.
+
+    The reason is the OS's (``No space left on device``, ``Permission denied``), also when h5py hides its
+    errno inside a long message."""
+    code = error.errno
+    if code is None:
+        found = _ERRNO_IN_TEXT.search(str(error))
+        code = int(found.group(1)) if found else None
+    if code:
+        reason = os.strerror(code)
+    else:
+        text = str(error).strip()
+        reason = text.splitlines()[0][:200] if text else type(error).__name__
+    return OutputError(f"{path}: {doing} ({reason})")
+
+
+def make_folder(path: str | Path, what: str = "folder") -> Path:
+    """``mkdir -p path``; an OutputError naming it when it cannot be made (a regular file on the way, a
+    read-only parent)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(path, error, f"cannot create the {what}") from None
+    return path
+
+
+def _belongs_to(error: OSError, *paths: Path) -> bool:
+    """True when ``error`` is about writing one of ``paths`` (or names no file: h5py, gzip flushes)."""
+    named = getattr(error, "filename", None)
+    return named is None or any(Path(str(named)) == p for p in paths)
+
+
+def _sync(path: Path) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to disk: a power loss after the rename must not leave
+    a renamed but empty file."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some file systems cannot sync a folder; the rename is still atomic
+    finally:
+        os.close(descriptor)
+
+
 @contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path to write; rename it to ``path`` only if the block succeeds."""
+    """Yield a temporary path to write; rename it to ``path`` only if the block succeeds.
+
+    An OSError while writing (a full disk, a read-only folder) becomes an :class:`OutputError` naming
+    ``path``, and the temporary file is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     tmp = temporary_name(path)
     try:
         yield tmp
+        _sync(tmp)
         os.replace(tmp, path)
+        _sync(path.parent)
+    except OSError as error:
+        if not _belongs_to(error, tmp, path, path.parent):
+            raise
+        raise write_error(path, error) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            if tmp.exists():
+                tmp.unlink()
+        except OSError:
+            pass  # a folder we cannot write in holds no temporary file of ours
 
 
 @contextmanager
 def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; it replaces ``path`` only if the block succeeds."""
+    """Yield a temporary sibling directory; it replaces ``path`` only if the block succeeds (an OSError
+    while writing is an :class:`OutputError` naming ``path``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     tmp = temporary_name(path)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as error:
+        raise write_error(path, error, "cannot create") from None
     try:
         yield tmp
         if path.exists():
@@ -166,23 +263,34 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
                 old.unlink()
         else:
             os.replace(tmp, path)
+        _sync(path.parent)
+    except OSError as error:
+        named = getattr(error, "filename", None)
+        if named is not None and not str(named).startswith((str(tmp), str(path))):
+            raise
+        raise write_error(path, error) from None
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class CutWriter:
     """Write cuts as JSONL(.gz) to a temporary file; ``close`` renames it into place.
 
     Use as a context manager: on an exception the temporary file is removed and
-    nothing appears under the destination name.
+    nothing appears under the destination name; an OSError while writing (a full
+    disk) is an :class:`OutputError` naming the destination.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._context = atomic_output(self.path)
         self._tmp = self._context.__enter__()
-        self._stream = _open_text(self._tmp, "w")
+        try:
+            self._stream = _open_text(self._tmp, "w")
+        except OSError as error:
+            self._context.__exit__(type(error), error, error.__traceback__)
+            raise write_error(self.path, error) from None
         self.count = 0
 
     def write(self, cut: Cut) -> None:
@@ -194,11 +302,15 @@ class CutWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._stream.close()
-        if exc_type is None:
-            self._context.__exit__(None, None, None)
-        else:
-            self._context.__exit__(exc_type, exc, tb)
+        try:
+            self._stream.close()  # flushes: a full disk shows here
+        except OSError as error:
+            if exc is None:
+                exc_type, exc, tb = type(error), error, error.__traceback__
+        # the context renames the file, or removes it and turns an OSError into an OutputError (raised here)
+        self._context.__exit__(exc_type, exc, tb)
+        if exc is not None and isinstance(exc, OSError):
+            raise exc
 
 
 def write_cuts(cuts, path: str | Path) -> int:

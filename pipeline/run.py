@@ -21,7 +21,10 @@ The config and its checks: :mod:`choral.pipeline.run_config`.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
+import os
 import resource
 import time
 from contextlib import contextmanager
@@ -35,7 +38,7 @@ from .evaluate import evaluate_manifest
 from .export import export_manifest
 from .graph import build_graph
 from .group import group_manifest
-from .manifest import write_json
+from .manifest import OutputError, make_folder, write_error, write_json
 from .prepare import prepare_input
 from .progress import NullProgress, Progress
 from .propagate import load_params, propagate_manifest
@@ -45,6 +48,8 @@ from .tune import TuneStageSummary, tune_stage
 
 __all__ = ["STAGES", "EvalSection", "RunConfig", "RunLocked", "RunPaths", "RunSummary", "StageResult",
            "load_run_config", "run_lock", "run_pipeline"]
+
+log = logging.getLogger(__name__)
 
 STAGES: tuple[str, ...] = ("prepare", "decode", "group", "graph", "tune", "propagate", "export", "eval")
 
@@ -132,9 +137,20 @@ def peak_rss_mib() -> float:
 
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir/.lock`` exclusively (released when the process ends, even if killed)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as handle:
+    """Hold ``run_dir/.lock`` exclusively (released when the process ends, even if killed).
+
+    The lock file is opened without following a symlink and without truncating (``O_NOFOLLOW``,
+    ``O_CREAT``): in a shared writable folder a ``.lock`` symlink must not let a run empty the file it
+    points at. A run directory that cannot be made or locked is an OutputError naming it."""
+    make_folder(run_dir, "run directory")
+    lock = run_dir / ".lock"
+    try:
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise OutputError(f"{lock}: is a symbolic link; remove it (choral never follows one)") from None
+        raise write_error(lock, error, "cannot create the lock file") from None
+    with os.fdopen(descriptor, "r+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -181,7 +197,10 @@ def run_pipeline(
             failed = STAGES[len(summary.stages)] if len(summary.stages) < len(STAGES) else STAGES[-1]
             summary.error = _error_line(error)
             record(failed, "failed", time.perf_counter() - stage_started[0], summary.error)
-            _finish(summary, paths, started)
+            try:
+                _finish(summary, paths, started)
+            except OutputError as unwritable:  # a full disk fails both: the stage's own error says more
+                log.warning("%s", unwritable)
             raise
 
 

@@ -68,8 +68,10 @@ def test_check_finite_passes_defaults() -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["graph", "{in}", "{out}", "--threshold", "nan"], "choral graph: error: --threshold must be a finite number, not nan"),
-    (["graph", "{in}", "{out}", "--threshold", "inf"], "choral graph: error: --threshold must be a finite number, not inf"),
+    (["graph", "{in}", "{out}", "--threshold", "nan"],
+     "choral graph: error: --threshold must be a finite number, not nan"),
+    (["graph", "{in}", "{out}", "--threshold", "inf"],
+     "choral graph: error: --threshold must be a finite number, not inf"),
     (["decode", "{in}", "{out}", "--search-temperature", "inf"],
      "choral decode: error: --search-temperature must be a finite number, not inf"),
     (["decode", "{in}", "{out}", "--batch-duration", "inf"],
