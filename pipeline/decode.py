@@ -18,6 +18,7 @@ manifest order, so the output follows the input.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import time
@@ -120,6 +121,22 @@ def output_paths(out_dir: str | Path) -> tuple[Path, Path, Path]:
     """``decoded.jsonl.gz``, ``embeddings.h5`` and ``failed.jsonl`` inside ``out_dir``."""
     out_dir = Path(out_dir)
     return out_dir / "decoded.jsonl.gz", out_dir / "embeddings.h5", out_dir / "failed.jsonl"
+
+
+_ESCAPED = "sha256-"  # prefix of a hashed storage key
+
+
+def storage_key(cut_id: str) -> str:
+    """The HDF5 name of a cut's arrays: the id itself when HDF5 keeps it apart from every other id, else
+    ``sha256-<hex digest of the id>``.
+
+    HDF5 reads ``/`` as a path (``spk1`` and ``spk1/utt1`` collide, ``a/b`` and ``a//b`` are one name),
+    ``.`` as the current group and a NUL byte as the end, so such ids (and ids that start with the prefix,
+    which keeps the mapping one-to-one) are hashed; the manifest keeps the true id and points at the key."""
+    if (not cut_id or "/" in cut_id or "\0" in cut_id or cut_id in (".", "..")
+            or cut_id.startswith(_ESCAPED)):
+        return _ESCAPED + hashlib.sha256(cut_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return cut_id
 
 
 def _within_limits(cuts: Iterable[Cut], config: DecodeConfig, refused: dict[str, str]) -> Iterator[Cut]:
@@ -229,12 +246,13 @@ def decode_manifest(
                 first = new_failures[0]
                 raise InputError(cuts_path, failures[first.id], cut_id=first.id)
             for cut, result in decoded:
+                key = storage_key(cut.id)
                 custom = dict(cut.custom or {})
                 custom["nbest"] = [{"text": text, "tokens": list(tokens), "score": float(score)}
                                    for text, tokens, score in result.nbest]
-                custom["embedding"] = store(arrays, "embedding/" + cut.id, result.embedding.astype(np.float32))
+                custom["embedding"] = store(arrays, "embedding/" + key, result.embedding.astype(np.float32))
                 if config.save_frames:
-                    custom["frames"] = store(arrays, "frames/" + cut.id, result.frames.astype(np.float32),
+                    custom["frames"] = store(arrays, "frames/" + key, result.frames.astype(np.float32),
                                              frame_shift=FRAME_SHIFT, temporal_dim=0, start=cut.start)
                 cut.custom = custom
                 writer.write(cut)

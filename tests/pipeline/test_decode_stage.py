@@ -234,3 +234,29 @@ def test_duration_limits_are_checked_and_have_flags(setup: tuple[Path, Path, Pat
     assert [c.id for c in read_cuts(run / "decoded.jsonl.gz")] == ["c"]
     bad = CliRunner().invoke(app, ["decode", str(manifest), str(run / "x"), "--max-duration", "0.1"])
     assert bad.exit_code == 1 and "--max-duration 0.1 must exceed --min-duration 0.3" in bad.stderr
+
+
+def test_cut_ids_that_collide_as_hdf5_names_get_their_own_arrays(setup: tuple[Path, Path, Path]) -> None:
+    """``spk1`` and ``spk1/utt1``, ``a/b`` and ``a//b``, ``.``, a NUL byte: h5py errors before (issue 16)."""
+    from choral.pipeline.decode import storage_key
+
+    manifest, checkpoint, run = setup
+    audio = manifest.parent / "audio"
+    ids = ["spk1", "spk1/utt1", "a/b", "a//b", ".", "x\x00y", "sha256-" + "0" * 64, ""]
+    cuts = [cut_from(write_tone(audio / f"id{i}.wav", 0.6 + 0.1 * i, 200.0 + 40 * i, seed=i), f"r{i}")
+            .with_id(cut_id) for i, cut_id in enumerate(ids)]
+    write_cuts(cuts, manifest)
+    summary = decode_manifest(manifest, run, checkpoint, DecodeConfig(nbest=2, beam=2, save_frames=True))
+    assert (summary.n_decoded, summary.n_failed) == (len(ids), 0)
+    decoded = read_cuts(run / "decoded.jsonl.gz")
+    assert [c.id for c in decoded] == ids  # the manifest keeps the true ids
+    keys = [c.custom["embedding"].storage_key for c in decoded]
+    assert len(set(keys)) == len(ids) and keys[0] == "embedding/spk1"
+    embeddings = [load_array(c, "embedding", run / "decoded.jsonl.gz") for c in decoded]
+    frames = [load_array(c, "frames", run / "decoded.jsonl.gz") for c in decoded]
+    for i in range(len(ids)):  # each cut reads back its own arrays (different audio, different lengths)
+        assert np.allclose(frames[i].mean(axis=0), embeddings[i], atol=1e-5)
+        assert len({f.shape[0] for f in frames}) == len({round(c.duration / 0.04) for c in decoded})
+    assert storage_key("utt-1.wav") == "utt-1.wav" and storage_key("a/b") != storage_key("a//b")
+    hashed = storage_key("a/b")
+    assert storage_key(hashed).startswith("sha256-") and storage_key(hashed) != hashed
