@@ -8,11 +8,11 @@ from typing import Optional
 
 import typer
 
-from ..pipeline.errors import ChoralError
 from ..pipeline.run import STAGES, RunLocked, StageResult, load_run_config, run_pipeline
 from .common import console, error_console, progress_bar, stage_errors, summary_table
 from .report import wer_table
 
+EXIT_USAGE = 2
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the run directory; try again later
 
 
@@ -35,11 +35,14 @@ def run(
     Stages whose outputs are up to date with their inputs and parameters are skipped, so a repeated run
     with no new input does no work (safe under cron). The config is checked completely before any work:
     an unknown key or a wrong type is an error naming the key. Exit codes: 0 done, 1 bad input or config,
-    75 another run holds the run directory, 130 interrupted.
+    2 bad usage (an unknown --until stage), 75 another run holds the run directory, 130 interrupted,
+    143 terminated (SIGTERM).
     """
+    if until not in STAGES:  # a usage error: exit 2, as the README promises
+        error_console.print(f"[bold red]choral run: error:[/] --until {until!r} is not a stage; choose one of "
+                            f"{', '.join(STAGES)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE)
     with stage_errors("run"):
-        if until not in STAGES:
-            raise ChoralError(f"--until {until!r} is not a stage; choose one of {', '.join(STAGES)}")
         config = load_run_config(config_file)
         if run_dir is not None:
             config = replace(config, run_dir=run_dir)
