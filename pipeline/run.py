@@ -206,8 +206,8 @@ def run_pipeline(
 
 def _error_line(error: BaseException) -> str:
     """The one line a failed run records: the error's message (its first line), or what happened."""
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted"
+    if isinstance(error, KeyboardInterrupt):  # Ctrl-C, or SIGTERM as the CLI raises it ("terminated (SIGTERM)")
+        return str(error) or "interrupted"
     if isinstance(error, SystemExit):
         return f"exited with status {error.code}"
     text = str(error).strip()
