@@ -156,6 +156,43 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{stem}.tmp.{os.getpid()}{suffixes}")
 
 
+_LEFTOVER = re.compile(r"\..+\.(?:tmp|old)\.(\d+)(?:\..*)?")  # temporary_name / atomic_directory names
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_orphans(folder: str | Path) -> list[Path]:
+    """Remove the temporary files and folders (``.NAME.tmp.PID...``, ``.NAME.old.PID``) that processes which
+    no longer run left below ``folder`` (a run killed with SIGKILL cannot clean up; with saved frames they are
+    as large as the pool). Call it under the folder's lock; a live process's files are left alone.
+    Returns what was removed."""
+    removed = []
+    for root, folders, files in os.walk(folder):
+        for name in [*files, *folders]:
+            found = _LEFTOVER.fullmatch(name)
+            if found is None or int(found.group(1)) == os.getpid() or _alive(int(found.group(1))):
+                continue
+            path = Path(root) / name
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except OSError as error:
+                raise write_error(path, error, "cannot remove the leftover of a dead run") from None
+            removed.append(path)
+        folders[:] = [f for f in folders if (Path(root) / f).is_dir()]
+    return removed
+
+
 class OutputError(ChoralError):
     """An output (or its folder) cannot be written: a read-only or full disk, a path below a regular file."""
 

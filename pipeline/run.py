@@ -6,7 +6,8 @@ Each stage keeps its own ``.meta.json`` sidecar, so a stage whose inputs and
 parameters are unchanged is skipped, and a second run with no new input does no
 work. The run directory is locked for the run's duration (``RUN/.lock``, an
 ``flock``): an overlapping cron run stops at once with :class:`RunLocked`
-instead of writing beside the first. Every output is written under a temporary
+instead of writing beside the first; under the lock, the temporary files of
+runs that were killed (``.NAME.tmp.PID``, their process gone) are removed. Every output is written under a temporary
 name and renamed, so a killed run leaves complete files or none; the next run
 redoes from the first stage that was not finished.
 
@@ -38,7 +39,7 @@ from .evaluate import evaluate_manifest
 from .export import export_manifest
 from .graph import build_graph
 from .group import group_manifest
-from .manifest import OutputError, make_folder, write_error, write_json
+from .manifest import OutputError, make_folder, remove_orphans, write_error, write_json
 from .prepare import prepare_input
 from .progress import NullProgress, Progress
 from .propagate import load_params, propagate_manifest
@@ -190,6 +191,8 @@ def run_pipeline(
         return STAGES.index(stage) <= last
 
     with run_lock(paths.root):
+        for leftover in remove_orphans(paths.root):
+            log.info("removed %s, left by a run that was killed", leftover)
         try:
             return _run_stages(config, paths, summary, started, record, wanted, force, progress)
         except BaseException as error:

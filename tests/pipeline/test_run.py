@@ -248,3 +248,29 @@ def test_a_failed_run_records_the_failed_stage_in_run_json(tmp_path: Path, teach
     assert [(s["stage"], s["status"]) for s in record["stages"]] == [("prepare", "skipped"), ("decode", "skipped"),
                                                                       ("group", "failed")]
     assert record["error"] == "interrupted"
+
+
+def test_a_run_removes_what_killed_runs_left_behind(tmp_path: Path, teacher: Path) -> None:
+    """After kill -9, the dead run's .tmp.PID files stayed forever (issue 16)."""
+    import os
+    import subprocess
+    import sys
+
+    config = load_run_config(make_project(tmp_path, teacher, n_cuts=3, n_annotated=0))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run_dir = tmp_path / "run"
+    (run_dir / "decode").mkdir(parents=True)
+    orphans = [run_dir / "decode" / f".decoded.tmp.{dead.pid}.jsonl.gz",
+               run_dir / "decode" / f".embeddings.tmp.{dead.pid}.h5",
+               run_dir / f".export.old.{dead.pid}", run_dir / f".eval.tmp.{dead.pid}"]
+    for path in orphans[:2]:
+        path.write_bytes(b"half")
+    for path in orphans[2:]:
+        (path / "inner").mkdir(parents=True)
+    alive = [run_dir / f".grouped.tmp.{os.getppid()}.jsonl.gz", run_dir / "decode" / "notes.tmp.1.txt"]
+    for path in alive:
+        path.write_bytes(b"not ours to remove")
+    run_pipeline(config, until="prepare")
+    assert not any(path.exists() for path in orphans)
+    assert all(path.exists() for path in alive)
