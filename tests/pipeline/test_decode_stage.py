@@ -260,3 +260,21 @@ def test_cut_ids_that_collide_as_hdf5_names_get_their_own_arrays(setup: tuple[Pa
     assert storage_key("utt-1.wav") == "utt-1.wav" and storage_key("a/b") != storage_key("a//b")
     hashed = storage_key("a/b")
     assert storage_key(hashed).startswith("sha256-") and storage_key(hashed) != hashed
+
+
+def test_gone_audio_when_the_scorer_needs_it_is_one_line(setup: tuple[Path, Path, Path]) -> None:
+    """Frames not saved and the audio gone when tune or propagate score a borrowed transcript: an AudioError
+    traceback before (issue 16)."""
+    from choral.pipeline.teacher import teacher_scorer
+
+    manifest, checkpoint, run = setup
+    decode_manifest(manifest, run, checkpoint, DecodeConfig(nbest=2, beam=2))
+    group_manifest(run / "decoded.jsonl.gz", run / "grouped.jsonl.gz")
+    for cut in read_cuts(manifest):
+        Path(cut.recording.sources[0].source).unlink(missing_ok=True)
+    scorer = teacher_scorer(run / "grouped.jsonl.gz", checkpoint)
+    with pytest.raises(ChoralError) as caught:
+        scorer("a", ["a borrowed transcript"])
+    message = str(caught.value)
+    assert message.startswith("cut a: the teacher scorer needs its audio (audio file not found")
+    assert "--save-frames" in message and "\n" not in message
