@@ -16,7 +16,8 @@ from enum import Enum
 from typing import Iterator, Mapping
 
 import typer
-from rich.console import Console
+from rich import box
+from rich.console import Console, ConsoleDimensions
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -42,8 +43,33 @@ DIGITS_HELP = "Digits policy of the text normaliser (the same for grouping, prop
 
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM killed
 
-console = Console()
-error_console = Console(stderr=True)
+LOG_WIDTH = 10_000  # columns of a console that is not a terminal: in effect, no wrapping
+
+
+class LogConsole(Console):
+    """A rich console that, when its stream is not a terminal (cron logs, pipes, log shippers), writes each
+    line whole (no wrapping at 80 columns mid-way through a stage line or a table cell); on a terminal it is
+    rich's own. Tables choral builds drop their box drawing there too (:func:`plain_output`)."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self.is_terminal or self._width is not None or "COLUMNS" in self._environ:
+            return size
+        return ConsoleDimensions(LOG_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+console = LogConsole()
+error_console = LogConsole(stderr=True)
+
+
+def plain_output() -> bool:
+    """True when stdout is not a terminal: summaries are written as plain lines, without box drawing."""
+    return not console.is_terminal
 
 
 class RichProgress:
@@ -139,7 +165,9 @@ def stage_errors(command: str, options: Mapping[str, str] | None = None) -> Iter
 
 def summary_table(title: str, rows: list[tuple[str, str]]) -> Table:
     """A two-column key/value table for the end-of-stage summary."""
-    table = Table(title=title, show_header=False, title_justify="left")
+    plain = plain_output()
+    table = Table(title=title, show_header=False, title_justify="left", box=None if plain else box.HEAVY_HEAD,
+                  pad_edge=not plain)
     table.add_column(style="bold")
     table.add_column(justify="right")
     for key, value in rows:
