@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import secrets
 import shutil
 import zlib
 from contextlib import contextmanager
@@ -150,10 +151,13 @@ def read_cuts(path: str | Path) -> list[Cut]:
 
 
 def temporary_name(path: Path) -> Path:
-    """A unique sibling name for ``path`` that keeps its suffixes (lhotse infers format from them)."""
+    """A unique sibling name for ``path`` that keeps its suffixes (lhotse infers format from them):
+    ``.NAME.tmp.PID.RANDOM.SUFFIXES``. The PID tells a later run whether its writer is gone
+    (:func:`remove_orphans`); the random part keeps others in a shared folder from planting a symlink
+    under the name a run is about to write."""
     suffixes = "".join(path.suffixes)
     stem = path.name[: len(path.name) - len(suffixes)] if suffixes else path.name
-    return path.with_name(f".{stem}.tmp.{os.getpid()}{suffixes}")
+    return path.with_name(f".{stem}.tmp.{os.getpid()}.{secrets.token_hex(4)}{suffixes}")
 
 
 _LEFTOVER = re.compile(r"\..+\.(?:tmp|old)\.(\d+)(?:\..*)?")  # temporary_name / atomic_directory names
