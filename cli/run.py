@@ -29,6 +29,9 @@ def run(
     run_dir: Optional[Path] = typer.Option(None, help="Run directory [default: run_dir of the config]."),
     until: str = typer.Option("eval", help=f"Last stage to run: {', '.join(STAGES)}."),
     force: bool = typer.Option(False, "--force", help="Redo every stage even if its outputs are up to date."),
+    force_stage: Optional[list[str]] = typer.Option(None, "--force-stage", metavar="STAGE",
+                                                    help="Redo this stage even if it is up to date (repeatable); "
+                                                         "later stages rerun if its output changed."),
 ) -> None:
     """Run prepare -> decode -> group -> graph -> tune -> propagate -> export -> eval into one run directory.
 
@@ -38,10 +41,11 @@ def run(
     2 bad usage (an unknown --until stage), 75 another run holds the run directory, 130 interrupted,
     143 terminated (SIGTERM).
     """
-    if until not in STAGES:  # a usage error: exit 2, as the README promises
-        error_console.print(f"[bold red]choral run: error:[/] --until {until!r} is not a stage; choose one of "
-                            f"{', '.join(STAGES)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE)
+    for option, stage in [("--until", until), *(("--force-stage", name) for name in force_stage or [])]:
+        if stage not in STAGES:  # a usage error: exit 2, as the README promises
+            error_console.print(f"[bold red]choral run: error:[/] {option} {stage!r} is not a stage; choose one "
+                                f"of {', '.join(STAGES)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_USAGE)
     with stage_errors("run"):
         config = load_run_config(config_file)
         if run_dir is not None:
@@ -49,7 +53,8 @@ def run(
         console.print(f"choral run {config_file} -> {config.run_dir}", highlight=False, soft_wrap=True)
         try:
             with progress_bar() as progress:
-                summary = run_pipeline(config, until=until, force=force, progress=progress, on_stage=_stage_line)
+                summary = run_pipeline(config, until=until, force=force, force_stages=tuple(force_stage or ()),
+                                       progress=progress, on_stage=_stage_line)
         except RunLocked as error:
             error_console.print(f"[bold red]choral run: error:[/] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_LOCKED) from None

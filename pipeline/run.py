@@ -31,7 +31,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Collection, Iterator, Literal
 
 from .decode import decode_manifest, output_paths
 from .errors import ChoralError
@@ -167,12 +167,16 @@ def run_pipeline(
     *,
     until: str = "eval",
     force: bool = False,
+    force_stages: Collection[str] = (),
     progress: Progress = NullProgress(),
     on_stage: Callable[[StageResult], None] | None = None,
 ) -> RunSummary:
-    """Run the stages of ``config`` up to ``until`` (inclusive), skipping those that are up to date."""
-    if until not in STAGES:
-        raise ChoralError(f"unknown stage {until!r}; choose one of {', '.join(STAGES)}")
+    """Run the stages of ``config`` up to ``until`` (inclusive), skipping those that are up to date;
+    ``force`` redoes every stage, ``force_stages`` the stages named (the later ones then rerun only if
+    their inputs changed)."""
+    for stage in (until, *force_stages):
+        if stage not in STAGES:
+            raise ChoralError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     paths = RunPaths(Path(config.run_dir))
     summary = RunSummary(run_dir=paths.root)
     started = time.perf_counter()
@@ -194,7 +198,8 @@ def run_pipeline(
         for leftover in remove_orphans(paths.root):
             log.info("removed %s, left by a run that was killed", leftover)
         try:
-            return _run_stages(config, paths, summary, started, record, wanted, force, progress)
+            return _run_stages(config, paths, summary, started, record, wanted,
+                               lambda stage: force or stage in force_stages, progress)
         except BaseException as error:
             # run.json must not keep saying the previous run succeeded: record the stage that failed
             failed = STAGES[len(summary.stages)] if len(summary.stages) < len(STAGES) else STAGES[-1]
@@ -224,15 +229,16 @@ def _run_stages(
     started: float,
     record: Callable[..., None],
     wanted: Callable[[str], bool],
-    force: bool,
+    forced: Callable[[str], bool],
     progress: Progress,
 ) -> RunSummary:
-    """The stages of :func:`run_pipeline`, in order, under its lock; ``record`` is called after each."""
+    """The stages of :func:`run_pipeline`, in order, under its lock; ``record`` is called after each,
+    ``forced(stage)`` says whether a stage is redone even when up to date."""
     normalizer = config.normalizer
     # prepare
     cuts = config.input.source
     if config.input.needs_prepare:
-        prepared = prepare_input(config.input, paths.prepared, force=force, progress=progress)
+        prepared = prepare_input(config.input, paths.prepared, force=forced("prepare"), progress=progress)
         cuts = paths.prepared
         record("prepare", "skipped" if prepared.skipped else "ran", prepared.seconds,
                "" if prepared.skipped else f"{prepared.n_cuts:,} cuts ({prepared.hours:.2f} h), "
@@ -243,14 +249,14 @@ def _run_stages(
         return _finish(summary, paths, started)
 
     decoded = decode_manifest(cuts, paths.root / "decode", config.teacher, config.decode,
-                              force=force, progress=progress)
+                              force=forced("decode"), progress=progress)
     record("decode", "skipped" if decoded.skipped else "ran", decoded.seconds,
            "" if decoded.skipped else f"{decoded.n_decoded:,} cuts, {decoded.n_failed:,} failed, "
            f"RTF {decoded.rtf:.3f}")
     if not wanted("group"):
         return _finish(summary, paths, started)
 
-    grouped = group_manifest(paths.decoded, paths.grouped, config.group, normalizer, force=force,
+    grouped = group_manifest(paths.decoded, paths.grouped, config.group, normalizer, force=forced("group"),
                              progress=progress)
     record("group", "skipped" if grouped.skipped else "ran", grouped.seconds,
            "" if grouped.skipped else f"{grouped.n_groups:,} groups + {grouped.n_singletons:,} singletons, "
@@ -258,7 +264,7 @@ def _run_stages(
     if not wanted("graph"):
         return _finish(summary, paths, started)
 
-    graph = build_graph(paths.grouped, paths.graph, None, config.graph, normalizer, force=force,
+    graph = build_graph(paths.grouped, paths.graph, None, config.graph, normalizer, force=forced("graph"),
                         progress=progress)
     fit = graph.fit
     record("graph", "skipped" if graph.skipped else "ran", graph.seconds,
@@ -272,7 +278,7 @@ def _run_stages(
     scorer = teacher_scorer(paths.grouped, config.teacher) if config.scorer else None
     if config.tune_enabled:
         tuned = tune_stage(paths.grouped, paths.graph, paths.params, base=config.propagate, grid=config.tune,
-                           normalizer=normalizer, force=force, progress=progress,
+                           normalizer=normalizer, force=forced("tune"), progress=progress,
                            scorer=scorer if config.propagate.share_candidates else None)
         record("tune", *_tune_status(tuned))
         propagate_config = load_params(paths.params, base=config.propagate)
@@ -283,14 +289,15 @@ def _run_stages(
 
     propagated = propagate_manifest(paths.grouped, paths.graph, paths.rescored, propagate_config, normalizer,
                                     scorer=scorer if propagate_config.share_candidates else None,
-                                    force=force, progress=progress)
+                                    force=forced("propagate"), progress=progress)
     record("propagate", "skipped" if propagated.skipped else "ran", propagated.seconds,
            "" if propagated.skipped else f"{propagated.changed:,} transcripts changed, "
            f"{propagated.shared:,} from neighbours")
     if not wanted("export"):
         return _finish(summary, paths, started)
 
-    exported = export_manifest(paths.rescored, paths.export, config.export, force=force, progress=progress)
+    exported = export_manifest(paths.rescored, paths.export, config.export, force=forced("export"),
+                               progress=progress)
     record("export", "skipped" if exported.skipped else "ran", exported.seconds,
            "" if exported.skipped else f"{config.export.format}: {exported.n_kept:,} cuts kept "
            f"({exported.hours_kept:.2f} h), {exported.n_dropped:,} dropped")
@@ -301,7 +308,8 @@ def _run_stages(
         record("eval", "off", detail="no eval.references")
     else:
         evaluated = evaluate_manifest(paths.rescored, config.eval.references, paths.eval, config.eval.by,
-                                      normalizer, config.eval.allow_missing, force=force, progress=progress)
+                                      normalizer, config.eval.allow_missing, force=forced("eval"),
+                                      progress=progress)
         summary.report = evaluated.report
         overall = evaluated.report["unannotated"]
         record("eval", "skipped" if evaluated.skipped else "ran", evaluated.seconds,

@@ -153,6 +153,14 @@ def test_until_stops_after_that_stage_and_a_later_run_continues(tmp_path: Path, 
     with pytest.raises(ChoralError, match="unknown stage 'bogus'"):
         run_pipeline(config, until="bogus")
 
+    # --force-stage redoes one stage; the later ones rerun only because its output changed
+    one = run_pipeline(config, until="graph", force_stages=("group",))  # decode: prepare was forced above
+    assert statuses(one) == {"prepare": "skipped", "decode": "ran", "group": "ran", "graph": "ran"}
+    two = run_pipeline(config, until="graph", force_stages=("graph",))
+    assert statuses(two) == {"prepare": "skipped", "decode": "skipped", "group": "skipped", "graph": "ran"}
+    with pytest.raises(ChoralError, match="unknown stage 'bogus'"):
+        run_pipeline(config, force_stages=("bogus",))
+
 
 def test_optional_stages_are_off(tmp_path: Path, teacher: Path) -> None:
     """tune off, no scorer, no references; a lhotse manifest needing nothing is decoded as it is."""
