@@ -2,18 +2,22 @@
 
 Exit codes batch jobs can rely on: 0 success (including "up to date, skipped"),
 1 bad input or failed stage (one line on stderr naming the file), 2 bad usage
-(typer's own), 130 interrupted.
+(typer's own), 130 interrupted (SIGINT), 143 terminated (SIGTERM, what cron,
+systemd, SLURM and Kubernetes send): both remove the temporary files.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from enum import Enum
 from typing import Iterator, Mapping
 
 import typer
-from rich.console import Console
+from rich import box
+from rich.console import Console, ConsoleDimensions
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -37,8 +41,35 @@ DEFAULT_DIGITS = Digits(TextNormalizer().digits)
 
 DIGITS_HELP = "Digits policy of the text normaliser (the same for grouping, propagation and WER)."
 
-console = Console()
-error_console = Console(stderr=True)
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM killed
+
+LOG_WIDTH = 10_000  # columns of a console that is not a terminal: in effect, no wrapping
+
+
+class LogConsole(Console):
+    """A rich console that, when its stream is not a terminal (cron logs, pipes, log shippers), writes each
+    line whole (no wrapping at 80 columns mid-way through a stage line or a table cell); on a terminal it is
+    rich's own. Tables choral builds drop their box drawing there too (:func:`plain_output`)."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self.is_terminal or self._width is not None or "COLUMNS" in self._environ:
+            return size
+        return ConsoleDimensions(LOG_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+console = LogConsole()
+error_console = LogConsole(stderr=True)
+
+
+def plain_output() -> bool:
+    """True when stdout is not a terminal: summaries are written as plain lines, without box drawing."""
+    return not console.is_terminal
 
 
 class RichProgress:
@@ -79,6 +110,31 @@ def progress_bar() -> Iterator[RichProgress]:
         yield RichProgress(progress)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so every atomic writer removes its temporary file as on Ctrl-C."""
+
+    def __init__(self) -> None:
+        super().__init__("terminated (SIGTERM)")
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While the block runs (in the main thread), SIGTERM raises :class:`Terminated` instead of killing the
+    process on the spot, which left ``.tmp.PID`` files behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def stage_errors(command: str, options: Mapping[str, str] | None = None) -> Iterator[None]:
     """Turn choral's user-facing errors into one stderr line and exit code 1.
@@ -92,19 +148,26 @@ def stage_errors(command: str, options: Mapping[str, str] | None = None) -> Iter
         return (options or {}).get(field, "--" + field.replace("_", "-"))
 
     try:
-        yield
+        with _sigterm_interrupts():
+            yield
     except ChoralError as error:
         message = error.message(option_of) if isinstance(error, ConfigError) else str(error)
         error_console.print(f"[bold red]choral {command}: error:[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    except Terminated:
+        error_console.print(f"choral {command}: terminated (SIGTERM); temporary files removed, no output was "
+                            "written", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_TERMINATED) from None
     except KeyboardInterrupt:
-        error_console.print(f"choral {command}: interrupted; no output was written", highlight=False)
+        error_console.print(f"choral {command}: interrupted; no output was written", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
 
 
 def summary_table(title: str, rows: list[tuple[str, str]]) -> Table:
     """A two-column key/value table for the end-of-stage summary."""
-    table = Table(title=title, show_header=False, title_justify="left")
+    plain = plain_output()
+    table = Table(title=title, show_header=False, title_justify="left", box=None if plain else box.HEAVY_HEAD,
+                  pad_edge=not plain)
     table.add_column(style="bold")
     table.add_column(justify="right")
     for key, value in rows:

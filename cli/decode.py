@@ -68,13 +68,20 @@ def decode(
                                                                    "for DTW over frames in `choral graph`."),
     on_error: str = typer.Option("skip", help="Cut with missing/unreadable/empty audio: skip (list it in "
                                               "failed.jsonl) or fail (stop, write nothing)."),
+    min_duration: float = typer.Option(_DEFAULT.min_duration, help="Cuts shorter than this (seconds) are not "
+                                                                     "decoded but listed in failed.jsonl."),
+    max_duration: float = typer.Option(_DEFAULT.max_duration, help="Cuts longer than this (seconds) are not "
+                                                                     "decoded but listed in failed.jsonl: the "
+                                                                     "teacher labels a long recording with its "
+                                                                     "first sentence; segment it first."),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the output is up to date."),
 ) -> None:
     """Decode cuts with the teacher transducer: n-best hypotheses with log-probabilities and pooled embeddings."""
     with stage_errors("decode"):
         config = DecodeConfig(nbest=nbest, beam=beam, search_temperature=search_temperature,
                               batch_duration=batch_duration, save_frames=save_frames,
-                              on_error=on_error)  # type: ignore[arg-type]
+                              on_error=on_error, min_duration=min_duration,  # type: ignore[arg-type]
+                              max_duration=max_duration)
         with _progress_bar() as progress:
             summary = decode_manifest(cuts, out_dir, teacher, config, force=force, progress=progress,
                                       on_batch=progress.show)

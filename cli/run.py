@@ -8,18 +8,18 @@ from typing import Optional
 
 import typer
 
-from ..pipeline.errors import ChoralError
 from ..pipeline.run import STAGES, RunLocked, StageResult, load_run_config, run_pipeline
 from .common import console, error_console, progress_bar, stage_errors, summary_table
 from .report import wer_table
 
+EXIT_USAGE = 2
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the run directory; try again later
 
 
 def _stage_line(result: StageResult) -> None:
     label, style = {"ran": ("ran", "green"), "skipped": ("up to date, skipped", "dim"),
-                    "off": ("off", "dim")}[result.status]
-    seconds = f"{result.seconds:7.1f} s" if result.status == "ran" else " " * 9
+                    "off": ("off", "dim"), "failed": ("failed", "bold red")}[result.status]
+    seconds = f"{result.seconds:7.1f} s" if result.status in ("ran", "failed") else " " * 9
     # pad the visible text, not the markup, so the columns line up
     console.print(f"  {result.stage:<9s} [{style}]{label:<19s}[/] {seconds}  {result.detail}", highlight=False)
 
@@ -29,24 +29,32 @@ def run(
     run_dir: Optional[Path] = typer.Option(None, help="Run directory [default: run_dir of the config]."),
     until: str = typer.Option("eval", help=f"Last stage to run: {', '.join(STAGES)}."),
     force: bool = typer.Option(False, "--force", help="Redo every stage even if its outputs are up to date."),
+    force_stage: Optional[list[str]] = typer.Option(None, "--force-stage", metavar="STAGE",
+                                                    help="Redo this stage even if it is up to date (repeatable); "
+                                                         "later stages rerun if its output changed."),
 ) -> None:
     """Run prepare -> decode -> group -> graph -> tune -> propagate -> export -> eval into one run directory.
 
     Stages whose outputs are up to date with their inputs and parameters are skipped, so a repeated run
     with no new input does no work (safe under cron). The config is checked completely before any work:
     an unknown key or a wrong type is an error naming the key. Exit codes: 0 done, 1 bad input or config,
-    75 another run holds the run directory, 130 interrupted.
+    2 bad usage (an unknown --until stage), 75 another run holds the run directory, 130 interrupted,
+    143 terminated (SIGTERM).
     """
+    for option, stage in [("--until", until), *(("--force-stage", name) for name in force_stage or [])]:
+        if stage not in STAGES:  # a usage error: exit 2, as the README promises
+            error_console.print(f"[bold red]choral run: error:[/] {option} {stage!r} is not a stage; choose one "
+                                f"of {', '.join(STAGES)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_USAGE)
     with stage_errors("run"):
-        if until not in STAGES:
-            raise ChoralError(f"--until {until!r} is not a stage; choose one of {', '.join(STAGES)}")
         config = load_run_config(config_file)
         if run_dir is not None:
             config = replace(config, run_dir=run_dir)
         console.print(f"choral run {config_file} -> {config.run_dir}", highlight=False, soft_wrap=True)
         try:
             with progress_bar() as progress:
-                summary = run_pipeline(config, until=until, force=force, progress=progress, on_stage=_stage_line)
+                summary = run_pipeline(config, until=until, force=force, force_stages=tuple(force_stage or ()),
+                                       progress=progress, on_stage=_stage_line)
         except RunLocked as error:
             error_console.print(f"[bold red]choral run: error:[/] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_LOCKED) from None

@@ -11,6 +11,7 @@ file and the dotted key (``decode.bem``), never a silently ignored setting.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -52,20 +53,40 @@ def _type_name(annotation: Any) -> str:
     return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
 
 
+class NotFinite(TypeError):
+    """A NaN or infinite value where a float setting is meant (YAML ``.nan``, ``.inf``)."""
+
+
+def check_finite(config: object) -> None:
+    """Raise a ConfigError naming the first float field of dataclass ``config`` (or a value of a tuple of
+    floats) that is NaN or infinite: such a setting makes every comparison false and a stage output
+    quietly wrong (no edges, a bare NaN in a report) instead of failing. Called by the configs'
+    ``__post_init__``, so command-line flags (``--threshold nan``) are checked as YAML keys are."""
+    for item in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, item.name)
+        for number in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ConfigError(item.name, f"must be a finite number, not {number}")
+
+
 def coerce(value: Any, annotation: Any) -> Any:
-    """``value`` as ``annotation`` (int -> float allowed, list -> tuple); raises TypeError if it does not fit."""
+    """``value`` as ``annotation`` (int -> float allowed, list -> tuple); raises TypeError if it does not fit
+    (:class:`NotFinite` for a NaN or infinite float)."""
     origin = typing.get_origin(annotation)
     if origin is Literal:
         if value in typing.get_args(annotation) and not isinstance(value, bool):
             return value
         raise TypeError
     if origin in (Union, types.UnionType):
+        not_finite = False
         for option in typing.get_args(annotation):
             try:
                 return coerce(value, option)
+            except NotFinite:
+                not_finite = True
             except TypeError:
                 continue
-        raise TypeError
+        raise NotFinite if not_finite else TypeError
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise TypeError
@@ -84,6 +105,8 @@ def coerce(value: Any, annotation: Any) -> Any:
         raise TypeError
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # YAML's .nan / .inf: never a meaningful setting
+                raise NotFinite
             return float(value)
         raise TypeError
     if annotation is int:
@@ -123,6 +146,8 @@ def _dotted(section: str, key: object) -> str:
 def _read_value(value: Any, annotation: Any, path: Path, dotted: str) -> Any:
     try:
         return coerce(value, annotation)
+    except NotFinite:
+        raise InputError(path, f"key {dotted!r} must be a finite number, not {value!r}") from None
     except TypeError:
         raise InputError(path, f"key {dotted!r} must be {_type_name(annotation)}, not {value!r}") from None
 

@@ -7,8 +7,9 @@ Outputs in ``OUT_DIR``, all written atomically (temporary name, renamed when com
   with ``save_frames``, ``custom.frames`` (``TemporalArray`` of encoder frames, 40 ms shift);
 - ``embeddings.h5``: the arrays (lhotse numpy_hdf5 storage);
 - ``failed.jsonl``: one ``{"id", "reason"}`` line per cut whose audio is missing,
-  unreadable or empty (with ``on_error="fail"`` the first such cut is an InputError
-  and nothing is written).
+  unreadable or empty, or which lasts less than ``min_duration`` or more than
+  ``max_duration`` seconds (with ``on_error="fail"`` the first such cut is an
+  InputError and nothing is written).
 
 Cuts are decoded in batches of at most ``batch_duration`` seconds of audio, in
 manifest order, so the output follows the input.
@@ -17,22 +18,36 @@ manifest order, so the output follows the input.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Iterable, Iterator, Literal
 
 import numpy as np
 from lhotse.array import TemporalArray
 from lhotse.cut import Cut
 from lhotse.features.io import NumpyHdf5Writer
 
+from .config import check_finite
 from .errors import ConfigError, InputError
-from .manifest import CutWriter, atomic_output, check_readable, iter_cuts, iter_json_lines, write_failures
-from .meta import StageRecord, is_up_to_date, write_meta
+from .manifest import (
+    CutWriter,
+    atomic_output,
+    audio_paths,
+    check_readable,
+    iter_cuts,
+    iter_json_lines,
+    write_failures,
+)
+from .meta import StageRecord, files_digest, is_up_to_date, write_meta
 from .progress import NullProgress, Progress
 from .teacher.contracts import AudioError, DecodeResult, Teacher
 from .teacher.registry import open_teacher, resolve_teacher, teacher_inputs
+
+log = logging.getLogger(__name__)
 
 FRAME_SHIFT = 0.04  # seconds between encoder frames: 10 ms features subsampled 4x
 
@@ -47,8 +62,13 @@ class DecodeConfig:
     batch_duration: float = 60.0
     save_frames: bool = False
     on_error: Literal["skip", "fail"] = "skip"
+    # Cuts outside [min_duration, max_duration] seconds are not decoded but listed in failed.jsonl: the teacher
+    # labels a long recording with its first sentence, and a clip of a few ms with a letter, both confidently.
+    min_duration: float = 0.3
+    max_duration: float = 30.0
 
     def __post_init__(self) -> None:
+        check_finite(self)
         for name in ("nbest", "beam"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be at least 1, not {getattr(self, name)}")
@@ -61,6 +81,23 @@ class DecodeConfig:
             raise ConfigError("batch_duration", f"must be positive, not {self.batch_duration}")
         if self.on_error not in ("skip", "fail"):
             raise ConfigError("on_error", f"must be skip or fail, not {self.on_error!r}")
+        if self.min_duration < 0:
+            raise ConfigError("min_duration", f"must be non-negative, not {self.min_duration}")
+        if self.max_duration <= self.min_duration:
+            raise ConfigError("max_duration", f"{self.max_duration} must exceed {{min_duration}} "
+                                              f"{self.min_duration}", related=("min_duration",))
+
+    def refusal(self, duration: float) -> str | None:
+        """Why a cut of ``duration`` seconds is not decoded (outside the duration limits), or None."""
+        if not math.isfinite(duration):
+            return f"its duration {duration} is not a finite number of seconds"
+        if duration > self.max_duration:
+            return (f"{duration:.4g} s is longer than max_duration {self.max_duration:g} s: segment long "
+                    "recordings first (e.g. lhotse cut.cut_into_windows)")
+        if duration < self.min_duration:
+            return (f"{duration:.4g} s is shorter than min_duration {self.min_duration:g} s: too short to "
+                    "hold a word")
+        return None
 
 
 @dataclass
@@ -84,6 +121,32 @@ def output_paths(out_dir: str | Path) -> tuple[Path, Path, Path]:
     """``decoded.jsonl.gz``, ``embeddings.h5`` and ``failed.jsonl`` inside ``out_dir``."""
     out_dir = Path(out_dir)
     return out_dir / "decoded.jsonl.gz", out_dir / "embeddings.h5", out_dir / "failed.jsonl"
+
+
+_ESCAPED = "sha256-"  # prefix of a hashed storage key
+
+
+def storage_key(cut_id: str) -> str:
+    """The HDF5 name of a cut's arrays: the id itself when HDF5 keeps it apart from every other id, else
+    ``sha256-<hex digest of the id>``.
+
+    HDF5 reads ``/`` as a path (``spk1`` and ``spk1/utt1`` collide, ``a/b`` and ``a//b`` are one name),
+    ``.`` as the current group and a NUL byte as the end, so such ids (and ids that start with the prefix,
+    which keeps the mapping one-to-one) are hashed; the manifest keeps the true id and points at the key."""
+    if (not cut_id or "/" in cut_id or "\0" in cut_id or cut_id in (".", "..")
+            or cut_id.startswith(_ESCAPED)):
+        return _ESCAPED + hashlib.sha256(cut_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return cut_id
+
+
+def _within_limits(cuts: Iterable[Cut], config: DecodeConfig, refused: dict[str, str]) -> Iterator[Cut]:
+    """The cuts ``config``'s duration limits let through; the others go to ``refused`` with the reason."""
+    for cut in cuts:
+        reason = config.refusal(cut.duration)
+        if reason is None:
+            yield cut
+        else:
+            refused[cut.id] = reason
 
 
 def _batches(cuts, seconds: float):
@@ -135,7 +198,9 @@ def decode_manifest(
     cuts_path = check_readable(cuts_path)
     teacher_path = resolve_teacher(teacher_path)
     decoded_path, h5_path, failed_path = output_paths(out_dir)
-    record = StageRecord.create("decode", inputs=[cuts_path, *teacher_inputs(teacher_path)], params=asdict(config),
+    # the audio files' sizes and mtimes count too: a fixed or replaced file is decoded again on the next run
+    params = {**asdict(config), "audio_files": files_digest(audio_paths(cuts_path))}
+    record = StageRecord.create("decode", inputs=[cuts_path, *teacher_inputs(teacher_path)], params=params,
                                 outputs=[decoded_path, h5_path, failed_path])
     summary = DecodeSummary(output=decoded_path)
     if not force and is_up_to_date(record, decoded_path):
@@ -148,7 +213,6 @@ def decode_manifest(
     total = sum(1 for _ in iter_json_lines(cuts_path))
     progress.task("decoding utterances", total)
     failures: dict[str, str] = {}
-    seen: set[str] = set()
     h5_final = str(h5_path.resolve())
     started = time.perf_counter()
 
@@ -160,11 +224,21 @@ def decode_manifest(
         return dataclasses.replace(stored, storage_path=h5_final)
 
     with CutWriter(decoded_path) as writer, atomic_output(h5_path) as h5_tmp, NumpyHdf5Writer(h5_tmp) as arrays:
-        for batch in _batches(iter_cuts(cuts_path), config.batch_duration):
-            for cut in batch:
-                if cut.id in seen:
-                    raise InputError(cuts_path, "duplicate cut id", cut_id=cut.id)
-                seen.add(cut.id)
+        refused: dict[str, str] = {}  # cuts outside the duration limits, in the order met
+        outside: list[str] = []  # the reasons of all of them
+
+        def take_refused() -> None:
+            if refused and config.on_error == "fail":
+                cut_id, reason = next(iter(refused.items()))
+                raise InputError(cuts_path, reason, cut_id=cut_id)
+            failures.update(refused)
+            outside.extend(refused.values())
+            summary.n_failed += len(refused)
+            progress.advance(len(refused))
+            refused.clear()
+
+        for batch in _batches(_within_limits(iter_cuts(cuts_path), config, refused), config.batch_duration):
+            take_refused()
             before = set(failures)
             decoded = _decode_batch(teacher, batch, failures)
             new_failures = [cut for cut in batch if cut.id in failures and cut.id not in before]
@@ -172,12 +246,13 @@ def decode_manifest(
                 first = new_failures[0]
                 raise InputError(cuts_path, failures[first.id], cut_id=first.id)
             for cut, result in decoded:
+                key = storage_key(cut.id)
                 custom = dict(cut.custom or {})
                 custom["nbest"] = [{"text": text, "tokens": list(tokens), "score": float(score)}
                                    for text, tokens, score in result.nbest]
-                custom["embedding"] = store(arrays, "embedding/" + cut.id, result.embedding.astype(np.float32))
+                custom["embedding"] = store(arrays, "embedding/" + key, result.embedding.astype(np.float32))
                 if config.save_frames:
-                    custom["frames"] = store(arrays, "frames/" + cut.id, result.frames.astype(np.float32),
+                    custom["frames"] = store(arrays, "frames/" + key, result.frames.astype(np.float32),
                                              frame_shift=FRAME_SHIFT, temporal_dim=0, start=cut.start)
                 cut.custom = custom
                 writer.write(cut)
@@ -188,11 +263,15 @@ def decode_manifest(
             progress.advance(len(batch))
             if on_batch is not None:
                 on_batch(summary)
+        take_refused()
         if writer.count == 0:
             first_id, reason = next(iter(failures.items()))
             raise InputError(cuts_path, f"no cut could be decoded: all {len(failures)} failed, the first because "
                              f"{reason}", cut_id=first_id)
         write_failures(failed_path, failures)
+    if outside:
+        log.warning("decode: %d cut(s) outside %g-%g s were not decoded (listed in %s), e.g. %s", len(outside),
+                    config.min_duration, config.max_duration, failed_path, outside[0])
     summary.seconds = time.perf_counter() - started
     write_meta(record, decoded_path)
     return summary

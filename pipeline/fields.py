@@ -61,8 +61,10 @@ def nbest(cut: Cut, source: str | Path) -> list[Hypothesis]:
         if not isinstance(entry, dict) or "text" not in entry or "score" not in entry:
             raise InputError(source, f"custom.nbest[{rank}] needs 'text' and 'score'", cut_id=cut.id)
         score = entry["score"]
-        if not isinstance(score, (int, float)) or math.isnan(score):
-            raise InputError(source, f"custom.nbest[{rank}].score is not a number", cut_id=cut.id)
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            # JSON's NaN and +-Infinity: no log-probability, and they break the posterior softmax
+            raise InputError(source, f"custom.nbest[{rank}].score must be a finite log-probability, not {score!r}",
+                             cut_id=cut.id)
         text = entry["text"] if entry["text"] is not None else ""
         hypotheses.append(Hypothesis(text=str(text), score=float(score), tokens=tuple(entry.get("tokens") or ())))
     return hypotheses

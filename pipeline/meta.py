@@ -9,12 +9,13 @@ up to date.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .manifest import write_json
 
@@ -33,6 +34,23 @@ def fingerprint(path: str | Path) -> dict[str, int]:
     """Size and modification time of a file: cheap, and changes whenever it is rewritten."""
     stat = Path(path).stat()
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def files_digest(paths: Iterable[str | Path]) -> str:
+    """A digest of the names, sizes and mtimes of ``paths`` (a missing file counts as missing): it changes
+    when a file is added, removed, replaced or rewritten, at the cost of one ``stat`` per file, never a read.
+
+    The stages that read audio named by a manifest record it, so a fixed audio file is seen on the next run
+    although the manifest is unchanged."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            stat = Path(path).stat()
+        except OSError:
+            digest.update(f"{path}\0missing\n".encode())
+            continue
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def meta_path(output: str | Path) -> Path:

@@ -21,12 +21,13 @@ threshold. Audio files whose header cannot be read are skipped and listed in
 
 The stage is skipped when its inputs are unchanged; for ``audio_dir`` the
 fingerprint is a digest of the listing (names, sizes, mtimes), so new audio in
-the folder makes a nightly run relabel.
+the folder makes a nightly run relabel; for the other inputs it includes the
+same digest of the audio files they name, so a replaced file is read again.
 """
 
 from __future__ import annotations
 
-import hashlib
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -39,8 +40,8 @@ from lhotse.cut import Cut
 from .errors import ChoralError, InputError
 from .fields import is_annotated
 from .kaldi import read_table
-from .manifest import CutWriter, check_readable, iter_cuts, iter_json_lines, write_failures
-from .meta import StageRecord, is_up_to_date, write_meta
+from .manifest import CutWriter, audio_paths, check_readable, iter_cuts, iter_json_lines, write_failures
+from .meta import StageRecord, files_digest, is_up_to_date, write_meta
 from .progress import NullProgress, Progress
 from .references import read_references
 
@@ -105,11 +106,23 @@ def _audio_files(folder: Path) -> list[Path]:
 
 def listing_digest(files: list[Path]) -> str:
     """A digest of names, sizes and mtimes: changes when a file is added, removed or rewritten."""
-    digest = hashlib.sha256()
-    for path in files:
-        stat = path.stat()
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+    return files_digest(files)
+
+
+def referenced_audio(config: "InputConfig") -> list[Path]:
+    """The audio files a ``cuts``, Kaldi or NeMo input names (Kaldi commands ending in ``|`` are not files):
+    their sizes and mtimes join the stage's fingerprint, so a replaced file is read again on the next run."""
+    source = config.source
+    if config.kind == "cuts":
+        return audio_paths(source, config.audio_root)
+    if config.kind == "kaldi_dir":
+        return [Path(spec).expanduser() for spec in read_table(source / "wav.scp").values() if not spec.endswith("|")]
+    paths: dict[Path, None] = {}
+    for _, entry in iter_json_lines(source, require_id=False):
+        audio = entry.get("audio_filepath")
+        if isinstance(audio, str) and audio:
+            paths.setdefault(Path(audio) if os.path.isabs(audio) else source.parent / audio)
+    return list(paths)
 
 
 def audio_dir_cut_id(folder: Path, path: Path) -> str:
@@ -141,8 +154,11 @@ def _from_audio_dir(folder: Path, failures: dict[str, str]) -> Iterator[Cut]:
 
 
 def _seconds(value: object, manifest: Path, key: str, line: int) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise InputError(manifest, f"{key} must be a non-negative number of seconds, not {value!r}", line=line)
+    """A NeMo offset or duration: JSON's ``NaN``, ``Infinity`` and ``1e400`` (read as inf) are refused, as
+    they would give NaN cut durations and segments starting at ``nan``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InputError(manifest, f"{key} must be a finite, non-negative number of seconds, not {value!r}",
+                         line=line)
     return float(value)
 
 
@@ -250,6 +266,9 @@ def _from_kaldi(folder: Path, sampling_rate: int, failures: dict[str, str]) -> I
             except (IndexError, ValueError):
                 raise InputError(segments, f"expected '<utterance> <recording> <start> <end>' "
                                            f"for {utterance!r}") from None
+            if not (math.isfinite(start) and math.isfinite(end)) or start < 0:
+                raise InputError(segments, f"start and end of {utterance!r} must be finite, start non-negative "
+                                           f"(end -1: to the end of the recording), not {fields[1]} {fields[2]}")
             if recording_id not in wav_scp:
                 raise InputError(segments, f"utterance {utterance!r} names recording {recording_id!r}, "
                                            "which wav.scp does not list")
@@ -306,6 +325,7 @@ def prepare_input(config: InputConfig, output: str | Path, *, force: bool = Fals
         inputs = [check_readable(source / "wav.scp") if config.kind == "kaldi_dir" else check_readable(source)]
         if config.kind == "kaldi_dir":
             inputs += [source / n for n in ("segments", "text", "utt2spk") if (source / n).is_file()]
+        params["audio"] = files_digest(referenced_audio(config))
     if config.annotations is not None:
         inputs.append(check_readable(config.annotations))
     record = StageRecord.create("prepare", inputs=inputs, params=params, outputs=[output, failed_path])

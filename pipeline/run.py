@@ -6,7 +6,8 @@ Each stage keeps its own ``.meta.json`` sidecar, so a stage whose inputs and
 parameters are unchanged is skipped, and a second run with no new input does no
 work. The run directory is locked for the run's duration (``RUN/.lock``, an
 ``flock``): an overlapping cron run stops at once with :class:`RunLocked`
-instead of writing beside the first. Every output is written under a temporary
+instead of writing beside the first; under the lock, the temporary files of
+runs that were killed (``.NAME.tmp.PID``, their process gone) are removed. Every output is written under a temporary
 name and renamed, so a killed run leaves complete files or none; the next run
 redoes from the first stage that was not finished.
 
@@ -21,13 +22,16 @@ The config and its checks: :mod:`choral.pipeline.run_config`.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
+import os
 import resource
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Collection, Iterator, Literal
 
 from .decode import decode_manifest, output_paths
 from .errors import ChoralError
@@ -35,7 +39,7 @@ from .evaluate import evaluate_manifest
 from .export import export_manifest
 from .graph import build_graph
 from .group import group_manifest
-from .manifest import write_json
+from .manifest import OutputError, make_folder, remove_orphans, write_error, write_json
 from .prepare import prepare_input
 from .progress import NullProgress, Progress
 from .propagate import load_params, propagate_manifest
@@ -45,6 +49,8 @@ from .tune import TuneStageSummary, tune_stage
 
 __all__ = ["STAGES", "EvalSection", "RunConfig", "RunLocked", "RunPaths", "RunSummary", "StageResult",
            "load_run_config", "run_lock", "run_pipeline"]
+
+log = logging.getLogger(__name__)
 
 STAGES: tuple[str, ...] = ("prepare", "decode", "group", "graph", "tune", "propagate", "export", "eval")
 
@@ -98,10 +104,11 @@ class RunPaths:
 
 @dataclass
 class StageResult:
-    """One stage of a run: ran, skipped (up to date) or off (not needed / not configured)."""
+    """One stage of a run: ran, skipped (up to date), off (not needed / not configured) or failed (its
+    error line in ``detail``; the stages after it are absent)."""
 
     stage: str
-    status: Literal["ran", "skipped", "off"]
+    status: Literal["ran", "skipped", "off", "failed"]
     seconds: float = 0.0
     detail: str = ""
     peak_rss_mib: float = 0.0
@@ -113,6 +120,11 @@ class RunSummary:
     stages: list[StageResult] = field(default_factory=list)
     report: dict[str, Any] | None = None
     seconds: float = 0.0
+    error: str | None = None  # the error line of a failed run
+
+    @property
+    def status(self) -> Literal["ok", "failed"]:
+        return "failed" if self.error is not None else "ok"
 
     @property
     def ran(self) -> list[str]:
@@ -126,9 +138,20 @@ def peak_rss_mib() -> float:
 
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir/.lock`` exclusively (released when the process ends, even if killed)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as handle:
+    """Hold ``run_dir/.lock`` exclusively (released when the process ends, even if killed).
+
+    The lock file is opened without following a symlink and without truncating (``O_NOFOLLOW``,
+    ``O_CREAT``): in a shared writable folder a ``.lock`` symlink must not let a run empty the file it
+    points at. A run directory that cannot be made or locked is an OutputError naming it."""
+    make_folder(run_dir, "run directory")
+    lock = run_dir / ".lock"
+    try:
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise OutputError(f"{lock}: is a symbolic link; remove it (choral never follows one)") from None
+        raise write_error(lock, error, "cannot create the lock file") from None
+    with os.fdopen(descriptor, "r+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -144,21 +167,27 @@ def run_pipeline(
     *,
     until: str = "eval",
     force: bool = False,
+    force_stages: Collection[str] = (),
     progress: Progress = NullProgress(),
     on_stage: Callable[[StageResult], None] | None = None,
 ) -> RunSummary:
-    """Run the stages of ``config`` up to ``until`` (inclusive), skipping those that are up to date."""
-    if until not in STAGES:
-        raise ChoralError(f"unknown stage {until!r}; choose one of {', '.join(STAGES)}")
+    """Run the stages of ``config`` up to ``until`` (inclusive), skipping those that are up to date;
+    ``force`` redoes every stage, ``force_stages`` the stages named (the later ones then rerun only if
+    their inputs changed)."""
+    for stage in (until, *force_stages):
+        if stage not in STAGES:
+            raise ChoralError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     paths = RunPaths(Path(config.run_dir))
     summary = RunSummary(run_dir=paths.root)
     started = time.perf_counter()
-    normalizer = config.normalizer
     last = STAGES.index(until)
+
+    stage_started = [started]
 
     def record(stage: str, status: str, seconds: float = 0.0, detail: str = "") -> None:
         result = StageResult(stage, status, seconds, detail, peak_rss_mib())  # type: ignore[arg-type]
         summary.stages.append(result)
+        stage_started[0] = time.perf_counter()
         if on_stage is not None:
             on_stage(result)
 
@@ -166,85 +195,127 @@ def run_pipeline(
         return STAGES.index(stage) <= last
 
     with run_lock(paths.root):
-        # prepare
-        cuts = config.input.source
-        if config.input.needs_prepare:
-            prepared = prepare_input(config.input, paths.prepared, force=force, progress=progress)
-            cuts = paths.prepared
-            record("prepare", "skipped" if prepared.skipped else "ran", prepared.seconds,
-                   "" if prepared.skipped else f"{prepared.n_cuts:,} cuts ({prepared.hours:.2f} h), "
-                   f"{prepared.n_annotated:,} annotated, {prepared.n_failed:,} unreadable")
-        else:
-            record("prepare", "off", detail="input is a lhotse manifest")
-        if not wanted("decode"):
-            return _finish(summary, paths, started)
+        for leftover in remove_orphans(paths.root):
+            log.info("removed %s, left by a run that was killed", leftover)
+        try:
+            return _run_stages(config, paths, summary, started, record, wanted,
+                               lambda stage: force or stage in force_stages, progress)
+        except BaseException as error:
+            # run.json must not keep saying the previous run succeeded: record the stage that failed
+            failed = STAGES[len(summary.stages)] if len(summary.stages) < len(STAGES) else STAGES[-1]
+            summary.error = _error_line(error)
+            record(failed, "failed", time.perf_counter() - stage_started[0], summary.error)
+            try:
+                _finish(summary, paths, started)
+            except OutputError as unwritable:  # a full disk fails both: the stage's own error says more
+                log.warning("%s", unwritable)
+            raise
 
-        decoded = decode_manifest(cuts, paths.root / "decode", config.teacher, config.decode,
-                                  force=force, progress=progress)
-        record("decode", "skipped" if decoded.skipped else "ran", decoded.seconds,
-               "" if decoded.skipped else f"{decoded.n_decoded:,} cuts, {decoded.n_failed:,} failed, "
-               f"RTF {decoded.rtf:.3f}")
-        if not wanted("group"):
-            return _finish(summary, paths, started)
 
-        grouped = group_manifest(paths.decoded, paths.grouped, config.group, normalizer, force=force,
-                                 progress=progress)
-        record("group", "skipped" if grouped.skipped else "ran", grouped.seconds,
-               "" if grouped.skipped else f"{grouped.n_groups:,} groups + {grouped.n_singletons:,} singletons, "
-               f"largest {grouped.largest}")
-        if not wanted("graph"):
-            return _finish(summary, paths, started)
+def _error_line(error: BaseException) -> str:
+    """The one line a failed run records: the error's message (its first line), or what happened."""
+    if isinstance(error, KeyboardInterrupt):  # Ctrl-C, or SIGTERM as the CLI raises it ("terminated (SIGTERM)")
+        return str(error) or "interrupted"
+    if isinstance(error, SystemExit):
+        return f"exited with status {error.code}"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
-        graph = build_graph(paths.grouped, paths.graph, None, config.graph, normalizer, force=force,
-                            progress=progress)
-        fit = graph.fit
-        record("graph", "skipped" if graph.skipped else "ran", graph.seconds,
-               "" if graph.skipped else f"{graph.n_edges:,} edges over {graph.n_pairs:,} pairs"
-               + (f", threshold {fit.threshold:.3g} ({fit.rule})" if fit is not None else ""))
-        if not wanted("tune"):
-            return _finish(summary, paths, started)
 
-        propagate_config = config.propagate
-        # one lazily loaded teacher scorer serves tune and propagate (its scores are memoised)
-        scorer = teacher_scorer(paths.grouped, config.teacher) if config.scorer else None
-        if config.tune_enabled:
-            tuned = tune_stage(paths.grouped, paths.graph, paths.params, base=config.propagate, grid=config.tune,
-                               normalizer=normalizer, force=force, progress=progress,
-                               scorer=scorer if config.propagate.share_candidates else None)
-            record("tune", *_tune_status(tuned))
-            propagate_config = load_params(paths.params, base=config.propagate)
-        else:
-            record("tune", "off", detail="tune.enabled is false")
-        if not wanted("propagate"):
-            return _finish(summary, paths, started)
-
-        propagated = propagate_manifest(paths.grouped, paths.graph, paths.rescored, propagate_config, normalizer,
-                                        scorer=scorer if propagate_config.share_candidates else None,
-                                        force=force, progress=progress)
-        record("propagate", "skipped" if propagated.skipped else "ran", propagated.seconds,
-               "" if propagated.skipped else f"{propagated.changed:,} transcripts changed, "
-               f"{propagated.shared:,} from neighbours")
-        if not wanted("export"):
-            return _finish(summary, paths, started)
-
-        exported = export_manifest(paths.rescored, paths.export, config.export, force=force, progress=progress)
-        record("export", "skipped" if exported.skipped else "ran", exported.seconds,
-               "" if exported.skipped else f"{config.export.format}: {exported.n_kept:,} cuts kept "
-               f"({exported.hours_kept:.2f} h), {exported.n_dropped:,} dropped")
-        if not wanted("eval"):
-            return _finish(summary, paths, started)
-
-        if config.eval.references is None:
-            record("eval", "off", detail="no eval.references")
-        else:
-            evaluated = evaluate_manifest(paths.rescored, config.eval.references, paths.eval, config.eval.by,
-                                          normalizer, config.eval.allow_missing, force=force, progress=progress)
-            summary.report = evaluated.report
-            overall = evaluated.report["unannotated"]
-            record("eval", "skipped" if evaluated.skipped else "ran", evaluated.seconds,
-                   f"unannotated WER teacher {100 * overall['teacher']['wer']:.2f}% -> choral "
-                   f"{100 * overall['choral']['wer']:.2f}% (oracle {100 * overall['oracle']['wer']:.2f}%)")
+def _run_stages(
+    config: RunConfig,
+    paths: RunPaths,
+    summary: RunSummary,
+    started: float,
+    record: Callable[..., None],
+    wanted: Callable[[str], bool],
+    forced: Callable[[str], bool],
+    progress: Progress,
+) -> RunSummary:
+    """The stages of :func:`run_pipeline`, in order, under its lock; ``record`` is called after each,
+    ``forced(stage)`` says whether a stage is redone even when up to date."""
+    normalizer = config.normalizer
+    # prepare
+    cuts = config.input.source
+    if config.input.needs_prepare:
+        prepared = prepare_input(config.input, paths.prepared, force=forced("prepare"), progress=progress)
+        cuts = paths.prepared
+        record("prepare", "skipped" if prepared.skipped else "ran", prepared.seconds,
+               "" if prepared.skipped else f"{prepared.n_cuts:,} cuts ({prepared.hours:.2f} h), "
+               f"{prepared.n_annotated:,} annotated, {prepared.n_failed:,} unreadable")
+    else:
+        record("prepare", "off", detail="input is a lhotse manifest")
+    if not wanted("decode"):
         return _finish(summary, paths, started)
+
+    decoded = decode_manifest(cuts, paths.root / "decode", config.teacher, config.decode,
+                              force=forced("decode"), progress=progress)
+    record("decode", "skipped" if decoded.skipped else "ran", decoded.seconds,
+           "" if decoded.skipped else f"{decoded.n_decoded:,} cuts, {decoded.n_failed:,} failed, "
+           f"RTF {decoded.rtf:.3f}")
+    if not wanted("group"):
+        return _finish(summary, paths, started)
+
+    grouped = group_manifest(paths.decoded, paths.grouped, config.group, normalizer, force=forced("group"),
+                             progress=progress)
+    record("group", "skipped" if grouped.skipped else "ran", grouped.seconds,
+           "" if grouped.skipped else f"{grouped.n_groups:,} groups + {grouped.n_singletons:,} singletons, "
+           f"largest {grouped.largest}")
+    if not wanted("graph"):
+        return _finish(summary, paths, started)
+
+    graph = build_graph(paths.grouped, paths.graph, None, config.graph, normalizer, force=forced("graph"),
+                        progress=progress)
+    fit = graph.fit
+    record("graph", "skipped" if graph.skipped else "ran", graph.seconds,
+           "" if graph.skipped else f"{graph.n_edges:,} edges over {graph.n_pairs:,} pairs"
+           + (f", threshold {fit.threshold:.3g} ({fit.rule})" if fit is not None else ""))
+    if not wanted("tune"):
+        return _finish(summary, paths, started)
+
+    propagate_config = config.propagate
+    # one lazily loaded teacher scorer serves tune and propagate (its scores are memoised)
+    scorer = teacher_scorer(paths.grouped, config.teacher) if config.scorer else None
+    if config.tune_enabled:
+        tuned = tune_stage(paths.grouped, paths.graph, paths.params, base=config.propagate, grid=config.tune,
+                           normalizer=normalizer, force=forced("tune"), progress=progress,
+                           scorer=scorer if config.propagate.share_candidates else None)
+        record("tune", *_tune_status(tuned))
+        propagate_config = load_params(paths.params, base=config.propagate)
+    else:
+        record("tune", "off", detail="tune.enabled is false")
+    if not wanted("propagate"):
+        return _finish(summary, paths, started)
+
+    propagated = propagate_manifest(paths.grouped, paths.graph, paths.rescored, propagate_config, normalizer,
+                                    scorer=scorer if propagate_config.share_candidates else None,
+                                    force=forced("propagate"), progress=progress)
+    record("propagate", "skipped" if propagated.skipped else "ran", propagated.seconds,
+           "" if propagated.skipped else f"{propagated.changed:,} transcripts changed, "
+           f"{propagated.shared:,} from neighbours")
+    if not wanted("export"):
+        return _finish(summary, paths, started)
+
+    exported = export_manifest(paths.rescored, paths.export, config.export, force=forced("export"),
+                               progress=progress)
+    record("export", "skipped" if exported.skipped else "ran", exported.seconds,
+           "" if exported.skipped else f"{config.export.format}: {exported.n_kept:,} cuts kept "
+           f"({exported.hours_kept:.2f} h), {exported.n_dropped:,} dropped")
+    if not wanted("eval"):
+        return _finish(summary, paths, started)
+
+    if config.eval.references is None:
+        record("eval", "off", detail="no eval.references")
+    else:
+        evaluated = evaluate_manifest(paths.rescored, config.eval.references, paths.eval, config.eval.by,
+                                      normalizer, config.eval.allow_missing, force=forced("eval"),
+                                      progress=progress)
+        summary.report = evaluated.report
+        overall = evaluated.report["unannotated"]
+        record("eval", "skipped" if evaluated.skipped else "ran", evaluated.seconds,
+               f"unannotated WER teacher {100 * overall['teacher']['wer']:.2f}% -> choral "
+               f"{100 * overall['choral']['wer']:.2f}% (oracle {100 * overall['oracle']['wer']:.2f}%)")
+    return _finish(summary, paths, started)
 
 
 def _tune_status(tuned: TuneStageSummary) -> tuple[str, float, str]:
@@ -261,8 +332,10 @@ def _tune_status(tuned: TuneStageSummary) -> tuple[str, float, str]:
 
 def _finish(summary: RunSummary, paths: RunPaths, started: float) -> RunSummary:
     summary.seconds = time.perf_counter() - started
-    write_json({
+    write_json({  # atomic: a killed run leaves the previous run.json or this one, never half of one
         "run_dir": str(paths.root),
+        "status": summary.status,
+        **({"error": summary.error} if summary.error is not None else {}),
         "seconds": summary.seconds,
         "peak_rss_mib": peak_rss_mib(),
         "stages": [asdict(s) for s in summary.stages],

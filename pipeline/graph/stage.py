@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import CHOICES
+from ..config import CHOICES, check_finite
 from ..errors import ConfigError, InputError
 from ..fields import load_array
 from ..grouped import iter_grouped
@@ -44,6 +44,7 @@ class GraphConfig:
     quantile: float = 0.2
 
     def __post_init__(self) -> None:
+        check_finite(self)
         get_metric(self.metric)  # ChoralError naming the registered metrics
         if self.window is not None and self.window < 0:
             raise ConfigError("window", f"must be a non-negative radius, not {self.window}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..config import from_mapping, read_yaml_mapping
+from ..config import check_finite, from_mapping, read_yaml_mapping
 from ..errors import ConfigError, InputError
 
 
@@ -34,6 +34,7 @@ class PropagateConfig:
     batch_cuts: int = 50_000            # cuts solved together (whole groups; bounds memory)
 
     def __post_init__(self) -> None:
+        check_finite(self)
         if self.algorithm not in ("spreading", "propagation"):
             raise ConfigError("algorithm", f"must be spreading or propagation, not {self.algorithm!r}")
         if not 0.0 <= self.alpha < 1.0:

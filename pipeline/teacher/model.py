@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...kernels.rnnt import rnnt_loss
+from ..config import coerce
 from ..errors import ChoralError
 from ..meta import choral_version
 from .tokens import BLANK, TokenTable
@@ -150,22 +152,77 @@ def save_checkpoint(model: Transducer, tokens: TokenTable, path: str | Path) -> 
         torch.save(payload, tmp)
 
 
+def _checked_tokens(path: Path, raw: object) -> TokenTable:
+    """The checkpoint's token table: a list of distinct strings starting with the blank."""
+    if not isinstance(raw, (list, tuple)) or not raw or not all(isinstance(t, str) for t in raw):
+        raise ChoralError(f"{path}: bad token table (expected a non-empty list of strings)")
+    if len(set(raw)) != len(raw):
+        duplicate = next(t for t in raw if list(raw).count(t) > 1)
+        raise ChoralError(f"{path}: bad token table (symbol {duplicate!r} appears twice)")
+    try:
+        return TokenTable.from_list(raw)
+    except ValueError as error:
+        raise ChoralError(f"{path}: bad token table ({error})") from None
+
+
+def _checked_config(path: Path, raw: object) -> TransducerConfig:
+    """The checkpoint's model config: only TransducerConfig keys, each of its type, sizes positive."""
+    if not isinstance(raw, dict):
+        raise ChoralError(f"{path}: bad model config (expected a mapping, found {type(raw).__name__})")
+    hints = typing.get_type_hints(TransducerConfig)
+    unknown = sorted(str(k) for k in raw if k not in hints)
+    if unknown:
+        raise ChoralError(f"{path}: unknown model config key {unknown[0]!r} (known: {', '.join(hints)})")
+    values = {}
+    for key, value in raw.items():
+        try:
+            values[key] = coerce(value, hints[key])
+        except TypeError:
+            raise ChoralError(f"{path}: model config key {key!r} must be {hints[key].__name__}, "
+                              f"not {value!r}") from None
+        if hints[key] is int and values[key] < 1:
+            raise ChoralError(f"{path}: model config key {key!r} must be positive, not {value!r}")
+    config = TransducerConfig(**values)
+    if not 0.0 <= config.dropout < 1.0:
+        raise ChoralError(f"{path}: model config key 'dropout' must be in [0, 1), not {config.dropout}")
+    return config
+
+
+def _load_weights(path: Path, model: Transducer, state: object) -> None:
+    """Load ``state`` into ``model``; a ChoralError naming the first missing, unexpected or misshapen tensor."""
+    if not isinstance(state, dict):
+        raise ChoralError(f"{path}: bad weights (expected a state dict, found {type(state).__name__})")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError, KeyError) as error:
+        # torch lists every problem on its own line after a header; the first one says enough
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(error).__name__)
+        raise ChoralError(f"{path}: weights do not fit the model config ({detail})") from None
+
+
 def load_checkpoint(path: str | Path) -> tuple[Transducer, TokenTable]:
-    """Model (in eval mode) and token table of a checkpoint; ChoralError if it is not one."""
+    """Model (in eval mode) and token table of a checkpoint; a one-line ChoralError naming the checkpoint
+    and the problem if it is not one: unreadable, another format, a missing part, an unknown or mistyped
+    config key, a bad token table, or weights of another shape."""
     path = Path(path)
     if not path.is_file():
         raise ChoralError(f"{path}: teacher checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for bad files
-        raise ChoralError(f"{path}: not a readable teacher checkpoint ({error})") from None
+        text = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ChoralError(f"{path}: not a readable teacher checkpoint ({text})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ChoralError(f"{path}: not a choral transducer checkpoint")
-    tokens = TokenTable.from_list(payload["tokens"])
-    config = TransducerConfig(**payload["config"])
+    missing = [key for key in ("config", "tokens", "state_dict") if key not in payload]
+    if missing:
+        raise ChoralError(f"{path}: incomplete teacher checkpoint (no {', '.join(missing)})")
+    tokens = _checked_tokens(path, payload["tokens"])
+    config = _checked_config(path, payload["config"])
     if config.vocab_size != len(tokens):
         raise ChoralError(f"{path}: model vocabulary {config.vocab_size} != token table size {len(tokens)}")
     model = Transducer(config)
-    model.load_state_dict(payload["state_dict"])
+    _load_weights(path, model, payload["state_dict"])
     model.eval()
     return model, tokens

@@ -19,7 +19,8 @@ from typing import Callable, Sequence
 import torch
 from lhotse.cut import Cut
 
-from .contracts import Scorer
+from ..errors import ChoralError
+from .contracts import AudioError, Scorer
 from .tokens import TokenTable
 
 
@@ -41,7 +42,13 @@ def cached_scorer(
             return cache[cut_id]
         if cut_id not in by_id:
             raise KeyError(f"scorer has no cut {cut_id!r}")
-        cache[cut_id] = encode(by_id[cut_id])
+        try:
+            cache[cut_id] = encode(by_id[cut_id])
+        except AudioError as error:  # the audio went away after decode, and no frames were stored
+            reason = error.failures.get(cut_id) or str(error)
+            raise ChoralError(f"cut {cut_id}: the teacher scorer needs its audio ({reason}); restore the audio, "
+                              "decode with --save-frames (scores then come from the stored frames) or set "
+                              "propagate.scorer: false") from None
         if len(cache) > cache_size:
             cache.popitem(last=False)
         return cache[cut_id]

@@ -88,7 +88,9 @@ def test_run_until_a_stage(project: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "grouped.jsonl.gz").exists() and "WER" not in result.stdout
 
     bogus = invoke("run", project / "run.yaml", "--run-dir", tmp_path / "other", "--until", "bogus")
-    assert bogus.exit_code == 1
+    assert bogus.exit_code == 2  # usage, as the README promises (issue 16: it was 1)
+    wrong = invoke("run", project / "run.yaml", "--run-dir", tmp_path / "other", "--force-stage", "grup")
+    assert wrong.exit_code == 2 and "--force-stage 'grup' is not a stage" in one_error_line(wrong)
     assert "--until 'bogus' is not a stage" in one_error_line(bogus)
     assert not (tmp_path / "other").exists()
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from choral.cli.app import app
 from choral.pipeline.decode import DecodeConfig, decode_manifest
-from choral.pipeline.errors import ChoralError, InputError
+from choral.pipeline.errors import ChoralError, ConfigError, InputError
 from choral.pipeline.fields import load_array, nbest
 from choral.pipeline.graph import GraphConfig, build_graph
 from choral.pipeline.group import group_manifest
@@ -178,3 +178,103 @@ def test_scorer_reuses_stored_frames_and_scores_like_the_audio(setup: tuple[Path
         Path(cut.recording.sources[0].source).unlink(missing_ok=True)
     from_frames = [teacher.scorer([c])(c.id, texts) for c in decoded]
     assert np.allclose(from_audio, from_frames, atol=1e-3)
+
+
+def test_restored_audio_is_decoded_on_the_next_run(setup: tuple[Path, Path, Path]) -> None:
+    """A lhotse manifest is decoded as it is: its audio files' sizes and mtimes key the stage too (issue 16)."""
+    manifest, checkpoint, run = setup
+    config = DecodeConfig(nbest=2, beam=2)
+    assert decode_manifest(manifest, run, checkpoint, config).n_failed == 1
+    assert decode_manifest(manifest, run, checkpoint, config).skipped
+    write_tone(manifest.parent / "audio" / "gone.wav", 0.5, 200.0, seed=3)
+    again = decode_manifest(manifest, run, checkpoint, config)
+    assert not again.skipped and (again.n_decoded, again.n_failed) == (4, 0)
+    assert decode_manifest(manifest, run, checkpoint, config).skipped
+
+
+def test_cuts_outside_the_duration_limits_are_listed_not_decoded(setup: tuple[Path, Path, Path],
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A long recording got its first sentence's label, a 10 ms clip a letter (issue 16): neither is decoded."""
+    manifest, checkpoint, run = setup
+    audio = manifest.parent / "audio"
+    cuts = read_cuts(manifest)
+    long = cut_from(write_tone(audio / "long.wav", 31.0, 250.0, seed=4), "long")
+    click = cut_from(write_tone(audio / "click.wav", 0.01, 250.0, seed=5), "click")
+    write_cuts([cuts[0], long, cuts[1], click, cuts[3]], manifest)
+    with caplog.at_level("WARNING", logger="choral.pipeline.decode"):
+        summary = decode_manifest(manifest, run, checkpoint, DecodeConfig(nbest=2, beam=2, batch_duration=2.0))
+    assert (summary.n_decoded, summary.n_failed) == (3, 2)
+    assert [c.id for c in read_cuts(run / "decoded.jsonl.gz")] == ["a", "b", "c"]
+    reasons = {f["id"]: f["reason"] for f in map(json.loads, (run / "failed.jsonl").read_text().splitlines())}
+    assert reasons == {
+        "long": "31 s is longer than max_duration 30 s: segment long recordings first "
+                "(e.g. lhotse cut.cut_into_windows)",
+        "click": "0.01 s is shorter than min_duration 0.3 s: too short to hold a word",
+    }
+    assert "2 cut(s) outside 0.3-30 s were not decoded" in caplog.text
+
+    # the limits are settings; with on_error=fail the first refused cut stops the stage, writing nothing
+    wide = decode_manifest(manifest, run / "wide", checkpoint,
+                           DecodeConfig(nbest=2, beam=2, min_duration=0.0, max_duration=1.0))
+    assert (wide.n_decoded, wide.n_failed) == (2, 3)
+    with pytest.raises(InputError, match=r"\(cut long\): 31 s is longer than max_duration 30 s"):
+        decode_manifest(manifest, run / "strict", checkpoint, DecodeConfig(nbest=2, beam=2, on_error="fail"))
+    assert not (run / "strict").exists() or not any((run / "strict").iterdir())
+
+
+def test_duration_limits_are_checked_and_have_flags(setup: tuple[Path, Path, Path]) -> None:
+    with pytest.raises(ConfigError, match="min_duration must be non-negative"):
+        DecodeConfig(min_duration=-1)
+    with pytest.raises(ConfigError, match="max_duration 0.2 must exceed min_duration 0.3"):
+        DecodeConfig(max_duration=0.2)
+    manifest, checkpoint, run = setup
+    result = CliRunner().invoke(app, ["decode", str(manifest), str(run), "--teacher", str(checkpoint),
+                                      "--max-duration", "1.0", "--min-duration", "0.8", "--nbest", "2", "--beam", "2"])
+    assert result.exit_code == 0, result.output
+    assert [c.id for c in read_cuts(run / "decoded.jsonl.gz")] == ["c"]
+    bad = CliRunner().invoke(app, ["decode", str(manifest), str(run / "x"), "--max-duration", "0.1"])
+    assert bad.exit_code == 1 and "--max-duration 0.1 must exceed --min-duration 0.3" in bad.stderr
+
+
+def test_cut_ids_that_collide_as_hdf5_names_get_their_own_arrays(setup: tuple[Path, Path, Path]) -> None:
+    """``spk1`` and ``spk1/utt1``, ``a/b`` and ``a//b``, ``.``, a NUL byte: h5py errors before (issue 16)."""
+    from choral.pipeline.decode import storage_key
+
+    manifest, checkpoint, run = setup
+    audio = manifest.parent / "audio"
+    ids = ["spk1", "spk1/utt1", "a/b", "a//b", ".", "x\x00y", "sha256-" + "0" * 64, ""]
+    cuts = [cut_from(write_tone(audio / f"id{i}.wav", 0.6 + 0.1 * i, 200.0 + 40 * i, seed=i), f"r{i}")
+            .with_id(cut_id) for i, cut_id in enumerate(ids)]
+    write_cuts(cuts, manifest)
+    summary = decode_manifest(manifest, run, checkpoint, DecodeConfig(nbest=2, beam=2, save_frames=True))
+    assert (summary.n_decoded, summary.n_failed) == (len(ids), 0)
+    decoded = read_cuts(run / "decoded.jsonl.gz")
+    assert [c.id for c in decoded] == ids  # the manifest keeps the true ids
+    keys = [c.custom["embedding"].storage_key for c in decoded]
+    assert len(set(keys)) == len(ids) and keys[0] == "embedding/spk1"
+    embeddings = [load_array(c, "embedding", run / "decoded.jsonl.gz") for c in decoded]
+    frames = [load_array(c, "frames", run / "decoded.jsonl.gz") for c in decoded]
+    for i in range(len(ids)):  # each cut reads back its own arrays (different audio, different lengths)
+        assert np.allclose(frames[i].mean(axis=0), embeddings[i], atol=1e-5)
+        assert len({f.shape[0] for f in frames}) == len({round(c.duration / 0.04) for c in decoded})
+    assert storage_key("utt-1.wav") == "utt-1.wav" and storage_key("a/b") != storage_key("a//b")
+    hashed = storage_key("a/b")
+    assert storage_key(hashed).startswith("sha256-") and storage_key(hashed) != hashed
+
+
+def test_gone_audio_when_the_scorer_needs_it_is_one_line(setup: tuple[Path, Path, Path]) -> None:
+    """Frames not saved and the audio gone when tune or propagate score a borrowed transcript: an AudioError
+    traceback before (issue 16)."""
+    from choral.pipeline.teacher import teacher_scorer
+
+    manifest, checkpoint, run = setup
+    decode_manifest(manifest, run, checkpoint, DecodeConfig(nbest=2, beam=2))
+    group_manifest(run / "decoded.jsonl.gz", run / "grouped.jsonl.gz")
+    for cut in read_cuts(manifest):
+        Path(cut.recording.sources[0].source).unlink(missing_ok=True)
+    scorer = teacher_scorer(run / "grouped.jsonl.gz", checkpoint)
+    with pytest.raises(ChoralError) as caught:
+        scorer("a", ["a borrowed transcript"])
+    message = str(caught.value)
+    assert message.startswith("cut a: the teacher scorer needs its audio (audio file not found")
+    assert "--save-frames" in message and "\n" not in message

@@ -51,3 +51,34 @@ def test_field_values_prefer_cut_custom_then_supervision_attributes_then_their_c
     assert field_values(cut_with("a", custom={"accent": "cut"}), ["accent", "speaker", "gender"]) == \
         {"accent": "cut", "speaker": "spk"}
     assert field_values(cut_with("a"), ["accent"]) == {"accent": "sup"}
+
+
+@pytest.mark.parametrize("score", [float("nan"), float("inf"), -float("inf"), "high", None, True])
+def test_nbest_scores_must_be_finite_numbers(score: object) -> None:
+    """+Infinity was a ValueError deep in propagation, -Infinity numpy warnings and confidence 0 (issue 16)."""
+    from choral.pipeline.fields import nbest
+
+    cut = cut_with(None, custom={"nbest": [{"text": "a", "score": -1.0}, {"text": "b", "score": score}]})
+    with pytest.raises(InputError) as caught:
+        nbest(cut, "decoded.jsonl.gz")
+    assert str(caught.value) == (f"decoded.jsonl.gz (cut c): custom.nbest[1].score must be a finite "
+                                 f"log-probability, not {score!r}")
+
+
+def test_infinite_score_in_a_manifest_stops_the_graph_stage_in_one_line(tmp_path: Path) -> None:
+    import gzip
+    import json
+
+    from typer.testing import CliRunner
+
+    from choral.cli.app import app
+
+    grouped = tmp_path / "grouped.jsonl.gz"
+    cut = cut_with(None, custom={"nbest": [{"text": "a", "score": 1.0}], "group": "g1"}).to_dict()
+    line = json.dumps(cut).replace('"score": 1.0', '"score": Infinity')
+    with gzip.open(grouped, "wt") as stream:
+        stream.write(line + "\n")
+    result = CliRunner().invoke(app, ["graph", str(grouped), str(tmp_path / "graph.npz")])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (f"choral graph: error: {grouped} (cut c): custom.nbest[0].score must be a "
+                                     "finite log-probability, not inf")

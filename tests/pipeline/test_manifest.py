@@ -1,5 +1,6 @@
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,8 @@ def test_failed_write_leaves_no_file(tmp_path: Path) -> None:
 def test_atomic_output_keeps_suffixes_and_renames(tmp_path: Path) -> None:
     target = tmp_path / "graph.npz"
     assert temporary_name(target).name.endswith(".npz")
+    names = {temporary_name(target).name for _ in range(20)}  # unpredictable: no symlink can wait for it
+    assert len(names) == 20 and all(name.startswith(f".graph.tmp.{os.getpid()}.") for name in names)
     with atomic_output(target) as tmp:
         tmp.write_text("x")
         assert not target.exists()

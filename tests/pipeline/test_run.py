@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 from lhotse import SupervisionSegment
 
-from choral.pipeline.errors import ChoralError
+from choral.pipeline.errors import ChoralError, InputError
 from choral.pipeline.manifest import read_cuts
 from choral.pipeline.propagate import load_params
 from choral.pipeline.run import STAGES, RunLocked, load_run_config, run_lock, run_pipeline
@@ -153,6 +153,14 @@ def test_until_stops_after_that_stage_and_a_later_run_continues(tmp_path: Path, 
     with pytest.raises(ChoralError, match="unknown stage 'bogus'"):
         run_pipeline(config, until="bogus")
 
+    # --force-stage redoes one stage; the later ones rerun only because its output changed
+    one = run_pipeline(config, until="graph", force_stages=("group",))  # decode: prepare was forced above
+    assert statuses(one) == {"prepare": "skipped", "decode": "ran", "group": "ran", "graph": "ran"}
+    two = run_pipeline(config, until="graph", force_stages=("graph",))
+    assert statuses(two) == {"prepare": "skipped", "decode": "skipped", "group": "skipped", "graph": "ran"}
+    with pytest.raises(ChoralError, match="unknown stage 'bogus'"):
+        run_pipeline(config, force_stages=("bogus",))
+
 
 def test_optional_stages_are_off(tmp_path: Path, teacher: Path) -> None:
     """tune off, no scorer, no references; a lhotse manifest needing nothing is decoded as it is."""
@@ -212,3 +220,65 @@ def test_a_held_lock_stops_a_second_run_before_any_work(tmp_path: Path, teacher:
     assert [p.name for p in run_dir.iterdir()] == [".lock"]
     summary = run_pipeline(config, until="prepare")  # released: the next run proceeds
     assert statuses(summary) == {"prepare": "ran"}
+
+
+def test_a_failed_run_records_the_failed_stage_in_run_json(tmp_path: Path, teacher: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, a run that failed left the previous run's run.json, which said every stage ran (issue 16)."""
+    config = load_run_config(make_project(tmp_path, teacher, n_cuts=4, n_annotated=0, tune=False,
+                                          references=False))
+    run_dir = tmp_path / "run"
+    run_pipeline(config, until="group")
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "ok"
+
+    def broken(*args, **kwargs):
+        raise InputError(run_dir / "decode" / "decoded.jsonl.gz", "something is wrong", line=3)
+
+    import choral.pipeline.run as run_module
+
+    monkeypatch.setattr(run_module, "group_manifest", broken)
+    seen = []
+    with pytest.raises(InputError, match="something is wrong"):
+        run_pipeline(config, until="export", force=True, on_stage=seen.append)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "failed"
+    assert record["error"] == f"{run_dir / 'decode' / 'decoded.jsonl.gz'}:3: something is wrong"
+    assert [(s["stage"], s["status"]) for s in record["stages"]] == [("prepare", "ran"), ("decode", "ran"),
+                                                                      ("group", "failed")]
+    assert record["stages"][-1]["detail"] == record["error"] and seen[-1].status == "failed"
+    assert not list(run_dir.glob("**/.*.tmp.*"))
+
+    # an interrupt is recorded too, at the stage it stopped
+    monkeypatch.setattr(run_module, "group_manifest", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(config, until="export")
+    record = json.loads((run_dir / "run.json").read_text())
+    assert [(s["stage"], s["status"]) for s in record["stages"]] == [("prepare", "skipped"), ("decode", "skipped"),
+                                                                      ("group", "failed")]
+    assert record["error"] == "interrupted"
+
+
+def test_a_run_removes_what_killed_runs_left_behind(tmp_path: Path, teacher: Path) -> None:
+    """After kill -9, the dead run's .tmp.PID files stayed forever (issue 16)."""
+    import os
+    import subprocess
+    import sys
+
+    config = load_run_config(make_project(tmp_path, teacher, n_cuts=3, n_annotated=0))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run_dir = tmp_path / "run"
+    (run_dir / "decode").mkdir(parents=True)
+    orphans = [run_dir / "decode" / f".decoded.tmp.{dead.pid}.jsonl.gz",
+               run_dir / "decode" / f".embeddings.tmp.{dead.pid}.h5",
+               run_dir / f".export.old.{dead.pid}", run_dir / f".eval.tmp.{dead.pid}"]
+    for path in orphans[:2]:
+        path.write_bytes(b"half")
+    for path in orphans[2:]:
+        (path / "inner").mkdir(parents=True)
+    alive = [run_dir / f".grouped.tmp.{os.getppid()}.jsonl.gz", run_dir / "decode" / "notes.tmp.1.txt"]
+    for path in alive:
+        path.write_bytes(b"not ours to remove")
+    run_pipeline(config, until="prepare")
+    assert not any(path.exists() for path in orphans)
+    assert all(path.exists() for path in alive)

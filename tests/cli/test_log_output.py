@@ -1,0 +1,29 @@
+"""When stdout is not a terminal (cron logs, pipes), lines are written whole and tables without box drawing
+(issue 16: stage lines and table cells wrapped at 80 columns)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from choral.cli.common import LOG_WIDTH, LogConsole
+
+
+def test_a_piped_command_writes_whole_lines_without_box_drawing(tmp_path: Path) -> None:
+    out = tmp_path / ("a-rather-long-folder-name-" * 4) / "synth"
+    result = subprocess.run([str(Path(sys.executable).parent / "choral"), "synth", str(out), "--cuts", "20"],
+                            capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"choral synth -> {out}")
+    assert any(line.startswith("decoded manifest") and line.rstrip().endswith(str(out / "decoded.jsonl.gz"))
+               for line in lines), lines
+    assert not any(set(line) & set("│┃━─┏┓┗┛") for line in lines)
+
+
+def test_the_console_keeps_its_width_on_a_terminal_or_when_asked() -> None:
+    piped = LogConsole(file=open("/dev/null", "w"))
+    assert not piped.is_terminal and piped.width == LOG_WIDTH
+    assert LogConsole(file=open("/dev/null", "w"), width=50).width == 50
+    assert LogConsole(file=open("/dev/null", "w"), force_terminal=True, width=70).width == 70
