@@ -296,3 +296,19 @@ def test_bad_confidence_is_an_input_error(tmp_path: Path, bad: object) -> None:
     with pytest.raises(InputError, match="confidence must be a number in \\[0, 1\\]"):
         evaluate_manifest(rescored, refs, tmp_path / "eval")
     assert not (tmp_path / "eval").exists()
+
+
+def test_report_rows_of_an_older_report_json_show_no_rates() -> None:
+    """A report.json written before help/harm/calibration existed (an up-to-date skip) still renders."""
+    from choral.cli.report import outcome_table, reliability_table
+    from choral.pipeline.evaluate import optional_percent, report_rows
+
+    legacy = {system: {"wer": 0.1, "by": {"accent": {"us": 0.1}}} for system in SYSTEMS}
+    legacy.update({"relative_wer_reduction": 0.0, "n_cuts": 2, "n_words": 10, "n_missing_references": 0,
+                   "sources": {}, "breakdown": {"accent": {"us": {"n_cuts": 2, "n_words": 10,
+                                                                 "relative_wer_reduction": 0.0}}}})
+    rows = report_rows(legacy)
+    assert [(r.help_rate, r.harm_rate, r.ece) for r in rows] == [(None, None, None)] * 2
+    assert optional_percent(rows[0].help_rate) == "-"
+    assert outcome_table({"unannotated": legacy}, "unannotated", "eval").row_count == 2
+    assert reliability_table({"unannotated": legacy}, "unannotated", "eval") is None
