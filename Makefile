@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 CHORAL := $(VENV)/bin/choral
 STAMP  := $(VENV)/.choral-installed
 
-.PHONY: install lint test demo demo-synthetic bench corpus clean stage accented-benchmark
+.PHONY: install lint test demo demo-synthetic bench corpus clean stage accented-benchmark generalisation-benchmark
 
 install: $(STAMP)
 
@@ -63,6 +63,14 @@ stage-%: install
 # The accented benchmark (needs `make corpus` first): main run + ablations -> benchmarks/accented/RESULTS.md
 accented-benchmark: install
 	$(PY) benchmarks/accented/run_benchmark.py
+
+# The generalisation protocol (benchmarks/generalisation/README.md): held-out pools synthesised into
+# benchmarks/generalisation/data/, one `choral run` per pool, leave-one-condition-out -> its RESULTS.md.
+# GENERALISATION_ARGS passes options through, e.g. GENERALISATION_ARGS="--prompts 300 --no-loco".
+GENERALISATION_ARGS ?=
+generalisation-benchmark: install
+	$(PIP) install --quiet -e '.[corpus]'
+	$(PY) benchmarks/generalisation/run_protocol.py $(GENERALISATION_ARGS)
 
 bench: install
 	$(PY) benchmarks/dtw_speed.py

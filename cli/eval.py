@@ -10,7 +10,7 @@ import typer
 from ..pipeline.evaluate import SPLITS, evaluate_manifest
 from ..pipeline.text import TextNormalizer
 from .common import DEFAULT_DIGITS, Digits, console, print_skipped, progress_bar, stage_errors
-from .report import wer_table
+from .report import outcome_table, reliability_table, wer_table
 
 
 def eval_command(
@@ -39,6 +39,11 @@ def eval_command(
 
     Oracle: per cut, the n-best entry with the fewest word errors, the floor for any n-best rescoring.
 
+    Help / harm rate: cuts whose choral label has fewer / more word errors than the teacher's 1-best.
+
+    ECE: expected calibration error of choral's confidence against exact correctness (10 bins); the
+    reliability table of the unannotated cuts is printed and written to report.md.
+
     Text is normalised as in every other stage (lower case, no punctuation, --digits policy).
 
     Writes OUT/report.json, OUT/report.md and OUT/report.png (teacher vs choral per first --by value).
@@ -53,6 +58,10 @@ def eval_command(
         return
     for split in SPLITS:
         console.print(wer_table(summary.report, split, "eval"))
+        console.print(outcome_table(summary.report, split, "eval"))
+    reliability = reliability_table(summary.report, "unannotated", "eval")
+    if reliability is not None:
+        console.print(reliability)
     if summary.n_missing_references:
         console.print(f"skipped {summary.n_missing_references:,} cuts without a reference (--allow-missing)")
     paths = summary.paths

@@ -7,13 +7,25 @@ overall and per value of any ``--by`` field.
 
 - :mod:`.stage`: :func:`evaluate` (scoring) and :func:`evaluate_manifest` (the stage: skip, force, sidecar);
 - :mod:`.tally`: per-cut scores, per-slice tallies, the report and its table rows;
+- :mod:`.calibration`: the reliability table and expected calibration error of choral's confidence;
 - :mod:`.report`: ``report.json``, ``report.md`` and ``report.png``.
 """
 
-from .report import ReportPaths, percent, render_chart, render_markdown, write_report
+from .calibration import N_BINS, Calibration, confidence_bin
+from .report import (
+                     ReportPaths,
+                     optional_number,
+                     optional_percent,
+                     percent,
+                     reliability_lines,
+                     render_chart,
+                     render_markdown,
+                     write_report,
+)
 from .stage import EvalSummary, evaluate, evaluate_manifest, score_cut
 from .tally import SPLITS, SYSTEMS, CutScore, EvalReport, ReportRow, SplitReport, Tally, report_rows
 
-__all__ = ["SPLITS", "SYSTEMS", "CutScore", "EvalReport", "EvalSummary", "ReportPaths", "ReportRow", "SplitReport",
-           "Tally", "evaluate", "evaluate_manifest", "percent", "render_chart", "render_markdown",
-           "report_rows", "score_cut", "write_report"]
+__all__ = ["N_BINS", "SPLITS", "SYSTEMS", "Calibration", "CutScore", "EvalReport", "EvalSummary", "ReportPaths",
+           "ReportRow", "SplitReport", "Tally", "confidence_bin", "evaluate", "evaluate_manifest", "optional_number",
+           "optional_percent", "percent", "reliability_lines", "render_chart", "render_markdown", "report_rows",
+           "score_cut", "write_report"]

@@ -38,14 +38,48 @@ def percent(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
+def optional_percent(value: float | None) -> str:
+    """A rate as a percentage, or ``-`` when it is undefined (no cut) or absent (an older report)."""
+    return "-" if value is None else percent(value)
+
+
+def optional_number(value: float | None, digits: int = 3) -> str:
+    """A number with ``digits`` decimals, or ``-`` when it is undefined."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def _markdown_table(rows: list[ReportRow]) -> list[str]:
-    lines = ["| slice | cuts | words | teacher WER | choral WER | oracle WER | relative WER reduction |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| slice | cuts | words | teacher WER | choral WER | oracle WER | relative WER reduction | "
+             "help rate | harm rate | ECE |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(f"| {row.label} | {row.n_cuts:,} | {row.n_words:,} | {percent(row.wer['teacher'])} | "
                      f"{percent(row.wer['choral'])} | {percent(row.wer['oracle'])} | "
-                     f"{percent(row.relative_wer_reduction)} |")
+                     f"{percent(row.relative_wer_reduction)} | {optional_percent(row.help_rate)} | "
+                     f"{optional_percent(row.harm_rate)} | {optional_number(row.ece)} |")
     return lines
+
+
+def reliability_lines(calibration: dict) -> list[str]:
+    """The reliability table of one slice's ``calibration`` record (report.json) as Markdown."""
+    lines = ["| confidence | cuts | mean confidence | accuracy | gap |", "|---|---:|---:|---:|---:|"]
+    for b in calibration["bins"]:
+        gap = None if not b["n"] else b["accuracy"] - b["confidence"]
+        lines.append(f"| {b['lower']:.1f}-{b['upper']:.1f} | {b['n']:,} | {optional_number(b['confidence'])} | "
+                     f"{optional_number(b['accuracy'])} | {optional_number(gap)} |")
+    return lines
+
+
+def _markdown_calibration(data: dict) -> list[str]:
+    """Calibration of one split: ECE and the reliability table (nothing for an older report.json)."""
+    calibration = data.get("calibration")
+    if not calibration or not calibration["n"]:
+        return []
+    lines = ["", f"Calibration of choral's confidence ({calibration['n']:,} cuts; correct = label equals the "
+                 f"reference after normalisation): accuracy {optional_number(calibration['accuracy'])}, mean "
+                 f"confidence {optional_number(calibration['mean_confidence'])}, "
+                 f"**ECE {optional_number(calibration['ece'])}**.", ""]
+    return lines + reliability_lines(calibration)
 
 
 def _markdown_split(report: EvalReport, split: str) -> list[str]:
@@ -56,8 +90,14 @@ def _markdown_split(report: EvalReport, split: str) -> list[str]:
         lines.append("No cuts in this split.")
     else:
         lines.extend(_markdown_table(report.rows(split)))
-    sources = data.to_dict()["sources"]
+    summary = data.to_dict()
+    if data.overall.n_cuts:
+        lines.extend(_markdown_calibration(summary))
+    sources = summary["sources"]
     lines += ["", "Source of the choral label: " + ", ".join(f"{k} {v:,}" for k, v in sources.items()) + "."]
+    if data.overall.n_without_confidence:
+        lines.append(f"Without a confidence (left out of the calibration): {data.overall.n_without_confidence:,} "
+                     "cuts.")
     if data.n_missing_references:
         lines.append(f"Skipped without a reference: {data.n_missing_references:,} cuts.")
     return lines + [""]
@@ -71,7 +111,11 @@ def render_markdown(report: EvalReport) -> str:
              f"- references: `{report.references}`",
              f"- text normaliser: digits={norm.digits}, lowercase={norm.lowercase}, punctuation removed",
              "- WER is corpus-level (word errors / reference words); oracle = best n-best entry per cut; "
-             "relative WER reduction = (teacher - choral) / teacher.", ""]
+             "relative WER reduction = (teacher - choral) / teacher.",
+             "- help rate / harm rate = cuts whose choral label has fewer / more word errors than the teacher's "
+             "1-best, over the slice's cuts; ECE = expected calibration error of choral's confidence against "
+             "exact correctness, sum over 10 equal-width bins of (bin cuts / cuts) x |accuracy - mean "
+             "confidence|.", ""]
     for split in SPLITS:
         lines.extend(_markdown_split(report, split))
     return "\n".join(lines)

@@ -7,6 +7,11 @@ Three systems are scored per cut:
 - ``oracle``: the n-best entry with the fewest word errors, the best any rescoring
   of the n-best could do.
 
+Per cut it also records whether choral helped (fewer errors than the teacher) or harmed (more),
+and its confidence (``custom.choral[0].confidence``) with whether the label is exactly right, for
+the calibration table (:mod:`.calibration`). A confidence that is not a number in [0, 1] is an
+InputError; a cut without one is counted and left out of the calibration.
+
 WER is corpus-level (total word errors / total reference words, :mod:`..wer`) on text
 passed through the same :class:`~..text.TextNormalizer` as every other stage. Cuts are
 streamed; only the references (and the requested ``--by`` values) are held in memory.
@@ -17,6 +22,7 @@ inputs and parameters are unchanged, redone with ``force``.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +31,7 @@ from typing import Any, Sequence
 from lhotse.cut import Cut
 
 from ..errors import ChoralError, InputError
-from ..fields import UNKNOWN, choral_output, field_values, is_annotated, nbest
+from ..fields import UNKNOWN, choral_entry, choral_output, field_values, is_annotated, nbest
 from ..manifest import check_readable, iter_cuts
 from ..meta import StageRecord, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
@@ -51,15 +57,28 @@ class EvalSummary:
 
 
 def score_cut(reference: str, teacher: str, choral: str, hypotheses: Sequence[str],
-              normalizer: TextNormalizer) -> CutScore:
-    """Score the teacher 1-best, the choral label and the n-best oracle against ``reference``."""
+              normalizer: TextNormalizer, confidence: float | None = None) -> CutScore:
+    """Score the teacher 1-best, the choral label and the n-best oracle against ``reference``;
+    the choral label is *correct* when its normalised words equal the reference's."""
     ref = normalizer(reference)
     texts = [normalizer(text) for text in (teacher, choral, *hypotheses)]
     unique = list(dict.fromkeys(texts))
     errors = dict(zip(unique, word_errors_many(ref, unique)))
     oracle = min((errors[text] for text in texts[2:]), default=errors[texts[0]])
     return CutScore(n_words=len(ref.split()),
-                    errors={"teacher": errors[texts[0]], "choral": errors[texts[1]], "oracle": oracle})
+                    errors={"teacher": errors[texts[0]], "choral": errors[texts[1]], "oracle": oracle},
+                    confidence=confidence, correct=texts[1].split() == ref.split())
+
+
+def label_confidence(cut: Cut, source: str | Path) -> float | None:
+    """``custom.choral[0].confidence`` as a float in [0, 1], None when absent; an InputError otherwise."""
+    value = choral_entry(cut, source).get("confidence")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not 0 <= value <= 1:
+        raise InputError(source, f"custom.choral confidence must be a number in [0, 1], not {value!r}",
+                         cut_id=cut.id)
+    return float(value)
 
 
 def _by_values(cut: Cut, reference: Reference, by: Sequence[str]) -> dict[str, str]:
@@ -110,7 +129,8 @@ def evaluate(
                                              "(--allow-missing skips and counts such cuts)", cut_id=cut.id)
             split.n_missing_references += 1
             continue
-        score = score_cut(reference.text, hypotheses[0], label, hypotheses, normalizer)
+        score = score_cut(reference.text, hypotheses[0], label, hypotheses, normalizer,
+                          label_confidence(cut, rescored))
         split.add(score, _by_values(cut, reference, by), source)
     return report
 

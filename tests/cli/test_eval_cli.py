@@ -54,6 +54,38 @@ def test_eval_writes_report_and_prints_table(rescored: Path, small_corpus: Synth
     assert report["unannotated"]["choral"]["wer"] < report["unannotated"]["teacher"]["wer"]
     assert (out / "report.md").read_text().startswith("# choral eval")
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for text in ("help / harm / calibration", "help rate", "harm rate", "ECE", "calibration of the confidence",
+                 "0.9-1.0"):
+        assert text in result.stdout
+
+
+def test_eval_help_harm_and_calibration_match_the_cuts(rescored: Path, small_corpus: SyntheticCorpus,
+                                                       tmp_path: Path) -> None:
+    """The fixture never makes a label worse and gives every label confidence 1.0, so harm is 0, help is the
+    share of fixed cuts the teacher got wrong, and ECE = 1 - accuracy (one bin, confidence 1)."""
+    from choral.pipeline.text import TextNormalizer
+
+    normalize = TextNormalizer()
+    n, helped, correct = 0, 0, 0
+    for cut in read_cuts(rescored):
+        if is_annotated(cut):
+            continue
+        reference = normalize(small_corpus.reference_of_cut[cut.id])
+        label, teacher = cut.custom["choral"][0]["text"], cut.custom["choral"][0]["teacher_text"]
+        n += 1
+        correct += normalize(label) == reference
+        helped += normalize(label) == reference and normalize(teacher) != reference
+    assert 0 < helped < n
+    out = tmp_path / "eval"
+    result = invoke("eval", rescored, "--references", small_corpus.references, "--out", out)
+    assert result.exit_code == 0, result.output
+    split = json.loads((out / "report.json").read_text())["unannotated"]
+    assert split["n_harmed"] == 0 and split["harm_rate"] == 0.0
+    assert split["n_helped"] == helped and split["help_rate"] == pytest.approx(helped / n)
+    assert split["calibration"]["bins"][9]["n"] == n
+    assert split["ece"] == pytest.approx(1 - correct / n)
+    markdown = (out / "report.md").read_text()
+    assert f"| 0.9-1.0 | {n:,} | 1.000 | {correct / n:.3f} |" in markdown
 
 
 def test_eval_skips_an_up_to_date_report_unless_forced(rescored: Path, small_corpus: SyntheticCorpus,

@@ -16,10 +16,14 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def make_cut(cut_id: str, hypotheses: list[str], label: str, *, source: str = "propagated",
-             accent: str | None = "us", speaker: str = "spk1", annotated: str | None = None) -> MonoCut:
+             accent: str | None = "us", speaker: str = "spk1", annotated: str | None = None,
+             confidence: object = 0.9) -> MonoCut:
     """A rescored cut without audio: n-best, choral label, optional accent and supervision text."""
+    choral: dict = {"text": label, "teacher_text": hypotheses[0], "source": source}
+    if confidence is not None:
+        choral["confidence"] = confidence
     custom: dict = {"nbest": [{"text": t, "tokens": [], "score": -float(i)} for i, t in enumerate(hypotheses)],
-                    "choral": [{"text": label, "confidence": 0.9, "teacher_text": hypotheses[0], "source": source}]}
+                    "choral": [choral]}
     if accent is not None:
         custom["accent"] = accent
     supervision = SupervisionSegment(id=cut_id, recording_id=cut_id, start=0.0, duration=1.0, text=annotated,
@@ -74,8 +78,22 @@ def test_hand_computed_wers(hand_built: tuple[Path, Path]) -> None:
     assert unannotated["teacher"]["by"]["accent"] == pytest.approx({"us": 1 / 3, "scotland": 2 / 7})
     assert unannotated["choral"]["by"]["accent"] == pytest.approx({"us": 0.0, "scotland": 2 / 7})
     assert unannotated["sources"] == {"reference": 0, "propagated": 2, "teacher": 1}
-    assert unannotated["breakdown"]["accent"]["scotland"] == {"n_cuts": 2, "n_words": 7,
-                                                              "relative_wer_reduction": 0.0}
+    scotland = unannotated["breakdown"]["accent"]["scotland"]
+    assert {key: scotland[key] for key in ("n_cuts", "n_words", "relative_wer_reduction")} == {
+        "n_cuts": 2, "n_words": 7, "relative_wer_reduction": 0.0}
+    # b: teacher 2, choral 1 errors (helped); d: teacher 0, choral 1 (harmed)
+    assert (scotland["n_helped"], scotland["n_harmed"]) == (1, 1)
+    assert scotland["help_rate"] == 0.5 and scotland["harm_rate"] == 0.5
+    # a helped, b helped, d harmed -> 2/3 and 1/3 of the 3 unannotated cuts
+    assert unannotated["help_rate"] == pytest.approx(2 / 3) and unannotated["harm_rate"] == pytest.approx(1 / 3)
+    # every confidence is 0.9 (bin 9); correct labels: a only (b has 1 error, d 1 error) -> |1/3 - 0.9|
+    assert unannotated["ece"] == pytest.approx(abs(1 / 3 - 0.9))
+    assert unannotated["calibration"]["bins"][9] == {"lower": 0.9, "upper": 1.0, "n": 3,
+                                                     "confidence": pytest.approx(0.9),
+                                                     "accuracy": pytest.approx(1 / 3)}
+    assert scotland["ece"] == pytest.approx(0.9)  # neither b nor d is correct
+    assert annotated["help_rate"] == 1.0 and annotated["harm_rate"] == 0.0
+    assert annotated["ece"] == pytest.approx(0.1)
     assert annotated["n_cuts"] == 1 and annotated["n_words"] == 2
     assert annotated["teacher"]["wer"] == pytest.approx(0.5) and annotated["choral"]["wer"] == 0.0
     assert annotated["oracle"]["wer"] == pytest.approx(0.5)
@@ -104,7 +122,10 @@ def test_markdown_and_png_written(hand_built: tuple[Path, Path], tmp_path: Path)
     paths = write_report(evaluate(*hand_built, by=["accent"]), tmp_path)
     markdown = paths.markdown.read_text()
     assert "## Unannotated cuts (headline)" in markdown and "## Annotated cuts" in markdown
-    assert "| overall | 3 | 10 | 30.00% | 20.00% | 10.00% | 33.33% |" in markdown
+    assert "| overall | 3 | 10 | 30.00% | 20.00% | 10.00% | 33.33% | 66.67% | 33.33% | 0.567 |" in markdown
+    assert "**ECE 0.567**" in markdown
+    assert "| 0.9-1.0 | 3 | 0.900 | 0.333 | -0.567 |" in markdown
+    assert "| 0.0-0.1 | 0 | - | - | - |" in markdown
     assert "| accent = scotland | 2 | 7 |" in markdown
     assert "propagated 2" in markdown
     assert paths.chart.read_bytes().startswith(PNG_MAGIC)
@@ -228,3 +249,66 @@ def test_stage_skips_an_up_to_date_report_and_redoes_it_when_forced(hand_built: 
     assert not evaluate_manifest(rescored, refs, out, by=["speaker"]).skipped  # other parameters
     first.paths.chart.unlink()
     assert not evaluate_manifest(rescored, refs, out, by=["speaker"]).skipped  # an output went missing
+
+
+def test_calibration_hand_computed(tmp_path: Path) -> None:
+    """Five cuts over three bins: ECE = sum_b n_b/n |acc_b - conf_b| by hand."""
+    cuts = [make_cut("a", ["x y"], "x y", confidence=0.95),     # bin 9, correct
+            make_cut("b", ["x y"], "x z", confidence=0.85),     # bin 8, wrong (harmed)
+            make_cut("c", ["x z"], "x y", confidence=0.8),      # bin 8, correct (helped)
+            make_cut("d", ["x z"], "x z", confidence=0.05),     # bin 0, wrong
+            make_cut("e", ["x z"], "x z", confidence=None)]     # no confidence: counted apart
+    rescored = tmp_path / "rescored.jsonl.gz"
+    write_cuts(cuts, rescored)
+    refs = write_supervisions(tmp_path / "refs.jsonl.gz", dict.fromkeys("abcde", "x y"))
+    split = evaluate(rescored, refs).to_dict()["unannotated"]
+    bins = split["calibration"]["bins"]
+    assert [b["n"] for b in bins] == [1, 0, 0, 0, 0, 0, 0, 0, 2, 1]
+    assert bins[8]["confidence"] == pytest.approx(0.825) and bins[8]["accuracy"] == 0.5
+    assert bins[0]["accuracy"] == 0.0 and bins[9]["accuracy"] == 1.0
+    # (1/4)|0 - 0.05| + (2/4)|0.5 - 0.825| + (1/4)|1 - 0.95| = 0.0125 + 0.1625 + 0.0125
+    assert split["ece"] == pytest.approx(0.1875)
+    assert split["calibration"]["n"] == 4 and split["n_without_confidence"] == 1
+    assert split["calibration"]["accuracy"] == 0.5
+    assert split["calibration"]["mean_confidence"] == pytest.approx((0.95 + 0.85 + 0.8 + 0.05) / 4)
+    assert (split["n_helped"], split["n_harmed"]) == (1, 1)
+    assert split["help_rate"] == pytest.approx(1 / 5) and split["harm_rate"] == pytest.approx(1 / 5)
+    # the empty annotated split: no calibration, ECE undefined
+    assert evaluate(rescored, refs).to_dict()["annotated"]["ece"] is None
+
+
+def test_confidence_bins_edges() -> None:
+    from choral.pipeline.evaluate import Calibration, confidence_bin
+
+    assert [confidence_bin(c) for c in (0.0, 0.0999, 0.1, 0.5, 0.99, 1.0)] == [0, 0, 1, 5, 9, 9]
+    calibration = Calibration()
+    assert calibration.ece is None and calibration.accuracy is None
+    calibration.add(1.0, True)
+    calibration.add(0.0, False)
+    assert calibration.ece == 0.0  # perfectly calibrated extremes
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, "high", float("nan"), True])
+def test_bad_confidence_is_an_input_error(tmp_path: Path, bad: object) -> None:
+    rescored = tmp_path / "rescored.jsonl.gz"
+    write_cuts([make_cut("a", ["x y"], "x y", confidence=bad)], rescored)
+    refs = write_supervisions(tmp_path / "refs.jsonl.gz", {"a": "x y"})
+    with pytest.raises(InputError, match="confidence must be a number in \\[0, 1\\]"):
+        evaluate_manifest(rescored, refs, tmp_path / "eval")
+    assert not (tmp_path / "eval").exists()
+
+
+def test_report_rows_of_an_older_report_json_show_no_rates() -> None:
+    """A report.json written before help/harm/calibration existed (an up-to-date skip) still renders."""
+    from choral.cli.report import outcome_table, reliability_table
+    from choral.pipeline.evaluate import optional_percent, report_rows
+
+    legacy = {system: {"wer": 0.1, "by": {"accent": {"us": 0.1}}} for system in SYSTEMS}
+    legacy.update({"relative_wer_reduction": 0.0, "n_cuts": 2, "n_words": 10, "n_missing_references": 0,
+                   "sources": {}, "breakdown": {"accent": {"us": {"n_cuts": 2, "n_words": 10,
+                                                                 "relative_wer_reduction": 0.0}}}})
+    rows = report_rows(legacy)
+    assert [(r.help_rate, r.harm_rate, r.ece) for r in rows] == [(None, None, None)] * 2
+    assert optional_percent(rows[0].help_rate) == "-"
+    assert outcome_table({"unannotated": legacy}, "unannotated", "eval").row_count == 2
+    assert reliability_table({"unannotated": legacy}, "unannotated", "eval") is None

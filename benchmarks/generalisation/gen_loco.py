@@ -1,0 +1,156 @@
+"""Leave-one-condition-out (LOCO): choose defaults without a condition, then evaluate them on it.
+
+For each held-out condition ``c`` and each candidate set of defaults ``k``, choral runs (group -> graph ->
+tune -> propagate -> eval, on the pool's decoded cuts) on every pool with ``c``'s cuts removed; those
+*selection runs* see nothing of ``c``. The selection rule (:func:`select`) picks one candidate from the
+selection runs alone; the LOCO figure for ``c`` is that candidate's result on ``c``'s cuts in its run on the
+whole pool (where ``c``'s own annotated cuts seed propagation and ``tune`` sees only that pool's annotated
+cuts, as a user's run would).
+
+Selection rule, over the rows (pool, condition != c) of a candidate's selection runs:
+
+1. a candidate is *safe* when no row has choral WER above teacher WER + 0.2 points (the issue's bound);
+2. among safe candidates, the highest mean relative WER reduction over the rows of non-control conditions wins;
+3. when no candidate is safe, the smallest worst excess (choral - teacher) wins;
+4. ties (within 1e-9) go to the earlier candidate: the first is the run config as given (today's defaults).
+
+The candidates vary one thing at a time: whether ``tune`` runs, and the range of the fusion weight it searches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence
+
+from gen_results import MAX_EXCESS, Slice
+
+TIE = 1e-9
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A set of defaults: tune on or off, and (when on) the fusion weights its grid searches (None: the config's)."""
+
+    name: str
+    tune: bool = True
+    fusion_weight: tuple[float, ...] | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.tune and self.fusion_weight is not None:
+            raise ValueError(f"candidate {self.name}: a fusion-weight range needs tune on")
+        if self.fusion_weight is not None and not self.fusion_weight:
+            raise ValueError(f"candidate {self.name}: an empty fusion-weight range")
+
+
+CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
+    Candidate("config", description="the run config as given (tune over its grid)"),
+    Candidate("no-tune", tune=False, description="tune off: propagate with the config's own values"),
+    Candidate("low-fusion", fusion_weight=(0.0, 0.05, 0.1), description="tune, fusion weight limited to <= 0.1"),
+)}
+DEFAULT_CANDIDATES: tuple[str, ...] = tuple(CANDIDATES)
+
+
+def select_candidates(names: Sequence[str]) -> tuple[Candidate, ...]:
+    """The named candidates in order; unknown names are a ValueError."""
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        raise ValueError(f"unknown candidate(s) {', '.join(unknown)}; known: {', '.join(CANDIDATES)}")
+    if not names:
+        raise ValueError("no candidate selected")
+    return tuple(CANDIDATES[n] for n in dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """One choral run of the LOCO loop: a pool, a candidate and the condition left out (None: the whole pool)."""
+
+    pool: str
+    candidate: str
+    excluded: str | None
+
+    @property
+    def slug(self) -> str:
+        return f"{self.candidate}/{'all' if self.excluded is None else 'without-' + self.excluded}"
+
+
+def loco_runs(pools: Sequence[str], conditions: Sequence[str], candidates: Sequence[str]) -> Iterator[RunKey]:
+    """Every run the loop needs: per pool and candidate, the whole pool and the pool without each condition."""
+    for pool in pools:
+        for candidate in candidates:
+            yield RunKey(pool, candidate, None)
+            for condition in conditions:
+                yield RunKey(pool, candidate, condition)
+
+
+@dataclass(frozen=True)
+class Score:
+    """A candidate's standing on the selection runs of one held-out condition."""
+
+    candidate: str
+    safe: bool
+    mean_reduction: float
+    worst_excess: float
+    n_rows: int
+
+
+def score(candidate: str, rows: Sequence[tuple[str, Slice]], control: str) -> Score:
+    """Score one candidate from its selection rows ``(condition, slice)``."""
+    if not rows:
+        raise ValueError(f"candidate {candidate}: no selection rows")
+    worst = max(s.excess for _, s in rows)
+    reductions = [s.reduction for name, s in rows if name != control]
+    mean = sum(reductions) / len(reductions) if reductions else 0.0
+    return Score(candidate, worst <= MAX_EXCESS, mean, worst, len(rows))
+
+
+def select(scores: Sequence[Score]) -> Score:
+    """The rule of the module docstring: safe first, then mean reduction (or least excess), ties to the first."""
+    if not scores:
+        raise ValueError("no candidate to select from")
+    best = scores[0]
+    for s in scores[1:]:
+        if s.safe and not best.safe:
+            best = s
+        elif s.safe and best.safe and s.mean_reduction > best.mean_reduction + TIE:
+            best = s
+        elif not s.safe and not best.safe and s.worst_excess < best.worst_excess - TIE:
+            best = s
+    return best
+
+
+def selection_rows(results: Mapping[RunKey, Mapping[str, Slice]], candidate: str, held_out: str
+                   ) -> list[tuple[str, Slice]]:
+    """The rows (condition, slice) of ``candidate``'s runs without ``held_out``, over every pool."""
+    rows = []
+    for key, slices in sorted(results.items(), key=lambda kv: kv[0].pool):
+        if key.candidate == candidate and key.excluded == held_out:
+            if held_out in slices:
+                raise ValueError(f"run {key.pool}/{key.slug} still holds the held-out condition {held_out}")
+            rows.extend(sorted(slices.items()))
+    return rows
+
+
+@dataclass(frozen=True)
+class LocoOutcome:
+    """For one held-out condition: the scores, the chosen candidate, and the held-out slice per pool under it."""
+
+    held_out: str
+    scores: tuple[Score, ...]
+    chosen: str
+    evaluated: dict[str, Slice]       # pool -> the held-out condition's slice in the chosen candidate's full run
+    default: dict[str, Slice]         # pool -> the same slice under the first candidate (today's defaults)
+
+
+def leave_one_out(results: Mapping[RunKey, Mapping[str, Slice]], conditions: Sequence[str],
+                  candidates: Sequence[str], control: str) -> list[LocoOutcome]:
+    """Select per held-out condition on the selection runs, then read its slice from the chosen full runs."""
+    pools = sorted({key.pool for key in results})
+    outcomes = []
+    for held_out in conditions:
+        scores = tuple(score(c, selection_rows(results, c, held_out), control) for c in candidates)
+        chosen = select(scores).candidate
+        evaluated = {pool: results[RunKey(pool, chosen, None)][held_out] for pool in pools}
+        default = {pool: results[RunKey(pool, candidates[0], None)][held_out] for pool in pools}
+        outcomes.append(LocoOutcome(held_out, scores, chosen, evaluated, default))
+    return outcomes

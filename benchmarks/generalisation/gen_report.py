@@ -1,0 +1,148 @@
+"""RESULTS.md of the generalisation protocol, rendered from the measured slices (pure: no files, no runs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from gen_conditions import Condition
+from gen_loco import Candidate, LocoOutcome
+from gen_results import TABLE_HEADER, Slice, headline, mean_reduction, num, pct, reliability_table, table_row, total
+
+
+@dataclass(frozen=True)
+class PoolResult:
+    """One pool's run with the config as given: per-condition slices, its threshold fit and tuned values."""
+
+    name: str
+    n_prompts: int
+    oov_rate: float
+    slices: dict[str, Slice]
+    annotated: dict[str, int]
+    threshold: dict = field(default_factory=dict)      # threshold.json: threshold, rule, n_pairs, n_positive
+    params: dict = field(default_factory=dict)         # tuned alpha, lambda, T, threshold scale (empty: not tuned)
+    seconds: float = float("nan")
+    prompt_sets: dict[str, Slice] = field(default_factory=dict)   # prompt set (gen_pools) -> slice
+
+    @property
+    def pairs(self) -> str:
+        if not self.threshold:
+            return "-"
+        fit = self.threshold
+        return f"{fit.get('n_pairs', 0):,} / {fit.get('n_positive', 0):,} ({fit['rule']})"
+
+
+PROMPT_SETS = {"teacher-text": "in the teacher's training text", "new": "new, words all in the teacher's text",
+               "new-words-command": "commands with new words", "new-words-sentence": "sentences with new words"}
+
+
+def _pool_section(pool: PoolResult, conditions: Sequence[Condition], control: str) -> list[str]:
+    params = ", ".join(f"{k} {v:g}" for k, v in pool.params.items()) or "not tuned (config values)"
+    threshold = f"{pool.threshold['threshold']:.4g}" if pool.threshold else "-"
+    lines = [f"### Pool `{pool.name}`: {pool.n_prompts} prompts x {len(conditions)} conditions",
+             "",
+             f"Out-of-vocabulary words (not in the teacher's training text): {pct(pool.oov_rate)} of the prompts' "
+             f"words. Graph threshold {threshold}; tuned: {params}; run time {pool.seconds:.0f} s.", "",
+             *TABLE_HEADER]
+    for condition in conditions:
+        if condition.name in pool.slices:
+            label = f"{condition.name} (control)" if condition.name == control else condition.name
+            lines.append(table_row(label, pool.slices[condition.name], pool.annotated.get(condition.name, 0),
+                                   pool.pairs))
+    lines.append(table_row("**overall**", total(list(pool.slices.values())), sum(pool.annotated.values()),
+                           pool.pairs))
+    for name, s in sorted(pool.prompt_sets.items()):
+        lines.append(table_row(f"prompts: {PROMPT_SETS.get(name, name)}", s, "-", pool.pairs))
+    return lines + ["", "Headline: " + headline(pool.slices, control) + ".", ""]
+
+
+def _merged(pools: Sequence[PoolResult]) -> dict[str, Slice]:
+    names = list(dict.fromkeys(name for pool in pools for name in pool.slices))
+    return {name: total([pool.slices[name] for pool in pools if name in pool.slices]) for name in names}
+
+
+def _all_pools_section(pools: Sequence[PoolResult], conditions: Sequence[Condition], control: str) -> list[str]:
+    merged = _merged(pools)
+    annotated = {name: sum(pool.annotated.get(name, 0) for pool in pools) for name in merged}
+    lines = ["### All pools together", "", *TABLE_HEADER]
+    for condition in conditions:
+        if condition.name in merged:
+            label = f"{condition.name} (control)" if condition.name == control else condition.name
+            lines.append(table_row(label, merged[condition.name], annotated[condition.name], "per pool"))
+    everything = total(list(merged.values()))
+    lines.append(table_row("**overall**", everything, sum(annotated.values()), "per pool"))
+    sets = list(dict.fromkeys(name for pool in pools for name in pool.prompt_sets))
+    for name in sorted(sets):
+        merged_set = total([pool.prompt_sets[name] for pool in pools if name in pool.prompt_sets])
+        lines.append(table_row(f"prompts: {PROMPT_SETS.get(name, name)}", merged_set, "-", "per pool"))
+    lines += ["", "Headline, all pools: " + headline(merged, control) + ".", "",
+              f"Reliability of choral's confidence over all {everything.calibration.n:,} unannotated cuts "
+              f"(correct = label equals the reference after normalisation; ECE {num(everything.ece)}):", "",
+              *reliability_table(everything), ""]
+    return lines
+
+
+def _loco_section(outcomes: Sequence[LocoOutcome], candidates: Sequence[Candidate], pools: Sequence[str],
+                  control: str) -> list[str]:
+    lines = ["## Leave-one-condition-out", "",
+             "Candidates (`gen_loco.py`): " + "; ".join(f"`{c.name}` = {c.description}" for c in candidates) + ".",
+             "For each held-out condition every candidate runs on every pool without that condition; the rule "
+             "(safe = no remaining condition worse than the teacher by more than 0.2 points, then the highest "
+             "mean relative reduction over the remaining non-control conditions, ties to `"
+             f"{candidates[0].name}`) picks one, and the held-out condition is then read from that candidate's "
+             "run on the whole pool.", "",
+             "| held-out condition | selection: mean reduction / worst excess per candidate | chosen | "
+             + " | ".join(f"{p}: teacher, default choral, chosen choral" for p in pools) + " | held-out reduction, "
+             "chosen (default) | harm rate, chosen (default) |",
+             "|---|---|---|" + "---:|" * len(pools) + "---:|---:|"]
+    chosen_slices: dict[str, Slice] = {}
+    default_slices: dict[str, Slice] = {}
+    for outcome in outcomes:
+        scores = "; ".join(f"{s.candidate} {pct(s.mean_reduction)} / {100 * s.worst_excess:+.2f}"
+                           + ("" if s.safe else " (unsafe)") for s in outcome.scores)
+        per_pool = " | ".join(f"{pct(outcome.evaluated[p].wer('teacher'))}, {pct(outcome.default[p].wer('choral'))}, "
+                              f"{pct(outcome.evaluated[p].wer('choral'))}" for p in pools)
+        chosen_slices[outcome.held_out] = total(list(outcome.evaluated.values()))
+        default_slices[outcome.held_out] = total(list(outcome.default.values()))
+        chosen, default = chosen_slices[outcome.held_out], default_slices[outcome.held_out]
+        lines.append(f"| {outcome.held_out} | {scores} | `{outcome.chosen}` | {per_pool} | {pct(chosen.reduction)} "
+                     f"({pct(default.reduction)}) | {pct(chosen.harm_rate)} ({pct(default.harm_rate)}) |")
+    lines += ["", f"Mean relative reduction over the held-out non-control conditions (all pools): chosen "
+                  f"**{pct(mean_reduction(chosen_slices, control))}**, default "
+                  f"{pct(mean_reduction(default_slices, control))}.", ""]
+    return lines
+
+
+def render(*, command: str, config: str, settings: Sequence[str], conditions: Sequence[Condition],
+           pools: Sequence[PoolResult], control: str, loco: Sequence[LocoOutcome] | None = None,
+           candidates: Sequence[Candidate] = (), notes: Sequence[str] = ()) -> str:
+    """The whole RESULTS.md."""
+    lines = ["# Generalisation protocol: results", "",
+             f"Produced by `{command}` with the run config `{config}` (one `choral run` per pool, each in its own "
+             "run directory; `tune` sees only that pool's annotated cuts). Figures are over unannotated cuts; "
+             "annotated cuts seed propagation and tuning.", "",
+             *[f"- {s}" for s in settings], "",
+             "Conditions (none is a condition of `benchmarks/accented`'s recipe; the control is its majority voice "
+             "reading the protocol's own prompts):", "",
+             "| condition | how it is read |", "|---|---|",
+             *[f"| {c.name} | {c.description} |" for c in conditions], "",
+             "Columns: WER is corpus-level; relative reduction = (teacher - choral) / teacher; help / harm rate = "
+             "unannotated cuts whose choral label has fewer / more word errors than the teacher's 1-best; ECE = "
+             "expected calibration error of choral's confidence against exact correctness (10 bins); threshold "
+             "from = annotated same-group pairs the graph threshold was learned from (all / positive) and the "
+             "rule; (worse) marks a condition more than 0.2 points worse than the teacher.", "",
+             "## Today's defaults, per pool", ""]
+    for pool in pools:
+        lines += _pool_section(pool, conditions, control)
+    if len(pools) > 1:
+        lines += _all_pools_section(pools, conditions, control)
+    elif pools:
+        merged = pools[0].slices
+        everything = total(list(merged.values()))
+        lines += [f"Reliability of choral's confidence ({everything.calibration.n:,} unannotated cuts, ECE "
+                  f"{num(everything.ece)}):", "", *reliability_table(everything), ""]
+    if loco:
+        lines += _loco_section(loco, candidates, [p.name for p in pools], control)
+    if notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    return "\n".join(lines)
