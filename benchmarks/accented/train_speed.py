@@ -29,9 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import make_corpus
+import train_teacher as tt
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 
-import train_teacher as tt
 from choral.pipeline.teacher.bpe import train_bpe_model
 from choral.pipeline.teacher.model import parameter_count
 from choral.pipeline.teacher.tokens import TokenTable
@@ -129,8 +129,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         manifest = write_tone_corpus(folder, "speed", chosen, durations)
-        print(f"{args.cuts} generated cuts, {sum(durations) / 60:.1f} min of audio; batches of {args.batch_seconds:g} s;"
-              f" {args.threads} thread(s); {args.warm} warm-up + {args.steps} timed steps")
+        print(f"{args.cuts} generated cuts, {sum(durations) / 60:.1f} min of audio; batches of "
+              f"{args.batch_seconds:g} s; {args.threads} thread(s); {args.warm} warm-up + {args.steps} timed steps")
         rows = [measure("char", characters, manifest, args, folder),
                 measure("stateless", pieces, manifest, args, folder)]
     print(f"{'arch':10s} {'symbols':>7s} {'targets/cut':>11s} {'params':>7s} {'s/step':>7s} {'audio/step':>10s} "

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lhotse import CutSet, SupervisionSegment, SupervisionSet
 
 from choral.pipeline.teacher import open_teacher, resolve_teacher
 from choral.pipeline.teacher.bpe import SentencePieceTable
@@ -42,9 +43,10 @@ def modules():
     sys.path.insert(0, str(ACCENTED))
     threads = torch.get_num_threads()
     try:
+        import eval_teacher
         import train_speed
         import train_teacher
-        yield train_teacher, train_speed
+        yield train_teacher, train_speed, eval_teacher
     finally:
         sys.path.remove(str(ACCENTED))
         torch.set_num_threads(threads)
@@ -52,7 +54,7 @@ def modules():
 
 @pytest.fixture(scope="module")
 def corpus(modules, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    _, train_speed = modules
+    _, train_speed, _ = modules
     folder = tmp_path_factory.mktemp("corpus")
     train = train_speed.write_tone_corpus(folder, "teacher_train", TEXTS, [0.7 + 0.1 * i for i in range(8)], seed=1)
     dev = train_speed.write_tone_corpus(folder, "teacher_dev", TEXTS[:3], [0.9, 1.1, 0.8], seed=2)
@@ -69,7 +71,7 @@ def options(arch: str, corpus: tuple[Path, Path], out: Path, *extra: str) -> lis
 @pytest.mark.parametrize("arch", ["stateless", "char"])
 def test_killed_run_resumes_exactly_and_its_checkpoint_decodes(arch, modules, corpus, tmp_path, monkeypatch,
                                                                capsys):
-    tt, _ = modules
+    tt, _, _ = modules
     write_state = tt.write_state
     written: list[int] = []
 
@@ -117,7 +119,7 @@ def test_killed_run_resumes_exactly_and_its_checkpoint_decodes(arch, modules, co
 
 
 def test_invocation_bound_then_resume(modules, corpus, tmp_path, capsys):
-    tt, _ = modules
+    tt, _, _ = modules
     first = tt.train(tt.parse_args(options("stateless", corpus, tmp_path / "t.pt", "--stop-after-steps", "2")))
     assert first.progress.step == 2
     assert "stopped (resume with --resume)" in capsys.readouterr().out
@@ -129,7 +131,7 @@ def test_invocation_bound_then_resume(modules, corpus, tmp_path, capsys):
 
 
 def test_refuses_to_overwrite_or_mix_runs(modules, corpus, tmp_path, capsys):
-    tt, _ = modules
+    tt, _, _ = modules
     out = tmp_path / "t.pt"
     with pytest.raises(SystemExit) as missing:
         tt.main(options("stateless", corpus, out, "--resume"))
@@ -144,3 +146,31 @@ def test_refuses_to_overwrite_or_mix_runs(modules, corpus, tmp_path, capsys):
     with pytest.raises(SystemExit):
         tt.main(options("stateless", corpus, out, "--resume", "--train", str(corpus[1])))
     assert "not the training data of the run being resumed" in capsys.readouterr().err
+
+
+def test_eval_teacher_table_for_a_stateless_checkpoint(modules, corpus, tmp_path, capsys):
+    tt, train_speed, eval_teacher = modules
+    tt.main(options("stateless", corpus, tmp_path / "t.pt", "--stop-after-steps", "2"))
+    # a pool in two accents; one accented prompt has words the teacher never heard in training
+    texts = [TEXTS[0], TEXTS[1], TEXTS[2], "the quiet harbour sleeps"]
+    accents = ["en-us", "en-us", "en-gb-x-rp", "en-gb-x-rp"]
+    written = train_speed.write_tone_corpus(tmp_path, "pool", texts, [1.0, 0.9, 1.2, 0.8], seed=3)
+    cuts = [cut.with_custom("accent", accent) for cut, accent in zip(tt.load_cuts(written), accents)]
+    pool = tmp_path / "pool_cuts.jsonl.gz"
+    CutSet.from_cuts(cuts).to_file(pool)
+    references = tmp_path / "pool_references.jsonl.gz"
+    SupervisionSet.from_segments([SupervisionSegment(id=c.id, recording_id=c.recording_id, start=0.0,
+                                                     duration=c.duration, text=t, custom={"accent": a})
+                                  for c, t, a in zip(cuts, texts, accents)]).to_file(references)
+    capsys.readouterr()
+    eval_teacher.main(["--teacher", str(tmp_path / "t.pt"), "--dev", str(corpus[1]), "--pool", str(pool),
+                       "--references", str(references), "--train", str(corpus[0]), "--beam", "4", "--nbest", "4"])
+    table = capsys.readouterr().out
+    assert "(stateless backend), beam 4, n-best 4" in table
+    rows = {line[:32].strip(): line[32:].split() for line in table.splitlines() if line[:32].strip()}
+    assert rows["majority (teacher_dev)"][0] == "3" and rows["majority (teacher_dev)"][-1] == "1.00"
+    assert rows["pool en-us"][0] == "2" and rows["pool en-gb-x-rp"][0] == "2"
+    assert rows["in vocabulary"][0] == "1" and rows["unseen words"][0] == "1"
+    for name in ("majority (teacher_dev)", "pool en-us", "pool en-gb-x-rp"):
+        one, oracle = (float(v.rstrip("%")) for v in rows[name][1:3])
+        assert 0 <= oracle <= one
