@@ -80,39 +80,52 @@ def training_texts() -> list[str]:
     return [item.prompt.text for item in plan if item.split == "teacher_train"]
 
 
-def measure(arch: str, tokens: TokenTable, manifest: Path, args: argparse.Namespace, out: Path) -> dict:
-    """Time ``args.steps`` training steps (after ``args.warm`` untimed ones) and a greedy pass; save a checkpoint."""
-    raw = tt.raw_features(arch)
-    data, digest = tt.load_split(manifest, tokens, 1, raw, limit=args.cuts)
+def make_run(arch: str, tokens: TokenTable, manifest: Path, args: argparse.Namespace) -> tt.Run:
+    """A fresh run of ``arch`` with the default sizes; both architectures get the same batches (same seed)."""
+    data, digest = tt.load_split(manifest, tokens, 1, tt.raw_features(arch), limit=args.cuts)
     recipe = {**tt.RECIPE_DEFAULTS, "arch": arch, "batch_seconds": args.batch_seconds, "steps": 10_000}
     torch.manual_seed(0)
-    run = tt.Run(recipe, tt.build_model(arch, len(tokens), {}), tokens, data, data[: args.dev_cuts], digest,
-                 torch.device("cpu"))
-    for _ in range(args.warm):
-        run.train_step()
-    audio = 0.0
-    started = time.perf_counter()
-    for _ in range(args.steps):
-        _, _, seconds = run.train_step()
-        audio += seconds
-    elapsed = time.perf_counter() - started
-    dev_audio = sum(f.shape[0] for f, _, _ in run.dev) / 100
-    started = time.perf_counter()
-    tt.greedy_wer(run.model, tokens, run.dev, args.batch_seconds)
-    greedy = time.perf_counter() - started
-    path = out / f"{arch}.pt"
-    tt.save_model(run.model, tokens, path)
-    targets = np.mean([len(t) for _, t, _ in data])
-    return {"arch": arch, "symbols": len(tokens), "targets": targets, "parameters": parameter_count(run.model),
-            "step": elapsed / args.steps, "audio_per_step": audio / args.steps,
-            "per_hour": elapsed / (audio / 3600), "greedy_per_hour": greedy / (dev_audio / 3600),
-            "megabytes": path.stat().st_size / 2**20}
+    return tt.Run(recipe, tt.build_model(arch, len(tokens), {}), tokens, data, data[: args.dev_cuts], digest,
+                  torch.device("cpu"))
+
+
+def measure(runs: dict[str, tt.Run], args: argparse.Namespace, out: Path) -> list[dict]:
+    """Time ``args.steps`` training steps per run (after ``args.warm`` untimed ones), the runs' steps taken in
+    turn so that both meet the same load on a shared machine; then greedy dev passes (the faster of two)."""
+    times: dict[str, list[float]] = {arch: [] for arch in runs}
+    audio: dict[str, float] = {arch: 0.0 for arch in runs}
+    for step in range(args.warm + args.steps):
+        for arch, run in runs.items():
+            started = time.perf_counter()
+            _, _, seconds = run.train_step()
+            if step >= args.warm:
+                times[arch].append(time.perf_counter() - started)
+                audio[arch] += seconds
+    greedy: dict[str, list[float]] = {arch: [] for arch in runs}
+    for _ in range(2):
+        for arch, run in runs.items():
+            started = time.perf_counter()
+            tt.greedy_wer(run.model, run.tokens, run.dev, args.batch_seconds)
+            greedy[arch].append(time.perf_counter() - started)
+    rows = []
+    for arch, run in runs.items():
+        path = out / f"{arch}.pt"
+        tt.save_model(run.model, run.tokens, path)
+        dev_audio = sum(f.shape[0] for f, _, _ in run.dev) / 100
+        total = sum(times[arch])
+        rows.append({"arch": arch, "symbols": len(run.tokens), "targets": np.mean([len(t) for _, t, _ in run.train]),
+                     "parameters": parameter_count(run.model), "step": total / args.steps,
+                     "median": float(np.median(times[arch])), "audio_per_step": audio[arch] / args.steps,
+                     "per_hour": total / (audio[arch] / 3600),
+                     "greedy_per_hour": min(greedy[arch]) / (dev_audio / 3600),
+                     "megabytes": path.stat().st_size / 2**20})
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cuts", type=int, default=400, help="generated cuts (texts drawn from teacher_train)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per architecture")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per architecture")
     parser.add_argument("--warm", type=int, default=2, help="untimed steps first")
     parser.add_argument("--batch-seconds", type=float, default=60.0)
     parser.add_argument("--bpe-vocab", type=int, default=tt.RECIPE_DEFAULTS["bpe_vocab"])
@@ -131,14 +144,15 @@ def main() -> None:
         manifest = write_tone_corpus(folder, "speed", chosen, durations)
         print(f"{args.cuts} generated cuts, {sum(durations) / 60:.1f} min of audio; batches of "
               f"{args.batch_seconds:g} s; {args.threads} thread(s); {args.warm} warm-up + {args.steps} timed steps")
-        rows = [measure("char", characters, manifest, args, folder),
-                measure("stateless", pieces, manifest, args, folder)]
-    print(f"{'arch':10s} {'symbols':>7s} {'targets/cut':>11s} {'params':>7s} {'s/step':>7s} {'audio/step':>10s} "
-          f"{'train s/h audio':>15s} {'greedy s/h audio':>16s} {'checkpoint':>10s}")
+        runs = {"char": make_run("char", characters, manifest, args),
+                "stateless": make_run("stateless", pieces, manifest, args)}
+        rows = measure(runs, args, folder)
+    print(f"{'arch':10s} {'symbols':>7s} {'targets/cut':>11s} {'params':>7s} {'s/step':>7s} {'median':>7s} "
+          f"{'audio/step':>10s} {'train s/h audio':>15s} {'greedy s/h audio':>16s} {'checkpoint':>10s}")
     for r in rows:
         print(f"{r['arch']:10s} {r['symbols']:7d} {r['targets']:11.1f} {r['parameters'] / 1e6:6.2f}M "
-              f"{r['step']:7.2f} {r['audio_per_step']:9.1f}s {r['per_hour']:15.0f} {r['greedy_per_hour']:16.1f} "
-              f"{r['megabytes']:8.2f}MB")
+              f"{r['step']:7.2f} {r['median']:7.2f} {r['audio_per_step']:9.1f}s {r['per_hour']:15.0f} "
+              f"{r['greedy_per_hour']:16.1f} {r['megabytes']:8.2f}MB")
 
 
 if __name__ == "__main__":

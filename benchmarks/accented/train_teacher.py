@@ -442,9 +442,9 @@ class Run:
         self.schedule = Schedule(**state["schedule"])
         self.progress = Progress(**state["progress"])
         self.rng.setstate(_as_tuple(state["python_rng"]))
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # generator states are CPU byte tensors, wherever loaded
         if self.device.type == "cuda" and state["cuda_rng"]:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
 
 
 def _as_tuple(value: Any) -> Any:
