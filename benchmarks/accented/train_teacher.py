@@ -74,6 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus_io import load_cuts
 
+from choral.pipeline.errors import ChoralError
 from choral.pipeline.manifest import atomic_output
 from choral.pipeline.teacher.bpe import SentencePieceTable, train_bpe_model
 from choral.pipeline.teacher.features import cut_features
@@ -635,7 +636,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         train(args)
-    except TrainingError as error:
+    except (TrainingError, ChoralError) as error:  # ChoralError: a bad --init checkpoint or vocabulary
         print(f"train_teacher.py: error: {error}", file=sys.stderr)
         raise SystemExit(1) from None
 
