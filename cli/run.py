@@ -10,7 +10,7 @@ import typer
 
 from ..pipeline.run import STAGES, RunLocked, StageResult, load_run_config, run_pipeline
 from .common import console, error_console, progress_bar, stage_errors, summary_table
-from .report import wer_table
+from .report import outcome_table, wer_table
 
 EXIT_USAGE = 2
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the run directory; try again later
@@ -67,5 +67,6 @@ def run(
     ]))
     if summary.report is not None:
         console.print(wer_table(summary.report, "unannotated", "run"))
+        console.print(outcome_table(summary.report, "unannotated", "run"))
         console.print(f"report: {summary.run_dir / 'eval' / 'report.md'} and report.png", highlight=False,
                       soft_wrap=True)

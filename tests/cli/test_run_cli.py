@@ -71,6 +71,7 @@ def test_run_prints_stages_and_wer_table_then_skips_everything(project: Path, tm
     for stage in STAGES:
         assert stage in out
     assert "choral run, WER: unannotated cuts (headline)" in out and "overall" in out and "accent = us" in out
+    assert "help rate" in out and "harm rate" in out and "ECE" in out
     assert "report.md" in out
     assert (run_dir / "eval" / "report.json").is_file() and (run_dir / "run.json").is_file()
     assert not (project / "runs").exists()  # --run-dir replaced the config's run_dir
