@@ -63,7 +63,7 @@ from numbers import Integral
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from . import dtw_numpy
+from . import dtw_numpy, threads
 from .components import component_labels
 
 __all__ = ["ENV_BACKEND", "auto_backend", "available_backends", "cdist", "paired"]
@@ -197,12 +197,12 @@ _blas = _BlasPin()
 
 
 def _n_threads(n_jobs: int | None) -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    if n_jobs is None or n_jobs == -1:
-        return max(1, cores)
+    """Worker threads: ``n_jobs``, or the process's thread budget (:mod:`.threads`) for None, or every
+    core it may use for -1."""
+    if n_jobs is None:
+        return threads.budget()
+    if n_jobs == -1:
+        return threads.available_cores()
     if not isinstance(n_jobs, Integral) or n_jobs < 1:
         raise ValueError(f"n_jobs must be a positive integer, -1 or None, got {n_jobs!r}")
     return int(n_jobs)
@@ -535,8 +535,8 @@ def cdist(xs, ys=None, *, window: int | None = None, backend: str = "auto",
     unordered pair computed once, zero diagonal), else the ``(N, M)`` matrix.
     window: Sakoe-Chiba radius (cells with ``|i - j| <= window``), ``None`` for
     none; pairs with ``|n - m| > window`` are ``inf``.
-    backend: ``"auto"``, ``"c"`` or ``"numpy"``.  n_jobs: threads (default: all
-    cores).
+    backend: ``"auto"``, ``"c"`` or ``"numpy"``.  n_jobs: threads (default: the
+    process's thread budget, :func:`choral.kernels.threads.budget`; -1: every core it may use).
     """
     w = _check_window(window)
     xs_ = _check_sequences(xs, "xs")

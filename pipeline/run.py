@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Literal
 
+from ..kernels import threads
 from .decode import decode_manifest, output_paths
 from .errors import ChoralError
 from .evaluate import evaluate_manifest
@@ -181,6 +182,8 @@ def run_pipeline(
     summary = RunSummary(run_dir=paths.root)
     started = time.perf_counter()
     last = STAGES.index(until)
+    if config.threads is not None and threads.chosen() is None:  # `choral --threads` wins over the config
+        threads.set_budget(config.threads)
 
     stage_started = [started]
 

@@ -58,6 +58,11 @@ class RunConfig:
     scorer: bool = placed_at("propagate.scorer", True)  # score neighbours' hypotheses with the teacher
     export: ExportConfig = ExportConfig()
     eval: EvalSection = EvalSection()
+    threads: int | None = None  # thread budget of the run (None: OMP_NUM_THREADS, else the CPU affinity)
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError("threads", f"must be a positive number of threads, not {self.threads}")
 
     @property
     def normalizer(self) -> TextNormalizer:

@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 from typing import Protocol, Sequence, TypeVar
 
+from ...kernels import threads
 from ..errors import ChoralError
 from ..manifest import read_cuts
 from .contracts import NamedScorer, Teacher
@@ -106,7 +107,9 @@ def teacher_inputs(teacher: str | Path) -> list[Path]:
 def open_teacher(teacher: str | Path, *, beam: int = 8, nbest: int = 8, search_temperature: float = 1.0) -> Teacher:
     """Load a resolved teacher with the backend that claims it."""
     backend = backend_of(teacher)
-    log.info("opening teacher %s with the %s backend (beam %d, nbest %d)", teacher, backend.name, beam, nbest)
+    threads.apply_to_torch()  # torch sizes its own pool from the machine; choral's budget is shared
+    log.info("opening teacher %s with the %s backend (beam %d, nbest %d, %d threads)", teacher, backend.name, beam,
+             nbest, threads.budget())
     return backend.open(Path(teacher), beam=beam, nbest=nbest, search_temperature=search_temperature)
 
 

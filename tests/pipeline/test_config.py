@@ -368,3 +368,11 @@ class _Placed:
     def __post_init__(self) -> None:
         if self.flag and self.inner.size != 3:
             raise ConfigError("flag", f"needs a size of 3, not {self.inner.size}")
+
+
+def test_threads_is_a_top_level_key(tmp_path: Path) -> None:
+    assert load_run_config(write(tmp_path, MINIMAL)).threads is None
+    assert load_run_config(write(tmp_path, MINIMAL + "threads: 1\n")).threads == 1
+    assert "key 'threads' must be a positive number of threads, not 0" in str(load_error(tmp_path,
+                                                                                         MINIMAL + "threads: 0\n"))
+    assert "key 'threads' must be int or null" in str(load_error(tmp_path, MINIMAL + "threads: many\n"))

@@ -282,3 +282,25 @@ def test_a_run_removes_what_killed_runs_left_behind(tmp_path: Path, teacher: Pat
     run_pipeline(config, until="prepare")
     assert not any(path.exists() for path in orphans)
     assert all(path.exists() for path in alive)
+
+
+def test_the_configs_thread_budget_applies_unless_the_command_line_chose_one(tmp_path: Path, teacher: Path) -> None:
+    import dataclasses
+
+    import torch
+
+    from choral.kernels import threads
+
+    before = torch.get_num_threads()
+    config = dataclasses.replace(load_run_config(make_project(tmp_path, teacher, n_cuts=3, n_annotated=0)),
+                                 threads=1)
+    try:
+        threads.set_budget(None)
+        run_pipeline(config, until="prepare")
+        assert threads.chosen() == 1 and torch.get_num_threads() == 1
+        threads.set_budget(2)  # as `choral --threads 2` does before the run
+        run_pipeline(config, until="prepare")
+        assert threads.chosen() == 2
+    finally:
+        threads.set_budget(None)
+        torch.set_num_threads(before)
