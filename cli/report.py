@@ -8,6 +8,7 @@ from rich import box
 from rich.table import Table
 
 from ..pipeline.evaluate import percent, report_rows
+from .common import plain_output
 
 SPLIT_TITLES = {"unannotated": "unannotated cuts (headline)", "annotated": "annotated cuts"}
 
@@ -16,7 +17,7 @@ def wer_table(report: Mapping, split: str, command: str) -> Table:
     """The rich table of one split: rows = overall and each --by value, WER in percent, label sources below."""
     data = report[split]
     table = Table(title=f"choral {command}, WER: {SPLIT_TITLES[split]}", title_justify="left",
-                  box=box.SIMPLE_HEAD, caption_justify="left",
+                  box=None if plain_output() else box.SIMPLE_HEAD, caption_justify="left",
                   caption="choral label source: " + ", ".join(f"{k} {v:,}" for k, v in data["sources"].items()))
     table.add_column("slice", style="bold", overflow="fold")
     for name in ("cuts", "words", "teacher", "choral", "oracle", "reduction"):

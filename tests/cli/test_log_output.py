@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from choral.cli.common import LOG_WIDTH, LogConsole
+import pytest
+
+from choral.cli.common import LOG_WIDTH, LogConsole, console
+from choral.cli.report import wer_table
 
 
 def test_a_piped_command_writes_whole_lines_without_box_drawing(tmp_path: Path) -> None:
@@ -27,3 +30,17 @@ def test_the_console_keeps_its_width_on_a_terminal_or_when_asked() -> None:
     assert not piped.is_terminal and piped.width == LOG_WIDTH
     assert LogConsole(file=open("/dev/null", "w"), width=50).width == 50
     assert LogConsole(file=open("/dev/null", "w"), force_terminal=True, width=70).width == 70
+
+
+def test_the_wer_table_has_no_box_drawing_in_a_log(capsys: pytest.CaptureFixture[str]) -> None:
+    """``choral eval`` and ``choral run`` print the WER table: in a log its rows are plain, whole lines."""
+    accent = "en-gb-x-a-particularly-long-accent-name-that-would-wrap-at-eighty-columns"
+    by = {"by": {"accent": {accent: 0.1}}}
+    split = {"n_cuts": 3, "n_words": 12, "relative_wer_reduction": 0.5,
+             "teacher": {"wer": 0.2, **by}, "choral": {"wer": 0.1, **by}, "oracle": {"wer": 0.05, **by},
+             "breakdown": {"accent": {accent: {"n_cuts": 3, "n_words": 12, "relative_wer_reduction": 0.5}}},
+             "sources": {"reference": 0, "propagated": 2, "teacher": 1}}
+    console.print(wer_table({"unannotated": split}, "unannotated", "eval"))
+    lines = capsys.readouterr().out.splitlines()
+    assert not any(set(line) & set("│┃━─┏┓┗┛") for line in lines), lines
+    assert any(line.strip().startswith(f"accent = {accent}") and line.rstrip().endswith("50.00%") for line in lines)
