@@ -175,10 +175,12 @@ def _earlier_exports(out_dir: Path, record: StageRecord, primary: Path) -> Itera
             continue
         if not isinstance(stored, dict) or stored.get("stage") != "export":
             continue
-        params = stored.get("params") if isinstance(stored.get("params"), dict) else {}
+        params = stored.get("params")
+        params = params if isinstance(params, dict) else {}
         if (params.get("prefix"), params.get("split")) != (record.params["prefix"], record.params["split"]):
             continue  # another split (train, dev) written into the same folder stays
-        outputs = stored.get("outputs") if isinstance(stored.get("outputs"), list) else []
+        outputs = stored.get("outputs")
+        outputs = outputs if isinstance(outputs, list) else []
         names = {Path(o).name for o in outputs if isinstance(o, str) and Path(o).name}
         stale = [out_dir / name for name in sorted(names - current)]
         if sidecar.name != ours or stale:
