@@ -380,7 +380,7 @@ def _sized(cut: Cut, config: InputConfig, failures: dict[str, str], summary: Pre
         return [cut]
     if is_annotated(cut):  # one transcript for the whole cut cannot be divided among pieces
         log.warning("%s: %.1f s with a transcript is kept whole (longer than max_cut_duration %g s)",
-                    cut.id, cut.duration, config.max_cut_duration)
+                    cut.id, cut.duration, config.max_cut_duration, extra={"stage": "prepare", "cut_id": cut.id})
         return [cut]
     try:
         pieces = split_long_cut(cut, config)
@@ -390,7 +390,8 @@ def _sized(cut: Cut, config: InputConfig, failures: dict[str, str], summary: Pre
     if not pieces:
         failures[cut.id] = f"{cut.duration:.4g} s of audio with no speech found"
         return []
-    log.info("%s: %.1f s split at pauses into %d cuts", cut.id, cut.duration, len(pieces))
+    log.info("%s: %.1f s split at pauses into %d cuts", cut.id, cut.duration, len(pieces),
+             extra={"stage": "prepare", "cut_id": cut.id})
     summary.n_split += 1
     return pieces
 

@@ -200,7 +200,8 @@ def _remove_earlier_exports(earlier: list[tuple[Path, list[Path]]], primary: Pat
                     path.unlink()
                 else:
                     continue
-                log.info("export: removed %s of an earlier export (%s)", path, sidecar.name)
+                log.info("export: removed %s of an earlier export (%s)", path, sidecar.name,
+                         extra={"stage": "export", "path": str(path)})
         for sidecar, _ in earlier:
             if sidecar.name != meta_path(primary).name:
                 sidecar.unlink(missing_ok=True)
