@@ -105,8 +105,12 @@ class InputConfig:
 
     @property
     def needs_prepare(self) -> bool:
-        """A lhotse manifest with usable paths and no annotations is decoded as it is."""
-        return self.kind != "cuts" or self.audio_root is not None or self.annotations is not None
+        """A lhotse manifest with usable paths, no annotations and no cut longer than ``max_cut_duration``
+        is decoded as it is (its durations are read to know: long cuts are split by prepare)."""
+        if self.kind != "cuts" or self.audio_root is not None or self.annotations is not None:
+            return True
+        return any(isinstance(entry.get("duration"), (int, float)) and entry["duration"] > self.max_cut_duration
+                   for _, entry in iter_json_lines(self.source))
 
 
 @dataclass

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from lhotse import Recording
 from typer.testing import CliRunner
 
 from choral.cli.app import app
 from choral.pipeline.errors import ConfigError
-from choral.pipeline.manifest import read_cuts
+from choral.pipeline.manifest import read_cuts, write_cuts
 from choral.pipeline.prepare import InputConfig, prepare_input
 from choral.pipeline.segment import frame_energies, speech_pieces
 
@@ -155,3 +156,19 @@ def test_decoded_pieces_read_as_their_own_files(tmp_path: Path) -> None:
     assert len(pieces) == len(truth)
     assert [labels[piece] for piece in pieces] == [labels[name] for name, _, _ in truth]
     assert all(labels[name] for name, _, _ in truth)
+
+
+def test_a_lhotse_manifest_with_a_long_cut_goes_through_prepare(tmp_path: Path) -> None:
+    """A plain lhotse manifest is decoded as it is, unless a cut is longer than max_cut_duration."""
+    truth = concatenate(tmp_path / "audio")
+    long = Recording.from_file(tmp_path / "audio" / "long.flac").to_cut()
+    short = Recording.from_file(tmp_path / "audio" / f"{truth[0][0]}.flac").to_cut()
+    manifest = tmp_path / "cuts.jsonl.gz"
+    write_cuts([long, short], manifest)
+    assert not InputConfig(cuts=manifest).needs_prepare  # 11 s: under the default 20 s
+    config = InputConfig(cuts=manifest, max_cut_duration=5.0)
+    assert config.needs_prepare
+    output = tmp_path / "out" / "cuts.jsonl.gz"
+    prepare_input(config, output)
+    ids = [c.id for c in read_cuts(output)]
+    assert len(ids) == len(truth) + 1 and ids[-1] == short.id and all(i.startswith("long-") for i in ids[:-1])
