@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from . import decode, export, export_teacher, graph, group, logs, prepare, propagate, synth, tune
 from . import eval as eval_
 from . import run as run_
-from .common import fail_if
+from .common import error_console, fail_if
 
 app = typer.Typer(
     name="choral",
@@ -26,12 +28,16 @@ def options(
                                      "skipped, which teacher and DTW backend), -vv for debug. Without it, "
                                      f"the {logs.ENV_LEVEL} environment variable (debug, info, warning, error) "
                                      "sets the level; warnings only by default."),
+    log_json: bool = typer.Option(False, "--log-json",
+                                  help="Write log records and errors on stderr as JSON lines (time, level, logger, "
+                                       f"message, stage, path) for log shippers; also {logs.ENV_FORMAT}=json."),
 ) -> None:
     """Options for every command (give them before the command: ``choral -v run configs/demo.yaml``)."""
     try:
-        logs.configure(verbose)
+        logs.configure(verbose, log_json)
     except logs.LogLevelError as error:
         fail_if(True, str(error))
+    error_console.json_lines = logs.resolve_format(log_json, os.environ.get(logs.ENV_FORMAT)) == "json"
 
 
 app.command("run")(run_.run)

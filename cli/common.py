@@ -13,7 +13,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from enum import Enum
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import typer
 from rich import box
@@ -29,9 +29,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from ..pipeline.errors import ChoralError, ConfigError
 from ..pipeline.text import DIGITS_POLICIES, TextNormalizer
+from . import logs
 
 # The text normaliser's digits policies as an Enum, which typer turns into a checked choice.
 Digits = Enum("Digits", {policy: policy for policy in DIGITS_POLICIES}, type=str)  # type: ignore[misc]
@@ -50,6 +52,18 @@ class LogConsole(Console):
     """A rich console that, when its stream is not a terminal (cron logs, pipes, log shippers), writes each
     line whole (no wrapping at 80 columns mid-way through a stage line or a table cell); on a terminal it is
     rich's own. Tables choral builds drop their box drawing there too (:func:`plain_output`)."""
+
+    json_lines = False  # --log-json: what this console prints is written as JSON log records instead
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        """rich's ``print``; with ``json_lines`` set (``--log-json``, error console), a message given as text is
+        written as one JSON record (level error, logger ``choral.cli``), its markup stripped."""
+        if self.json_lines and objects and all(isinstance(o, str) for o in objects):
+            text = " ".join(Text.from_markup(o).plain for o in objects)
+            self.file.write(logs.json_record("error", "choral.cli", text) + "\n")
+            self.file.flush()
+            return
+        super().print(*objects, **kwargs)
 
     @property
     def size(self) -> ConsoleDimensions:
@@ -166,8 +180,9 @@ def stage_errors(command: str, options: Mapping[str, str] | None = None) -> Iter
 def summary_table(title: str, rows: list[tuple[str, str]]) -> Table:
     """A two-column key/value table for the end-of-stage summary."""
     plain = plain_output()
+    # in a log, the table is at least as wide as its title, so a long output path is not wrapped onto two lines
     table = Table(title=title, show_header=False, title_justify="left", box=None if plain else box.HEAVY_HEAD,
-                  pad_edge=not plain)
+                  pad_edge=not plain, min_width=len(title) if plain else None)
     table.add_column(style="bold")
     table.add_column(justify="right")
     for key, value in rows:

@@ -9,6 +9,7 @@ from rich import box
 from rich.table import Table
 
 from ..pipeline.evaluate import optional_number, optional_percent, percent, report_rows
+from .common import plain_output
 
 SPLIT_TITLES = {"unannotated": "unannotated cuts (headline)", "annotated": "annotated cuts"}
 
@@ -17,7 +18,7 @@ def wer_table(report: Mapping, split: str, command: str) -> Table:
     """The rich table of one split: rows = overall and each --by value, WER in percent, label sources below."""
     data = report[split]
     table = Table(title=f"choral {command}, WER: {SPLIT_TITLES[split]}", title_justify="left",
-                  box=box.SIMPLE_HEAD, caption_justify="left",
+                  box=None if plain_output() else box.SIMPLE_HEAD, caption_justify="left",
                   caption="choral label source: " + ", ".join(f"{k} {v:,}" for k, v in data["sources"].items()))
     table.add_column("slice", style="bold", overflow="fold")
     for name in ("cuts", "words", "teacher", "choral", "oracle", "reduction"):
@@ -32,7 +33,7 @@ def outcome_table(report: Mapping, split: str, command: str) -> Table:
     """Beside the WER table (kept apart so both fit 80 columns): per slice the help and harm rates (cuts
     whose choral label has fewer / more word errors than the teacher's 1-best) and the ECE of the confidence."""
     table = Table(title=f"choral {command}, help / harm / calibration: {SPLIT_TITLES[split]}", title_justify="left",
-                  box=box.SIMPLE_HEAD)
+                  box=None if plain_output() else box.SIMPLE_HEAD)
     table.add_column("slice", style="bold", overflow="fold")
     for name in ("cuts", "help rate", "harm rate", "ECE"):
         table.add_column(name, justify="right", no_wrap=True)
@@ -48,7 +49,7 @@ def reliability_table(report: Mapping, split: str, command: str) -> Table | None
     if not calibration or not calibration["n"]:
         return None
     table = Table(title=f"choral {command}, calibration of the confidence: {SPLIT_TITLES[split]}",
-                  title_justify="left", box=box.SIMPLE_HEAD, caption_justify="left",
+                  title_justify="left", box=None if plain_output() else box.SIMPLE_HEAD, caption_justify="left",
                   caption=f"ECE {optional_number(calibration['ece'])} over {calibration['n']:,} cuts "
                           "(correct = label equals the reference after normalisation)")
     for name in ("confidence", "cuts", "mean confidence", "accuracy"):

@@ -105,9 +105,10 @@ def is_up_to_date(record: StageRecord, primary_output: str | Path) -> bool:
     or that it does, is logged at info level: ``choral -v`` tells why a stage runs)."""
     reason = stale_reason(record, primary_output)
     if reason is None:
-        log.info("%s: %s is up to date, skipped", record.stage, primary_output)
+        log.info("%s: %s is up to date, skipped", record.stage, primary_output,
+                 extra={"stage": record.stage, "path": str(primary_output)})
     else:
-        log.info("%s: runs, %s", record.stage, reason)
+        log.info("%s: runs, %s", record.stage, reason, extra={"stage": record.stage, "path": str(primary_output)})
     return reason is None
 
 

@@ -19,6 +19,13 @@ cuts: those cuts become the annotated seeds of propagation and teach the graph
 threshold. Audio files whose header cannot be read are skipped and listed in
 ``failed.jsonl`` beside the output; decode later checks the samples themselves.
 
+Long recordings: a cut longer than ``max_cut_duration`` seconds (no transcript of its own) is split
+into utterance-sized pieces at pauses by the energy detector of :mod:`.segment`. Each piece is a lhotse
+cut into the same recording at its own offset (so every export points into the original audio), with
+the id ``<cut id>-<start ms>-<end ms>`` (milliseconds from the start of the long cut, eight digits, so
+ids sort in time order and stay the same on every run). A cut shorter than ``min_cut_duration`` (too
+short to hold a word) is skipped and listed in ``failed.jsonl``, as decode would refuse it.
+
 The stage is skipped when its inputs are unchanged; for ``audio_dir`` the
 fingerprint is a digest of the listing (names, sizes, mtimes), so new audio in
 the folder makes a nightly run relabel; for the other inputs it includes the
@@ -27,6 +34,7 @@ same digest of the audio files they name, so a replaced file is read again.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -34,16 +42,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 from lhotse import Recording, SupervisionSegment
 from lhotse.cut import Cut
 
-from .errors import ChoralError, InputError
+from .config import check_finite
+from .errors import ChoralError, ConfigError, InputError
 from .fields import is_annotated
 from .kaldi import read_table
 from .manifest import CutWriter, audio_paths, check_readable, iter_cuts, iter_json_lines, write_failures
 from .meta import StageRecord, files_digest, is_up_to_date, write_meta
 from .progress import NullProgress, Progress
 from .references import read_references
+from .segment import SAMPLING_RATE, energies_of, speech_pieces
+
+log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".sph", ".m4a")
 
@@ -59,8 +72,21 @@ class InputConfig:
     audio_root: Path | None = None
     annotations: Path | None = None
     sampling_rate: int = 16_000  # of command (``|``) entries of a Kaldi wav.scp (files: read from their header)
+    # cuts longer than this (seconds) are split at pauses; shorter than min_cut_duration are skipped (failed.jsonl)
+    max_cut_duration: float = 20.0
+    min_cut_duration: float = 0.3
+    min_pause: float = 0.3  # seconds of quiet that separate two utterances of a long recording
 
     def __post_init__(self) -> None:
+        check_finite(self)
+        if self.min_cut_duration < 0:
+            raise ConfigError("min_cut_duration", f"must be non-negative, not {self.min_cut_duration}")
+        if self.max_cut_duration <= max(self.min_cut_duration, 0.0) or self.max_cut_duration < 1.0:
+            raise ConfigError("max_cut_duration", f"must be at least 1 s and exceed {{min_cut_duration}} "
+                                                  f"{self.min_cut_duration}, not {self.max_cut_duration}",
+                              related=("min_cut_duration",))
+        if self.min_pause <= 0:
+            raise ConfigError("min_pause", f"must be positive, not {self.min_pause}")
         given = [name for name in ("cuts", "audio_dir", "kaldi_dir", "nemo_manifest") if getattr(self, name)]
         if len(given) != 1:
             raise ChoralError("the input needs exactly one of cuts, audio_dir, kaldi_dir, nemo_manifest"
@@ -79,8 +105,12 @@ class InputConfig:
 
     @property
     def needs_prepare(self) -> bool:
-        """A lhotse manifest with usable paths and no annotations is decoded as it is."""
-        return self.kind != "cuts" or self.audio_root is not None or self.annotations is not None
+        """A lhotse manifest with usable paths, no annotations and no cut longer than ``max_cut_duration``
+        is decoded as it is (its durations are read to know: long cuts are split by prepare)."""
+        if self.kind != "cuts" or self.audio_root is not None or self.annotations is not None:
+            return True
+        return any(isinstance(entry.get("duration"), (int, float)) and entry["duration"] > self.max_cut_duration
+                   for _, entry in iter_json_lines(self.source))
 
 
 @dataclass
@@ -90,6 +120,7 @@ class PrepareSummary:
     n_cuts: int = 0
     n_annotated: int = 0
     n_failed: int = 0
+    n_split: int = 0  # long cuts split at pauses
     hours: float = 0.0
     seconds: float = 0.0
 
@@ -310,6 +341,65 @@ def _annotate(cut: Cut, text: str) -> Cut:
     return cut
 
 
+def _mono_16k(cut: Cut, offset: float, duration: float) -> np.ndarray:
+    """``duration`` seconds of ``cut`` from ``offset``, channels averaged, at 16 kHz."""
+    part = cut.truncate(offset=offset, duration=duration, preserve_id=True)
+    if part.sampling_rate != SAMPLING_RATE:
+        part = part.resample(SAMPLING_RATE)
+    audio = np.asarray(part.load_audio(), dtype=np.float32)
+    return audio.mean(axis=0) if audio.ndim == 2 else audio
+
+
+def split_long_cut(cut: Cut, config: InputConfig) -> list[Cut]:
+    """The utterance-sized pieces of ``cut`` (see :mod:`.segment`), each a cut into the same recording at
+    its own offset, with id ``<cut id>-<start ms>-<end ms>``; an empty list when it holds no speech.
+
+    Raises ValueError with a short reason when its audio cannot be read.
+    """
+    try:
+        energies = energies_of(lambda offset, length: _mono_16k(cut, offset, length), cut.duration)
+    except Exception as error:  # audio backends raise many kinds
+        text = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ValueError(f"cannot read audio ({text})") from None
+    found = speech_pieces(energies, cut.duration, max_duration=config.max_cut_duration,
+                          min_duration=config.min_cut_duration, min_pause=config.min_pause)
+    speaker = next((s.speaker for s in cut.supervisions if s.speaker), None)
+    pieces = []
+    for found_piece in found:
+        start_ms, end_ms = int(round(found_piece.start * 1000)), int(round(found_piece.end * 1000))
+        piece = cut.truncate(offset=start_ms / 1000, duration=(end_ms - start_ms) / 1000, preserve_id=True)
+        piece.id = f"{cut.id}-{start_ms:08d}-{end_ms:08d}"
+        pieces.append(_supervise(piece, None, speaker))
+    return pieces
+
+
+def _sized(cut: Cut, config: InputConfig, failures: dict[str, str], summary: PrepareSummary) -> list[Cut]:
+    """``cut`` as it is, its pieces when it is long and has no transcript, or nothing (a failure recorded)
+    when it is too short to hold a word or a long recording without speech."""
+    if cut.duration < config.min_cut_duration:
+        failures[cut.id] = (f"{cut.duration:.4g} s is shorter than min_cut_duration {config.min_cut_duration:g} s: "
+                            "too short to hold a word")
+        return []
+    if cut.duration <= config.max_cut_duration:
+        return [cut]
+    if is_annotated(cut):  # one transcript for the whole cut cannot be divided among pieces
+        log.warning("%s: %.1f s with a transcript is kept whole (longer than max_cut_duration %g s)",
+                    cut.id, cut.duration, config.max_cut_duration, extra={"stage": "prepare", "cut_id": cut.id})
+        return [cut]
+    try:
+        pieces = split_long_cut(cut, config)
+    except ValueError as error:
+        failures[cut.id] = str(error)
+        return []
+    if not pieces:
+        failures[cut.id] = f"{cut.duration:.4g} s of audio with no speech found"
+        return []
+    log.info("%s: %.1f s split at pauses into %d cuts", cut.id, cut.duration, len(pieces),
+             extra={"stage": "prepare", "cut_id": cut.id})
+    summary.n_split += 1
+    return pieces
+
+
 def prepare_input(config: InputConfig, output: str | Path, *, force: bool = False,
                   progress: Progress = NullProgress()) -> PrepareSummary:
     """Write the lhotse cut manifest ``output`` for ``config``'s input (and ``failed.jsonl`` beside it)."""
@@ -349,16 +439,23 @@ def prepare_input(config: InputConfig, output: str | Path, *, force: bool = Fals
     used: set[str] = set()
     seen: set[str] = set()
     with CutWriter(output) as writer:
-        for cut in cuts:
-            if cut.id in seen:
-                raise InputError(source, "duplicate cut id", cut_id=cut.id)
-            seen.add(cut.id)
-            if cut.id in annotations:
-                cut = _annotate(cut, annotations[cut.id])
-                used.add(cut.id)
-            summary.n_annotated += is_annotated(cut)
-            summary.hours += cut.duration / 3600
-            writer.write(cut)
+        for whole in cuts:
+            if whole.id in seen:
+                raise InputError(source, "duplicate cut id", cut_id=whole.id)
+            seen.add(whole.id)
+            if whole.id in annotations:
+                whole = _annotate(whole, annotations[whole.id])
+                used.add(whole.id)
+            pieces = _sized(whole, config, failures, summary)
+            for cut in pieces:
+                if cut is not whole:
+                    if cut.id in seen:
+                        raise InputError(source, f"cut id of a piece of {whole.id!r} is also the id of another cut",
+                                         cut_id=cut.id)
+                    seen.add(cut.id)
+                summary.n_annotated += is_annotated(cut)
+                summary.hours += cut.duration / 3600
+                writer.write(cut)
             progress.advance()
         if writer.count == 0:
             first = next(iter(failures.values()), "the input holds no cuts")

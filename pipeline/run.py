@@ -245,7 +245,8 @@ def _run_stages(
         cuts = paths.prepared
         record("prepare", "skipped" if prepared.skipped else "ran", prepared.seconds,
                "" if prepared.skipped else f"{prepared.n_cuts:,} cuts ({prepared.hours:.2f} h), "
-               f"{prepared.n_annotated:,} annotated, {prepared.n_failed:,} unreadable")
+               f"{prepared.n_annotated:,} annotated, {prepared.n_split:,} long recordings split, "
+               f"{prepared.n_failed:,} skipped (failed.jsonl)")
     else:
         record("prepare", "off", detail="input is a lhotse manifest")
     if not wanted("decode"):

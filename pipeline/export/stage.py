@@ -5,11 +5,18 @@ checked, filtered by confidence, and handed to the writer of the registered
 format that ``ExportConfig.format`` names. Every output appears under its real
 name only when complete, and a ``.meta.json`` sidecar lets an unchanged rerun be
 skipped.
+
+The files of an earlier export of the same ``prefix`` and ``split`` in another format (or with
+``with_fbank`` then, not now) are removed once the new export is complete: exactly the outputs its
+sidecar lists, then that sidecar, so ``export/`` never holds two formats' manifests of one run.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -20,11 +27,13 @@ from lhotse.cut import Cut, MonoCut, MultiCut
 
 from ..config import CHOICES
 from ..errors import ChoralError, ConfigError, InputError
-from ..manifest import check_readable, iter_cuts
-from ..meta import StageRecord, is_up_to_date, write_meta
+from ..manifest import check_readable, iter_cuts, write_error
+from ..meta import StageRecord, is_up_to_date, meta_path, write_meta
 from ..progress import NullProgress, Progress
 from .pseudo_labels import SOURCES, Label, drop_reason, pseudo_label
 from .registry import ExportPaths, export_format_names, get_export_format
+
+log = logging.getLogger(__name__)
 
 _SAFE_NAME = re.compile(r"^[^\s/\\.][^\s/\\]*$")
 
@@ -151,6 +160,55 @@ def _removed_if_left_empty(directory: Path) -> Iterator[None]:
         raise
 
 
+def _earlier_exports(out_dir: Path, record: StageRecord, primary: Path) -> Iterator[tuple[Path, list[Path]]]:
+    """Sidecars in ``out_dir`` of earlier exports of the same prefix and split, each with the outputs it lists
+    that the export of ``record`` does not write (by name, inside ``out_dir`` only, so a moved run dir is
+    handled and nothing outside the folder is touched)."""
+    current = {Path(o).name for o in record.outputs}
+    ours = meta_path(primary).name
+    if not out_dir.is_dir():
+        return
+    for sidecar in sorted(out_dir.glob("*.meta.json")):
+        try:
+            stored = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(stored, dict) or stored.get("stage") != "export":
+            continue
+        params = stored.get("params")
+        params = params if isinstance(params, dict) else {}
+        if (params.get("prefix"), params.get("split")) != (record.params["prefix"], record.params["split"]):
+            continue  # another split (train, dev) written into the same folder stays
+        outputs = stored.get("outputs")
+        outputs = outputs if isinstance(outputs, list) else []
+        names = {Path(o).name for o in outputs if isinstance(o, str) and Path(o).name}
+        stale = [out_dir / name for name in sorted(names - current)]
+        if sidecar.name != ours or stale:
+            yield sidecar, stale
+
+
+def _remove_earlier_exports(earlier: list[tuple[Path, list[Path]]], primary: Path) -> None:
+    """Remove what earlier exports of this prefix and split wrote and this one does not (see the module's
+    docstring): outputs first, their sidecars last, so a kill in between leaves a sidecar the next run
+    finishes with. The sidecar of ``primary`` itself is left for :func:`write_meta` to replace."""
+    try:
+        for sidecar, stale in earlier:
+            for path in stale:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                elif path.exists() or path.is_symlink():
+                    path.unlink()
+                else:
+                    continue
+                log.info("export: removed %s of an earlier export (%s)", path, sidecar.name,
+                         extra={"stage": "export", "path": str(path)})
+        for sidecar, _ in earlier:
+            if sidecar.name != meta_path(primary).name:
+                sidecar.unlink(missing_ok=True)
+    except OSError as error:
+        raise write_error(Path(error.filename or primary.parent), error, "cannot remove") from None
+
+
 def export_manifest(
     rescored: str | Path,
     out_dir: str | Path,
@@ -167,13 +225,17 @@ def export_manifest(
     check_readable(rescored)
     record = StageRecord.create("export", inputs=[rescored], params=asdict(config), outputs=paths.all)
     if not force and is_up_to_date(record, paths.primary):
+        _remove_earlier_exports(list(_earlier_exports(out_dir, record, paths.primary)), paths.primary)
         return ExportSummary(output=paths.primary, skipped=True, format=config.format, features=paths.features)
     started = time.perf_counter()
+    # the sidecar at our own name may list files (features) this export no longer writes: read it now
+    earlier = list(_earlier_exports(out_dir, record, paths.primary))
     tally = _Tally()
     progress.task(f"exporting {config.format}" + (" + fbank" if config.with_fbank else ""), None)
     with _removed_if_left_empty(out_dir):
         renamed = get_export_format(config.format).writer(_kept_cuts(rescored, config, tally, progress), paths,
                                                           rescored)
+    _remove_earlier_exports(earlier, paths.primary)
     write_meta(record, paths.primary)
     return ExportSummary(
         output=paths.primary,

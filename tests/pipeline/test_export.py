@@ -426,3 +426,52 @@ def test_format_registration_is_checked() -> None:
         register_export_format("toy", output="{corpus}_{split}.txt", description="")
     assert get_export_format("nemo").output == "{prefix}_{split}.json"
     assert "toy" not in export_format_names()
+
+
+def _export_files(out: Path) -> set[str]:
+    return {p.name for p in out.iterdir()}
+
+
+def test_changing_the_format_removes_the_previous_exports_files(fx: Fixture) -> None:
+    """lhotse + fbank -> nemo -> kaldi -> lhotse: export/ holds only the current format's files and sidecar."""
+    export_manifest(fx.rescored, fx.out, ExportConfig(format="lhotse", with_fbank=True))
+    assert _export_files(fx.out) == {"choral_cuts_train.jsonl.gz", "choral_feats_train.lca",
+                                     "choral_cuts_train.jsonl.gz.meta.json"}
+    export_manifest(fx.rescored, fx.out, ExportConfig(format="nemo"))
+    assert _export_files(fx.out) == {"choral_train.json", "choral_train.json.meta.json"}
+    export_manifest(fx.rescored, fx.out, ExportConfig(format="kaldi"))
+    assert _export_files(fx.out) == {"choral_train", "choral_train.meta.json"}
+    export_manifest(fx.rescored, fx.out, ExportConfig(format="lhotse", with_fbank=True))
+    # fbank off: the same sidecar name, and its feature archive goes
+    export_manifest(fx.rescored, fx.out, ExportConfig(format="lhotse"))
+    assert _export_files(fx.out) == {"choral_cuts_train.jsonl.gz", "choral_cuts_train.jsonl.gz.meta.json"}
+
+
+def test_other_splits_and_files_not_written_by_export_stay(fx: Fixture) -> None:
+    export_manifest(fx.rescored, fx.out, ExportConfig(format="nemo", split="dev"))
+    (fx.out / "notes.txt").write_text("mine\n")
+    (fx.out / "choral_train.json").write_text("a file of the user's, no export of ours wrote it\n")
+    export_manifest(fx.rescored, fx.out, ExportConfig(format="lhotse", split="dev"))
+    export_manifest(fx.rescored, fx.out, ExportConfig(format="lhotse", split="train"))
+    assert _export_files(fx.out) == {"notes.txt", "choral_train.json", "choral_cuts_dev.jsonl.gz",
+                                     "choral_cuts_dev.jsonl.gz.meta.json", "choral_cuts_train.jsonl.gz",
+                                     "choral_cuts_train.jsonl.gz.meta.json"}
+
+
+def test_a_failed_export_keeps_the_previous_one_and_a_rerun_finishes_an_interrupted_removal(
+        fx: Fixture, tmp_path: Path) -> None:
+    export_manifest(fx.rescored, fx.out, ExportConfig(format="nemo"))
+    before = _export_files(fx.out)
+    unannotated = tmp_path / "unannotated.jsonl.gz"
+    write_cuts([c for c in CutSet.from_file(fx.rescored) if c.id != "alice-001"], unannotated)
+    with pytest.raises(ChoralError, match="every cut was dropped"):  # nothing exported: the nemo export stays
+        export_manifest(unannotated, fx.out, ExportConfig(format="lhotse", min_confidence=0.99))
+    assert _export_files(fx.out) == before
+    # a removal killed after the new export's sidecar was written: the skipped rerun finishes it
+    export_manifest(fx.rescored, fx.out, ExportConfig(format="lhotse"))
+    (fx.out / "choral_train.json").write_text("{}\n")
+    (fx.out / "choral_train.json.meta.json").write_text(json.dumps(
+        {"stage": "export", "params": {"prefix": "choral", "split": "train"},
+         "outputs": [str(fx.out / "choral_train.json")]}))
+    assert export_manifest(fx.rescored, fx.out, ExportConfig(format="lhotse")).skipped
+    assert _export_files(fx.out) == {"choral_cuts_train.jsonl.gz", "choral_cuts_train.jsonl.gz.meta.json"}
