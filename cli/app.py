@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import typer
 
+from ..kernels import threads as thread_budget
 from . import decode, export, export_teacher, graph, group, logs, prepare, propagate, synth, tune
 from . import eval as eval_
 from . import run as run_
@@ -31,6 +33,11 @@ def options(
     log_json: bool = typer.Option(False, "--log-json",
                                   help="Write log records and errors on stderr as JSON lines (time, level, logger, "
                                        f"message, stage, path) for log shippers; also {logs.ENV_FORMAT}=json."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                          help="Threads this command may use, shared by the teacher (torch), DTW "
+                                               "and BLAS [default: the run config's `threads`, else "
+                                               "OMP_NUM_THREADS, else the cores the process may run on]. Give "
+                                               "each of several jobs on one machine its share of the cores."),
 ) -> None:
     """Options for every command (give them before the command: ``choral -v run configs/demo.yaml``)."""
     try:
@@ -38,6 +45,8 @@ def options(
     except logs.LogLevelError as error:
         fail_if(True, str(error))
     error_console.json_lines = logs.resolve_format(log_json, os.environ.get(logs.ENV_FORMAT)) == "json"
+    if threads is not None:
+        thread_budget.set_budget(threads)
 
 
 app.command("run")(run_.run)

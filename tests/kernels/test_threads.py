@@ -39,3 +39,15 @@ def test_a_chosen_budget_wins_and_sizes_torch_and_dtw(monkeypatch: pytest.Monkey
 def test_a_bad_budget_is_refused(bad: object) -> None:
     with pytest.raises(ValueError, match="threads must be a positive integer"):
         threads.set_budget(bad)  # type: ignore[arg-type]
+
+
+def test_the_command_line_sets_the_budget(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from choral.cli.app import app
+
+    result = CliRunner().invoke(app, ["--threads", "1", "synth", str(tmp_path), "--cuts", "20"])
+    assert result.exit_code == 0, result.output
+    assert threads.chosen() == 1 and torch.get_num_threads() == 1
+    bad = CliRunner().invoke(app, ["--threads", "0", "synth", str(tmp_path / "x")])
+    assert bad.exit_code == 2
