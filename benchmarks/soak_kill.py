@@ -10,7 +10,9 @@ after every rerun, the outputs must be byte-identical to the clean run's (every 
 the ``.meta.json`` sidecars, which hold mtimes, and ``.lock``) and no stray file may be left.
 Reported: kills of each kind, stray temporary files seen after SIGKILLs, and the problems found.
 
-Usage: ``python benchmarks/soak_kill.py [--runs 20] [--cuts 200] [--seed 0] [--work /tmp/choral-soak]``.
+Usage: ``python benchmarks/soak_kill.py [--runs 20] [--cuts 200] [--seed 0] [--work /tmp/choral-soak]``;
+``--config configs/demo.yaml`` soaks that run config instead (the demo set with the default teacher), its run
+directory placed under ``--work``.
 """
 
 from __future__ import annotations
@@ -81,13 +83,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cuts", type=int, default=200)
     parser.add_argument("--work", type=Path, default=Path("/tmp/choral-soak"))
+    parser.add_argument("--config", type=Path, default=None,
+                        help="Soak this run config (e.g. configs/demo.yaml) instead of a generated project.")
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
-    config = make_project(args.work, args.cuts, args.cuts // 4)
-    choral = [str(Path(sys.executable).parent / "choral"), "run", str(config)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     run_dir = args.work / "run"
+    if args.config is None:
+        config = make_project(args.work, args.cuts, args.cuts // 4)
+        choral = [str(Path(sys.executable).parent / "choral"), "run", str(config)]
+    else:
+        choral = [str(Path(sys.executable).parent / "choral"), "run", str(args.config.resolve()),
+                  "--run-dir", str(run_dir)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
     started = time.perf_counter()
     subprocess.run(choral, check=True, capture_output=True, env=env)
