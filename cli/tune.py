@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.table import Table
 
 from ..pipeline.propagate import PropagateConfig
@@ -17,6 +18,7 @@ from .common import (
     DIGITS_HELP,
     Digits,
     console,
+    plain_output,
     print_skipped,
     progress_bar,
     stage_errors,
@@ -78,7 +80,8 @@ def tune(
                  f"threshold x{best.threshold_scale}"),
         ("time", f"{summary.seconds:.1f} s"),
     ]))
-    curve = Table(title="held-out WER by confidence threshold", title_justify="left")
+    curve = Table(title="held-out WER by confidence threshold", title_justify="left",
+                  box=None if plain_output() else box.HEAVY_HEAD)
     for column in ("min confidence", "kept cuts", "kept %", "WER"):
         curve.add_column(column, justify="right")
     for point in summary.confidence_curve:
