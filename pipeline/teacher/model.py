@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...kernels.rnnt import rnnt_loss
 from ..config import coerce
 from ..errors import ChoralError
 from ..meta import choral_version
+from .layers import conv_lstm_encode, ctc_term, subsampled_mel_bins
 from .tokens import BLANK, TokenTable
 
 CHECKPOINT_FORMAT = "choral-transducer-1"
@@ -47,11 +47,6 @@ class TransducerConfig:
     dropout: float = 0.1
 
 
-def subsampled_lengths(lengths: torch.Tensor) -> torch.Tensor:
-    """Frames left after two stride-2 convolutions with padding 1: ceil(ceil(T / 2) / 2)."""
-    return ((lengths - 1) // 2 + 1 - 1) // 2 + 1
-
-
 class Transducer(nn.Module):
     """Encoder, prediction network, joiner and CTC head (see module docstring)."""
 
@@ -61,8 +56,7 @@ class Transducer(nn.Module):
         c = config
         self.conv1 = nn.Conv2d(1, c.conv_channels, 3, stride=2, padding=1)
         self.conv2 = nn.Conv2d(c.conv_channels, c.conv_channels, 3, stride=2, padding=1)
-        mel_out = (((c.num_mel_bins - 1) // 2 + 1) - 1) // 2 + 1
-        self.subsample_proj = nn.Linear(c.conv_channels * mel_out, c.encoder_input)
+        self.subsample_proj = nn.Linear(c.conv_channels * subsampled_mel_bins(c.num_mel_bins), c.encoder_input)
         self.encoder = nn.LSTM(c.encoder_input, c.encoder_hidden, num_layers=c.encoder_layers, batch_first=True,
                                bidirectional=c.bidirectional, dropout=c.dropout if c.encoder_layers > 1 else 0.0)
         self.encoder_dim = c.encoder_hidden * (2 if c.bidirectional else 1)
@@ -76,19 +70,7 @@ class Transducer(nn.Module):
     # --- encoder -------------------------------------------------------------------------
     def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, T, mel)`` features -> encoder frames ``(B, T', D)`` and their lengths ``(B,)``."""
-        lengths = lengths.long()
-        x = torch.relu(self.conv1(features.unsqueeze(1)))  # (B, C, T/2, mel/2)
-        # Zero the frames past each utterance's end, as a lone utterance's padding would be,
-        # so an utterance encodes the same alone or in a batch.
-        half = (lengths - 1) // 2 + 1
-        x = x * (torch.arange(x.shape[2], device=x.device)[None, :] < half[:, None])[:, None, :, None]
-        x = torch.relu(self.conv2(x))  # (B, C, T', mel')
-        x = self.subsample_proj(x.permute(0, 2, 1, 3).flatten(2))
-        out_lengths = subsampled_lengths(lengths).clamp(max=x.shape[1])
-        packed = nn.utils.rnn.pack_padded_sequence(x, out_lengths.cpu(), batch_first=True, enforce_sorted=False)
-        encoded, _ = self.encoder(packed)
-        encoded, _ = nn.utils.rnn.pad_packed_sequence(encoded, batch_first=True, total_length=x.shape[1])
-        return encoded, out_lengths
+        return conv_lstm_encode(self.conv1, self.conv2, self.subsample_proj, self.encoder, features, lengths)
 
     # --- prediction network --------------------------------------------------------------
     def predict(self, tokens: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -125,9 +107,7 @@ class Transducer(nn.Module):
         total = transducer
         parts = {"rnnt": float(transducer.detach())}
         if ctc_weight > 0:
-            ctc_lp = self.ctc_head(encoded).log_softmax(-1).transpose(0, 1)
-            ctc = F.ctc_loss(ctc_lp, targets, enc_lengths, target_lengths, blank=BLANK,
-                             reduction="sum", zero_infinity=True) / targets.shape[0]
+            ctc = ctc_term(self.ctc_head, encoded, enc_lengths, targets, target_lengths)
             total = total + ctc_weight * ctc
             parts["ctc"] = float(ctc.detach())
         return total, parts

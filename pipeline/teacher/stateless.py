@@ -37,7 +37,7 @@ from ..errors import ChoralError
 from ..manifest import atomic_output
 from ..meta import choral_version
 from .bpe import SentencePieceTable
-from .model import subsampled_lengths
+from .layers import conv_lstm_encode, ctc_term, subsampled_mel_bins
 from .tokens import BLANK
 
 STATELESS_FORMAT = "choral-stateless-transducer-1"
@@ -85,25 +85,15 @@ class FbankEncoder(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(1, c.conv_channels, 3, stride=2, padding=1)
         self.conv2 = nn.Conv2d(c.conv_channels, c.conv_channels, 3, stride=2, padding=1)
-        mel_out = (((c.num_mel_bins - 1) // 2 + 1) - 1) // 2 + 1
-        self.subsample_proj = nn.Linear(c.conv_channels * mel_out, c.encoder_input)
+        self.subsample_proj = nn.Linear(c.conv_channels * subsampled_mel_bins(c.num_mel_bins), c.encoder_input)
         self.lstm = nn.LSTM(c.encoder_input, c.encoder_hidden, num_layers=c.encoder_layers, batch_first=True,
                             bidirectional=c.bidirectional, dropout=c.dropout if c.encoder_layers > 1 else 0.0)
         self.output_dim = c.encoder_hidden * (2 if c.bidirectional else 1)
 
     def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = x_lens.long()
-        x = utterance_cmvn(x, lengths)
-        x = torch.relu(self.conv1(x.unsqueeze(1)))  # (N, C, T/2, mel/2)
-        half = (lengths - 1) // 2 + 1
-        x = x * (torch.arange(x.shape[2], device=x.device)[None, :] < half[:, None])[:, None, :, None]
-        x = torch.relu(self.conv2(x))  # (N, C, T', mel')
-        x = self.subsample_proj(x.permute(0, 2, 1, 3).flatten(2))
-        out_lengths = subsampled_lengths(lengths).clamp(max=x.shape[1])
-        packed = nn.utils.rnn.pack_padded_sequence(x, out_lengths.cpu(), batch_first=True, enforce_sorted=False)
-        encoded, _ = self.lstm(packed)
-        encoded, _ = nn.utils.rnn.pad_packed_sequence(encoded, batch_first=True, total_length=x.shape[1])
-        return encoded, out_lengths
+        return conv_lstm_encode(self.conv1, self.conv2, self.subsample_proj, self.lstm, utterance_cmvn(x, lengths),
+                                lengths)
 
 
 class StatelessDecoder(nn.Module):
@@ -169,9 +159,7 @@ class StatelessTransducer(nn.Module):
         transducer = rnnt_loss(logits.log_softmax(-1), targets, enc_lengths, target_lengths)
         total, parts = transducer, {"rnnt": float(transducer.detach())}
         if ctc_weight > 0:
-            ctc_lp = self.ctc_head(encoded).log_softmax(-1).transpose(0, 1)
-            ctc = F.ctc_loss(ctc_lp, targets, enc_lengths, target_lengths, blank=BLANK,
-                             reduction="sum", zero_infinity=True) / targets.shape[0]
+            ctc = ctc_term(self.ctc_head, encoded, enc_lengths, targets, target_lengths)
             total = total + ctc_weight * ctc
             parts["ctc"] = float(ctc.detach())
         return total, parts

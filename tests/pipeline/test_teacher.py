@@ -16,7 +16,7 @@ from choral.pipeline.teacher import (
     save_teacher,
 )
 from choral.pipeline.teacher.features import batch_features, cut_features
-from choral.pipeline.teacher.model import subsampled_lengths
+from choral.pipeline.teacher.layers import subsampled_lengths
 from choral.pipeline.teacher.search import greedy_search, modified_beam_search, score_texts
 
 TINY = TransducerConfig(conv_channels=4, encoder_input=16, encoder_hidden=16, encoder_layers=1, embedding_dim=8,
