@@ -280,6 +280,35 @@ def load_init(arch: str, path: Path) -> tuple[Model, TokenTable]:
     return model.train(), tokens
 
 
+ENCODER_NAMES = {"conv1": "encoder.conv1", "conv2": "encoder.conv2", "subsample_proj": "encoder.subsample_proj",
+                 "encoder": "encoder.lstm"}
+
+
+def copy_encoder(path: Path, model: Model) -> None:
+    """Load a character checkpoint's encoder weights into a stateless ``model`` (``--init-encoder``).
+
+    The character model normalises fbank per utterance before its encoder; the stateless
+    one does the same inside, so the copied weights see the same inputs.
+    """
+    if not isinstance(model, StatelessTransducer):
+        raise TrainingError("--init-encoder needs --arch stateless")
+    source, _ = load_checkpoint(path)
+    state = model.state_dict()
+    copied = 0
+    for name, tensor in source.state_dict().items():
+        prefix, _, rest = name.partition(".")
+        if prefix not in ENCODER_NAMES:
+            continue
+        target = f"{ENCODER_NAMES[prefix]}.{rest}"
+        if target not in state or state[target].shape != tensor.shape:
+            raise TrainingError(f"{path}: encoder parameter {name} {tuple(tensor.shape)} does not fit {target}")
+        state[target] = tensor
+        copied += 1
+    if copied == 0:
+        raise TrainingError(f"{path}: no encoder parameters to copy")
+    model.load_state_dict(state)
+
+
 def decodable(model: Model) -> Any:
     """What greedy search drives: the character model itself, the stateless one through its adapter."""
     return StatelessDecodable(model) if isinstance(model, StatelessTransducer) else model
@@ -498,6 +527,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--state", type=Path, default=None, help="training state (default <out stem>.state.pt)")
     parser.add_argument("--resume", action="store_true", help="continue the run whose state is --state")
     parser.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights")
+    parser.add_argument("--init-encoder", type=Path, default=None,
+                        help="stateless: start the encoder (convolutions, projection, LSTM) from this character "
+                             "checkpoint's encoder; both normalise fbank per utterance, so its weights carry over")
     parser.add_argument("--minutes", type=float, default=25.0, help="training time of this invocation")
     parser.add_argument("--stop-after-steps", type=int, default=None, help="optimizer steps of this invocation")
     parser.add_argument("--eval-every", type=int, default=150, help="steps between dev evaluations")
@@ -578,6 +610,9 @@ def prepare(args: argparse.Namespace) -> tuple[Run, Path]:
         overrides = {k: v for k, v in (stored["model_config"] if stored else recipe["model_config"]).items()
                      if k != "vocab_size"}
         model = build_model(arch, len(tokens), overrides)
+        if args.init_encoder is not None:
+            copy_encoder(args.init_encoder, model)
+            log(f"encoder from {args.init_encoder}")
     run = Run(recipe, model, tokens, train, dev, digest, device)
     if stored is not None:
         run.restore(stored)
