@@ -8,6 +8,7 @@ Module map (data flows down; :mod:`.contracts` imports nothing of choral's)::
     torch_backend  TransducerTeacher over a checkpoint file (save_teacher / load_teacher)
     onnx_backend   OnnxTransducerTeacher over an ONNX directory (choral's LSTM-decoder export, stateless ones)
     icefall_backend  the icefall / sherpa-onnx layout (stateless decoder, bpe.model), checked strictly
+    nemo_backend   NeMo transducers as sherpa-onnx runs them (channels-first encoder, LSTM decoder, blank last)
     stateless_backend  StatelessTeacher over a stateless-decoder checkpoint (same results as its ONNX export)
     model          the character Transducer and its checkpoint
     stateless      the stateless-decoder transducer in icefall's conventions and its checkpoint
@@ -24,9 +25,9 @@ module that registers itself and is imported here.
 
 from __future__ import annotations
 
-# registers the backends; icefall_backend imports onnx_backend and stateless_backend torch_backend, so each
-# registers after the general backend of its kind and is offered before it
-from . import icefall_backend, onnx_backend, stateless_backend, torch_backend  # noqa: F401
+# registers the backends; icefall_backend imports onnx_backend, nemo_backend icefall_backend and stateless_backend
+# torch_backend, so each registers after the more general backend of its kind and is offered before it
+from . import icefall_backend, nemo_backend, onnx_backend, stateless_backend, torch_backend  # noqa: F401
 from .contracts import AudioError, DecodeResult, NamedScorer, Scorer, Teacher
 from .model import Transducer, TransducerConfig, parameter_count
 from .registry import (
