@@ -7,11 +7,21 @@ a time (what a straightforward implementation does), in the same process.
 
     .venv/bin/python benchmarks/decode_speed.py                  # default teacher, all 200 demo cuts
     .venv/bin/python benchmarks/decode_speed.py --teacher PATH --cuts 50
+
+``--sherpa CKPT_OR_DIR``: choral decoding the exported teacher (icefall layout; a
+stateless checkpoint is exported first, as ``choral export-teacher`` does) against
+sherpa-onnx decoding the same files in the same run: same cuts, same batches (about
+``--batch-seconds`` of audio each, sherpa-onnx's ``decode_streams``), same threads,
+same search (greedy; ``modified_beam_search`` with ``max_active_paths`` = ``--beam``),
+from samples to 1-best on both sides (features included, audio reading not).
+
+    .venv/bin/python benchmarks/decode_speed.py --sherpa /work/teacher-data/stateless.pt --threads 1 --beam 4
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,6 +51,97 @@ def timed(teacher, features: list, batch_seconds: float) -> float:
     return time.perf_counter() - started
 
 
+def sherpa_batches(cuts: list, batch_seconds: float) -> list[list[int]]:
+    """Indices of consecutive cuts in batches of about ``batch_seconds`` of audio (the decode stage's batching)."""
+    out: list[list[int]] = [[]]
+    seconds = 0.0
+    for i, cut in enumerate(cuts):
+        out[-1].append(i)
+        seconds += cut.duration
+        if seconds >= batch_seconds:
+            out.append([])
+            seconds = 0.0
+    return [b for b in out if b]
+
+
+def choral_exported(teacher, samples: list, batches: list[list[int]], method: str, beam: int) -> float:
+    """Seconds for choral's ``icefall`` backend to go from samples to the 1-best of every cut."""
+    from choral.pipeline.teacher.features import log_mel
+    from choral.pipeline.teacher.search import modified_beam_search
+
+    started = time.perf_counter()
+    for batch in batches:
+        features = [log_mel(samples[i]) for i in batch]
+        if method == "greedy_search":
+            teacher.greedy_features(features)
+        elif method == "modified_beam_search":
+            projected, lengths, _ = teacher.model.encode(features)
+            modified_beam_search(teacher.model, projected, lengths, beam=beam)
+        else:  # choral decode: the beam's n-best rescored exactly, frames and embeddings kept
+            teacher.decode_features(features)
+    return time.perf_counter() - started
+
+
+def sherpa_decoded(directory: Path, samples: list, batches: list[list[int]], method: str, beam: int,
+                   threads: int) -> float:
+    """Seconds for sherpa-onnx to go from the same samples to the 1-best of every cut, batch by batch."""
+    import sherpa_onnx
+
+    recognizer = sherpa_onnx.OfflineRecognizer.from_transducer(
+        encoder=str(directory / "encoder.onnx"), decoder=str(directory / "decoder.onnx"),
+        joiner=str(directory / "joiner.onnx"), tokens=str(directory / "tokens.txt"), num_threads=threads,
+        sample_rate=16_000, feature_dim=80, decoding_method=method, max_active_paths=beam)
+    started = time.perf_counter()
+    for batch in batches:
+        streams = []
+        for i in batch:
+            stream = recognizer.create_stream()
+            stream.accept_waveform(16_000, samples[i])
+            streams.append(stream)
+        recognizer.decode_streams(streams)
+    return time.perf_counter() - started
+
+
+def sherpa_main(args: argparse.Namespace) -> None:
+    """choral vs sherpa-onnx on the exported teacher: throughput per search, one run."""
+    import tempfile
+
+    from choral.pipeline.teacher.features import load_audio
+    from choral.pipeline.teacher.icefall_backend import load_icefall_teacher
+    from choral.pipeline.teacher.icefall_export import export_icefall
+    from choral.pipeline.teacher.stateless import load_stateless
+
+    source = Path(args.sherpa)
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = source
+        if source.is_file():
+            directory = Path(scratch) / "teacher"
+            export_icefall(*load_stateless(source), directory)
+        teacher = load_icefall_teacher(directory, beam=args.beam, nbest=min(8, args.beam))
+        cuts = list(load_demo()[0])[: args.cuts]
+        samples = [load_audio(cut) for cut in cuts]
+        audio = sum(cut.duration for cut in cuts)
+        batches = sherpa_batches(cuts, args.batch_seconds)
+        choral_exported(teacher, samples[:2], [[0, 1]], "greedy_search", args.beam)  # warm-up
+        sherpa_decoded(directory, samples[:2], [[0, 1]], "greedy_search", args.beam, args.threads)
+        print(f"exported teacher {source} (icefall layout), {len(cuts)} demo cuts, {audio:.0f} s of audio, "
+              f"{len(batches)} batches of ~{args.batch_seconds:g} s, {args.threads} thread(s), beam / "
+              f"max_active_paths {args.beam}; samples -> 1-best, features included")
+        print(f"median of {args.repeat} interleaved runs each (choral, sherpa-onnx, choral, ...)")
+        print(f"{'search':<34}{'choral s':>10}{'sherpa s':>10}{'choral xRT':>12}{'sherpa xRT':>12}{'ratio':>8}")
+        for method in ("greedy_search", "modified_beam_search"):
+            runs = [(choral_exported(teacher, samples, batches, method, args.beam),
+                     sherpa_decoded(directory, samples, batches, method, args.beam, args.threads))
+                    for _ in range(args.repeat)]
+            ours, theirs = (statistics.median(times) for times in zip(*runs))
+            print(f"{method:<34}{ours:>10.2f}{theirs:>10.2f}{audio / ours:>12.1f}{audio / theirs:>12.1f}"
+                  f"{theirs / ours:>7.2f}x")
+        ours = statistics.median(choral_exported(teacher, samples, batches, "decode", args.beam)
+                                 for _ in range(args.repeat))
+        print(f"{'choral decode (n-best, rescored)':<34}{ours:>10.2f}{'':>10}{audio / ours:>12.1f}")
+        print("ratio = choral's throughput / sherpa-onnx's (above 1: choral is faster)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="default")
@@ -48,8 +149,13 @@ def main() -> None:
     parser.add_argument("--batch-seconds", type=float, default=60.0)
     parser.add_argument("--beam", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sherpa", help="stateless checkpoint or icefall-layout directory: choral vs sherpa-onnx")
+    parser.add_argument("--repeat", type=int, default=3, help="--sherpa: runs of each side (the median is shown)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.sherpa:
+        sherpa_main(args)
+        return
 
     teacher = load_teacher(resolve_teacher(args.teacher), beam=args.beam, nbest=min(8, args.beam))
     cuts = list(load_demo()[0])[: args.cuts]

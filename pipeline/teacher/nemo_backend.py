@@ -110,10 +110,17 @@ def signature(path: Path) -> Signature:
 
 
 def looks_like_nemo(directory: Path) -> bool:
-    """Whether ``directory``'s decoder is NeMo's stateful prediction network (inputs ``targets``, ``target_length``)."""
+    """Whether ``directory`` holds a NeMo transducer: its decoder is NeMo's stateful prediction network (inputs
+    ``targets``, ``target_length``) or, without a decoder, its ``tokens.txt`` ends with the blank (NeMo's order;
+    icefall's and choral's put it first)."""
     decoder = directory / "decoder.onnx"
     if not decoder.is_file():
-        return False
+        tokens = directory / TOKENS_FILE
+        try:
+            lines = tokens.read_text(encoding="utf-8").split() if tokens.is_file() else []
+        except (OSError, UnicodeDecodeError):
+            return False
+        return len(lines) >= 2 and lines[-2] == "<blk>"
     try:
         names = [name for name, _, _ in signature(decoder).inputs]
     except ChoralError:

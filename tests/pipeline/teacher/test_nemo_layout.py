@@ -471,6 +471,12 @@ def test_layout_errors_name_the_file_or_key(exported: Path, tmp_path: Path, cuts
     (no_bpe / "bpe.model").unlink()
     assert "bpe.model" in error_of(no_bpe) and "tokenizer.model" in error_of(no_bpe)
 
+    no_decoder = tmp_path / "no_decoder"
+    shutil.copytree(exported, no_decoder)
+    (no_decoder / "decoder.onnx").unlink()
+    assert backend_of(no_decoder).name == "nemo"  # recognised by tokens.txt's blank-last order
+    assert "lacks decoder.onnx (NeMo's layout" in error_of(no_decoder)
+
     no_joiner = tmp_path / "no_joiner"
     shutil.copytree(exported, no_joiner)
     (no_joiner / "joiner.onnx").unlink()
