@@ -99,10 +99,14 @@ def coarse_to_fine(solves: list[tuple[float, float, float]], start: tuple[float,
     3 x 3 x 3 grid, 7-11 in all instead of 27. ``solve(point)`` adds the point's edits to ``edits``.
     """
     axes = (grid.threshold_scale, grid.alpha, grid.temperature)
-    current = tuple(min(values, key=lambda v, s=s: (abs(v - s), v)) for values, s in zip(axes, start))
-    done: set[tuple[float, float, float]] = set()
 
-    def cost(point: tuple[float, float, float]) -> int:
+    def nearest(values: tuple[float, ...], target: float) -> float:
+        return min(values, key=lambda v: (abs(v - target), v))
+
+    current: tuple[float, ...] = tuple(nearest(values, s) for values, s in zip(axes, start))
+    done: set[tuple[float, ...]] = set()
+
+    def cost(point: tuple[float, ...]) -> int:
         if point not in done:
             solve(point)
             done.add(point)
@@ -113,9 +117,9 @@ def coarse_to_fine(solves: list[tuple[float, float, float]], start: tuple[float,
         changed = False
         for axis, values in enumerate(axes):
             points = [current[:axis] + (v,) + current[axis + 1:] for v in values]
-            best = min(points, key=lambda p: (cost(p), p != current))  # type: ignore[arg-type]
+            best = min(points, key=lambda p: (cost(p), p != current))
             if best != current:
-                current, changed = best, True  # type: ignore[assignment]
+                current, changed = best, True
 
 
 def _fold_of(n: int, folds: int, seed: int) -> np.ndarray:
