@@ -3,6 +3,15 @@
 Every reader error names the file and line; every writer writes to a temporary
 name in the destination folder and renames it only when complete, so a killed
 run never leaves a half-written manifest under the real name.
+
+The fast path, for manifests of a million cuts: lines are decoded by orjson
+(several times faster than ``json``; a line orjson refuses, such as one with
+JSON's ``NaN``, is decoded again by ``json``, so both accept the same files and
+the errors read the same), and a stage that only adds fields to cuts it read
+passes the JSON object through (:func:`iter_cut_dicts`, :meth:`CutWriter.write_dict`)
+instead of building lhotse objects and serialising them again with ``to_dict``.
+A cut's dict written by choral is already what ``to_dict`` gives, so the written
+bytes are the same.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator, Literal, Mapping
 
+import orjson
 from lhotse.cut import Cut
 from lhotse.serialization import deserialize_item
 
@@ -64,6 +74,14 @@ def check_readable(path: str | Path) -> Path:
     return path
 
 
+def _decode(line: bytes) -> object:
+    """One JSON value: orjson first, ``json`` for what orjson refuses (NaN, huge integers) or to word the error."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+
+
 def iter_json_lines(path: str | Path, *, require_id: bool = True) -> Iterator[tuple[int, dict]]:
     """Yield ``(line number, object)`` for each non-blank line of a JSONL(.gz) file of objects with an ``id``
     (lhotse manifests; ``require_id=False`` for NeMo manifests, whose entries have none).
@@ -73,12 +91,12 @@ def iter_json_lines(path: str | Path, *, require_id: bool = True) -> Iterator[tu
     """
     path = check_readable(path)
     try:
-        with _open_text(path, "r") as stream:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as stream:
             for line_number, line in enumerate(stream, start=1):
                 if not line.strip():
                     continue
                 try:
-                    data = json.loads(line)
+                    data = _decode(line)
                 except json.JSONDecodeError as error:
                     raise InputError(path, f"malformed JSON ({error.msg})", line=line_number) from None
                 if not isinstance(data, dict) or (require_id and "id" not in data):
@@ -87,6 +105,18 @@ def iter_json_lines(path: str | Path, *, require_id: bool = True) -> Iterator[tu
                 yield line_number, data
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as error:
         raise InputError(path, f"cannot read ({error})") from None
+
+
+def iter_cut_dicts(path: str | Path) -> Iterator[dict]:
+    """The cuts of a manifest as JSON objects, with :func:`iter_cuts`'s duplicate-id and empty-manifest checks
+    but no lhotse objects: for a stage that reads back a manifest it has already validated and passes each
+    cut through (:meth:`CutWriter.write_dict`), adding fields."""
+    first_line: dict[str, int] = {}
+    for line_number, data in iter_json_lines(path):
+        check_unique_id(first_line, str(data["id"]), path, line_number)
+        yield data
+    if not first_line:
+        raise InputError(path, "manifest holds no cuts")
 
 
 def iter_cuts(path: str | Path) -> Iterator[Cut]:
@@ -335,7 +365,11 @@ class CutWriter:
         self.count = 0
 
     def write(self, cut: Cut) -> None:
-        self._stream.write(json.dumps(cut.to_dict(), ensure_ascii=False))
+        self.write_dict(cut.to_dict())
+
+    def write_dict(self, data: dict) -> None:
+        """Write a cut given as its JSON object (what ``Cut.to_dict`` returns, or a line read back)."""
+        self._stream.write(json.dumps(data, ensure_ascii=False))
         self._stream.write("\n")
         self.count += 1
 

@@ -20,14 +20,13 @@ import numpy as np
 
 from ..config import CHOICES, check_finite
 from ..errors import ConfigError, InputError
-from ..fields import load_array
 from ..grouped import iter_grouped
 from ..manifest import array_storage_files, check_readable, write_json
 from ..meta import StageRecord, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
 from ..text import TextNormalizer
 from .metrics import Metric, get_metric, metric_names
-from .store import CutGraph
+from .store import ArrayReader, CutGraph
 from .threshold import ThresholdFit, evaluate_threshold, fit_f1_threshold, quantile_threshold
 
 log = logging.getLogger(__name__)
@@ -92,9 +91,10 @@ def _read_table(grouped: Path, metric: Metric, normalizer: TextNormalizer, progr
     name = metric.field
     table = _CutTable([], [], [], [], [], np.zeros(0))
     posteriors: list[float] = []
+    reader = ArrayReader(grouped)  # keeps embeddings.h5 open (its files close with it on an error too)
     for record in iter_grouped(grouped):
         cut, hypotheses, reference = record.cut, record.hypotheses, record.reference
-        series = load_array(cut, name, grouped)
+        series = reader.load(cut, name)
         if series.ndim != metric.ndim:
             raise InputError(grouped, f"custom.{name} must be {metric.ndim}-D, found shape {series.shape}",
                              cut_id=cut.id)
@@ -112,6 +112,7 @@ def _read_table(grouped: Path, metric: Metric, normalizer: TextNormalizer, progr
         table.top_texts.append(normalizer(hypotheses[0].text))
         posteriors.append(_top_posterior([h.score for h in hypotheses]))
         progress.advance()
+    reader.close()
     table.top_posteriors = np.asarray(posteriors)
     return table
 

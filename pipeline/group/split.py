@@ -178,18 +178,7 @@ def _capped_linkage(
     # merge up to the balanced size ceil(s / k), k = ceil(s / max_size): equal chunks when cuts are alike
     n_chunks = -(-members.size // max_size)
     cap = -(-members.size // n_chunks)
-    strongest = np.argsort(-w, kind="stable")
-    parent = list(range(members.size))
-    size = [1] * members.size
-    for a, b in zip(u[strongest].tolist(), v[strongest].tolist()):
-        a, b = _find(parent, a), _find(parent, b)
-        if a == b or size[a] + size[b] > cap:
-            continue
-        if b < a:
-            a, b = b, a
-        parent[b] = a
-        size[a] += size[b]
-    roots = np.array([_find(parent, i) for i in range(members.size)])
+    roots = _capped_union(members.size, u, v, w, cap)
     clusters = [members[roots == r] for r in np.unique(roots)]
     clusters.sort(key=lambda c: -c.size)
     bins: list[list[np.ndarray]] = []
@@ -205,3 +194,57 @@ def _capped_linkage(
             room.append(max_size - cluster.size)
     return [np.sort(np.concatenate(b)) for b in bins]
 
+
+
+
+_FIRST_ROUND = 4096  # pairs merged one by one before the first filter of the rest
+
+
+def _capped_union(n: int, u: np.ndarray, v: np.ndarray, w: np.ndarray, cap: int) -> np.ndarray:
+    """Root of each of ``n`` nodes after merging the pairs ``(u[j], v[j])`` strongest ``w`` first (ties in
+    input order), refusing any merge that would make a cluster larger than ``cap``; the smaller root heads
+    a merged cluster.
+
+    A pair is a no-op once its ends share a root or their clusters' sizes sum past ``cap``, and both stay
+    true for every later pair, since clusters only grow. So the pairs are merged one by one in rounds of
+    the strongest ones left (a partial sort), and after each round the pairs still to come are filtered
+    with NumPy (roots of all nodes by pointer jumping): the result of one Python step per pair in a full
+    sort, but the Python steps and the sorting are only for pairs that can still merge when their round
+    starts. Rounds double from ``_FIRST_ROUND`` pairs, so there are O(log) filters.
+    """
+    parent = np.arange(n)
+    size = np.ones(n, np.int64)
+    index = np.arange(u.size)
+    step = _FIRST_ROUND
+    while index.size:
+        if index.size > step:
+            negative = -w[index]
+            kth = np.partition(negative, step - 1)[step - 1]
+            now = negative <= kth  # every pair tied with the step-th strongest joins this round
+            taken, index = index[now], index[~now]
+        else:
+            taken, index = index, index[:0]
+        taken = taken[np.lexsort((taken, -w[taken]))]  # strongest first, ties in input order
+        parent_list, size_list = parent.tolist(), size.tolist()
+        for a, b in zip(u[taken].tolist(), v[taken].tolist()):
+            a, b = _find(parent_list, a), _find(parent_list, b)
+            if a == b or size_list[a] + size_list[b] > cap:
+                continue
+            if b < a:
+                a, b = b, a
+            parent_list[b] = a
+            size_list[a] += size_list[b]
+        parent, size = _roots(np.asarray(parent_list)), np.asarray(size_list)
+        ru, rv = parent[u[index]], parent[v[index]]
+        index = index[(ru != rv) & (size[ru] + size[rv] <= cap)]
+        step *= 2
+    return _roots(parent)
+
+
+def _roots(parent: np.ndarray) -> np.ndarray:
+    """Every node's root in a union-find forest, by pointer jumping (``parent`` of a root is itself)."""
+    while True:
+        grand = parent[parent]
+        if np.array_equal(grand, parent):
+            return parent
+        parent = grand

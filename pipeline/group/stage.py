@@ -5,7 +5,10 @@ normalised top-k hypotheses (and a reference to its embedding), MinHash/LSH
 grouping assigns group labels (:mod:`.grouping`; components too large to keep
 are split by embedding similarity, :mod:`.split`), the second pass writes every
 cut again with ``custom.group`` (``g<N>`` for groups, ``s<N>`` for singletons)
-and ``custom.group_size``. Full cut objects are never all held in memory.
+and ``custom.group_size``. Full cut objects are never all held in memory: the
+first pass keeps the texts and each cut's embedding reference, and the second
+passes every cut's JSON object through with the two fields added (the first
+pass validated the cuts; no lhotse objects are rebuilt and serialised again).
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import numpy as np
 from lhotse import MonoCut
 from lhotse.cut import Cut
 
-from ..fields import custom_field, load_array, nbest
-from ..manifest import CutWriter, array_storage_files, iter_cuts
+from ..fields import custom_field, nbest
+from ..graph.store import ArrayReader
+from ..manifest import CutWriter, array_storage_files, iter_cut_dicts, iter_cuts
 from ..meta import StageRecord, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
 from ..text import TextNormalizer
@@ -57,11 +61,13 @@ def _embedding_loader(cuts: list[Cut], source: Path) -> Callable[[np.ndarray], n
     """``embeddings(indices)`` for :func:`.grouping.group_hypotheses`: the pooled embeddings of some
     of ``cuts``, for splitting large groups by sound; None if unusable."""
 
+    reader = ArrayReader(source)  # embeddings.h5 stays open between calls
+
     def embeddings(indices: np.ndarray) -> np.ndarray | None:
         chosen = [cuts[i] for i in indices]
         if any(custom_field(c, "embedding") is None for c in chosen):
             return None
-        vectors = [load_array(c, "embedding", source) for c in chosen]
+        vectors = [reader.load(c, "embedding") for c in chosen]
         if len({v.shape for v in vectors}) != 1 or vectors[0].ndim != 1:
             return None
         return np.stack(vectors)
@@ -113,13 +119,13 @@ def group_manifest(
     progress.task("writing grouped manifest", len(grouping.labels))
     labels, sizes = grouping.labels, grouping.sizes
     with CutWriter(output) as writer:
-        for index, cut in enumerate(iter_cuts(decoded)):
+        for index, data in enumerate(iter_cut_dicts(decoded)):
             if index >= len(labels):
                 raise RuntimeError(f"{decoded} changed while it was being grouped")
             label = int(labels[index])
             size = int(sizes[label])
-            cut.custom = dict(cut.custom or {}, group=group_id(label, size), group_size=size)
-            writer.write(cut)
+            data["custom"] = dict(data.get("custom") or {}, group=group_id(label, size), group_size=size)
+            writer.write_dict(data)
             progress.advance()
         if writer.count != len(labels):
             raise RuntimeError(f"{decoded} changed while it was being grouped")

@@ -2,6 +2,7 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -136,3 +137,37 @@ def test_tune_stage_with_an_anonymous_scorer_always_runs(tmp_path: Path) -> None
 
     assert not tune_stage(grouped, graph, tmp_path / "params.yaml", grid=SMALL_GRID, scorer=scorer).skipped
     assert not tune_stage(grouped, graph, tmp_path / "params.yaml", grid=SMALL_GRID, scorer=scorer).skipped
+
+
+def test_tune_bounds_its_work_on_a_large_pool(tmp_path: Path) -> None:
+    """Above max_cuts, tune samples whole annotated groups and searches coarse to fine."""
+    corpus = generate(tmp_path, SyntheticConfig(n_prompts=40, annotated_fraction=0.3, seed=4))
+    group_manifest(corpus.decoded, tmp_path / "grouped.jsonl.gz")
+    build_graph(tmp_path / "grouped.jsonl.gz", tmp_path / "graph.npz")
+    grid = TuneConfig(fusion_weight=(0.0, 0.3))
+    full = tune_params(tmp_path / "grouped.jsonl.gz", tmp_path / "graph.npz", tmp_path / "full.yaml", grid=grid,
+                       folds=3)
+    bounded = tune_params(tmp_path / "grouped.jsonl.gz", tmp_path / "graph.npz", tmp_path / "params.yaml",
+                          grid=grid, folds=3, max_cuts=200)
+    report = json.loads((tmp_path / "params.json").read_text())
+    assert json.loads((tmp_path / "full.json").read_text())["search"] == "full"
+    search = report["search"]
+    assert 0 < search["sampled_cuts"] <= 200
+    assert search["solved_points"] < search["grid_points"] == 27
+    assert len(report["grid"]) == 2 * search["solved_points"]
+    assert bounded.best_wer <= bounded.teacher_wer and full.best_wer <= full.teacher_wer
+
+
+def test_sample_groups_keeps_whole_groups() -> None:
+    from types import SimpleNamespace
+
+    from choral.pipeline.tune.crossval import sample_groups
+
+    entries = [SimpleNamespace(group=f"g{i // 10}") for i in range(100)]
+    rows = np.arange(100)
+    kept, sampled = sample_groups(entries, rows, 35, seed=0)
+    assert sampled and len(kept) == 30
+    groups = {entries[i].group for i in kept}
+    assert all(sum(e.group == g for e in (entries[i] for i in kept)) == 10 for g in groups)
+    everything, sampled = sample_groups(entries, rows, 100, seed=0)
+    assert not sampled and np.array_equal(everything, rows)
