@@ -101,7 +101,7 @@ STATE_FORMAT = "choral-teacher-training-state-1"
 # Recipe options: stored in the training state; with --resume they default to the stored values.
 RECIPE_DEFAULTS: dict[str, Any] = {
     "arch": "char", "lr": 2e-3, "warmup": 100, "batch_seconds": 60.0, "seed": 0, "augment": True,
-    "bpe_vocab": 256, "steps": None, "ctc_weight": 0.3, "model_config": {},
+    "bpe_vocab": 256, "steps": None, "ctc_weight": 0.3, "model_config": {}, "freeze_encoder_steps": 0,
 }
 
 Item = tuple[np.ndarray, list[int], str]  # features, token ids, normalised reference
@@ -284,6 +284,13 @@ ENCODER_NAMES = {"conv1": "encoder.conv1", "conv2": "encoder.conv2", "subsample_
                  "encoder": "encoder.lstm"}
 
 
+def encoder_parameters(model: Model) -> list[torch.nn.Parameter]:
+    """The parameters ``--freeze-encoder-steps`` holds still (those ``--init-encoder`` copies)."""
+    if isinstance(model, StatelessTransducer):
+        return list(model.encoder.parameters())
+    return [p for name, p in model.named_parameters() if name.partition(".")[0] in ENCODER_NAMES]
+
+
 def copy_encoder(path: Path, model: Model) -> None:
     """Load a character checkpoint's encoder weights into a stateless ``model`` (``--init-encoder``).
 
@@ -419,6 +426,9 @@ class Run:
         p = self.progress
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.lr(p.step, p.seconds)
+        frozen = p.step < self.recipe.get("freeze_encoder_steps", 0)
+        for parameter in encoder_parameters(self.model):
+            parameter.requires_grad_(not frozen)
         items = [self.train[i] for i in self.next_batch()]
         if self.recipe["augment"]:
             items = [(augment(f, self.rng), t, r) for f, t, r in items]
@@ -519,6 +529,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="length of the cosine schedule in optimizer steps; the run ends there "
                              "(default: the schedule spans --minutes of training time)")
     recipe.add_argument("--ctc-weight", type=float, default=None, help="(0.3)")
+    recipe.add_argument("--freeze-encoder-steps", type=int, default=None,
+                        help="train everything but the encoder for this many first steps (0); with "
+                             "--init-encoder, the new heads learn to read the copied encoder before it moves")
     recipe.add_argument("--model-config", type=json.loads, default=None,
                         help='JSON of model config fields to change, e.g. \'{"encoder_layers": 2}\'')
     parser.add_argument("--train", type=Path, default=DATA / "teacher_train_cuts.jsonl.gz")
