@@ -116,7 +116,7 @@ def decode_on_ray(
     started = time.perf_counter()
     executor.connect()
     quiet_ray_data()
-    shard_inputs = write_shard_inputs(cuts_path, out_dir, settings.shard_cuts)
+    shard_inputs = write_shard_inputs(cuts_path, out_dir, settings.shard_cuts, config)
     progress.task(f"decoding {len(shard_inputs)} shards on Ray", len(shard_inputs))
     rows = [{"shard": i, "cuts": str(path)} for i, path in enumerate(shard_inputs)]
     actors = min(settings.decode_actors, len(rows))

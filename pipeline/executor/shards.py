@@ -1,6 +1,6 @@
 """Cutting a cut manifest into shards for a distributed decode, and the index that joins their outputs.
 
-Shard ``k`` holds cuts ``k*n .. k*n+n-1`` of the manifest (``n = shard_cuts``) in
+A shard holds about ``shard_cuts`` consecutive cuts of the manifest (whole decode batches) in
 ``decode/shards/NNNNNN/cuts.jsonl.gz``; its decode writes ``decoded.jsonl.gz``, ``embeddings.h5`` and
 ``failed.jsonl`` beside it, atomically, with the decode stage's own ``.meta.json`` sidecar. A shard's input
 file is rewritten only when its bytes change (``.jsonl.gz`` headers hold no time, so equal cuts give equal
@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
+from ..decode import DecodeConfig
 from ..manifest import SHARD_INDEX_SUFFIX, atomic_output, iter_json_lines, write_json
 
 INDEX_NAME = "decoded" + SHARD_INDEX_SUFFIX
@@ -28,14 +29,47 @@ def shard_folder(out_dir: Path, index: int) -> Path:
     return out_dir / SHARDS / f"{index:06d}"
 
 
-def _chunks(cuts_path: Path, shard_cuts: int) -> Iterator[list[str]]:
-    """The manifest's lines (re-serialised compactly), ``shard_cuts`` at a time."""
+class _Sized:
+    """A cut line seen as what decode's batching reads: its duration."""
+
+    def __init__(self, line: str, duration: float, counted: bool = True) -> None:
+        self.line, self.duration, self.counted = line, duration, counted
+
+
+def _chunks(cuts_path: Path, shard_cuts: int, config: DecodeConfig) -> Iterator[list[str]]:
+    """The manifest's lines (re-serialised compactly), in shards of whole decode batches.
+
+    A shard closes at the first batch boundary after ``shard_cuts`` cuts, so each shard's decode forms
+    exactly the batches of the same cuts that a local decode forms (decode's own :func:`_batches` over the
+    cuts within the duration limits); the teacher's scores depend on a batch's padding, so equal batches give
+    equal n-best lists, score for score. Cuts outside the limits stay in the shard they fall in."""
     chunk: list[str] = []
+    batch: list[_Sized] = []
+    decodable = 0
+
+    def close_batch() -> None:
+        nonlocal decodable
+        chunk.extend(item.line for item in batch)
+        decodable += sum(b.counted for b in batch)
+        batch.clear()
+
     for _, data in iter_json_lines(cuts_path):
-        chunk.append(json.dumps(data, ensure_ascii=False))
-        if len(chunk) == shard_cuts:
-            yield chunk
-            chunk = []
+        line = json.dumps(data, ensure_ascii=False)
+        duration = data.get("duration")
+        if not isinstance(duration, (int, float)) or config.refusal(float(duration)) is not None:
+            if batch:
+                batch.append(_Sized(line, 0.0, counted=False))  # refused: kept in place, not in the batch
+            else:
+                chunk.append(line)
+            continue
+        pending = [b for b in batch if b.counted]
+        if pending and sum(b.duration for b in pending) + float(duration) > config.batch_duration:
+            close_batch()
+            if decodable >= shard_cuts:
+                yield chunk
+                chunk, decodable = [], 0
+        batch.append(_Sized(line, float(duration)))
+    close_batch()
     if chunk:
         yield chunk
 
@@ -45,13 +79,13 @@ def _gzip_bytes(text: str) -> bytes:
     return gzip.compress(text.encode("utf-8"), mtime=0)
 
 
-def write_shard_inputs(cuts_path: Path, out_dir: Path, shard_cuts: int) -> list[Path]:
+def write_shard_inputs(cuts_path: Path, out_dir: Path, shard_cuts: int, config: DecodeConfig) -> list[Path]:
     """Cut ``cuts_path`` into shard inputs under ``out_dir/shards``; return their paths in order.
 
     A shard input whose content is unchanged is left alone (its decode stays up to date); shard folders
     beyond the new count (the manifest shrank) are removed."""
     paths = []
-    for index, lines in enumerate(_chunks(cuts_path, shard_cuts)):
+    for index, lines in enumerate(_chunks(cuts_path, shard_cuts, config)):
         path = shard_folder(out_dir, index) / "cuts.jsonl.gz"
         content = _gzip_bytes("".join(line + "\n" for line in lines))
         if not (path.is_file() and path.read_bytes() == content):
