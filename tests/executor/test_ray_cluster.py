@@ -164,7 +164,7 @@ eval:
   references: references.jsonl.gz
   by: [accent]
 executor:
-  shard_cuts: 10
+  shard_cuts: 5
   decode_actors: 2
 """, encoding="utf-8")
     return config
@@ -199,7 +199,7 @@ def test_decode_with_a_worker_killed_decodes_every_cut_once(cluster, tmp_path: P
 def test_demo_run_resumes_after_the_driver_is_killed(cluster, tmp_path: Path) -> None:
     if ray.is_initialized():
         ray.shutdown()
-    config_file = _demo_subset(tmp_path)  # 50 cuts, about 5 shards
+    config_file = _demo_subset(tmp_path, every=8)  # 25 cuts, about 4 shards
     pause = tmp_path / "pause"
     pause.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CHORAL_FAULT_PAUSE": f"decode:{pause}",
@@ -235,7 +235,7 @@ def test_demo_run_resumes_after_the_driver_is_killed(cluster, tmp_path: Path) ->
     assert len(after) == n_shards
     assert {name: after[name] for name in finished} == finished  # the finished shards were not decoded again
     ids = [cut.id for cut in iter_cuts(run_dir / "decode" / "decoded.shards.json")]
-    assert len(ids) == len(set(ids)) == 50
+    assert len(ids) == len(set(ids)) == 25
     assert json.loads((run_dir / "run.json").read_text())["status"] == "ok"
 
     # the same labels as the local executor (only the embeddings' storage paths differ)
