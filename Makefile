@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml setup.py kernels/_dtw_simd.c
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 	# torch is pinned to the CPU wheel; install it first so nothing pulls a CUDA build
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[test,bench,onnx,lint]'
+	$(PIP) install --quiet -e '.[test,bench,onnx,lint,ray]'
 	touch $(STAMP)
 
 # ruff over the code, tests and benchmarks; mypy over the package, linked as build/typecheck/choral/ because

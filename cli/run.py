@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from ..pipeline.executor.config import ExecutorKind
 from ..pipeline.run import STAGES, RunLocked, StageResult, load_run_config, run_pipeline
 from .common import console, error_console, progress_bar, stage_errors, summary_table
 from .report import outcome_table, wer_table
@@ -32,6 +33,13 @@ def run(
     force_stage: Optional[list[str]] = typer.Option(None, "--force-stage", metavar="STAGE",
                                                     help="Redo this stage even if it is up to date (repeatable); "
                                                          "later stages rerun if its output changed."),
+    executor: Optional[str] = typer.Option(None, "--executor", metavar="local|ray",
+                                           help="Where the stages run [default: executor.kind of the config, "
+                                                "else local]: ray decodes in shards on a pool of teacher actors "
+                                                "and runs group, graph and propagate on the cluster."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="auto|HOST:PORT",
+                                              help="The Ray cluster to join (auto: the one `ray start` runs "
+                                                   "here) [default: executor.address, else start Ray here]."),
 ) -> None:
     """Run prepare -> decode -> group -> graph -> tune -> propagate -> export -> eval into one run directory.
 
@@ -46,10 +54,20 @@ def run(
             error_console.print(f"[bold red]choral run: error:[/] {option} {stage!r} is not a stage; choose one "
                                 f"of {', '.join(STAGES)}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_USAGE)
+    if executor is not None and executor not in ("local", "ray"):
+        error_console.print(f"[bold red]choral run: error:[/] --executor {executor!r}: choose local or ray",
+                            highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE)
     with stage_errors("run"):
         config = load_run_config(config_file)
         if run_dir is not None:
             config = replace(config, run_dir=run_dir)
+        if executor is not None or ray_address is not None:
+            kind: ExecutorKind = "ray" if executor == "ray" or (executor is None and ray_address is not None) \
+                else "local" if executor == "local" else config.executor.kind
+            config = replace(config, executor=replace(
+                config.executor, kind=kind,
+                address=ray_address if ray_address is not None else config.executor.address))
         console.print(f"choral run {config_file} -> {config.run_dir}", highlight=False, soft_wrap=True)
         try:
             with progress_bar() as progress:

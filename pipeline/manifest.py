@@ -82,6 +82,32 @@ def _decode(line: bytes) -> object:
         return json.loads(line)
 
 
+SHARD_INDEX_SUFFIX = ".shards.json"  # a manifest written in shards: a JSON index naming them in order
+
+
+def shard_manifests(path: str | Path) -> list[Path] | None:
+    """The shard files a shard index (``NAME.shards.json``: ``{"shards": [relative paths]}``) names, in order;
+    None when ``path`` is an ordinary manifest. A missing shard or a malformed index is an InputError naming it.
+
+    Every reader of this module reads an index as the concatenation of its shards, lazily, so the stages after
+    a sharded decode take it as they take one ``decoded.jsonl.gz``."""
+    path = Path(path)
+    if not path.name.endswith(SHARD_INDEX_SUFFIX):
+        return None
+    try:
+        data = json.loads(check_readable(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(path, f"not a readable shard index ({error})") from None
+    names = data.get("shards") if isinstance(data, dict) else None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise InputError(path, "a shard index needs a list of shard file names under 'shards'")
+    shards = [path.parent / name for name in names]
+    for shard in shards:
+        if not shard.is_file():
+            raise InputError(path, f"its shard {shard} is missing (rerun the decode stage)")
+    return shards
+
+
 def iter_json_lines(path: str | Path, *, require_id: bool = True) -> Iterator[tuple[int, dict]]:
     """Yield ``(line number, object)`` for each non-blank line of a JSONL(.gz) file of objects with an ``id``
     (lhotse manifests; ``require_id=False`` for NeMo manifests, whose entries have none).
@@ -90,6 +116,11 @@ def iter_json_lines(path: str | Path, *, require_id: bool = True) -> Iterator[tu
     not such an object, and an unreadable or corrupt file.
     """
     path = check_readable(path)
+    shards = shard_manifests(path)
+    if shards is not None:  # a sharded manifest (Ray decode): its shards, in order, as one manifest
+        for shard in shards:
+            yield from iter_json_lines(shard, require_id=require_id)
+        return
     try:
         with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as stream:
             for line_number, line in enumerate(stream, start=1):

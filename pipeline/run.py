@@ -17,6 +17,11 @@ Layout of ``RUN``::
     grouped.jsonl.gz  graph.npz  threshold.json  params.yaml  params.json
     rescored.jsonl.gz  export/...  eval/report.{json,md,png}  run.json
 
+With ``executor.kind: ray`` (``choral run --executor ray``) decode writes
+``decode/shards/NNNNNN/`` and the index ``decode/decoded.shards.json`` that the
+later stages read as one manifest, and group, graph and propagate hand their
+independent pieces to the cluster (:mod:`choral.pipeline.executor`).
+
 The config and its checks: :mod:`choral.pipeline.run_config`.
 """
 
@@ -31,22 +36,30 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Literal
 
 from ..kernels import threads
 from .decode import decode_manifest, output_paths
 from .errors import ChoralError
 from .evaluate import evaluate_manifest
+from .executor.config import ExecutorConfig
+from .executor.rescoring import parallel_rescorer
 from .export import export_manifest
 from .graph import build_graph
 from .group import group_manifest
-from .manifest import OutputError, make_folder, remove_orphans, write_error, write_json
+from .manifest import SHARD_INDEX_SUFFIX, OutputError, make_folder, remove_orphans, write_error, write_json
 from .prepare import prepare_input
 from .progress import NullProgress, Progress
 from .propagate import load_params, propagate_manifest
+from .propagate.engine import rescore
 from .run_config import EvalSection, RunConfig, load_run_config
 from .teacher.registry import teacher_scorer
 from .tune import TuneStageSummary, tune_stage
+
+if TYPE_CHECKING:  # Ray is imported only for executor.kind ray
+    from .executor.ray_backend import RayExecutor
+
+SHARD_INDEX = "decoded" + SHARD_INDEX_SUFFIX  # the decoded manifest of a Ray decode (pipeline/executor/shards.py)
 
 __all__ = ["STAGES", "EvalSection", "RunConfig", "RunLocked", "RunPaths", "RunSummary", "StageResult",
            "load_run_config", "run_lock", "run_pipeline"]
@@ -65,6 +78,7 @@ class RunPaths:
     """Where each stage writes inside the run directory."""
 
     root: Path
+    sharded: bool = False  # decode wrote shards (Ray): the decoded manifest is their index
 
     @property
     def prepared(self) -> Path:
@@ -72,6 +86,8 @@ class RunPaths:
 
     @property
     def decoded(self) -> Path:
+        if self.sharded:
+            return self.root / "decode" / SHARD_INDEX
         return output_paths(self.root / "decode")[0]
 
     @property
@@ -178,7 +194,7 @@ def run_pipeline(
     for stage in (until, *force_stages):
         if stage not in STAGES:
             raise ChoralError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
-    paths = RunPaths(Path(config.run_dir))
+    paths = RunPaths(Path(config.run_dir), sharded=config.executor.kind == "ray")
     summary = RunSummary(run_dir=paths.root)
     started = time.perf_counter()
     last = STAGES.index(until)
@@ -200,9 +216,10 @@ def run_pipeline(
     with run_lock(paths.root):
         for leftover in remove_orphans(paths.root):
             log.info("removed %s, left by a run that was killed", leftover)
+        executor = _open_executor(config.executor)
         try:
             return _run_stages(config, paths, summary, started, record, wanted,
-                               lambda stage: force or stage in force_stages, progress)
+                               lambda stage: force or stage in force_stages, progress, executor)
         except BaseException as error:
             # run.json must not keep saying the previous run succeeded: record the stage that failed
             failed = STAGES[len(summary.stages)] if len(summary.stages) < len(STAGES) else STAGES[-1]
@@ -213,6 +230,21 @@ def run_pipeline(
             except OutputError as unwritable:  # a full disk fails both: the stage's own error says more
                 log.warning("%s", unwritable)
             raise
+        finally:
+            if executor is not None:
+                executor.close()
+
+
+def _open_executor(config: ExecutorConfig) -> RayExecutor | None:
+    """The Ray executor of ``executor.kind: ray`` (Ray itself starts on first use), None for local: a local
+    run never imports Ray."""
+    if config.kind == "local":
+        return None
+    try:
+        from .executor.ray_backend import RayExecutor
+    except ImportError as error:
+        raise ChoralError(f"executor.kind ray needs Ray: pip install 'choral[ray]' ({error})") from None
+    return RayExecutor(config)
 
 
 def _error_line(error: BaseException) -> str:
@@ -234,6 +266,7 @@ def _run_stages(
     wanted: Callable[[str], bool],
     forced: Callable[[str], bool],
     progress: Progress,
+    executor: RayExecutor | None = None,
 ) -> RunSummary:
     """The stages of :func:`run_pipeline`, in order, under its lock; ``record`` is called after each,
     ``forced(stage)`` says whether a stage is redone even when up to date."""
@@ -252,8 +285,13 @@ def _run_stages(
     if not wanted("decode"):
         return _finish(summary, paths, started)
 
-    decoded = decode_manifest(cuts, paths.root / "decode", config.teacher, config.decode,
-                              force=forced("decode"), progress=progress)
+    if executor is None:
+        decoded = decode_manifest(cuts, paths.root / "decode", config.teacher, config.decode,
+                                  force=forced("decode"), progress=progress)
+    else:
+        from .executor.ray_decode import decode_on_ray
+        decoded = decode_on_ray(cuts, paths.root / "decode", config.teacher, config.decode, executor,
+                                force=forced("decode"), progress=progress)
     record("decode", "skipped" if decoded.skipped else "ran", decoded.seconds,
            "" if decoded.skipped else f"{decoded.n_decoded:,} cuts, {decoded.n_failed:,} failed, "
            f"RTF {decoded.rtf:.3f}")
@@ -261,7 +299,7 @@ def _run_stages(
         return _finish(summary, paths, started)
 
     grouped = group_manifest(paths.decoded, paths.grouped, config.group, normalizer, force=forced("group"),
-                             progress=progress)
+                             progress=progress, executor=executor)
     record("group", "skipped" if grouped.skipped else "ran", grouped.seconds,
            "" if grouped.skipped else f"{grouped.n_groups:,} groups + {grouped.n_singletons:,} singletons, "
            f"largest {grouped.largest}")
@@ -269,7 +307,7 @@ def _run_stages(
         return _finish(summary, paths, started)
 
     graph = build_graph(paths.grouped, paths.graph, None, config.graph, normalizer, force=forced("graph"),
-                        progress=progress)
+                        progress=progress, executor=executor)
     fit = graph.fit
     record("graph", "skipped" if graph.skipped else "ran", graph.seconds,
            "" if graph.skipped else f"{graph.n_edges:,} edges over {graph.n_pairs:,} pairs"
@@ -293,7 +331,8 @@ def _run_stages(
 
     propagated = propagate_manifest(paths.grouped, paths.graph, paths.rescored, propagate_config, normalizer,
                                     scorer=scorer if propagate_config.share_candidates else None,
-                                    force=forced("propagate"), progress=progress)
+                                    force=forced("propagate"), progress=progress,
+                                    rescorer=rescore if executor is None else parallel_rescorer(executor))
     record("propagate", "skipped" if propagated.skipped else "ran", propagated.seconds,
            "" if propagated.skipped else f"{propagated.changed:,} transcripts changed, "
            f"{propagated.shared:,} from neighbours")

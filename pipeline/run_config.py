@@ -1,6 +1,7 @@
 """The ``choral run`` config: one YAML with a section per stage, checked before any work.
 
-Top level: ``run_dir``, ``digits``, and the sections ``input`` (see
+Top level: ``run_dir``, ``digits``, ``threads``, and the sections ``executor`` (local or Ray:
+:mod:`choral.pipeline.executor`), ``input`` (see
 :mod:`choral.pipeline.prepare`), ``decode``, ``group``, ``graph``, ``tune``,
 ``propagate``, ``export`` and ``eval``. Each stage's section is that stage's
 config dataclass, read by :func:`~choral.pipeline.config.from_mapping`; the
@@ -18,6 +19,7 @@ from pathlib import Path
 from .config import from_mapping, placed_at, read_yaml_mapping
 from .decode import DecodeConfig
 from .errors import ChoralError, ConfigError, InputError
+from .executor.config import ExecutorConfig
 from .export import ExportConfig
 from .graph import GraphConfig
 from .group import GroupingConfig
@@ -59,6 +61,7 @@ class RunConfig:
     export: ExportConfig = ExportConfig()
     eval: EvalSection = EvalSection()
     threads: int | None = None  # thread budget of the run (None: OMP_NUM_THREADS, else the CPU affinity)
+    executor: ExecutorConfig = ExecutorConfig()  # where the stages run: local (default) or a Ray cluster
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:

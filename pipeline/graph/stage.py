@@ -20,6 +20,7 @@ import numpy as np
 
 from ..config import CHOICES, check_finite
 from ..errors import ConfigError, InputError
+from ..executor.base import Executor
 from ..grouped import iter_grouped
 from ..manifest import array_storage_files, check_readable, write_json
 from ..meta import StageRecord, is_up_to_date, write_meta
@@ -150,6 +151,34 @@ def pair_distances(table: _CutTable, pair_a: np.ndarray, pair_b: np.ndarray, con
     return distances
 
 
+def _metric_distances(config: GraphConfig, item: tuple[list[np.ndarray], np.ndarray, np.ndarray]) -> np.ndarray:
+    """A worker's item: the distances of some pairs, with the series of just their cuts."""
+    series, pair_a, pair_b = item
+    return get_metric(config.metric).distances(series, pair_a, pair_b, config.window)
+
+
+def distances_by_groups(table: _CutTable, pair_a: np.ndarray, pair_b: np.ndarray, config: GraphConfig,
+                        executor: Executor, progress: Progress = NullProgress()) -> np.ndarray:
+    """:func:`pair_distances` on an executor: the pairs (grouped by group, as :func:`within_group_pairs`
+    orders them) cut at group boundaries into batches of whole groups, about four per worker; each batch
+    ships only its cuts' series. Each distance depends on its pair alone, so the result is the serial one."""
+    if len(pair_a) == 0:
+        return np.zeros(0)
+    _, codes = np.unique(np.asarray(table.groups), return_inverse=True)
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(codes[pair_a])) + 1])  # where each group's pairs begin
+    wanted = np.linspace(0, len(pair_a), 4 * executor.workers + 1)[1:-1]
+    cuts = np.unique(starts[np.clip(np.searchsorted(starts, wanted), 0, len(starts) - 1)])
+    bounds = [0, *[int(c) for c in cuts if 0 < c < len(pair_a)], len(pair_a)]
+    items = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        a, b = pair_a[start:stop], pair_b[start:stop]
+        members = np.unique(np.concatenate([a, b]))
+        items.append(([table.series[i] for i in members], np.searchsorted(members, a), np.searchsorted(members, b)))
+    parts = executor.map(_metric_distances, items, config)
+    progress.advance(len(pair_a))
+    return np.concatenate(parts)
+
+
 def choose_threshold(table: _CutTable, pair_a: np.ndarray, pair_b: np.ndarray, distances: np.ndarray,
                      config: GraphConfig) -> ThresholdFit:
     """Apply the documented rules in order: user, annotated, confident-teacher, quantile."""
@@ -182,8 +211,12 @@ def build_graph(
     *,
     force: bool = False,
     progress: Progress = NullProgress(),
+    executor: Executor | None = None,
 ) -> GraphSummary:
-    """Compute within-group distances, learn the threshold, write ``graph.npz`` and ``threshold.json``."""
+    """Compute within-group distances, learn the threshold, write ``graph.npz`` and ``threshold.json``.
+
+    With an ``executor`` the distances are computed in batches of whole groups in parallel (the same
+    distances); the threshold is chosen here."""
     grouped, output = check_readable(grouped), Path(output)
     threshold_file = Path(threshold_file) if threshold_file else output.with_name("threshold.json")
     record = StageRecord.create(
@@ -203,7 +236,10 @@ def build_graph(
     progress.task(f"{config.metric} distances (pairs)", len(pair_a))
     distance_started = time.perf_counter()
     try:
-        distances = pair_distances(table, pair_a, pair_b, config, progress)
+        if executor is None:
+            distances = pair_distances(table, pair_a, pair_b, config, progress)
+        else:
+            distances = distances_by_groups(table, pair_a, pair_b, config, executor, progress)
     except ValueError as error:
         raise InputError(grouped, str(error)) from None
     distance_seconds = time.perf_counter() - distance_started

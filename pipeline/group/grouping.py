@@ -82,7 +82,7 @@ import numpy as np
 
 from ...kernels.components import component_labels
 from ..errors import ConfigError
-from .lsh import detection_probability, verified_links, word_sets_and_signatures
+from .lsh import ChunkMap, detection_probability, verified_links, word_sets_and_signatures
 from .split import refine_split, split_large
 
 __all__ = ["GroupingConfig", "Grouping", "group_hypotheses", "detection_probability"]
@@ -177,6 +177,8 @@ def group_hypotheses(
     config: GroupingConfig = GroupingConfig(),
     progress: Callable[[int], None] | None = None,
     embeddings: Callable[[np.ndarray], np.ndarray | None] | None = None,
+    map_chunks: ChunkMap | None = None,
+    chunk_cuts: int | None = None,
 ) -> Grouping:
     """Group cuts whose top-k word sets have Jaccard similarity >= the threshold.
 
@@ -185,10 +187,14 @@ def group_hypotheses(
     ``embeddings(indices)``, when given, returns the pooled embeddings of those
     cuts (one row each, or None when they are not comparable); it is called only for cuts of components too large to
     keep, which are then split by acoustic similarity rather than word overlap.
+    ``map_chunks`` (an executor's ``map``) hashes chunks of ``chunk_cuts`` cuts in parallel (step 1);
+    the grouping is the same. Banding, linking and splitting stay here: they need all signatures at once
+    (``num_perm`` x 4 bytes per cut) and the word sets (4 bytes per distinct word of each cut).
     """
     n = len(hypotheses)
     rng = np.random.default_rng(config.seed)
-    sets, signatures = word_sets_and_signatures(hypotheses, config.num_perm, config.top_k, rng, progress)
+    sets, signatures = word_sets_and_signatures(hypotheses, config.num_perm, config.top_k, rng, progress,
+                                                map_chunks, chunk_cuts)
     links = verified_links(sets, signatures, config.bands, config.jaccard_threshold, rng)
     del signatures
     components = component_labels(n, links[0], links[1])

@@ -15,13 +15,18 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.sparse import csr_matrix
 
 from ...kernels.components import component_labels
 
-__all__ = ["THRESHOLD_EPS", "WordSets", "detection_probability", "verified_links", "word_sets_and_signatures"]
+__all__ = ["THRESHOLD_EPS", "ChunkMap", "WordSets", "detection_probability", "verified_links",
+           "word_sets_and_signatures"]
+
+# ``map(fn, items, shared) -> [fn(shared, item) for item in items]``, as an executor runs it (in parallel)
+ChunkMap = Callable[[Callable[[Any, Any], Any], Sequence[Any], Any], list[Any]]
 
 _PRIME = np.uint64((1 << 31) - 1)  # Mersenne prime 2**31 - 1: hashes fit in uint32
 _SEPARATOR = "\x00"  # word that separates cuts in the joined text of a chunk; id 0
@@ -105,16 +110,23 @@ def word_sets_and_signatures(
     top_k: int,
     rng: np.random.Generator,
     progress: Callable[[int], None] | None,
+    map_chunks: ChunkMap | None = None,
+    chunk_cuts: int | None = None,
 ) -> tuple[WordSets, np.ndarray]:
     """Word sets (CSR) of the first ``top_k`` hypotheses and MinHash signatures (uint32, num_perm x n_cuts).
 
-    ``progress(n)`` is called with the number of cuts processed so far.
+    ``progress(n)`` is called with the number of cuts processed so far. With ``map_chunks`` (an executor's
+    ``map``) chunks of ``chunk_cuts`` cuts are hashed in parallel: a signature depends only on its cut's
+    words and the drawn hash functions, and word ids are given in order of first appearance over the chunks
+    in order, so the result is the same as the serial one, id for id.
     """
     n = len(hypotheses)
     vocab = _Vocabulary(
         a=rng.integers(1, int(_PRIME), num_perm, dtype=np.uint64),
         b=rng.integers(0, int(_PRIME), num_perm, dtype=np.uint64),
     )
+    if map_chunks is not None:
+        return _mapped_signatures(hypotheses, top_k, vocab, map_chunks, chunk_cuts or _CHUNK_CUTS, progress)
     signatures = np.full((num_perm, n), np.iinfo(np.uint32).max, np.uint32)
     counts = np.zeros(n, np.int64)
     words: list[np.ndarray] = []
@@ -129,6 +141,44 @@ def word_sets_and_signatures(
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
     all_words = np.concatenate(words) if words else np.zeros(0, np.int32)
+    return WordSets(indptr=indptr, words=all_words), signatures
+
+
+def _signed_chunk(coefficients: tuple[np.ndarray, np.ndarray, int], chunk: Sequence[Sequence[str]]
+                  ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """One chunk alone (a worker's item): word-set sizes, word ids in the chunk's own vocabulary, that
+    vocabulary's words in id order, and the chunk's signatures."""
+    a, b, top_k = coefficients
+    vocab = _Vocabulary(a, b)
+    counts, words = _chunk_word_sets(chunk, top_k, vocab)
+    signatures = np.full((a.size, len(chunk)), np.iinfo(np.uint32).max, np.uint32)
+    _minhash_into(signatures, counts, words, vocab.hashes)
+    return counts, words, list(vocab.ids), signatures
+
+
+def _mapped_signatures(hypotheses: Sequence[Sequence[str]], top_k: int, vocab: _Vocabulary, map_chunks: ChunkMap,
+                       chunk_cuts: int, progress: Callable[[int], None] | None) -> tuple[WordSets, np.ndarray]:
+    """:func:`word_sets_and_signatures` with the chunks hashed by ``map_chunks``; chunk vocabularies are
+    merged into ``vocab`` in chunk order (its ids are then those of a serial pass)."""
+    chunks = [list(hypotheses[start : start + chunk_cuts]) for start in range(0, len(hypotheses), chunk_cuts)]
+    parts = map_chunks(_signed_chunk, chunks, (vocab.a[:, 0], vocab.b[:, 0], top_k))
+    counts_of, words_of, signatures_of = [], [], []
+    for counts, words, names, signatures in parts:
+        remap = vocab.lookup(names)  # chunk id -> global id, new words numbered as a serial pass would
+        cut = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
+        keys = np.sort((cut << 32) | remap[words])  # each cut's word ids sorted again
+        words_of.append((keys & 0xFFFF_FFFF).astype(np.int32))
+        counts_of.append(counts)
+        signatures_of.append(signatures)
+    n = len(hypotheses)
+    indptr = np.zeros(n + 1, np.int64)
+    if counts_of:
+        np.cumsum(np.concatenate(counts_of), out=indptr[1:])
+    all_words = np.concatenate(words_of) if words_of else np.zeros(0, np.int32)
+    signatures = (np.concatenate(signatures_of, axis=1) if signatures_of
+                  else np.zeros((vocab.a.size, 0), np.uint32))
+    if progress is not None:
+        progress(n)
     return WordSets(indptr=indptr, words=all_words), signatures
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from lhotse import MonoCut
 from lhotse.cut import Cut
 
+from ..executor.base import Executor
 from ..fields import custom_field, nbest
 from ..graph.store import ArrayReader
 from ..manifest import CutWriter, array_storage_files, iter_cut_dicts, iter_cuts
@@ -83,8 +84,12 @@ def group_manifest(
     *,
     force: bool = False,
     progress: Progress = NullProgress(),
+    executor: Executor | None = None,
 ) -> GroupSummary:
-    """Read ``decoded``, assign ``custom.group`` to every cut, write ``output`` atomically."""
+    """Read ``decoded``, assign ``custom.group`` to every cut, write ``output`` atomically.
+
+    With an ``executor`` the MinHash signatures of chunks of cuts are computed in parallel (the same
+    grouping); reading, banding, linking and writing stay in this process."""
     decoded, output = Path(decoded), Path(output)
     record = StageRecord.create(
         "group",
@@ -113,7 +118,12 @@ def group_manifest(
         done = n
 
     embeddings = _embedding_loader(cuts_for_embeddings, decoded)
-    grouping = group_hypotheses(hypotheses, config, progress=report, embeddings=embeddings)
+    if executor is None:
+        grouping = group_hypotheses(hypotheses, config, progress=report, embeddings=embeddings)
+    else:
+        chunk_cuts = max(1_000, -(-len(hypotheses) // (2 * executor.workers)))
+        grouping = group_hypotheses(hypotheses, config, progress=report, embeddings=embeddings,
+                                    map_chunks=executor.map, chunk_cuts=min(chunk_cuts, 32_768))
     del hypotheses, cuts_for_embeddings, embeddings  # the loader holds the list too
 
     progress.task("writing grouped manifest", len(grouping.labels))

@@ -12,10 +12,12 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ..errors import InputError
+from ..fields import CutResult
 from ..graph import CutGraph
 from ..grouped import iter_grouped
 from ..manifest import CutWriter, check_readable, iter_cuts
@@ -81,8 +83,11 @@ def propagate_manifest(
     scorer: Scorer | None = None,
     force: bool = False,
     progress: Progress = NullProgress(),
+    rescorer: Callable[..., list[CutResult]] = rescore,
 ) -> PropagateSummary:
-    """Read the grouped manifest and graph, rescore every cut, write ``rescored.jsonl.gz``."""
+    """Read the grouped manifest and graph, rescore every cut, write ``rescored.jsonl.gz``.
+
+    ``rescorer`` (:func:`.engine.rescore`'s signature) lets an executor run the batches elsewhere."""
     grouped, graph_file, output = check_readable(grouped), check_readable(graph_file), Path(output)
     record = StageRecord.create("propagate", inputs=[grouped, graph_file, *getattr(scorer, "inputs", [])],
                                 params={"propagate": asdict(config), "normalizer": asdict(normalizer),
@@ -95,7 +100,7 @@ def propagate_manifest(
     adjacency = graph.adjacency(graph.threshold * config.threshold_scale, weighted=config.weighted_edges,
                                 nearest=config.nearest)
     progress.task("propagating", len(entries))
-    results = rescore(entries, adjacency, config, scorer, progress)
+    results = rescorer(entries, adjacency, config, scorer, progress)
 
     progress.task("writing rescored manifest", len(entries))
     with CutWriter(output) as writer:

@@ -1,0 +1,33 @@
+"""The interface a stage hands independent pieces of work to (an executor), kept free of Ray.
+
+A stage cuts its work into items that need nothing from each other (chunks of hypothesis sets, batches of
+whole groups) and asks for ``fn(shared, item)`` of each; the answers come back in the items' order, so the
+stage assembles exactly what its serial loop would have.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, Sequence, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class Executor(Protocol):
+    """Runs ``fn(shared, item)`` for every item and returns the results in item order."""
+
+    name: str
+
+    @property
+    def workers(self) -> int:
+        """How many items run at once (1 for the local executor)."""
+        ...
+
+    def map(self, fn: Callable[[Any, Item], Result], items: Sequence[Item], shared: Any = None) -> list[Result]:
+        """``[fn(shared, item) for item in items]``; ``shared`` is sent once, not once per item."""
+        ...
+
+    def map_stateful(self, make_state: Callable[[], Any], fn: Callable[[Any, Item], Result],
+                     items: Sequence[Item]) -> list[Result]:
+        """``[fn(state, item) ...]`` where each worker builds ``state = make_state()`` once (a teacher)."""
+        ...
