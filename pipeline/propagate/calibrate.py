@@ -145,7 +145,7 @@ def candidates(batch: SupportBatch, adjacency: sp.csr_matrix, row: int, fusion_w
     return Candidates(winner, one_best, features(winner), features(one_best))
 
 
-def probability(beta: Sequence[float], x: np.ndarray) -> np.ndarray:
+def probability(beta: Sequence[float] | np.ndarray, x: np.ndarray) -> np.ndarray:
     """``sigma(beta . x)`` for one feature row or a matrix of rows."""
     z = np.asarray(x, dtype=np.float64) @ np.asarray(beta, dtype=np.float64)
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
@@ -227,7 +227,7 @@ def calibrated_results(batch: SupportBatch, adjacency: sp.csr_matrix, rows: Sequ
     return out
 
 
-def describe(beta: Sequence[float]) -> Mapping[str, float]:
+def describe(beta: Sequence[float] | np.ndarray) -> Mapping[str, float]:
     """The coefficients by feature name (what params.json reports)."""
     return {name: float(b) for name, b in zip(FEATURES, beta)}
 

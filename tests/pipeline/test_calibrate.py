@@ -4,8 +4,17 @@ import scipy.sparse as sp
 
 from choral.pipeline.errors import ConfigError
 from choral.pipeline.propagate import PropagateConfig, propagate_batch
-from choral.pipeline.propagate.calibrate import (FEATURES, PRIOR, Candidates, calibrated_results, candidates,
-                                                 decide, fit_calibration, probability, training_rows)
+from choral.pipeline.propagate.calibrate import (
+    FEATURES,
+    PRIOR,
+    Candidates,
+    calibrated_results,
+    candidates,
+    decide,
+    fit_calibration,
+    probability,
+    training_rows,
+)
 from choral.pipeline.propagate.engine import fuse
 from choral.pipeline.propagate.labels import CutEntry
 
