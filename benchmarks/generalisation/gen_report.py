@@ -8,6 +8,7 @@ from typing import Sequence
 from gen_conditions import Condition
 from gen_loco import Candidate, LocoOutcome
 from gen_results import TABLE_HEADER, Slice, headline, mean_reduction, num, pct, reliability_table, table_row, total
+from gen_stability import StabilityRow, stability_section
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class PoolResult:
         if not self.threshold:
             return "-"
         fit = self.threshold
+        if "n_annotated_pairs" in fit and fit["rule"] == "annotated+confident-teacher":
+            return (f"{fit['n_annotated_pairs']:,} / {fit['n_annotated_positive']:,} ({fit['rule']}: "
+                    f"{fit.get('n_pairs', 0):,} / {fit.get('n_positive', 0):,} used)")
         return f"{fit.get('n_pairs', 0):,} / {fit.get('n_positive', 0):,} ({fit['rule']})"
 
 
@@ -115,7 +119,8 @@ def _loco_section(outcomes: Sequence[LocoOutcome], candidates: Sequence[Candidat
 
 def render(*, command: str, config: str, settings: Sequence[str], conditions: Sequence[Condition],
            pools: Sequence[PoolResult], control: str, loco: Sequence[LocoOutcome] | None = None,
-           candidates: Sequence[Candidate] = (), notes: Sequence[str] = ()) -> str:
+           candidates: Sequence[Candidate] = (), notes: Sequence[str] = (),
+           stability: Sequence[StabilityRow] = ()) -> str:
     """The whole RESULTS.md."""
     lines = ["# Generalisation protocol: results", "",
              f"Produced by `{command}` with the run config `{config}` (one `choral run` per pool, each in its own "
@@ -141,6 +146,8 @@ def render(*, command: str, config: str, settings: Sequence[str], conditions: Se
         everything = total(list(merged.values()))
         lines += [f"Reliability of choral's confidence ({everything.calibration.n:,} unannotated cuts, ECE "
                   f"{num(everything.ece)}):", "", *reliability_table(everything), ""]
+    if stability:
+        lines += stability_section(stability)
     if loco:
         lines += _loco_section(loco, candidates, [p.name for p in pools], control)
     if notes:

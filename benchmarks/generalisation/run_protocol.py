@@ -21,6 +21,7 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_name, "1")  # before numpy / torch load: the machine is shared
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import shlex  # noqa: E402
 import subprocess  # noqa: E402
@@ -40,6 +41,7 @@ from gen_loco import DEFAULT_CANDIDATES, Candidate, RunKey, leave_one_out, loco_
 from gen_pools import PoolPlan, corpus_texts, out_of_vocabulary_rate, plan_pools  # noqa: E402
 from gen_report import PoolResult, render  # noqa: E402
 from gen_results import Slice, annotated_counts, condition_slices  # noqa: E402
+from gen_stability import DEFAULT_FRACTIONS, StabilityRow, stability  # noqa: E402
 
 
 def pool_signature(plan: PoolPlan) -> dict:
@@ -99,20 +101,48 @@ def read_pool(plan: PoolPlan, run_dir: Path, oov_rate: float, seconds: float) ->
                       threshold, params, seconds, condition_slices(report, "prompt_set"))
 
 
-def run_candidate(key: RunKey, candidate: Candidate, pool_run: Path, config_path: Path, out: Path,
-                  scorer) -> dict[str, Slice]:
-    """group -> graph -> tune -> propagate -> eval of one LOCO run on the pool's decoded cuts (minus a condition)."""
+def run_stages(decoded: Path, out: Path, config_path: Path, scorer, *, tune: bool = True,
+               fusion_weight: tuple[float, ...] | None = None) -> tuple[dict[str, Slice], dict, dict]:
+    """group -> graph -> tune -> propagate -> eval on a decoded manifest, in ``out``; returns the per-condition
+    slices, the threshold fit (threshold.json) and the tuned values (empty when not tuned)."""
     from choral.pipeline.evaluate import evaluate, write_report
     from choral.pipeline.graph import build_graph
     from choral.pipeline.group import group_manifest
-    from choral.pipeline.manifest import CutWriter, iter_cuts
     from choral.pipeline.propagate import load_params, propagate_manifest
-    from choral.pipeline.run import RunPaths
     from choral.pipeline.run_config import load_run_config
     from choral.pipeline.tune import tune_stage
 
     config = load_run_config(config_path)
     normalizer = config.normalizer
+    group_manifest(decoded, out / "grouped.jsonl.gz", config.group, normalizer)
+    build_graph(out / "grouped.jsonl.gz", out / "graph.npz", None, config.graph, normalizer)
+    base = config.propagate
+    shared = scorer if config.scorer and base.share_candidates else None
+    params = base
+    tuned: dict = {}
+    if tune and config.tune_enabled:
+        grid = config.tune if fusion_weight is None else replace(config.tune, fusion_weight=fusion_weight)
+        tune_stage(out / "grouped.jsonl.gz", out / "graph.npz", out / "params.yaml", base=base, grid=grid,
+                             normalizer=normalizer, scorer=shared)
+        params = load_params(out / "params.yaml", base=base)
+        report = json.loads((out / "params.json").read_text())
+        if "grid" in report:  # cross-validated (an untuned report holds the base values only)
+            tuned = {k: report["best"][k] for k in ("alpha", "fusion_weight", "temperature", "threshold_scale")}
+    propagate_manifest(out / "grouped.jsonl.gz", out / "graph.npz", out / "rescored.jsonl.gz", params, normalizer,
+                       scorer=shared if params.share_candidates else None)
+    assert config.eval.references is not None
+    report = evaluate(out / "rescored.jsonl.gz", config.eval.references, ("accent",), normalizer)
+    write_report(report, out / "eval")
+    threshold = json.loads((out / "threshold.json").read_text())
+    return condition_slices(report.to_dict()), threshold, tuned
+
+
+def run_candidate(key: RunKey, candidate: Candidate, pool_run: Path, config_path: Path, out: Path,
+                  scorer) -> dict[str, Slice]:
+    """One LOCO run on the pool's decoded cuts minus the held-out condition (:func:`run_stages`)."""
+    from choral.pipeline.manifest import CutWriter, iter_cuts
+    from choral.pipeline.run import RunPaths
+
     out.mkdir(parents=True, exist_ok=True)
     source = RunPaths(pool_run).decoded
     decoded = out / "decoded.jsonl.gz"
@@ -121,40 +151,34 @@ def run_candidate(key: RunKey, candidate: Candidate, pool_run: Path, config_path
             for cut in iter_cuts(source):
                 if key.excluded is None or (cut.custom or {}).get("accent") != key.excluded:
                     writer.write(cut)
-    group_manifest(decoded, out / "grouped.jsonl.gz", config.group, normalizer)
-    build_graph(out / "grouped.jsonl.gz", out / "graph.npz", None, config.graph, normalizer)
-    base = config.propagate
-    shared = scorer if config.scorer and base.share_candidates else None
-    params = base
-    if candidate.tune and config.tune_enabled:
-        grid = config.tune if candidate.fusion_weight is None else replace(config.tune,
-                                                                           fusion_weight=candidate.fusion_weight)
-        tune_stage(out / "grouped.jsonl.gz", out / "graph.npz", out / "params.yaml", base=base, grid=grid,
-                   normalizer=normalizer, scorer=shared)
-        params = load_params(out / "params.yaml", base=base)
-    propagate_manifest(out / "grouped.jsonl.gz", out / "graph.npz", out / "rescored.jsonl.gz", params, normalizer,
-                       scorer=shared if params.share_candidates else None)
-    assert config.eval.references is not None
-    report = evaluate(out / "rescored.jsonl.gz", config.eval.references, ("accent",), normalizer)
-    write_report(report, out / "eval")
-    return condition_slices(report.to_dict())
+    return run_stages(decoded, out, config_path, scorer, tune=candidate.tune,
+                      fusion_weight=candidate.fusion_weight)[0]
+
+
+def _stability_run(decoded: Path, out: Path, *, config_path: Path, scorer) -> tuple[dict[str, Slice], dict, dict]:
+    return run_stages(decoded, out, config_path, scorer)
+
+
+def pool_scorer(pool_run: Path, config_path: Path):
+    """The teacher scorer of a pool's run (None when the config scores nothing)."""
+    from choral.pipeline.run import RunPaths
+    from choral.pipeline.run_config import load_run_config
+    from choral.pipeline.teacher import teacher_scorer
+
+    config = load_run_config(config_path)
+    return teacher_scorer(RunPaths(pool_run).grouped, config.teacher) if config.scorer else None
 
 
 def run_loco(plans: list[PoolPlan], runs: Path, configs: dict[str, Path], conditions: tuple[Condition, ...],
              candidates: tuple[Candidate, ...]) -> dict[RunKey, dict[str, Slice]]:
     """Every run of the LOCO loop (one shared teacher scorer per pool: its memo spares re-scoring)."""
-    from choral.pipeline.run import RunPaths
-    from choral.pipeline.run_config import load_run_config
-    from choral.pipeline.teacher import teacher_scorer
-
     by_name = {c.name: c for c in candidates}
     results: dict[RunKey, dict[str, Slice]] = {}
     scorers: dict[str, object] = {}
     for key in loco_runs([p.name for p in plans], [c.name for c in conditions], list(by_name)):
         pool_run = runs / key.pool
         if key.pool not in scorers:
-            config = load_run_config(configs[key.pool])
-            scorers[key.pool] = teacher_scorer(RunPaths(pool_run).grouped, config.teacher) if config.scorer else None
+            scorers[key.pool] = pool_scorer(pool_run, configs[key.pool])
         started = time.perf_counter()
         results[key] = run_candidate(key, by_name[key.candidate], pool_run, configs[key.pool],
                                      pool_run / "loco" / key.slug, scorers[key.pool])
@@ -178,6 +202,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--loco", action=argparse.BooleanOptionalAction, default=True,
                         help="the leave-one-condition-out loop (--no-loco: per-pool runs only)")
     parser.add_argument("--candidates", nargs="+", default=list(DEFAULT_CANDIDATES))
+    parser.add_argument("--stability", action=argparse.BooleanOptionalAction, default=True,
+                        help="threshold stability against the annotated fraction (gen_stability.py)")
+    parser.add_argument("--stability-fractions", nargs="+", type=float, default=list(DEFAULT_FRACTIONS))
+    parser.add_argument("--runs-name", default="runs", help="run directories go to <data>/<runs-name>/<pool>")
     args = parser.parse_args(argv)
     if args.prompt_seed == 4:
         parser.error("--prompt-seed 4 is the accented corpus' own seed; the protocol needs another")
@@ -192,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     plans = plan_pools(conditions, args.prompts, args.unseen_prompts, args.annotated_fraction, args.seed,
                        args.prompt_seed)
     train_words = set(corpus_texts().train_words)
-    data, runs = args.data.resolve(), args.data.resolve() / "runs"
+    data, runs = args.data.resolve(), args.data.resolve() / args.runs_name
     configs: dict[str, Path] = {}
     pools: list[PoolResult] = []
     synthesis = 0.0
@@ -209,6 +237,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.loco:
         results = run_loco(plans, runs, configs, conditions, candidates)
         loco = leave_one_out(results, [c.name for c in conditions], [c.name for c in candidates], CONTROL)
+    stability_rows: list[StabilityRow] = []
+    if args.stability:
+        for plan in plans:
+            scorer = pool_scorer(runs / plan.name, configs[plan.name])
+            config_path = configs[plan.name]
+            stability_rows += stability(plan, runs / plan.name, args.stability_fractions, args.seed,
+                                        functools.partial(_stability_run, config_path=config_path, scorer=scorer))
     total_seconds = time.perf_counter() - started
     given = sys.argv[1:] if argv is None else argv
     command = shlex.join([".venv/bin/python", "benchmarks/generalisation/run_protocol.py", *given])
@@ -222,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     config = args.config.resolve()
     text = render(command=command, config=str(config.relative_to(REPO) if config.is_relative_to(REPO) else config),
                   settings=settings, conditions=conditions, pools=pools, control=CONTROL, loco=loco,
-                  candidates=candidates)
+                  candidates=candidates, stability=stability_rows)
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out} ({total_seconds:.0f} s)")
 

@@ -20,33 +20,37 @@ from ..errors import ChoralError
 from ..fields import CutResult
 from ..progress import NullProgress, Progress
 from ..propagate import PropagateConfig
-from ..propagate.engine import _batches, _rescore_batch
+from ..propagate.engine import Finisher, _batches, _rescore_batch
 from ..propagate.labels import CutEntry
 from ..teacher.contracts import Scorer
 from .base import Executor
 from .faults import pause_point
 
-Batch = tuple[list[CutEntry], sp.csr_matrix, np.ndarray]
+Batch = tuple[list[CutEntry], sp.csr_matrix, np.ndarray, list[int]]
 
 
-def _rescore_item(config: PropagateConfig, scorer: Scorer | None, item: Batch) -> list[CutResult]:
-    """A worker's item: one batch of whole groups, rescored with the worker's scorer."""
+def _rescore_item(config: PropagateConfig, finish: Finisher | None, scorer: Scorer | None, item: Batch
+                  ) -> list[CutResult]:
+    """A worker's item: one batch of whole groups (and its rows in the manifest), rescored with the worker's
+    scorer and revised by ``finish`` (the calibrated decision) as the local engine does."""
     pause_point("propagate")
-    entries, adjacency, degree = item
-    return _rescore_batch(entries, adjacency, degree, config, scorer)
+    entries, adjacency, degree, indices = item
+    return _rescore_batch(entries, adjacency, degree, config, scorer, finish, indices)
 
 
 def parallel_rescorer(executor: Executor) -> Callable[..., list[CutResult]]:
     """A drop-in for :func:`~choral.pipeline.propagate.engine.rescore` that runs its batches on ``executor``."""
 
     def rescore(entries: Sequence[CutEntry], adjacency: sp.csr_matrix, config: PropagateConfig = PropagateConfig(),
-                scorer: Scorer | None = None, progress: Progress = NullProgress()) -> list[CutResult]:
+                scorer: Scorer | None = None, progress: Progress = NullProgress(),
+                finish: Finisher | None = None) -> list[CutResult]:
         if adjacency.shape != (len(entries), len(entries)):
             raise ChoralError(f"graph has {adjacency.shape[0]} cuts, manifest has {len(entries)}")
         degree = np.diff(adjacency.indptr)
         batches = list(_batches(entries, config.batch_cuts))
-        items = [([entries[i] for i in batch], adjacency[batch][:, batch], degree[batch]) for batch in batches]
-        answers = executor.map_stateful(lambda: scorer, partial(_rescore_item, config), items)
+        items = [([entries[i] for i in batch], adjacency[batch][:, batch], degree[batch], list(batch))
+                 for batch in batches]
+        answers = executor.map_stateful(lambda: scorer, partial(_rescore_item, config, finish), items)
         results: list[CutResult | None] = [None] * len(entries)
         for batch, answer in zip(batches, answers):
             for index, result in zip(batch, answer):

@@ -28,7 +28,7 @@ from ..progress import NullProgress, Progress
 from ..text import TextNormalizer
 from .metrics import Metric, get_metric, metric_names
 from .store import ArrayReader, CutGraph
-from .threshold import ThresholdFit, evaluate_threshold, fit_f1_threshold, quantile_threshold
+from .threshold import MIN_POSITIVE, ThresholdFit, evaluate_threshold, learn_threshold
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class GraphConfig:
     threshold: float | None = None
     confidence: float = 0.9
     quantile: float = 0.2
+    min_positive: int = MIN_POSITIVE    # annotated positive pairs trusted alone (fewer: confident pairs join)
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -50,6 +51,8 @@ class GraphConfig:
             raise ConfigError("window", f"must be a non-negative radius, not {self.window}")
         if not 0.0 < self.quantile < 1.0:
             raise ConfigError("quantile", f"must lie strictly between 0 and 1, not {self.quantile}")
+        if self.min_positive < 1:
+            raise ConfigError("min_positive", f"must be at least 1, not {self.min_positive}")
 
 
 @dataclass(frozen=True)
@@ -191,15 +194,12 @@ def choose_threshold(table: _CutTable, pair_a: np.ndarray, pair_b: np.ndarray, d
             return evaluate_threshold(distances[both_annotated], labelled_positive[both_annotated],
                                       config.threshold, "user")
         return ThresholdFit(threshold=config.threshold, rule="user", n_pairs=len(distances))
-    if (both_annotated & labelled_positive).any():
-        return fit_f1_threshold(distances[both_annotated], labelled_positive[both_annotated], "annotated")
     confident = table.top_posteriors >= config.confidence
     both_confident = confident[pair_a] & confident[pair_b]
     top = np.asarray(table.top_texts, dtype=object)
     agree = top[pair_a] == top[pair_b]
-    if (both_confident & agree).any():
-        return fit_f1_threshold(distances[both_confident], agree[both_confident], "confident-teacher")
-    return quantile_threshold(distances, config.quantile)
+    return learn_threshold(distances, both_annotated, labelled_positive, both_confident, agree, config.quantile,
+                           config.min_positive)
 
 
 def build_graph(

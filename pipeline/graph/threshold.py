@@ -12,8 +12,16 @@ cumulative sums. The threshold is placed halfway between the F1-maximising
 distance and the next larger one, so a new pair at exactly the boundary does
 not flip.
 
-Where the labels come from (``rule``):
-- ``annotated``: both cuts annotated; labels compare references (the default);
+Where the labels come from (``rule``, :func:`learn_threshold`):
+- ``annotated``: both cuts annotated; labels compare references (when at least
+  ``MIN_POSITIVE`` annotated pairs are positive);
+- ``annotated+confident-teacher``: 1 to ``MIN_POSITIVE - 1`` positive annotated
+  pairs are too few for a stable F1 optimum (with 3 positives one pair moves the
+  threshold across a whole gap), so the confident-teacher pseudo-pairs below
+  join them: annotated pairs keep their reference labels, the other pairs whose
+  cuts are both confident carry the agreement of their 1-bests. The annotated
+  labels count as much as they are; the pseudo-pairs shrink the fit toward
+  what the teacher alone would give;
 - ``confident-teacher``: no annotated pair with a positive label exists; pairs
   whose teacher 1-best posteriors are both at least ``confidence`` serve as
   pseudo-annotations, labelled by whether the two 1-best texts agree;
@@ -28,6 +36,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+# Annotated positive pairs from which the F1 optimum is trusted alone (fewer: confident-teacher pairs join).
+MIN_POSITIVE = 10
+
 
 @dataclass(frozen=True)
 class ThresholdFit:
@@ -41,6 +52,8 @@ class ThresholdFit:
     n_pairs: int = 0
     n_positive: int = 0
     n_negative: int = 0
+    n_annotated_pairs: int = 0          # of n_pairs, those whose two cuts are annotated
+    n_annotated_positive: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,3 +123,30 @@ def evaluate_threshold(distances: np.ndarray, positive: np.ndarray, threshold: f
         n_positive=n_positive,
         n_negative=int(len(distances) - n_positive),
     )
+
+
+def learn_threshold(distances: np.ndarray, annotated_pair: np.ndarray, annotated_positive: np.ndarray,
+                    confident_pair: np.ndarray, confident_agree: np.ndarray, quantile: float,
+                    min_positive: int = MIN_POSITIVE) -> ThresholdFit:
+    """The module docstring's rules in order: annotated, annotated+confident-teacher, confident-teacher,
+    quantile (masks are over the candidate pairs; ``annotated_positive`` / ``confident_agree`` are labels)."""
+    distances = np.asarray(distances, dtype=np.float64)
+    annotated_pair = np.asarray(annotated_pair, dtype=bool)
+    positive = annotated_pair & np.asarray(annotated_positive, dtype=bool)
+    n_annotated_positive = int(positive.sum())
+    n_annotated_pairs = int(annotated_pair.sum())
+    pseudo = np.asarray(confident_pair, dtype=bool) & ~annotated_pair
+    agree = np.asarray(confident_agree, dtype=bool)
+    counts = {"n_annotated_pairs": n_annotated_pairs, "n_annotated_positive": n_annotated_positive}
+    if n_annotated_positive >= min_positive or (n_annotated_positive and not (pseudo & agree).any()):
+        fit = fit_f1_threshold(distances[annotated_pair], positive[annotated_pair], "annotated")
+        return ThresholdFit(**{**fit.to_dict(), **counts})
+    if n_annotated_positive:
+        used = annotated_pair | pseudo
+        labels = np.where(annotated_pair, positive, agree)
+        fit = fit_f1_threshold(distances[used], labels[used], "annotated+confident-teacher")
+        return ThresholdFit(**{**fit.to_dict(), **counts})
+    if (pseudo & agree).any():
+        fit = fit_f1_threshold(distances[pseudo], agree[pseudo], "confident-teacher")
+        return ThresholdFit(**{**fit.to_dict(), **counts})
+    return quantile_threshold(distances, quantile)

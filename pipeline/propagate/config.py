@@ -12,6 +12,7 @@ from typing import Literal
 
 from ..config import check_finite, from_mapping, read_yaml_mapping
 from ..errors import ConfigError, InputError
+from .calibrate import FEATURES, PRIOR
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class PropagateConfig:
     clamp_confidence: float = 0.95      # propagation: also clamp unannotated cuts this confident
     max_labels: int = 64                # label columns kept per group
     batch_cuts: int = 50_000            # cuts solved together (whole groups; bounds memory)
+    calibrate: bool = True              # decide and score confidence with the calibrated model (calibrate.py)
+    calibration: tuple[float, ...] = PRIOR  # beta, one per calibrate.FEATURES (tune fits it; default: the prior)
+    replace_margin: float = 0.0         # replace the 1-best only when p(winner) > p(1-best) + this margin
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -46,6 +50,11 @@ class PropagateConfig:
                 raise ConfigError(name, f"must be positive, not {getattr(self, name)}")
         if self.nearest < 0:
             raise ConfigError("nearest", f"must be 0 (threshold only) or a positive count, not {self.nearest}")
+        if len(self.calibration) != len(FEATURES):
+            raise ConfigError("calibration", f"needs {len(FEATURES)} coefficients ({', '.join(FEATURES)}), "
+                                             f"not {len(self.calibration)}")
+        if not 0.0 <= self.replace_margin < 1.0:
+            raise ConfigError("replace_margin", f"must be in [0, 1), not {self.replace_margin}")
         if self.max_borrowed < 0:
             raise ConfigError("max_borrowed", f"must be 0 (no cap) or a positive count, not {self.max_borrowed}")
 

@@ -33,7 +33,7 @@ solve, :func:`fuse` once per λ.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -72,15 +72,20 @@ def rescore(
     config: PropagateConfig = PropagateConfig(),
     scorer: Scorer | None = None,
     progress: Progress = NullProgress(),
+    finish: Finisher | None = None,
 ) -> list[CutResult]:
-    """Propagate and fuse for every cut; ``adjacency`` is in the order of ``entries``."""
+    """Propagate and fuse for every cut; ``adjacency`` is in the order of ``entries``.
+
+    ``finish(batch, indices, results)``, when given, revises each batch's results (``indices`` are the
+    batch's rows in ``entries``): the calibrated decision of :mod:`.calibrate`.
+    """
     if adjacency.shape != (len(entries), len(entries)):
         raise ChoralError(f"graph has {adjacency.shape[0]} cuts, manifest has {len(entries)}")
     results: list[CutResult | None] = [None] * len(entries)
     degree = np.diff(adjacency.indptr)
     for batch in _batches(entries, config.batch_cuts):
         for index, result in zip(batch, _rescore_batch([entries[i] for i in batch], adjacency[batch][:, batch],
-                                                       degree[batch], config, scorer)):
+                                                       degree[batch], config, scorer, finish, batch)):
             results[index] = result
         progress.advance(len(batch))
     return [r for r in results if r is not None]
@@ -95,6 +100,10 @@ class BatchSupport:
     support: np.ndarray      # row-normalised F
     teacher: np.ndarray      # teacher log-posterior per label column (-inf: not a candidate)
     degree: np.ndarray       # edges per cut (0: the cut keeps the teacher's 1-best)
+
+
+# revises a batch's fused results: (batch, its rows in the whole entry list, results) -> results
+Finisher = Callable[["BatchSupport", list[int], list[CutResult]], list[CutResult]]
 
 
 @dataclass
@@ -220,9 +229,11 @@ def fuse(batch: BatchSupport, rows: Iterable[int], fusion_weight: float, config:
 
 
 def _rescore_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: np.ndarray,
-                   config: PropagateConfig, scorer: Scorer | None) -> list[CutResult]:
+                   config: PropagateConfig, scorer: Scorer | None, finish: Finisher | None = None,
+                   indices: Sequence[int] = ()) -> list[CutResult]:
     batch = propagate_batch(entries, adjacency, degree, config, scorer)
-    return fuse(batch, range(len(entries)), config.fusion_weight, config)
+    results = fuse(batch, range(len(entries)), config.fusion_weight, config)
+    return results if finish is None else finish(batch, list(indices), results)
 
 
 def _teacher_with_borrowed(entry: CutEntry, labels: GroupLabels, teacher_row: np.ndarray, columns: np.ndarray,

@@ -25,6 +25,7 @@ from ..meta import StageRecord, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
 from ..teacher.contracts import Scorer, is_reproducible
 from ..text import TextNormalizer
+from .calibrate import finisher, relative_distances
 from .config import PropagateConfig
 from .engine import rescore
 from .labels import CutEntry
@@ -99,8 +100,13 @@ def propagate_manifest(
     entries, graph = read_grouped_and_graph(grouped, graph_file, normalizer, progress)
     adjacency = graph.adjacency(graph.threshold * config.threshold_scale, weighted=config.weighted_edges,
                                 nearest=config.nearest)
+    finish = None
+    if config.calibrate:
+        distances = relative_distances(graph.adjacency(graph.threshold * config.threshold_scale, weighted=True,
+                                                       nearest=config.nearest))
+        finish = finisher(adjacency, distances, config.calibration, config.replace_margin, config.fusion_weight)
     progress.task("propagating", len(entries))
-    results = rescorer(entries, adjacency, config, scorer, progress)
+    results = rescorer(entries, adjacency, config, scorer, progress, finish=finish)
 
     progress.task("writing rescored manifest", len(entries))
     with CutWriter(output) as writer:

@@ -17,6 +17,21 @@ With a ``scorer`` (the teacher), candidates a held-out cut borrows from its
 neighbours are scored by the teacher exactly as ``choral propagate --teacher``
 will score them, so the chosen λ and T fit the propagation that follows.
 
+Selection (``selection``): ``min`` takes the combination with the lowest pooled WER. ``one-se``
+(the default) guards against a noisy winner when there are few annotated cuts: with ``e_k`` the
+per-cut word errors of combination ``k`` and ``k*`` the lowest total, the paired differences
+``d = e_k - e_k*`` over the ``n`` held-out cuts have ``sum d`` and standard error
+``SE = sqrt(n) * std(d)``; every ``k`` with ``sum d <= SE`` is statistically as good, and among them
+the one closest to the base config (fewest axes changed, then lowest WER) wins. With 3-10
+annotated cuts SE is large and the base values stay; with hundreds, the grid's best is taken.
+
+Calibration (:mod:`choral.pipeline.propagate.calibrate`): with the chosen parameters the folds are
+propagated once more, and each held-out cut gives feature rows of its fused winner and teacher
+1-best labelled by whether they equal its reference (cross-fitting: no cut's own reference
+reaches its features). A logistic model shrunk toward the base config's coefficients (the prior)
+with strength ``calibration_strength`` is fitted on them and written to params.yaml as
+``calibration``: ``choral propagate`` decides and scores confidence with it.
+
 Confidence check: for the winning parameters the held-out cuts' confidences
 are binned, and the report shows the WER of the cuts kept at each confidence
 threshold (it should fall as the threshold rises).
@@ -35,9 +50,10 @@ from ..errors import InputError
 from ..manifest import check_readable
 from ..progress import NullProgress, Progress
 from ..propagate import PropagateConfig, batch_priors, fuse, propagate_batch, read_grouped_and_graph
+from ..propagate.calibrate import FEATURES, candidates, describe, fit_calibration, relative_distances, training_rows
 from ..teacher.contracts import Scorer
 from ..text import TextNormalizer
-from ..wer import pooled_word_errors
+from ..wer import pooled_word_errors, word_errors
 from .grid import TuneConfig
 from .params import write_params
 
@@ -167,6 +183,8 @@ def tune_params(
                   None if bounded else len(solves) * folds)
     # errors[(scale, alpha, temperature, lambda)] = edits pooled over folds
     edits: dict[tuple[float, float, float, float], int] = {}
+    per_cut: dict[tuple[float, float, float, float], np.ndarray] = {}   # word errors per annotated cut
+    slot = {int(k): i for i, k in enumerate(annotated_rows)}
     hypotheses: dict[tuple[float, float, float, float], list[tuple[int, str, float]]] = {}
     teacher_edits, total_words = pooled_word_errors(references, [sub_entries[k].hypotheses[0] for k in annotated_rows])
     adjacency_of = {scale: graph.adjacency(graph.threshold * scale * base.threshold_scale,
@@ -201,6 +219,9 @@ def tune_params(
                 results = fuse(batch, local_held_out, weight, config)
                 texts = [normalizer(r.text) for r in results]
                 key = (scale, alpha, temperature, weight)
+                errors = per_cut.setdefault(key, np.zeros(len(annotated_rows)))
+                for k, ref, text in zip(held_out, fold_refs, texts):
+                    errors[slot[int(k)]] = word_errors(ref, text)
                 edits[key] = edits.get(key, 0) + pooled_word_errors(fold_refs, texts)[0]
                 hypotheses.setdefault(key, []).extend(
                     (int(k), text, r.confidence) for k, text, r in zip(held_out, texts, results))
@@ -213,10 +234,19 @@ def tune_params(
             solve(point)
 
     default_key = (1.0, base.alpha, base.temperature, base.fusion_weight)
-    best_key = min(edits, key=lambda k: (edits[k], k != default_key))
+    best_key, lowest_key = select_key(per_cut, default_key, grid.selection)
     scale, alpha, temperature, weight = best_key
     best = replace(base, alpha=alpha, temperature=temperature, fusion_weight=weight,
                    threshold_scale=base.threshold_scale * scale)
+    calibration: dict = {"fitted": False, "n_rows": 0}
+    if grid.calibrate and base.calibrate:
+        x, y = _crossfit_rows(sub_entries, annotated_rows, fold, folds, graph, rows, best, scorer)
+        beta = fit_calibration(x, y, base.calibration, grid.calibration_strength)
+        best = replace(best, calibration=tuple(round(float(b), 6) for b in beta))
+        calibration = {"fitted": True, "n_rows": int(len(y)), "n_correct": int(np.sum(y)),
+                       "strength": grid.calibration_strength, "prior": describe(base.calibration),
+                       "beta": describe(beta), "features": list(FEATURES),
+                       "rows": [[round(float(v), 5) for v in row] + [int(t)] for row, t in zip(x, y)]}
     curve = _confidence_curve(hypotheses[best_key], {int(k): r for k, r in zip(annotated_rows, references)})
     best_wer, teacher_wer = edits[best_key] / max(total_words, 1), teacher_edits / max(total_words, 1)
     header = (f"# choral propagate parameters chosen by `choral tune` on {grouped}\n"
@@ -230,6 +260,10 @@ def tune_params(
         "folds": folds,
         "search": ({"sampled_cuts": int(len(rows)), "solved_points": len({k[:3] for k in edits}),
                     "grid_points": len(solves)} if bounded else "full"),
+        "selection": grid.selection,
+        "lowest_wer_params": dict(zip(("threshold_scale", "alpha", "temperature", "fusion_weight"), lowest_key)),
+        "lowest_wer": edits[lowest_key] / max(total_words, 1),
+        "calibration": calibration,
         "confidence_curve": curve,
         "grid": [{"threshold_scale": k[0], "alpha": k[1], "temperature": k[2], "fusion_weight": k[3],
                   "wer": v / max(total_words, 1)} for k, v in sorted(edits.items(), key=lambda kv: kv[1])],
@@ -237,6 +271,59 @@ def tune_params(
     return TuneSummary(params_file=output, report_file=report_file, best=best, best_wer=best_wer,
                        teacher_wer=teacher_wer, n_annotated=int(len(annotated_rows)), folds=folds,
                        n_combinations=grid.size, confidence_curve=curve, seconds=time.perf_counter() - started)
+
+
+Key = tuple[float, float, float, float]
+
+
+def select_key(per_cut: dict[Key, np.ndarray], default_key: Key, selection: str) -> tuple[Key, Key]:
+    """The chosen grid point and the lowest-error one (the module docstring's ``min`` / ``one-se`` rules)."""
+    totals = {k: float(v.sum()) for k, v in per_cut.items()}
+    lowest = min(totals, key=lambda k: (totals[k], k != default_key))
+    if selection == "min":
+        return lowest, lowest
+    n = len(per_cut[lowest])
+    within = []
+    for key, errors in per_cut.items():
+        difference = errors - per_cut[lowest]
+        spread = float(np.std(difference, ddof=1)) * np.sqrt(n) if n > 1 else 0.0
+        if difference.sum() <= spread + 1e-9:
+            within.append(key)
+    changed = {k: sum(a != b for a, b in zip(k, default_key)) for k in within}
+    return min(within, key=lambda k: (changed[k], totals[k], k)), lowest
+
+
+def _crossfit_rows(entries: list, annotated_rows: np.ndarray, fold: np.ndarray, folds: int, graph,
+                   rows: np.ndarray, config: PropagateConfig, scorer: Scorer | None) -> tuple[np.ndarray, np.ndarray]:
+    """Calibration rows of every annotated cut, propagated with its fold's references hidden."""
+    threshold = graph.threshold * config.threshold_scale
+    adjacency = graph.adjacency(threshold, weighted=config.weighted_edges, nearest=config.nearest)[rows][:, rows]
+    distances = relative_distances(graph.adjacency(threshold, weighted=True, nearest=config.nearest)[rows][:, rows])
+    features: list[np.ndarray] = []
+    labels: list[int] = []
+    for f in range(folds):
+        held_out = annotated_rows[fold == f]
+        hidden = list(entries)
+        for k in held_out:
+            hidden[k] = replace(entries[k], reference=None, reference_original=None)
+        fold_groups = {entries[k].group for k in held_out}
+        local = np.array([k for k, e in enumerate(entries) if e.group in fold_groups], dtype=np.int64)
+        position = {int(k): i for i, k in enumerate(local)}
+        local_entries = [hidden[k] for k in local]
+        local_adjacency = adjacency[local][:, local]
+        local_distances = distances[local][:, local]
+        local_held_out = [position[int(k)] for k in held_out]
+        batch = propagate_batch(local_entries, local_adjacency, np.diff(local_adjacency.indptr), config,
+                                scorer=scorer, score_rows=local_held_out)
+        for k, r in zip(held_out, local_held_out):
+            found = candidates(batch, local_adjacency, r, config.fusion_weight, local_distances)
+            reference = entries[k].reference
+            if found is None or reference is None:
+                continue
+            x, y = training_rows(found, batch.labels_of[entries[k].group], reference)
+            features.extend(x)
+            labels.extend(y)
+    return np.asarray(features, dtype=np.float64).reshape(-1, len(FEATURES)), np.asarray(labels, dtype=np.float64)
 
 
 def _confidence_curve(held_out: list[tuple[int, str, float]], references: dict[int, str]) -> list[dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from ..errors import ConfigError
 from ..propagate import PropagateConfig
@@ -24,10 +25,17 @@ class TuneConfig:
     threshold_scale: tuple[float, ...] = (0.8, 1.0, 1.25)
     folds: int = 5
     seed: int = 0                       # of the fold assignment
+    selection: Literal["one-se", "min"] = "one-se"   # one-se: closest to the base values within 1 SE of the best
+    calibrate: bool = True              # cross-fit the calibration model (propagate.calibration) on annotated cuts
+    calibration_strength: float = 4.0   # kappa: pull of the prior coefficients (larger: trust the prior more)
 
     def __post_init__(self) -> None:
         if self.folds < 2:
             raise ConfigError("folds", f"must be at least 2, not {self.folds}")
+        if self.selection not in ("one-se", "min"):
+            raise ConfigError("selection", f"must be one-se or min, not {self.selection!r}")
+        if not self.calibration_strength > 0:
+            raise ConfigError("calibration_strength", f"must be positive, not {self.calibration_strength}")
         for axis in GRID_AXES:
             if not getattr(self, axis):
                 raise ConfigError(axis, "needs at least one value")

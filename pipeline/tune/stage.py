@@ -62,7 +62,10 @@ def tune_stage(
     grouped, graph_file, output = check_readable(grouped), check_readable(graph_file), Path(output)
     record = StageRecord.create("tune", inputs=[grouped, graph_file, *getattr(scorer, "inputs", [])],
                                 params={"grid": grid.grid, "base": asdict(base), "folds": grid.folds,
-                                        "seed": grid.seed, "normalizer": asdict(normalizer),
+                                        "seed": grid.seed, "selection": grid.selection,
+                                        "calibrate": grid.calibrate,
+                                        "calibration_strength": grid.calibration_strength,
+                                        "normalizer": asdict(normalizer),
                                         "scorer": getattr(scorer, "name", None)},
                                 outputs=[output, report_path(output)])
     if not force and is_reproducible(scorer) and is_up_to_date(record, output):

@@ -50,3 +50,25 @@ def test_quantile_rule() -> None:
     fit = quantile_threshold(np.arange(11, dtype=float), 0.2)
     assert fit.threshold == pytest.approx(2.0)
     assert fit.rule == "quantile"
+
+
+def test_learn_threshold_few_annotated_positives_join_confident_pairs() -> None:
+    from choral.pipeline.graph.threshold import learn_threshold
+
+    # 3 annotated pairs (one positive at 1.0, negatives at 2.0 and 9.0); confident pairs agree up to 5.0
+    distances = np.array([1.0, 2.0, 9.0, 3.0, 4.0, 5.0, 8.0, 10.0])
+    annotated = np.array([True, True, True, False, False, False, False, False])
+    positive = np.array([True, False, False, False, False, False, False, False])
+    confident = np.array([False, False, False, True, True, True, True, True])
+    agree = np.array([False, False, False, True, True, True, False, False])
+    alone = learn_threshold(distances, annotated, positive, confident, agree, 0.2, min_positive=1)
+    assert alone.rule == "annotated" and alone.threshold == 1.5
+    joined = learn_threshold(distances, annotated, positive, confident, agree, 0.2)
+    assert joined.rule == "annotated+confident-teacher"
+    assert joined.n_annotated_pairs == 3 and joined.n_annotated_positive == 1
+    assert joined.n_pairs == 8 and joined.n_positive == 4
+    assert 5.0 < joined.threshold < 8.0
+    teacher_only = learn_threshold(distances, np.zeros(8, bool), positive, confident, agree, 0.2)
+    assert teacher_only.rule == "confident-teacher" and teacher_only.n_annotated_pairs == 0
+    fallback = learn_threshold(distances, np.zeros(8, bool), positive, np.zeros(8, bool), agree, 0.5)
+    assert fallback.rule == "quantile"

@@ -108,7 +108,8 @@ def test_tune_stage_sidecar_keeps_the_run_dirs_format(tmp_path: Path) -> None:
     assert meta["params"] == {"grid": {"alpha": [0.5, 0.9], "fusion_weight": [0.3], "temperature": [1.0],
                                        "threshold_scale": [1.0]},
                               "base": json.loads(json.dumps(asdict(PropagateConfig(alpha=0.5)))),
-                              "folds": 2, "seed": 0, "normalizer": asdict(TextNormalizer()), "scorer": None}
+                              "folds": 2, "seed": 0, "selection": "one-se", "calibrate": True,
+                              "calibration_strength": 4.0, "normalizer": asdict(TextNormalizer()), "scorer": None}
 
 
 def test_tune_stage_below_two_annotated_cuts_writes_the_base_values_untuned(tmp_path: Path) -> None:
@@ -121,8 +122,8 @@ def test_tune_stage_below_two_annotated_cuts_writes_the_base_values_untuned(tmp_
     text = params.read_text()
     assert text.startswith(f"# not tuned: {grouped} holds 0 annotated cut(s), tuning needs 2\n"
                            "# these are the propagate values of the test\n")
-    assert json.loads((tmp_path / "params.json").read_text()) == {"best": asdict(base), "tuned": False,
-                                                                  "n_annotated": 0}
+    assert json.loads((tmp_path / "params.json").read_text()) == {
+        "best": json.loads(json.dumps(asdict(base))), "tuned": False, "n_annotated": 0}
     assert tune_stage(grouped, graph, params, base=base, grid=SMALL_GRID).skipped
     # and propagate accepts them
     propagated = propagate_manifest(grouped, graph, tmp_path / "rescored.jsonl.gz", load_params(params))
@@ -171,3 +172,17 @@ def test_sample_groups_keeps_whole_groups() -> None:
     assert all(sum(e.group == g for e in (entries[i] for i in kept)) == 10 for g in groups)
     everything, sampled = sample_groups(entries, rows, 100, seed=0)
     assert not sampled and np.array_equal(everything, rows)
+
+
+def test_one_se_rule_keeps_the_base_values_unless_clearly_worse() -> None:
+    from choral.pipeline.tune.crossval import select_key
+
+    default = (1.0, 0.9, 1.0, 0.3)
+    other = (1.25, 0.99, 2.0, 0.5)
+    # few cuts: the other point saves one word on one cut; noise, so the base values stay
+    noisy = {default: np.array([1.0, 0.0, 2.0, 0.0]), other: np.array([0.0, 0.0, 2.0, 0.0])}
+    assert select_key(noisy, default, "one-se") == (default, other)
+    assert select_key(noisy, default, "min") == (other, other)
+    # many cuts, consistently better: the other point wins
+    clear = {default: np.ones(50), other: np.zeros(50)}
+    assert select_key(clear, default, "one-se")[0] == other

@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from choral.pipeline.errors import ConfigError
+from choral.pipeline.propagate import PropagateConfig, propagate_batch
+from choral.pipeline.propagate.calibrate import (
+    FEATURES,
+    PRIOR,
+    Candidates,
+    calibrated_results,
+    candidates,
+    decide,
+    fit_calibration,
+    probability,
+    training_rows,
+)
+from choral.pipeline.propagate.engine import fuse
+from choral.pipeline.propagate.labels import CutEntry
+
+
+def test_fit_without_rows_is_the_prior_and_strong_prior_holds() -> None:
+    prior = np.linspace(-1, 1, len(FEATURES))
+    assert np.allclose(fit_calibration(np.zeros((0, len(FEATURES))), np.zeros(0), prior, 1.0), prior)
+    rng = np.random.default_rng(0)
+    x = np.column_stack([np.ones(400), rng.normal(size=(400, len(FEATURES) - 1))])
+    truth = np.zeros(len(FEATURES))
+    truth[0], truth[2] = -0.5, 2.0
+    y = (rng.random(400) < probability(truth, x)).astype(float)
+    weak = fit_calibration(x, y, np.zeros(len(FEATURES)), 0.01)
+    assert abs(weak[2] - 2.0) < 0.5 and abs(weak[0] + 0.5) < 0.4
+    strong = fit_calibration(x, y, prior, 1e6)
+    assert np.allclose(strong, prior, atol=1e-3)
+    # the fitted probabilities are calibrated on their own data: mean p equals the rate of correct rows
+    assert probability(weak, x).mean() == pytest.approx(y.mean(), abs=0.02)
+
+
+def _found(p_winner: float, p_best: float, same: bool = False) -> tuple[Candidates, np.ndarray]:
+    beta = np.zeros(len(FEATURES))
+    beta[0] = 1.0
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    x_w, x_b = np.zeros(len(FEATURES)), np.zeros(len(FEATURES))
+    x_w[0], x_b[0] = logit(p_winner), logit(p_best)
+    return Candidates(0 if same else 1, 0, x_w, x_b), beta
+
+
+def test_decide_replaces_only_when_more_likely_right() -> None:
+    found, beta = _found(0.7, 0.4)
+    decision = decide(found, beta, 0.0)
+    assert decision.replaced and decision.column == 1 and decision.confidence == pytest.approx(0.7)
+    found, beta = _found(0.45, 0.5)
+    decision = decide(found, beta, 0.0)
+    assert not decision.replaced and decision.column == 0 and decision.confidence == pytest.approx(0.5)
+    found, beta = _found(0.55, 0.5)
+    assert not decide(found, beta, 0.1).replaced          # not by the margin
+    found, beta = _found(0.9, 0.9, same=True)
+    assert not decide(found, beta, 0.0).replaced
+
+
+def _group() -> tuple[list[CutEntry], sp.csr_matrix]:
+    """Four readings of one prompt: three neighbours agree on 'a b c', the last cut's 1-best is 'a b d'."""
+    entries = [CutEntry(f"c{i}", "g", ["a b c", "a b d"], ["a b c", "a b d"], np.array([-1.0, -3.0]))
+               for i in range(3)]
+    entries.append(CutEntry("c3", "g", ["a b d", "a b c"], ["a b d", "a b c"], np.array([-1.0, -1.5])))
+    entries[0] = CutEntry("c0", "g", ["a b c"], ["a b c"], np.array([-1.0]), reference="a b c",
+                          reference_original="a b c")
+    dense = np.ones((4, 4)) - np.eye(4)
+    return entries, sp.csr_matrix(dense)
+
+
+def test_candidates_features_and_calibrated_results() -> None:
+    entries, adjacency = _group()
+    config = PropagateConfig(alpha=0.9, fusion_weight=0.3)
+    batch = propagate_batch(entries, adjacency, np.diff(adjacency.indptr), config)
+    found = candidates(batch, adjacency, 3, config.fusion_weight)
+    assert found is not None
+    labels = batch.labels_of["g"]
+    assert labels.texts[found.winner] == "a b c" and labels.texts[found.one_best] == "a b d"
+    index = {name: k for k, name in enumerate(FEATURES)}
+    assert found.x_winner[index["votes"]] == pytest.approx(np.log1p(3))       # c0 (reference), c1, c2
+    assert found.x_winner[index["annotated_votes"]] == pytest.approx(np.log(2))
+    assert found.x_one_best[index["votes"]] == 0 and found.x_one_best[index["is_teacher"]] == 1
+    rows, labels_y = training_rows(found, labels, "a b c")
+    assert len(rows) == 2 and labels_y == [1, 0]
+    results = fuse(batch, range(4), config.fusion_weight, config)
+    # a prior that trusts votes replaces; one that only trusts the teacher's 1-best keeps it
+    trusting = np.zeros(len(FEATURES))
+    trusting[index["votes"]] = 2.0
+    kept = np.zeros(len(FEATURES))
+    kept[index["is_teacher"]] = 3.0
+    replaced = calibrated_results(batch, adjacency, range(4), results, trusting, 0.0, config.fusion_weight)
+    unchanged = calibrated_results(batch, adjacency, range(4), results, kept, 0.0, config.fusion_weight)
+    assert replaced[3].text == "a b c" and unchanged[3].text == "a b d"
+    assert replaced[0].text == "a b c" and replaced[0].confidence == 1.0 and replaced[0].source == "reference"
+    assert unchanged[3].confidence == pytest.approx(float(probability(kept, found.x_one_best)))
+
+
+def test_config_checks_the_calibration() -> None:
+    assert len(PropagateConfig().calibration) == len(FEATURES) == len(PRIOR)
+    with pytest.raises(ConfigError, match="calibration"):
+        PropagateConfig(calibration=(1.0, 2.0))
+    with pytest.raises(ConfigError, match="replace_margin"):
+        PropagateConfig(replace_margin=-0.1)
