@@ -188,12 +188,16 @@ def decode_manifest(
     force: bool = False,
     progress: Progress = NullProgress(),
     on_batch: Callable[[DecodeSummary], None] | None = None,
+    device: str = "cpu",
 ) -> DecodeSummary:
     """Decode every cut of ``cuts_path`` with the teacher ``teacher_path`` (``default`` or a path some teacher
     backend reads: :mod:`.teacher.registry`) into ``out_dir``.
 
     ``teacher`` may pass an already loaded teacher (the teacher path still keys the
-    meta sidecar); ``on_batch`` sees the running totals after every batch (for RTF display).
+    meta sidecar); ``on_batch`` sees the running totals after every batch (for RTF display);
+    ``device`` (``auto``, ``cpu``, ``cuda[:N]``) is where a teacher opened here runs. The device
+    and the loader workers change how the work is done, not what it means, so neither keys the
+    sidecar.
     """
     cuts_path = check_readable(cuts_path)
     teacher_path = resolve_teacher(teacher_path)
@@ -208,7 +212,7 @@ def decode_manifest(
         return summary
     if teacher is None:
         teacher = open_teacher(teacher_path, beam=config.beam, nbest=config.nbest,
-                               search_temperature=config.search_temperature)
+                               search_temperature=config.search_temperature, device=device)
 
     total = sum(1 for _ in iter_json_lines(cuts_path))
     progress.task("decoding utterances", total)

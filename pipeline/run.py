@@ -253,7 +253,7 @@ def _run_stages(
         return _finish(summary, paths, started)
 
     decoded = decode_manifest(cuts, paths.root / "decode", config.teacher, config.decode,
-                              force=forced("decode"), progress=progress)
+                              force=forced("decode"), progress=progress, device=config.device)
     record("decode", "skipped" if decoded.skipped else "ran", decoded.seconds,
            "" if decoded.skipped else f"{decoded.n_decoded:,} cuts, {decoded.n_failed:,} failed, "
            f"RTF {decoded.rtf:.3f}")
@@ -279,7 +279,7 @@ def _run_stages(
 
     propagate_config = config.propagate
     # one lazily loaded teacher scorer serves tune and propagate (its scores are memoised)
-    scorer = teacher_scorer(paths.grouped, config.teacher) if config.scorer else None
+    scorer = teacher_scorer(paths.grouped, config.teacher, device=config.device) if config.scorer else None
     if config.tune_enabled:
         tuned = tune_stage(paths.grouped, paths.graph, paths.params, base=config.propagate, grid=config.tune,
                            normalizer=normalizer, force=forced("tune"), progress=progress,

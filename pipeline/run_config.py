@@ -1,7 +1,7 @@
 """The ``choral run`` config: one YAML with a section per stage, checked before any work.
 
-Top level: ``run_dir``, ``digits``, and the sections ``input`` (see
-:mod:`choral.pipeline.prepare`), ``decode``, ``group``, ``graph``, ``tune``,
+Top level: ``run_dir``, ``digits``, ``threads``, ``device`` (where the teacher decodes and
+scores), and the sections ``input`` (see :mod:`choral.pipeline.prepare`), ``decode``, ``group``, ``graph``, ``tune``,
 ``propagate``, ``export`` and ``eval``. Each stage's section is that stage's
 config dataclass, read by :func:`~choral.pipeline.config.from_mapping`; the
 run-level settings ``decode.teacher``, ``tune.enabled`` and ``propagate.scorer``
@@ -23,6 +23,7 @@ from .graph import GraphConfig
 from .group import GroupingConfig
 from .prepare import InputConfig
 from .propagate import PropagateConfig
+from .teacher.device import check_device_spec
 from .teacher.registry import resolve_teacher
 from .text import DigitsPolicy, TextNormalizer
 from .tune import TuneConfig
@@ -59,10 +60,12 @@ class RunConfig:
     export: ExportConfig = ExportConfig()
     eval: EvalSection = EvalSection()
     threads: int | None = None  # thread budget of the run (None: OMP_NUM_THREADS, else the CPU affinity)
+    device: str = "auto"  # where the teacher decodes and scores: auto (CUDA when torch sees it), cpu, cuda[:N]
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise ConfigError("threads", f"must be a positive number of threads, not {self.threads}")
+        check_device_spec(self.device)
 
     @property
     def normalizer(self) -> TextNormalizer:
