@@ -76,6 +76,8 @@ def decode(
                                                                      "teacher labels a long recording with its "
                                                                      "first sentence; segment it first."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    workers: int = typer.Option(_DEFAULT.workers, min=0, help="Processes that load audio and compute features "
+                                                               "ahead of the model (0: the decoding process does)."),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the output is up to date."),
 ) -> None:
     """Decode cuts with the teacher transducer: n-best hypotheses with log-probabilities and pooled embeddings."""
@@ -83,7 +85,7 @@ def decode(
         config = DecodeConfig(nbest=nbest, beam=beam, search_temperature=search_temperature,
                               batch_duration=batch_duration, save_frames=save_frames,
                               on_error=on_error, min_duration=min_duration,  # type: ignore[arg-type]
-                              max_duration=max_duration)
+                              max_duration=max_duration, workers=workers)
         with _progress_bar() as progress:
             summary = decode_manifest(cuts, out_dir, teacher, config, force=force, progress=progress,
                                       on_batch=progress.show, device=check_device_spec(device))

@@ -297,6 +297,10 @@ class OnnxTransducerTeacher:
         self.model.to(device)
         return self
 
+    def feature_options(self) -> tuple[int, bool]:
+        """``(num_mel_bins, normalize)`` of :func:`~.features.cut_features` for this model (decode's loaders)."""
+        return self.model.num_mel_bins, self.model.cmvn
+
     def features(self, cuts: Sequence[Cut]) -> list[np.ndarray]:
         """The encoder's input features of ``cuts``: normalised, or raw log-mel fbank (icefall's input), as the
         metadata says; one AudioError naming every failed cut."""

@@ -70,6 +70,10 @@ class StatelessTeacher:
         self.model.to(device)
         return self
 
+    def feature_options(self) -> tuple[int, bool]:
+        """``(num_mel_bins, normalize)`` of :func:`~.features.cut_features` for this model (decode's loaders)."""
+        return self.model.config.num_mel_bins, False
+
     def features(self, cuts: Sequence[Cut]) -> list[np.ndarray]:
         """Raw log-mel fbank of ``cuts`` (one AudioError naming every failed cut)."""
         return batch_features(cuts, self.model.config.num_mel_bins, normalize=False)

@@ -98,6 +98,10 @@ class TransducerTeacher:
         return [(self.tokens.decode(h.tokens), list(h.tokens), h.score)
                 for h in greedy_search(self.model, encoded, lengths)]
 
+    def feature_options(self) -> tuple[int, bool]:
+        """``(num_mel_bins, normalize)`` of :func:`~.features.cut_features` for this model (decode's loaders)."""
+        return self.model.config.num_mel_bins, True
+
     def features(self, cuts: Sequence[Cut]) -> list[np.ndarray]:
         """The encoder's input features of ``cuts`` (one AudioError naming every failed cut)."""
         return batch_features(cuts, self.model.config.num_mel_bins)
