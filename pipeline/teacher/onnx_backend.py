@@ -125,7 +125,7 @@ class OnnxTransducer:
 
     def __init__(self, directory: str | Path, vocab_size: int) -> None:
         self.directory = Path(directory)
-        self.providers = ["CPUExecutionProvider"]
+        self.providers: list[Any] = ["CPUExecutionProvider"]
         self._open_sessions()
         meta: dict[str, str] = {}
         for session in (self.joiner, self.decoder, self.encoder):  # the encoder's word wins
@@ -144,6 +144,7 @@ class OnnxTransducer:
     def to(self, device: torch.device) -> None:
         """Run the sessions on ``device``: the CPU, or CUDA through onnxruntime's CUDA execution provider
         (ChoralError when this onnxruntime has none)."""
+        providers: list[Any]
         if device.type == "cuda":
             available = onnxruntime_module().get_available_providers()
             if "CUDAExecutionProvider" not in available:
