@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 from lhotse.cut import Cut
@@ -56,10 +56,9 @@ class Teacher(Protocol):
     def decode(self, cuts: Sequence[Cut]) -> list[DecodeResult]:
         """Decode cuts together; raises AudioError naming every cut whose audio is unusable."""
 
-    def scorer(self, cuts: Sequence[Cut], options: Any = ..., *, store: Any = None) -> Scorer:
-        """A scorer of texts for these cuts (looked up by cut id); ``options`` (a
-        :class:`~.scoring.ScoreOptions`) and ``store`` (a persistent memo) as
-        :class:`~.scoring.BatchScorer` takes them."""
+    def scorer(self, cuts: Sequence[Cut]) -> Scorer:
+        """A scorer of texts for these cuts (looked up by cut id); choral's backends also take
+        ``options`` (a :class:`~.scoring.ScoreOptions`) and ``store`` (a persistent memo)."""
 
 
 class AudioError(Exception):

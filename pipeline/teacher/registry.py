@@ -17,9 +17,10 @@ built-in one would take (a directory in another layout, a file with its own suff
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
-from typing import Protocol, Sequence, TypeVar
+from typing import Any, Protocol, Sequence, TypeVar
 
 from ...kernels import threads
 from ..errors import ChoralError
@@ -148,7 +149,10 @@ def teacher_scorer(grouped: str | Path, teacher: str | Path, *, device: str = "c
 
     def build():
         store = ScoreMemo(memo_path(grouped), fingerprint(name, [Path(grouped), *inputs])) if memo else None
-        return open_teacher(resolved, device=device).scorer(read_cuts(grouped), options, store=store)
+        opened: Any = open_teacher(resolved, device=device)
+        if "store" not in inspect.signature(opened.scorer).parameters:  # a backend of the plain Teacher protocol
+            return opened.scorer(read_cuts(grouped))
+        return opened.scorer(read_cuts(grouped), options, store=store)
 
     return TeacherScorer(name, inputs, build)
 
