@@ -16,6 +16,7 @@ same search (greedy; ``modified_beam_search`` with ``max_active_paths`` = ``--be
 from samples to 1-best on both sides (features included, audio reading not).
 
     .venv/bin/python benchmarks/decode_speed.py --sherpa /work/teacher-data/stateless.pt --threads 1 --beam 4
+    .venv/bin/python benchmarks/decode_speed.py --threads 1 --workers 1   # + the decode stage with a loader
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "accented"))
 
 from corpus_io import load_demo
 
+from choral.pipeline.decode import DecodeConfig, decode_manifest
+from choral.pipeline.manifest import write_cuts
 from choral.pipeline.teacher import load_teacher, parameter_count, resolve_teacher
 from choral.pipeline.teacher.features import batch_features
 
@@ -151,6 +155,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sherpa", help="stateless checkpoint or icefall-layout directory: choral vs sherpa-onnx")
     parser.add_argument("--repeat", type=int, default=3, help="--sherpa: runs of each side (the median is shown)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="also run the decode stage (audio loading included) with 0 and this many loader "
+                             "worker processes and print both RTFs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.sherpa:
@@ -176,6 +183,27 @@ def main() -> None:
         print(f"{name:<24}{total:>10.1f}{total / audio:>10.4f}{audio / total:>14.1f}")
     speed_up = (per_utterance + feature_seconds) / (batched + feature_seconds)
     print(f"speed-up of batched over per-utterance: {speed_up:.2f}x")
+    if args.workers:
+        loader_case(cuts, args)
+
+
+def loader_case(cuts: list, args: argparse.Namespace) -> None:
+    """The decode stage end to end (audio, features, search, writing) without and with loader workers."""
+    with tempfile.TemporaryDirectory() as folder:
+        manifest = Path(folder) / "cuts.jsonl.gz"
+        write_cuts(cuts, manifest)
+        audio = sum(cut.duration for cut in cuts)
+        rows = []
+        for workers in (0, args.workers):
+            config = DecodeConfig(beam=args.beam, nbest=min(8, args.beam), batch_duration=args.batch_seconds,
+                                  workers=workers)
+            started = time.perf_counter()
+            decode_manifest(manifest, Path(folder) / f"w{workers}", args.teacher, config, force=True)
+            rows.append((workers, time.perf_counter() - started))
+    print(f"decode stage, {args.threads} model threads: {'loader workers':<16}{'seconds':>10}{'RTF':>10}")
+    for workers, seconds in rows:
+        print(f"{'':<36}{workers:<16}{seconds:>10.1f}{seconds / audio:>10.4f}")
+    print(f"loader workers vs in-process loading: {rows[0][1] / rows[1][1]:.2f}x")
 
 
 if __name__ == "__main__":

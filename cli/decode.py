@@ -20,6 +20,7 @@ from rich.progress import (
 from rich.text import Text
 
 from ..pipeline.decode import DecodeConfig, DecodeSummary, decode_manifest
+from ..pipeline.teacher.device import DEVICE_HELP, check_device_spec
 from ..pipeline.teacher.registry import teacher_help
 from .common import RichProgress, console, error_console, print_skipped, stage_errors, summary_table
 
@@ -74,6 +75,9 @@ def decode(
                                                                      "decoded but listed in failed.jsonl: the "
                                                                      "teacher labels a long recording with its "
                                                                      "first sentence; segment it first."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    workers: int = typer.Option(_DEFAULT.workers, min=0, help="Processes that load audio and compute features "
+                                                               "ahead of the model (0: the decoding process does)."),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the output is up to date."),
 ) -> None:
     """Decode cuts with the teacher transducer: n-best hypotheses with log-probabilities and pooled embeddings."""
@@ -81,10 +85,10 @@ def decode(
         config = DecodeConfig(nbest=nbest, beam=beam, search_temperature=search_temperature,
                               batch_duration=batch_duration, save_frames=save_frames,
                               on_error=on_error, min_duration=min_duration,  # type: ignore[arg-type]
-                              max_duration=max_duration)
+                              max_duration=max_duration, workers=workers)
         with _progress_bar() as progress:
             summary = decode_manifest(cuts, out_dir, teacher, config, force=force, progress=progress,
-                                      on_batch=progress.show)
+                                      on_batch=progress.show, device=check_device_spec(device))
     if summary.skipped:
         print_skipped("decode", summary.output)
         return

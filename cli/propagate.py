@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..pipeline.propagate import PropagateConfig, load_params, propagate_manifest
+from ..pipeline.teacher.device import DEVICE_HELP, check_device_spec
 from ..pipeline.teacher.registry import teacher_help, teacher_scorer
 from ..pipeline.text import TextNormalizer
 from .common import (
@@ -55,6 +56,7 @@ def propagate(
     teacher: Optional[str] = typer.Option(None, help=teacher_help(
         " whose RNN-T log-likelihood scores transcripts borrowed from neighbours (needs the cuts' audio)",
         "Without it they get --borrowed-floor.")),
+    device: str = typer.Option("auto", help=DEVICE_HELP + " (the --teacher scorer)"),
     digits: Digits = typer.Option(DEFAULT_DIGITS, help=DIGITS_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the output is up to date."),
 ) -> None:
@@ -72,7 +74,8 @@ def propagate(
                      "borrowed_floor": borrowed_floor, "max_borrowed": max_borrowed}
         config = PropagateConfig(**{**config.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
         normalizer = TextNormalizer(digits=digits.value)
-        scorer = teacher_scorer(grouped, teacher) if teacher and config.share_candidates else None
+        scorer = (teacher_scorer(grouped, teacher, device=check_device_spec(device))
+                  if teacher and config.share_candidates else None)
         with progress_bar() as progress:
             summary = propagate_manifest(grouped, graph_file, output, config, normalizer, scorer=scorer,
                                          force=force, progress=progress)

@@ -10,6 +10,7 @@ from rich import box
 from rich.table import Table
 
 from ..pipeline.propagate import PropagateConfig
+from ..pipeline.teacher.device import DEVICE_HELP, check_device_spec
 from ..pipeline.teacher.registry import teacher_help, teacher_scorer
 from ..pipeline.text import TextNormalizer
 from ..pipeline.tune import MIN_ANNOTATED, TuneConfig, parse_grid, tune_stage
@@ -43,6 +44,7 @@ def tune(
     teacher: Optional[str] = typer.Option(None, help=teacher_help(
         " that scores transcripts borrowed from neighbours, as `choral propagate --teacher` will",
         "Without it they get a fixed floor score.")),
+    device: str = typer.Option("auto", help=DEVICE_HELP + " (the --teacher scorer)"),
     digits: Digits = typer.Option(DEFAULT_DIGITS, help=DIGITS_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the outputs are up to date."),
 ) -> None:
@@ -58,7 +60,7 @@ def tune(
         base = PropagateConfig(algorithm=algorithm)  # type: ignore[arg-type]
         normalizer = TextNormalizer(digits=digits.value)
         with progress_bar() as progress:
-            scorer = teacher_scorer(grouped, teacher) if teacher else None
+            scorer = teacher_scorer(grouped, teacher, device=check_device_spec(device)) if teacher else None
             stage = tune_stage(grouped, graph_file, output, base=base, grid=grid, normalizer=normalizer,
                                scorer=scorer, base_origin="`choral tune`'s options", force=force, progress=progress)
     if stage.skipped:

@@ -28,6 +28,8 @@ targets in float32).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 # A finite stand-in for log(0): -inf would make logcumsumexp's backward produce NaN.
@@ -118,3 +120,78 @@ def rnnt_loss(
 ) -> torch.Tensor:
     """Training loss: the negative log-likelihood averaged over the batch."""
     return -rnnt_log_likelihood(log_probs, targets, frame_lengths, target_lengths, blank).mean()
+
+
+def rnnt_pruned_log_likelihood(
+    arcs_at: Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    frame_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    width: int,
+    lookback: int = 1,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """``log P(y | x)`` per utterance ``(B,)`` over a lattice pruned to ``width`` labels per frame.
+
+    Frame ``t`` keeps the nodes ``s_t <= u < s_t + width``. The window follows the
+    best path: ``s_t = clamp(s_{t-1} + argmax_k c[k] - lookback, s_{t-1}, U)``, where
+    ``c`` is the mass arriving from frame ``t - 1`` (so the window starts just below the
+    most probable node and leaves ``width - lookback - 1`` labels to be emitted within the
+    frame), never beyond ``max(U - width + 1, 0)`` (the window then reaches ``u = U``), never
+    so low that it could not get there by the last frame (moving ``width - 1 - lookback`` a
+    frame), and on the last frame exactly there. With ``width > U`` nothing is pruned. Mass on
+    nodes outside the windows is dropped, so the result is a lower bound of the full
+    likelihood, equal to it when every likely alignment stays inside the band (k2's
+    pruned RNN-T loss restricts frames the same way, with ranges from a cheaper model).
+
+    ``arcs_at(t, starts)`` gives the blank and label log-probs ``(B, width)`` of the
+    nodes ``(t, starts[b] + k)`` (any finite value where ``starts[b] + k > U_b``), so the
+    caller evaluates its joiner on ``B x width`` nodes per frame instead of ``B x (U + 1)``.
+    Within a frame the closed form of :func:`rnnt_log_likelihood_from_arcs` applies.
+    """
+    if not 0 <= lookback <= width - 2:  # else a window whose best node is its top one could not move up
+        raise ValueError("need 0 <= lookback <= width - 2")
+    frame_lengths = frame_lengths.long()
+    target_lengths = target_lengths.long()
+    device = frame_lengths.device
+    batch = frame_lengths.shape[0]
+    if batch == 0:
+        return torch.zeros(0, dtype=dtype, device=device)
+    if bool((frame_lengths < 1).any()) or bool((target_lengths < 0).any()):
+        raise ValueError("every utterance needs frame length >= 1 and target length >= 0")
+    offsets = torch.arange(width, device=device)
+    starts = torch.zeros(batch, dtype=torch.long, device=device)
+    arriving = torch.full((batch, width), _LOG_ZERO, dtype=dtype, device=device)
+    arriving[:, 0] = 0.0
+    result = torch.full((batch,), _LOG_ZERO, dtype=dtype, device=device)
+    last = frame_lengths - 1
+    lowest_final = (target_lengths - width + 1).clamp(min=0)
+    stride = width - 1 - lookback
+    for t in range(int(frame_lengths.max())):
+        moved = starts
+        if t > 0:
+            moved = torch.maximum(starts + arriving.argmax(dim=1) - lookback, starts)
+            # never so far behind that the last frame's window is out of reach (it moves at most `stride` a frame)
+            moved = torch.maximum(moved, lowest_final - (last - t) * stride)
+        # a window that already reaches u = U never moves on (that would only drop mass); the last frame's must
+        moved = torch.where(last == t, lowest_final, torch.minimum(moved, lowest_final))
+        if bool((moved != starts).any()):
+            index = offsets[None, :] + (moved - starts)[:, None]
+            arriving = torch.where(index < width, torch.gather(arriving, 1, index.clamp(max=width - 1)),
+                                   torch.full((), _LOG_ZERO, dtype=dtype, device=device))
+        starts = moved
+        blank_lp, label_lp = arcs_at(t, starts)
+        nodes = starts[:, None] + offsets[None, :]
+        label_lp = torch.where(nodes < target_lengths[:, None], label_lp.to(dtype),
+                               torch.zeros((), dtype=dtype, device=device))
+        prefix = torch.cat([torch.zeros(batch, 1, dtype=dtype, device=device),
+                            torch.cumsum(label_lp[:, :-1], dim=1)], dim=1)
+        alpha = prefix + torch.logcumsumexp(arriving - prefix, dim=1)
+        arriving = alpha + blank_lp.to(dtype)
+        arriving = torch.where(nodes <= target_lengths[:, None], arriving,
+                               torch.full((), _LOG_ZERO, dtype=dtype, device=device))
+        ending = last == t
+        if bool(ending.any()):
+            k = (target_lengths - starts).clamp(min=0, max=width - 1)
+            final = torch.gather(arriving, 1, k[:, None]).squeeze(1)
+            result = torch.where(ending, final, result)
+    return result

@@ -12,7 +12,9 @@ Outputs in ``OUT_DIR``, all written atomically (temporary name, renamed when com
   InputError and nothing is written).
 
 Cuts are decoded in batches of at most ``batch_duration`` seconds of audio, in
-manifest order, so the output follows the input.
+manifest order, so the output follows the input. With ``workers`` > 0, processes
+load the audio and compute the features of the next batches while the model
+decodes the current one (the model never waits for audio when they keep up).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ import dataclasses
 import hashlib
 import logging
 import math
+import multiprocessing
 import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Literal
@@ -45,10 +50,13 @@ from .manifest import (
 from .meta import StageRecord, files_digest, is_up_to_date, write_meta
 from .progress import NullProgress, Progress
 from .teacher.contracts import AudioError, DecodeResult, Teacher
+from .teacher.features import cut_features
 from .teacher.registry import open_teacher, resolve_teacher, teacher_inputs
 
 log = logging.getLogger(__name__)
 
+# DecodeConfig fields that change how decode runs, not what it writes: they do not key the sidecar
+_HOW = ("workers",)
 FRAME_SHIFT = 0.04  # seconds between encoder frames: 10 ms features subsampled 4x
 
 
@@ -66,9 +74,13 @@ class DecodeConfig:
     # labels a long recording with its first sentence, and a clip of a few ms with a letter, both confidently.
     min_duration: float = 0.3
     max_duration: float = 30.0
+    # processes that load audio and compute features ahead of the model (0: in the decoding process)
+    workers: int = 0
 
     def __post_init__(self) -> None:
         check_finite(self)
+        if self.workers < 0:
+            raise ConfigError("workers", f"must be 0 (load audio in the decoding process) or more, not {self.workers}")
         for name in ("nbest", "beam"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be at least 1, not {getattr(self, name)}")
@@ -163,6 +175,71 @@ def _batches(cuts, seconds: float):
         yield batch
 
 
+def _planned(cuts: Iterable[Cut], config: DecodeConfig) -> Iterator[tuple[dict[str, str], list[Cut]]]:
+    """Batches of cuts to decode, each with the cuts refused (duration limits) since the previous one;
+    a last ``(refused, [])`` carries the refusals after the last batch."""
+    refused: dict[str, str] = {}
+    for batch in _batches(_within_limits(cuts, config, refused), config.batch_duration):
+        before = dict(refused)
+        refused.clear()
+        yield before, batch
+    yield refused, []
+
+
+def load_features(cuts: list[Cut], num_mel_bins: int, normalize: bool) -> tuple[list[np.ndarray | None], dict]:
+    """Features of each cut (None for a cut whose audio is unusable) and the reasons of those (a loader task)."""
+    features: list[np.ndarray | None] = []
+    failures: dict[str, str] = {}
+    for cut in cuts:
+        try:
+            features.append(cut_features(cut, num_mel_bins, normalize))
+        except AudioError as error:
+            features.append(None)
+            failures.update(error.failures)
+    return features, failures
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _with_features(planned: Iterator[tuple[dict[str, str], list[Cut]]], teacher: Teacher, workers: int
+                   ) -> Iterator[tuple[dict[str, str], list[Cut], tuple[list, dict] | None]]:
+    """``planned`` with each batch's features, computed ``workers`` processes ahead (in order), or None
+    (the teacher loads its audio itself) without workers or for a teacher that does not say its features."""
+    options = getattr(teacher, "feature_options", None)
+    if workers == 0 or options is None:
+        for refused, batch in planned:
+            yield refused, batch, None
+        return
+    mel, normalize = options()
+    context = multiprocessing.get_context("spawn")
+    pending: deque = deque()
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+        for refused, batch in planned:
+            pending.append((refused, batch, pool.submit(load_features, batch, mel, normalize) if batch else None))
+            while len(pending) > 2 * workers:
+                ready, ready_batch, future = pending.popleft()
+                yield ready, ready_batch, future.result() if future is not None else ([], {})
+        while pending:
+            ready, ready_batch, future = pending.popleft()
+            yield ready, ready_batch, future.result() if future is not None else ([], {})
+
+
+def _decode_loaded(teacher: Teacher, batch: list[Cut], loaded: tuple[list, dict], failures: dict[str, str]
+                   ) -> list[tuple[Cut, DecodeResult]]:
+    """Decode a batch whose features a loader computed; cuts it could not load go to ``failures``."""
+    features, failed = loaded
+    failures.update(failed)
+    kept = [(cut, f) for cut, f in zip(batch, features) if f is not None]
+    if not kept:
+        return []
+    results = teacher.decode_features([f for _, f in kept])  # type: ignore[attr-defined]
+    return [(cut, result) for (cut, _), result in zip(kept, results)]
+
+
 def _decode_batch(teacher: Teacher, batch: list[Cut], failures: dict[str, str]) -> list[tuple[Cut, DecodeResult]]:
     """Decode ``batch``; cuts with unusable audio are moved to ``failures`` and the rest decoded again."""
     remaining = list(batch)
@@ -188,18 +265,23 @@ def decode_manifest(
     force: bool = False,
     progress: Progress = NullProgress(),
     on_batch: Callable[[DecodeSummary], None] | None = None,
+    device: str = "cpu",
 ) -> DecodeSummary:
     """Decode every cut of ``cuts_path`` with the teacher ``teacher_path`` (``default`` or a path some teacher
     backend reads: :mod:`.teacher.registry`) into ``out_dir``.
 
     ``teacher`` may pass an already loaded teacher (the teacher path still keys the
-    meta sidecar); ``on_batch`` sees the running totals after every batch (for RTF display).
+    meta sidecar); ``on_batch`` sees the running totals after every batch (for RTF display);
+    ``device`` (``auto``, ``cpu``, ``cuda[:N]``) is where a teacher opened here runs. The device
+    and the loader workers change how the work is done, not what it means, so neither keys the
+    sidecar.
     """
     cuts_path = check_readable(cuts_path)
     teacher_path = resolve_teacher(teacher_path)
     decoded_path, h5_path, failed_path = output_paths(out_dir)
     # the audio files' sizes and mtimes count too: a fixed or replaced file is decoded again on the next run
-    params = {**asdict(config), "audio_files": files_digest(audio_paths(cuts_path))}
+    params = {**{k: v for k, v in asdict(config).items() if k not in _HOW},
+              "audio_files": files_digest(audio_paths(cuts_path))}
     record = StageRecord.create("decode", inputs=[cuts_path, *teacher_inputs(teacher_path)], params=params,
                                 outputs=[decoded_path, h5_path, failed_path])
     summary = DecodeSummary(output=decoded_path)
@@ -208,7 +290,7 @@ def decode_manifest(
         return summary
     if teacher is None:
         teacher = open_teacher(teacher_path, beam=config.beam, nbest=config.nbest,
-                               search_temperature=config.search_temperature)
+                               search_temperature=config.search_temperature, device=device)
 
     total = sum(1 for _ in iter_json_lines(cuts_path))
     progress.task("decoding utterances", total)
@@ -225,6 +307,7 @@ def decode_manifest(
 
     with CutWriter(decoded_path) as writer, atomic_output(h5_path) as h5_tmp, NumpyHdf5Writer(h5_tmp) as arrays:
         refused: dict[str, str] = {}  # cuts outside the duration limits, in the order met
+        planned = _with_features(_planned(iter_cuts(cuts_path), config), teacher, config.workers)
         outside: list[str] = []  # the reasons of all of them
 
         def take_refused() -> None:
@@ -237,10 +320,14 @@ def decode_manifest(
             progress.advance(len(refused))
             refused.clear()
 
-        for batch in _batches(_within_limits(iter_cuts(cuts_path), config, refused), config.batch_duration):
+        for refused_before, batch, loaded in planned:
+            refused.update(refused_before)
             take_refused()
+            if not batch:
+                continue
             before = set(failures)
-            decoded = _decode_batch(teacher, batch, failures)
+            decoded = (_decode_batch(teacher, batch, failures) if loaded is None
+                       else _decode_loaded(teacher, batch, loaded, failures))
             new_failures = [cut for cut in batch if cut.id in failures and cut.id not in before]
             if new_failures and config.on_error == "fail":
                 first = new_failures[0]

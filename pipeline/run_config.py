@@ -1,7 +1,7 @@
 """The ``choral run`` config: one YAML with a section per stage, checked before any work.
 
-Top level: ``run_dir``, ``digits``, ``threads``, and the sections ``executor`` (local or Ray:
-:mod:`choral.pipeline.executor`), ``input`` (see
+Top level: ``run_dir``, ``digits``, ``threads``, ``device`` (where the teacher decodes and
+scores), and the sections ``executor`` (local or Ray: :mod:`choral.pipeline.executor`), ``input`` (see
 :mod:`choral.pipeline.prepare`), ``decode``, ``group``, ``graph``, ``tune``,
 ``propagate``, ``export`` and ``eval``. Each stage's section is that stage's
 config dataclass, read by :func:`~choral.pipeline.config.from_mapping`; the
@@ -25,6 +25,7 @@ from .graph import GraphConfig
 from .group import GroupingConfig
 from .prepare import InputConfig
 from .propagate import PropagateConfig
+from .teacher.device import check_device_spec
 from .teacher.registry import resolve_teacher
 from .text import DigitsPolicy, TextNormalizer
 from .tune import TuneConfig
@@ -62,10 +63,12 @@ class RunConfig:
     eval: EvalSection = EvalSection()
     threads: int | None = None  # thread budget of the run (None: OMP_NUM_THREADS, else the CPU affinity)
     executor: ExecutorConfig = ExecutorConfig()  # where the stages run: local (default) or a Ray cluster
+    device: str = "auto"  # where the teacher decodes and scores: auto (CUDA when torch sees it), cpu, cuda[:N]
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise ConfigError("threads", f"must be a positive number of threads, not {self.threads}")
+        check_device_spec(self.device)
 
     @property
     def normalizer(self) -> TextNormalizer:

@@ -43,6 +43,7 @@ from ..errors import ChoralError
 from ..fields import CutResult
 from ..progress import NullProgress, Progress
 from ..teacher.contracts import Scorer
+from ..teacher.scoring import prefetch
 from .config import PropagateConfig
 from .labels import CutEntry, GroupLabels, build_group_labels, log_posterior, own_log_posteriors, prior_row
 
@@ -184,6 +185,8 @@ def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: n
             unscored = np.setdiff1d(rows, np.asarray(score_rows, dtype=np.int64))
             rows = np.setdiff1d(rows, unscored)
             teacher[unscored] = np.where(borrowed[unscored], config.borrowed_floor, teacher[unscored])
+        prefetch(scorer, [(entries[row].cut_id, [labels_of[entries[row].group].originals[c]
+                                                 for c in np.flatnonzero(borrowed[row])]) for row in rows])
         for row in rows:
             columns = np.flatnonzero(borrowed[row])
             teacher[row] = _teacher_with_borrowed(entries[row], labels_of[entries[row].group], teacher[row],

@@ -57,7 +57,8 @@ class Teacher(Protocol):
         """Decode cuts together; raises AudioError naming every cut whose audio is unusable."""
 
     def scorer(self, cuts: Sequence[Cut]) -> Scorer:
-        """A scorer of texts for these cuts (looked up by cut id)."""
+        """A scorer of texts for these cuts (looked up by cut id); choral's backends also take
+        ``options`` (a :class:`~.scoring.ScoreOptions`) and ``store`` (a persistent memo)."""
 
 
 class AudioError(Exception):

@@ -53,12 +53,12 @@ from lhotse.cut import Cut
 from ..errors import ChoralError
 from . import icefall_backend  # noqa: F401  (registered before this backend, so offered after it)
 from .bpe import BPE_FILE, SPACE_SYMBOL, _sentencepiece
-from .contracts import AudioError, DecodeResult, Scorer
+from .contracts import AudioError, DecodeResult
 from .features import SAMPLING_RATE, load_audio
 from .onnx_backend import onnxruntime_module
 from .onnx_export import MODEL_FILES, TOKENS_FILE
 from .registry import register_teacher_backend
-from .scoring import cached_scorer
+from .scoring import BatchScorer, ScoreOptions, ScoreStore, stored_or_encoded
 from .search import Hypothesis, nbest_texts, score_texts
 from .tokens import BLANK, TokenTable
 
@@ -688,15 +688,16 @@ class NemoTeacher:
                                         stored, stored.mean(axis=0)))
         return results
 
-    def scorer(self, cuts: Sequence[Cut]) -> Scorer:
-        """Scores texts by RNN-T log-likelihood of the tokenizer's segmentation."""
+    def scorer(self, cuts: Sequence[Cut], options: ScoreOptions = ScoreOptions(), *,
+               store: ScoreStore | None = None) -> BatchScorer:
+        """Scores texts by RNN-T log-likelihood of the tokenizer's segmentation, in batched lattice passes
+        (:mod:`.scoring`); the networks run in onnxruntime, the forward algorithm in torch."""
 
-        def encode(cut: Cut) -> torch.Tensor:
-            encoded, lengths, _ = self.model.encode(self.features([cut]))
-            return encoded[0, : int(lengths[0])]
+        def encode(batch: list[Cut]) -> list[torch.Tensor]:
+            return stored_or_encoded(batch, lambda cut: None, self.features,
+                                     lambda features: self.model.encode(features)[:2])
 
-        return cached_scorer(cuts, encode, lambda encoded, token_lists: score_texts(self.model, encoded, token_lists),
-                             self.tokens, self.score_cache)
+        return BatchScorer(cuts, self.model, encode, self.tokens, options, store=store)
 
 
 def load_nemo_teacher(directory: str | Path, *, beam: int = 4, nbest: int = 4,

@@ -38,11 +38,11 @@ import torch
 from lhotse.cut import Cut
 
 from ..errors import ChoralError
-from .contracts import DecodeResult, Scorer
+from .contracts import DecodeResult
 from .features import batch_features
 from .onnx_export import MODEL_FILES, SPACE_SYMBOL, TOKENS_FILE
 from .registry import register_teacher_backend
-from .scoring import cached_scorer
+from .scoring import BatchScorer, ScoreOptions, ScoreStore, stored_or_encoded
 from .search import Hypothesis, modified_beam_search, nbest_texts, score_texts
 from .tokens import BLANK, TokenTable
 
@@ -124,17 +124,41 @@ class OnnxTransducer:
     """The three ONNX sessions of a teacher directory, seen as a :class:`~.search.Decodable` (torch tensors in/out)."""
 
     def __init__(self, directory: str | Path, vocab_size: int) -> None:
-        ort = onnxruntime_module()
         self.directory = Path(directory)
+        self.providers: list[Any] = ["CPUExecutionProvider"]
+        self._open_sessions()
+        meta: dict[str, str] = {}
+        for session in (self.joiner, self.decoder, self.encoder):  # the encoder's word wins
+            meta.update(session.get_modelmeta().custom_metadata_map)
+        self.metadata = meta
+        self._check_layout(vocab_size)
+
+    def _open_sessions(self) -> None:
+        ort = onnxruntime_module()
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only
         self.encoder, self.decoder, self.joiner = (self._session(ort, name, options) for name in MODEL_FILES)
-        meta: dict[str, str] = {}
-        for session in (self.joiner, self.decoder, self.encoder):  # the encoder's word wins
-            meta.update(session.get_modelmeta().custom_metadata_map)
-        self.metadata = meta
+
+    def to(self, device: torch.device) -> None:
+        """Run the sessions on ``device``: the CPU, or CUDA through onnxruntime's CUDA execution provider
+        (ChoralError when this onnxruntime has none)."""
+        providers: list[Any]
+        if device.type == "cuda":
+            available = onnxruntime_module().get_available_providers()
+            if "CUDAExecutionProvider" not in available:
+                raise ChoralError(f"{self.directory}: this onnxruntime cannot run on {device} (providers: "
+                                  f"{', '.join(available)}; install onnxruntime-gpu)")
+            providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        if providers != self.providers:
+            self.providers = providers
+            self._open_sessions()
+
+    def _check_layout(self, vocab_size: int) -> None:
+        meta = self.metadata
         self.kind = meta.get("decoder_kind", "stateless")
         if self.kind not in ("lstm", "stateless"):
             raise ChoralError(f"{self.directory}: unknown decoder_kind {self.kind!r} (lstm or stateless)")
@@ -167,7 +191,7 @@ class OnnxTransducer:
     def _session(self, ort: Any, name: str, options: Any) -> Any:
         path = self.directory / name
         try:
-            return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
         except Exception as error:  # onnxruntime raises its own kinds
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
             raise ChoralError(f"{path}: not a loadable ONNX model ({reason})") from None
@@ -258,7 +282,7 @@ class OnnxTransducerTeacher:
     as :class:`~.torch_backend.TransducerTeacher`."""
 
     def __init__(self, model: OnnxTransducer, tokens: TokenTable, *, beam: int = 8, nbest: int = 8,
-                 search_temperature: float = 1.0, score_cache: int = 64) -> None:
+                 search_temperature: float = 1.0) -> None:
         if beam < 1 or nbest < 1:
             raise ValueError("beam and nbest must be at least 1")
         if search_temperature <= 0:
@@ -268,7 +292,15 @@ class OnnxTransducerTeacher:
         self.beam = beam
         self.nbest = nbest
         self.search_temperature = search_temperature
-        self.score_cache = score_cache
+
+    def to(self, device: torch.device) -> "OnnxTransducerTeacher":
+        """Run the ONNX sessions on ``device`` (see :meth:`OnnxTransducer.to`)."""
+        self.model.to(device)
+        return self
+
+    def feature_options(self) -> tuple[int, bool]:
+        """``(num_mel_bins, normalize)`` of :func:`~.features.cut_features` for this model (decode's loaders)."""
+        return self.model.num_mel_bins, self.model.cmvn
 
     def features(self, cuts: Sequence[Cut]) -> list[np.ndarray]:
         """The encoder's input features of ``cuts``: normalised, or raw log-mel fbank (icefall's input), as the
@@ -294,15 +326,16 @@ class OnnxTransducerTeacher:
             results.append(DecodeResult(nbest_texts(hyps, self.tokens, self.nbest), stored, stored.mean(axis=0)))
         return results
 
-    def scorer(self, cuts: Sequence[Cut]) -> Scorer:
-        """Scores texts by RNN-T log-likelihood (see :func:`~choral.pipeline.teacher.scoring.cached_scorer`)."""
+    def scorer(self, cuts: Sequence[Cut], options: ScoreOptions = ScoreOptions(), *,
+               store: ScoreStore | None = None) -> BatchScorer:
+        """Scores texts by RNN-T log-likelihood in batched lattice passes (:mod:`.scoring`); the joiner runs in
+        onnxruntime, the forward algorithm in torch."""
 
-        def encode(cut: Cut) -> torch.Tensor:
-            projected, lengths, _ = self.model.encode(self.features([cut]))
-            return projected[0, : int(lengths[0])]
+        def encode(batch: list[Cut]) -> list[torch.Tensor]:
+            return stored_or_encoded(batch, lambda cut: None, self.features,
+                                     lambda features: self.model.encode(features)[:2])
 
-        return cached_scorer(cuts, encode, lambda encoded, token_lists: score_texts(self.model, encoded, token_lists),
-                             self.tokens, self.score_cache)
+        return BatchScorer(cuts, self.model, encode, self.tokens, options, store=store)
 
 
 def load_onnx_teacher(directory: str | Path, *, beam: int = 8, nbest: int = 8,

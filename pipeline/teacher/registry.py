@@ -17,15 +17,18 @@ built-in one would take (a directory in another layout, a file with its own suff
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
-from typing import Protocol, Sequence, TypeVar
+from typing import Any, Protocol, Sequence, TypeVar
 
 from ...kernels import threads
 from ..errors import ChoralError
 from ..manifest import read_cuts
 from .contracts import NamedScorer, Teacher
-from .scoring import TeacherScorer
+from .device import resolve_device
+from .score_memo import ScoreMemo, fingerprint, memo_path
+from .scoring import ScoreOptions, TeacherScorer
 
 log = logging.getLogger(__name__)
 
@@ -104,25 +107,54 @@ def teacher_inputs(teacher: str | Path) -> list[Path]:
     return backend_of(teacher).files(Path(teacher))
 
 
-def open_teacher(teacher: str | Path, *, beam: int = 8, nbest: int = 8, search_temperature: float = 1.0) -> Teacher:
-    """Load a resolved teacher with the backend that claims it."""
+def open_teacher(teacher: str | Path, *, beam: int = 8, nbest: int = 8, search_temperature: float = 1.0,
+                 device: str = "cpu") -> Teacher:
+    """Load a resolved teacher with the backend that claims it, on ``device`` (``auto``, ``cpu``, ``cuda[:N]``).
+
+    A teacher whose backend cannot move (it has no ``to``) stays where it opened; with
+    ``auto``, one that cannot run on the CUDA device torch sees (an onnxruntime without
+    CUDA) stays on the CPU.
+    """
     backend = backend_of(teacher)
     threads.apply_to_torch()  # torch sizes its own pool from the machine; choral's budget is shared
-    log.info("opening teacher %s with the %s backend (beam %d, nbest %d, %d threads)", teacher, backend.name, beam,
-             nbest, threads.budget())
-    return backend.open(Path(teacher), beam=beam, nbest=nbest, search_temperature=search_temperature)
+    target = resolve_device(device)
+    log.info("opening teacher %s with the %s backend (beam %d, nbest %d, %d threads, device %s)", teacher,
+             backend.name, beam, nbest, threads.budget(), target)
+    opened = backend.open(Path(teacher), beam=beam, nbest=nbest, search_temperature=search_temperature)
+    move = getattr(opened, "to", None)
+    if move is not None and target.type != "cpu":
+        try:
+            opened = move(target)
+        except ChoralError as error:
+            if device != "auto":
+                raise
+            log.info("teacher stays on the CPU: %s", error)
+    return opened
 
 
-def teacher_scorer(grouped: str | Path, teacher: str | Path) -> NamedScorer:
+def teacher_scorer(grouped: str | Path, teacher: str | Path, *, device: str = "cpu",
+                   options: ScoreOptions = ScoreOptions(), memo: bool = True) -> NamedScorer:
     """The RNN-T scorer of a teacher (``default`` or a path) over the cuts of ``grouped``.
 
     Its name and inputs are known at once (a missing teacher is an error now); the
     teacher is opened on the first call, and encoder outputs are computed lazily,
-    only for cuts that borrow a neighbour's transcript.
+    only for cuts that borrow a neighbour's transcript. With ``memo``, scores are also
+    kept in ``<grouped>.scores.sqlite`` (:mod:`.score_memo`), shared by ``tune``,
+    ``propagate`` and their reruns. The name carries the lattice options, so stages
+    scored otherwise are not taken as up to date.
     """
     resolved = resolve_teacher(teacher)
-    return TeacherScorer(f"teacher:{resolved.resolve()}", teacher_inputs(resolved),
-                         lambda: open_teacher(resolved).scorer(read_cuts(grouped)))
+    inputs = teacher_inputs(resolved)
+    name = f"teacher:{resolved.resolve()}" + ("" if options == ScoreOptions() else f"[{options.tag}]")
+
+    def build():
+        store = ScoreMemo(memo_path(grouped), fingerprint(name, [Path(grouped), *inputs])) if memo else None
+        opened: Any = open_teacher(resolved, device=device)
+        if "store" not in inspect.signature(opened.scorer).parameters:  # a backend of the plain Teacher protocol
+            return opened.scorer(read_cuts(grouped))
+        return opened.scorer(read_cuts(grouped), options, store=store)
+
+    return TeacherScorer(name, inputs, build)
 
 
 def teacher_help(role: str = "", note: str = "", *, backends: Sequence[str] | None = None) -> str:

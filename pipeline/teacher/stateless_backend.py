@@ -26,10 +26,10 @@ from ..errors import ChoralError
 # is offered after it, so stateless checkpoints come here and character ones go on to it
 from . import torch_backend  # noqa: F401
 from .bpe import SentencePieceTable
-from .contracts import DecodeResult, Scorer
-from .features import batch_features, cut_features
+from .contracts import DecodeResult
+from .features import batch_features
 from .registry import register_teacher_backend
-from .scoring import cached_scorer
+from .scoring import BatchScorer, ScoreOptions, ScoreStore, stored_or_encoded
 from .search import Hypothesis, greedy_search, modified_beam_search, nbest_texts, score_texts
 from .stateless import STATELESS_FORMAT, StatelessDecodable, StatelessTransducer, load_stateless
 
@@ -47,7 +47,7 @@ class StatelessTeacher:
     """A :class:`~.contracts.Teacher` over a :class:`StatelessTransducer` and its sentencepiece vocabulary."""
 
     def __init__(self, model: StatelessTransducer, tokens: SentencePieceTable, *, beam: int = 8, nbest: int = 8,
-                 search_temperature: float = 1.0, score_cache: int = 64) -> None:
+                 search_temperature: float = 1.0) -> None:
         if model.config.vocab_size != len(tokens):
             raise ValueError(f"model vocabulary {model.config.vocab_size} != {len(tokens)} sentencepiece pieces")
         if beam < 1 or nbest < 1:
@@ -59,12 +59,20 @@ class StatelessTeacher:
         self.beam = beam
         self.nbest = nbest
         self.search_temperature = search_temperature
-        self.score_cache = score_cache
         self.decodable = _ProjectedDecodable(self.model)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def to(self, device: torch.device) -> "StatelessTeacher":
+        """Move the model to ``device`` (decode and scoring then run there)."""
+        self.model.to(device)
+        return self
+
+    def feature_options(self) -> tuple[int, bool]:
+        """``(num_mel_bins, normalize)`` of :func:`~.features.cut_features` for this model (decode's loaders)."""
+        return self.model.config.num_mel_bins, False
 
     def features(self, cuts: Sequence[Cut]) -> list[np.ndarray]:
         """Raw log-mel fbank of ``cuts`` (one AudioError naming every failed cut)."""
@@ -105,23 +113,24 @@ class StatelessTeacher:
         return [(self.tokens.decode(h.tokens), list(h.tokens), h.score)
                 for h in greedy_search(self.decodable, projected, lengths)]
 
-    def scorer(self, cuts: Sequence[Cut]) -> Scorer:
-        """Scores texts by RNN-T log-likelihood of their sentencepiece segmentation; frames from the cut's stored
-        ``custom.frames`` when decode kept them (projected frames of this width), else from the audio."""
+    def scorer(self, cuts: Sequence[Cut], options: ScoreOptions = ScoreOptions(), *,
+               store: ScoreStore | None = None) -> BatchScorer:
+        """Scores texts by RNN-T log-likelihood of their sentencepiece segmentation, in batched lattice passes;
+        frames from the cut's stored ``custom.frames`` when decode kept them (projected frames of this width),
+        else from the audio."""
         width = self.model.config.joiner_dim
 
-        def encode(cut: Cut) -> torch.Tensor:
+        def stored_frames(cut: Cut) -> torch.Tensor | None:
             if cut.custom and cut.custom.get("frames") is not None:
                 frames = np.asarray(cut.load_custom("frames"), dtype=np.float32)
                 if frames.ndim == 2 and frames.shape[1] == width and np.all(np.isfinite(frames)):
                     return torch.from_numpy(frames).to(self.device)
-            projected, lengths = self.encode_features([cut_features(cut, self.model.config.num_mel_bins,
-                                                                    normalize=False)])
-            return projected[0, : int(lengths[0])]
+            return None
 
-        return cached_scorer(cuts, encode,
-                             lambda encoded, token_lists: score_texts(self.decodable, encoded, token_lists),
-                             self.tokens, self.score_cache)
+        def encode(batch: list[Cut]) -> list[torch.Tensor]:
+            return stored_or_encoded(batch, stored_frames, self.features, self.encode_features)
+
+        return BatchScorer(cuts, self.decodable, encode, self.tokens, options, store=store)
 
 
 def load_stateless_teacher(path: str | Path, *, beam: int = 8, nbest: int = 8,

@@ -16,12 +16,12 @@ import torch
 from lhotse.cut import Cut
 
 from ..errors import ChoralError
-from .contracts import DecodeResult, Scorer
-from .features import batch_features, cut_features
+from .contracts import DecodeResult
+from .features import batch_features
 from .model import Transducer, TransducerConfig, load_checkpoint, save_checkpoint
 from .registry import register_teacher_backend
-from .scoring import cached_scorer
-from .search import Hypothesis, greedy_search, modified_beam_search, nbest_texts, score_texts
+from .scoring import BatchScorer, ScoreOptions, ScoreStore, stored_or_encoded
+from .search import Hypothesis, TorchDecodable, greedy_search, modified_beam_search, nbest_texts, score_texts
 from .tokens import TokenTable
 
 
@@ -29,7 +29,7 @@ class TransducerTeacher:
     """A :class:`~.contracts.Teacher` backed by the character :class:`~.model.Transducer` and modified beam search."""
 
     def __init__(self, model: Transducer, tokens: TokenTable = TokenTable(), *, beam: int = 8, nbest: int = 8,
-                 search_temperature: float = 1.0, score_cache: int = 64) -> None:
+                 search_temperature: float = 1.0) -> None:
         if model.config.vocab_size != len(tokens):
             raise ValueError(f"model vocabulary {model.config.vocab_size} != token table size {len(tokens)}")
         if beam < 1 or nbest < 1:
@@ -41,7 +41,6 @@ class TransducerTeacher:
         self.tokens = tokens
         self.beam = beam
         self.nbest = nbest
-        self.score_cache = score_cache
 
     @classmethod
     def random(cls, config: TransducerConfig = TransducerConfig(), seed: int = 0, **options) -> "TransducerTeacher":
@@ -57,6 +56,11 @@ class TransducerTeacher:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def to(self, device: torch.device) -> "TransducerTeacher":
+        """Move the model to ``device`` (decode and scoring then run there)."""
+        self.model.to(device)
+        return self
 
     # --- encoding ------------------------------------------------------------------------
     @torch.inference_mode()
@@ -94,12 +98,20 @@ class TransducerTeacher:
         return [(self.tokens.decode(h.tokens), list(h.tokens), h.score)
                 for h in greedy_search(self.model, encoded, lengths)]
 
-    def scorer(self, cuts: Sequence[Cut]) -> Scorer:
-        """Scores texts by RNN-T log-likelihood.
+    def feature_options(self) -> tuple[int, bool]:
+        """``(num_mel_bins, normalize)`` of :func:`~.features.cut_features` for this model (decode's loaders)."""
+        return self.model.config.num_mel_bins, True
+
+    def features(self, cuts: Sequence[Cut]) -> list[np.ndarray]:
+        """The encoder's input features of ``cuts`` (one AudioError naming every failed cut)."""
+        return batch_features(cuts, self.model.config.num_mel_bins)
+
+    def scorer(self, cuts: Sequence[Cut], options: ScoreOptions = ScoreOptions(), *,
+               store: ScoreStore | None = None) -> BatchScorer:
+        """Scores texts by RNN-T log-likelihood, many (cut, text) pairs per lattice pass (:mod:`.scoring`).
 
         Encoder outputs come from the cut's stored ``custom.frames`` when decode kept them
-        (the same encoder output, without reading audio again), else from the audio; a few
-        are kept. Scores are memoised per (cut, text): tuning asks for the same ones often.
+        (the same encoder output, without reading audio again), else from the audio.
         """
         def stored_frames(cut: Cut) -> torch.Tensor | None:
             if not cut.custom or cut.custom.get("frames") is None:
@@ -109,15 +121,10 @@ class TransducerTeacher:
                 return None
             return torch.from_numpy(frames).to(self.device)
 
-        def encode(cut: Cut) -> torch.Tensor:
-            encoded = stored_frames(cut)
-            if encoded is None:
-                batch, lengths = self.encode_features([cut_features(cut, self.model.config.num_mel_bins)])
-                encoded = batch[0, : int(lengths[0])]
-            return encoded
+        def encode(batch: list[Cut]) -> list[torch.Tensor]:
+            return stored_or_encoded(batch, stored_frames, self.features, self.encode_features)
 
-        return cached_scorer(cuts, encode, lambda encoded, token_lists: score_texts(self.model, encoded, token_lists),
-                             self.tokens, self.score_cache)
+        return BatchScorer(cuts, TorchDecodable(self.model), encode, self.tokens, options, store=store)
 
 
 def save_teacher(teacher: TransducerTeacher, path: str | Path) -> None:

@@ -8,6 +8,7 @@ from choral.kernels.rnnt import (
     rnnt_log_likelihood,
     rnnt_log_likelihood_from_arcs,
     rnnt_loss,
+    rnnt_pruned_log_likelihood,
 )
 
 
@@ -109,3 +110,69 @@ def test_rejects_bad_lengths() -> None:
         rnnt_log_likelihood(log_probs, targets, torch.tensor([4]), torch.tensor([2]))
     with pytest.raises(ValueError):
         rnnt_log_likelihood(log_probs, targets, torch.tensor([3]), torch.tensor([3]))
+
+
+def _arcs_of(log_probs: torch.Tensor, targets: torch.Tensor):
+    """``arcs_at`` for rnnt_pruned_log_likelihood over a full log-prob tensor ``(B, T, U+1, V)``."""
+    blank_lp, label_lp = rnnt_lattice_log_probs(log_probs, targets)
+    nodes_max = blank_lp.shape[2] - 1
+
+    def arcs_at(t, starts):
+        nodes = (starts[:, None] + torch.arange(width_of[0])[None, :]).clamp(max=nodes_max)
+        blank = torch.gather(blank_lp[:, t], 1, nodes)
+        label = torch.gather(label_lp[:, t], 1, nodes.clamp(max=max(nodes_max - 1, 0)))
+        return blank, label
+
+    width_of = [0]
+    return arcs_at, width_of
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_pruned_lattice_wide_enough_is_the_full_lattice(dtype) -> None:
+    log_probs, targets = random_lattice(4, 9, 5, 7, dtype=dtype)
+    frame_lengths, target_lengths = torch.tensor([9, 4, 1, 7]), torch.tensor([5, 2, 3, 0])
+    full = rnnt_log_likelihood(log_probs, targets, frame_lengths, target_lengths)
+    arcs_at, width_of = _arcs_of(log_probs, targets)
+    width_of[0] = 6
+    pruned = rnnt_pruned_log_likelihood(arcs_at, frame_lengths, target_lengths, 6, dtype=dtype)
+    assert torch.allclose(pruned, full, atol=1e-5 if dtype == torch.float32 else 1e-10)
+
+
+def test_pruned_lattice_is_a_lower_bound_that_tightens_with_width() -> None:
+    log_probs, targets = random_lattice(3, 30, 12, 9, seed=3)
+    frame_lengths, target_lengths = torch.tensor([30, 25, 18]), torch.tensor([12, 9, 12])
+    full = rnnt_log_likelihood(log_probs, targets, frame_lengths, target_lengths)
+    arcs_at, width_of = _arcs_of(log_probs, targets)
+    previous = None
+    for width in (3, 4, 8, 13):
+        width_of[0] = width
+        pruned = rnnt_pruned_log_likelihood(arcs_at, frame_lengths, target_lengths, width, dtype=torch.float64)
+        assert bool((pruned <= full + 1e-9).all())
+        assert bool((pruned > -1e9).all())  # the window always reaches the last label
+        previous = pruned
+    assert torch.allclose(previous, full)
+
+
+def test_pruned_lattice_follows_a_peaked_alignment() -> None:
+    # one dominant path: a label every third frame; a 3-wide band around it loses almost nothing
+    frames, symbols, vocab = 30, 9, 6
+    logits = torch.full((1, frames, symbols + 1, vocab), -8.0, dtype=torch.float64)
+    targets = torch.randint(1, vocab, (1, symbols), generator=torch.Generator().manual_seed(0))
+    for t in range(frames):
+        for u in range(symbols + 1):
+            if u < symbols and t == 3 * u + 1:
+                logits[0, t, u, targets[0, u]] = 8.0
+            else:
+                logits[0, t, u, 0] = 8.0
+    log_probs = logits.log_softmax(-1)
+    lengths_t, lengths_u = torch.tensor([frames]), torch.tensor([symbols])
+    full = rnnt_log_likelihood(log_probs, targets, lengths_t, lengths_u)
+    arcs_at, width_of = _arcs_of(log_probs, targets)
+    width_of[0] = 3
+    pruned = rnnt_pruned_log_likelihood(arcs_at, lengths_t, lengths_u, 3, dtype=torch.float64)
+    assert abs(float(pruned - full)) < 1e-3
+
+
+def test_pruned_lattice_rejects_bad_widths() -> None:
+    with pytest.raises(ValueError):
+        rnnt_pruned_log_likelihood(lambda t, s: (s, s), torch.tensor([3]), torch.tensor([1]), 3, lookback=2)

@@ -278,3 +278,22 @@ def test_gone_audio_when_the_scorer_needs_it_is_one_line(setup: tuple[Path, Path
     message = str(caught.value)
     assert message.startswith("cut a: the teacher scorer needs its audio (audio file not found")
     assert "--save-frames" in message and "\n" not in message
+
+
+def test_loader_workers_decode_the_same_and_list_the_same_failures(setup: tuple[Path, Path, Path]) -> None:
+    manifest, checkpoint, run = setup
+    cuts = read_cuts(manifest)
+    click = cut_from(write_tone(manifest.parent / "audio" / "click.wav", 0.01, 250.0, seed=5), "click")
+    write_cuts([cuts[0], click, cuts[1], cuts[2], cuts[3]], manifest)  # a refused cut and one with gone audio
+    plain = decode_manifest(manifest, run / "plain", checkpoint, DecodeConfig(nbest=2, beam=2, batch_duration=1.5))
+    loaded = decode_manifest(manifest, run / "loaded", checkpoint,
+                             DecodeConfig(nbest=2, beam=2, batch_duration=1.5, workers=2))
+    assert (loaded.n_decoded, loaded.n_failed) == (plain.n_decoded, plain.n_failed) == (3, 2)
+    assert ([(c.id, c.custom["nbest"]) for c in read_cuts(run / "loaded" / "decoded.jsonl.gz")]
+            == [(c.id, c.custom["nbest"]) for c in read_cuts(run / "plain" / "decoded.jsonl.gz")])
+    assert (run / "loaded" / "failed.jsonl").read_text() == (run / "plain" / "failed.jsonl").read_text()
+    # workers change how decode runs, not what it writes: the first run's sidecar still holds
+    again = decode_manifest(manifest, run / "loaded", checkpoint, DecodeConfig(nbest=2, beam=2, batch_duration=1.5))
+    assert again.skipped
+    with pytest.raises(ConfigError):
+        DecodeConfig(workers=-1)
