@@ -60,6 +60,13 @@ class ScoreMemo:
         except sqlite3.Error as error:
             log.warning("score memo %s unusable (%s): scores are kept in memory only", self.path, error)
 
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled (for a worker process or a Ray actor) as its path and fingerprint; the copy reconnects."""
+        return {"path": self.path, "key": self.key}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(state["path"], state["key"])  # type: ignore[misc]
+
     def get_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], float]:
         """The stored scores of those ``(cut id, text)`` keys that have one."""
         found: dict[tuple[str, str], float] = {}

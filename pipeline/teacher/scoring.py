@@ -296,6 +296,10 @@ class TeacherScorer:
         self._build = build
         self._scorer: Scorer | None = None
 
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled without the built scorer (a model and an open memo): a worker builds its own on first use."""
+        return {**self.__dict__, "_scorer": None}
+
     @property
     def scorer(self) -> Scorer:
         if self._scorer is None:
