@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import signal
 import subprocess
@@ -99,6 +100,19 @@ def _without_storage(path: Path) -> list[dict]:
         return [strip(v) for v in node] if isinstance(node, list) else node
 
     return [strip(json.loads(line)) for line in _lines(path)]
+
+
+def _same(a: object, b: object, rel: float = 1e-6) -> bool:
+    """Equal structures, texts and integers exactly, floats to ``rel``: graph distances come from float32 GEMM
+    tiles whose packing follows how pairs are batched (kernels/dtw.py), so a Ray run's distances, and the learned
+    threshold and confidences after them, may differ from a local run's in the 7th digit."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k], rel) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=rel, abs_tol=rel)
+    return a == b
 
 
 def _rescoring(decoded: Path, out: Path, executor: RayExecutor | None) -> Path:
@@ -242,6 +256,7 @@ def test_demo_run_resumes_after_the_driver_is_killed(cluster, tmp_path: Path) ->
     local_config = load_run_config(config_file)
     local_config = replace(local_config, run_dir=tmp_path / "local")
     run_pipeline(local_config)
-    assert _without_storage(run_dir / "rescored.jsonl.gz") == _without_storage(tmp_path / "local" / "rescored.jsonl.gz")
+    local_rescored = _without_storage(tmp_path / "local" / "rescored.jsonl.gz")
+    assert _same(_without_storage(run_dir / "rescored.jsonl.gz"), local_rescored)
     report = json.loads((run_dir / "eval" / "report.json").read_text())
-    assert report == json.loads((tmp_path / "local" / "eval" / "report.json").read_text())
+    assert _same(report, json.loads((tmp_path / "local" / "eval" / "report.json").read_text()))
