@@ -10,7 +10,9 @@
 3. ``choral run`` per pool with the run config's settings (default ``configs/demo.yaml``), in
    ``data/runs/<pool>/`` (a separate process, pinned to one thread per library).
 4. With ``--loco``, the leave-one-condition-out loop of ``gen_loco`` on the pools' decoded cuts.
-5. RESULTS.md (``gen_report``).
+5. With ``--ablations [NAMES]``, each method of ``gen_loco.ABLATIONS`` (or the names given) on the whole
+   pools beside the baseline (``config``) on the same decoded cuts.
+6. RESULTS.md (``gen_report``).
 """
 
 from __future__ import annotations
@@ -36,9 +38,18 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
 from gen_conditions import CONTROL, DEFAULT_CONDITIONS, Condition, select_conditions  # noqa: E402
-from gen_loco import DEFAULT_CANDIDATES, Candidate, RunKey, leave_one_out, loco_runs, select_candidates  # noqa: E402
+from gen_loco import (  # noqa: E402
+    ABLATIONS,
+    DEFAULT_CANDIDATES,
+    Candidate,
+    RunKey,
+    ablation_verdict,
+    leave_one_out,
+    loco_runs,
+    select_candidates,
+)
 from gen_pools import PoolPlan, corpus_texts, out_of_vocabulary_rate, plan_pools  # noqa: E402
-from gen_report import PoolResult, render  # noqa: E402
+from gen_report import AblationResult, PoolResult, render  # noqa: E402
 from gen_results import Slice, annotated_counts, condition_slices  # noqa: E402
 
 
@@ -123,12 +134,14 @@ def run_candidate(key: RunKey, candidate: Candidate, pool_run: Path, config_path
                     writer.write(cut)
     group_manifest(decoded, out / "grouped.jsonl.gz", config.group, normalizer)
     build_graph(out / "grouped.jsonl.gz", out / "graph.npz", None, config.graph, normalizer)
-    base = config.propagate
+    base = replace(config.propagate, **dict(candidate.propagate))
     shared = scorer if config.scorer and base.share_candidates else None
     params = base
     if candidate.tune and config.tune_enabled:
         grid = config.tune if candidate.fusion_weight is None else replace(config.tune,
                                                                            fusion_weight=candidate.fusion_weight)
+        if candidate.nearest:
+            grid = replace(grid, nearest=candidate.nearest)
         tune_stage(out / "grouped.jsonl.gz", out / "graph.npz", out / "params.yaml", base=base, grid=grid,
                    normalizer=normalizer, scorer=shared)
         params = load_params(out / "params.yaml", base=base)
@@ -140,26 +153,58 @@ def run_candidate(key: RunKey, candidate: Candidate, pool_run: Path, config_path
     return condition_slices(report.to_dict())
 
 
-def run_loco(plans: list[PoolPlan], runs: Path, configs: dict[str, Path], conditions: tuple[Condition, ...],
-             candidates: tuple[Candidate, ...]) -> dict[RunKey, dict[str, Slice]]:
-    """Every run of the LOCO loop (one shared teacher scorer per pool: its memo spares re-scoring)."""
+def run_keys(keys: list[RunKey], runs: Path, configs: dict[str, Path], candidates: tuple[Candidate, ...],
+             results: dict[RunKey, dict[str, Slice]], seconds: dict[RunKey, float], fresh_scorer: bool = False) -> None:
+    """Run every key not yet in ``results``: one shared teacher scorer per pool (its memo spares re-scoring),
+    or with ``fresh_scorer`` a new one per run, so each run's time includes all of its teacher scoring."""
     from choral.pipeline.run import RunPaths
     from choral.pipeline.run_config import load_run_config
     from choral.pipeline.teacher import teacher_scorer
 
     by_name = {c.name: c for c in candidates}
-    results: dict[RunKey, dict[str, Slice]] = {}
     scorers: dict[str, object] = {}
-    for key in loco_runs([p.name for p in plans], [c.name for c in conditions], list(by_name)):
+    for key in keys:
+        if key in results:
+            continue
         pool_run = runs / key.pool
-        if key.pool not in scorers:
+        if key.pool not in scorers or fresh_scorer:
             config = load_run_config(configs[key.pool])
             scorers[key.pool] = teacher_scorer(RunPaths(pool_run).grouped, config.teacher) if config.scorer else None
         started = time.perf_counter()
         results[key] = run_candidate(key, by_name[key.candidate], pool_run, configs[key.pool],
                                      pool_run / "loco" / key.slug, scorers[key.pool])
-        print(f"  loco {key.pool}/{key.slug}: {time.perf_counter() - started:.0f} s", flush=True)
-    return results
+        seconds[key] = time.perf_counter() - started
+        print(f"  loco {key.pool}/{key.slug}: {seconds[key]:.0f} s", flush=True)
+
+
+def run_loco(plans: list[PoolPlan], runs: Path, configs: dict[str, Path], conditions: tuple[Condition, ...],
+             candidates: tuple[Candidate, ...], results: dict[RunKey, dict[str, Slice]],
+             seconds: dict[RunKey, float]) -> dict[RunKey, dict[str, Slice]]:
+    """Every run of the LOCO loop."""
+    keys = list(loco_runs([p.name for p in plans], [c.name for c in conditions], [c.name for c in candidates]))
+    run_keys(keys, runs, configs, candidates, results, seconds)
+    return {key: results[key] for key in keys}
+
+
+def run_ablations(plans: list[PoolPlan], runs: Path, configs: dict[str, Path], methods: tuple[Candidate, ...],
+                  results: dict[RunKey, dict[str, Slice]], seconds: dict[RunKey, float]) -> list[AblationResult]:
+    """The baseline (``config``) and each method on every whole pool, with their verdicts and run times."""
+    from gen_conditions import CONTROL as control
+    from gen_loco import CANDIDATES
+
+    baseline = CANDIDATES["config"]
+    pools = [p.name for p in plans]
+    keys = [RunKey(pool, c.name, None) for c in (baseline, *methods) for pool in pools]
+    run_keys(keys, runs, configs, (baseline, *methods), results, seconds, fresh_scorer=True)
+    base_runs = {pool: results[RunKey(pool, baseline.name, None)] for pool in pools}
+    out = [AblationResult(baseline, base_runs, {p: seconds.get(RunKey(p, baseline.name, None), float("nan"))
+                                                for p in pools}, None)]
+    for method in methods:
+        method_runs = {pool: results[RunKey(pool, method.name, None)] for pool in pools}
+        out.append(AblationResult(method, method_runs,
+                                  {p: seconds.get(RunKey(p, method.name, None), float("nan")) for p in pools},
+                                  ablation_verdict(method.name, method_runs, base_runs, control)))
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -178,6 +223,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--loco", action=argparse.BooleanOptionalAction, default=True,
                         help="the leave-one-condition-out loop (--no-loco: per-pool runs only)")
     parser.add_argument("--candidates", nargs="+", default=list(DEFAULT_CANDIDATES))
+    parser.add_argument("--ablations", nargs="*", default=None, metavar="METHOD",
+                        help=f"run each method on the whole pools beside the baseline (no names: all of "
+                             f"{', '.join(ABLATIONS)}); adds the Ablations section")
     args = parser.parse_args(argv)
     if args.prompt_seed == 4:
         parser.error("--prompt-seed 4 is the accented corpus' own seed; the protocol needs another")
@@ -189,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     conditions = select_conditions(args.conditions)
     candidates = select_candidates(args.candidates)
+    methods = () if args.ablations is None else select_candidates(args.ablations or list(ABLATIONS))
     plans = plan_pools(conditions, args.prompts, args.unseen_prompts, args.annotated_fraction, args.seed,
                        args.prompt_seed)
     train_words = set(corpus_texts().train_words)
@@ -206,9 +255,17 @@ def main(argv: list[str] | None = None) -> None:
         pools.append(read_pool(plan, runs / plan.name, out_of_vocabulary_rate(list(plan.prompts), train_words),
                                seconds))
     loco = None
+    results: dict[RunKey, dict[str, Slice]] = {}
+    seconds_of: dict[RunKey, float] = {}
     if args.loco:
-        results = run_loco(plans, runs, configs, conditions, candidates)
-        loco = leave_one_out(results, [c.name for c in conditions], [c.name for c in candidates], CONTROL)
+        loco_results = run_loco(plans, runs, configs, conditions, candidates, results, seconds_of)
+        loco = leave_one_out(loco_results, [c.name for c in conditions], [c.name for c in candidates], CONTROL)
+    ablations = None
+    if args.ablations is not None:
+        t0 = time.perf_counter()
+        ablations = run_ablations(plans, runs, configs, tuple(m for m in methods if m.name != "config"), results,
+                                  seconds_of)
+        print(f"ablations: {time.perf_counter() - t0:.0f} s", flush=True)
     total_seconds = time.perf_counter() - started
     given = sys.argv[1:] if argv is None else argv
     command = shlex.join([".venv/bin/python", "benchmarks/generalisation/run_protocol.py", *given])
@@ -222,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     config = args.config.resolve()
     text = render(command=command, config=str(config.relative_to(REPO) if config.is_relative_to(REPO) else config),
                   settings=settings, conditions=conditions, pools=pools, control=CONTROL, loco=loco,
-                  candidates=candidates)
+                  candidates=candidates, ablations=ablations)
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out} ({total_seconds:.0f} s)")
 

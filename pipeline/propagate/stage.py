@@ -93,7 +93,7 @@ def propagate_manifest(
     started = time.perf_counter()
     entries, graph = read_grouped_and_graph(grouped, graph_file, normalizer, progress)
     adjacency = graph.adjacency(graph.threshold * config.threshold_scale, weighted=config.weighted_edges,
-                                nearest=config.nearest)
+                                nearest=config.nearest, threshold_edges=not config.nearest_only)
     progress.task("propagating", len(entries))
     results = rescore(entries, adjacency, config, scorer, progress)
 

@@ -101,7 +101,8 @@ def tune_params(
     hypotheses: dict[tuple[float, float, float, float], list[tuple[int, str, float]]] = {}
     teacher_edits, total_words = pooled_word_errors(references, [sub_entries[k].hypotheses[0] for k in annotated_rows])
     adjacency_of = {scale: graph.adjacency(graph.threshold * scale * base.threshold_scale,
-                                           weighted=base.weighted_edges, nearest=base.nearest)[rows][:, rows]
+                                           weighted=base.weighted_edges, nearest=base.nearest,
+                                           threshold_edges=not base.nearest_only)[rows][:, rows]
                     for scale in grid.threshold_scale}
     for f in range(folds):
         held_out = annotated_rows[fold == f]

@@ -24,6 +24,7 @@ class TuneConfig:
     threshold_scale: tuple[float, ...] = (0.8, 1.0, 1.25)
     folds: int = 5
     seed: int = 0                       # of the fold assignment
+    nearest: tuple[int, ...] = ()       # k-nearest edge counts tried, each a whole search (empty: the base's k)
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -33,6 +34,9 @@ class TuneConfig:
                 raise ConfigError(axis, "needs at least one value")
             for value in getattr(self, axis):
                 PropagateConfig(**{axis: value})  # its ConfigError names the field, which is the axis
+        for k in self.nearest:
+            if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+                raise ConfigError("nearest", f"must be counts >= 0 (0: threshold edges only), not {k!r}")
 
     @property
     def grid(self) -> dict[str, tuple[float, ...]]:
@@ -41,6 +45,7 @@ class TuneConfig:
 
     @property
     def size(self) -> int:
+        """Combinations of one search (the k-nearest values, when given, each run one)."""
         return len(self.alpha) * len(self.fusion_weight) * len(self.temperature) * len(self.threshold_scale)
 
 
