@@ -35,7 +35,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import AbstractSet, Sequence
 
 EPSILON = ""  # the empty word of a slot
 
@@ -141,7 +141,7 @@ def best_paths(network: ConfusionNetwork, k: int, beam: int | None = None) -> li
     return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k]
 
 
-def consensus_candidates(transcripts: Sequence[tuple[str, float]], k: int, exclude: set[str] = frozenset()
+def consensus_candidates(transcripts: Sequence[tuple[str, float]], k: int, exclude: AbstractSet[str] = frozenset()
                          ) -> list[tuple[str, float]]:
     """Up to ``k`` combined texts of ``(text, weight)`` inputs (heaviest first) that are not in ``exclude``
     nor among the inputs, as ``(text, path posterior)``, best first."""

@@ -240,8 +240,8 @@ def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: n
     if scorer is None:
         teacher[:, :extra_start][borrowed] = config.borrowed_floor
         if extra is not None:
-            for row, texts in enumerate(extra):
-                teacher[row, extra_start:extra_start + len(texts)] = config.borrowed_floor
+            for index, texts in enumerate(extra):
+                teacher[index, extra_start:extra_start + len(texts)] = config.borrowed_floor
         return BatchSupport(entries, labels_of, support, teacher, degree, extra, extra_start)
     rows = np.flatnonzero(borrowed.any(axis=1))
     if score_rows is not None:
