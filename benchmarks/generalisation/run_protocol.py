@@ -125,6 +125,7 @@ def run_candidate(key: RunKey, candidate: Candidate, pool_run: Path, config_path
     config = load_run_config(config_path)
     normalizer = config.normalizer
     out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     source = RunPaths(pool_run).decoded
     decoded = out / "decoded.jsonl.gz"
     if not decoded.is_file() or decoded.stat().st_mtime < source.stat().st_mtime:
@@ -145,12 +146,21 @@ def run_candidate(key: RunKey, candidate: Candidate, pool_run: Path, config_path
         tune_stage(out / "grouped.jsonl.gz", out / "graph.npz", out / "params.yaml", base=base, grid=grid,
                    normalizer=normalizer, scorer=shared)
         params = load_params(out / "params.yaml", base=base)
-    propagate_manifest(out / "grouped.jsonl.gz", out / "graph.npz", out / "rescored.jsonl.gz", params, normalizer,
-                       scorer=shared if params.share_candidates else None)
+    propagated = propagate_manifest(out / "grouped.jsonl.gz", out / "graph.npz", out / "rescored.jsonl.gz", params,
+                                    normalizer, scorer=shared if params.share_candidates else None)
     assert config.eval.references is not None
     report = evaluate(out / "rescored.jsonl.gz", config.eval.references, ("accent",), normalizer)
     write_report(report, out / "eval")
+    # the run's cost: measured when propagate ran, read back when a rerun found everything up to date
+    if not propagated.skipped:
+        (out / "seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - started}))
     return condition_slices(report.to_dict())
+
+
+def run_seconds(out: Path) -> float:
+    """Seconds of the run in ``out`` when it last computed (NaN when unknown)."""
+    stamp = out / "seconds.json"
+    return float(json.loads(stamp.read_text())["seconds"]) if stamp.is_file() else float("nan")
 
 
 def run_keys(keys: list[RunKey], runs: Path, configs: dict[str, Path], candidates: tuple[Candidate, ...],
@@ -173,8 +183,9 @@ def run_keys(keys: list[RunKey], runs: Path, configs: dict[str, Path], candidate
         started = time.perf_counter()
         results[key] = run_candidate(key, by_name[key.candidate], pool_run, configs[key.pool],
                                      pool_run / "loco" / key.slug, scorers[key.pool])
-        seconds[key] = time.perf_counter() - started
-        print(f"  loco {key.pool}/{key.slug}: {seconds[key]:.0f} s", flush=True)
+        seconds[key] = run_seconds(pool_run / "loco" / key.slug)
+        print(f"  loco {key.pool}/{key.slug}: {time.perf_counter() - started:.0f} s (computed in {seconds[key]:.0f} s)",
+              flush=True)
 
 
 def run_loco(plans: list[PoolPlan], runs: Path, configs: dict[str, Path], conditions: tuple[Condition, ...],
