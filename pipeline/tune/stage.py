@@ -67,8 +67,8 @@ def tune_stage(
     below :data:`MIN_ANNOTATED` annotated cuts (its header names ``base_origin``); skipped when up to date."""
     grouped, graph_file, output = check_readable(grouped), check_readable(graph_file), Path(output)
     record = StageRecord.create("tune", inputs=[grouped, graph_file, *getattr(scorer, "inputs", [])],
-                                params={"grid": grid.grid, "nearest": list(grid.nearest), "base": asdict(base),
-                                        "folds": grid.folds,
+                                params={"grid": grid.grid | ({"nearest": grid.nearest} if grid.nearest else {}),
+                                        "base": asdict(base), "folds": grid.folds,
                                         "seed": grid.seed, "normalizer": asdict(normalizer),
                                         "scorer": getattr(scorer, "name", None)},
                                 outputs=[output, report_path(output)])
