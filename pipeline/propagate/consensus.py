@@ -18,13 +18,17 @@ edit distance with costs
 input has been added, each slot's votes sum to ``Σ_j w_j``.
 
 **Slot posteriors and paths.** ``P_s(x) = W_s(x) / Σ_j w_j``. A path picks one entry per
-slot; its posterior under slot independence is ``Π_s P_s(x_s)``, and its text drops the ``ε``'s.
-:func:`best_paths` returns the ``k`` distinct texts with the highest path posteriors (beam
-search over the slots, beam ``k + m``, the posterior of a text being its best path's).
-An input transcript that agrees with the majority in every slot is itself the best path; a
-combination appears only where the inputs disagree, and its posterior is the product of
-its words' shares, so a combination never outranks the inputs it is made from unless
-their words won their slots.
+slot; its posterior under slot independence is ``π(path) = Π_s P_s(x_s)``, and its text drops
+the ``ε``'s. Every input is itself a path (the entries it voted for). :func:`best_paths`
+returns the ``k`` distinct texts with the highest path posteriors (beam search over the slots,
+beam ``k + m``, the posterior of a text being its best path's).
+
+**Candidates.** :func:`consensus_candidates` keeps the best paths that are no input (nor
+excluded) and scores each against the heaviest input ``h_1``: ``ρ(c) = π(c) / π(h_1)``. Where
+every slot's majority is ``h_1``'s word, ``ρ < 1`` for every combination; a combination beats
+``h_1`` (``ρ > 1``) only by taking words that out-vote ``h_1``'s in their slots. Three inputs of
+equal weight, each with a different one of three words wrong, give ``π(h_j) = (2/3)^2 (1/3)``
+and the all-majority combination ``π = (2/3)^3``, so ``ρ = 2``.
 
 Pure computation on word lists (no teacher, no graph): :mod:`.engine` feeds it a cut's
 neighbourhood and lets the teacher score what comes out.
@@ -46,6 +50,7 @@ class ConfusionNetwork:
 
     slots: list[dict[str, float]] = field(default_factory=list)
     total: float = 0.0
+    paths: list[list[str]] = field(default_factory=list)   # per input, the entry it voted for in every slot
 
     def add(self, words: Sequence[str], weight: float) -> None:
         """Align ``words`` to the slots (the costs of the module docstring) and add its votes."""
@@ -54,7 +59,9 @@ class ConfusionNetwork:
         if not self.slots and self.total == 0:
             self.slots = [{w: weight} for w in words]
             self.total = weight
+            self.paths = [list(words)]
             return
+        path: list[str] = []
         for kind, slot, word in _align(self.slots, list(words)):
             if kind == "match":
                 self.slots[slot][word] = self.slots[slot].get(word, 0.0) + weight
@@ -62,7 +69,15 @@ class ConfusionNetwork:
                 self.slots[slot][EPSILON] = self.slots[slot].get(EPSILON, 0.0) + weight
             else:  # insert before slot index ``slot`` (already shifted by earlier inserts)
                 self.slots.insert(slot, {word: weight, EPSILON: self.total} if self.total > 0 else {word: weight})
+                for earlier in self.paths:
+                    earlier.insert(slot, EPSILON)
+            path.append(word)
+        self.paths.append(path)
         self.total += weight
+
+    def log_posterior(self, path: Sequence[str]) -> float:
+        """``log π(path)`` of a path given as one entry per slot."""
+        return sum(math.log(slot[x]) for slot, x in zip(self.posteriors(), path))
 
     def posteriors(self) -> list[dict[str, float]]:
         """``P_s(x)`` for every slot."""
@@ -144,11 +159,12 @@ def best_paths(network: ConfusionNetwork, k: int, beam: int | None = None) -> li
 def consensus_candidates(transcripts: Sequence[tuple[str, float]], k: int, exclude: AbstractSet[str] = frozenset()
                          ) -> list[tuple[str, float]]:
     """Up to ``k`` combined texts of ``(text, weight)`` inputs (heaviest first) that are not in ``exclude``
-    nor among the inputs, as ``(text, path posterior)``, best first."""
+    nor among the inputs, as ``(text, ρ)`` with ``ρ = π(text) / π(first input)``, best first."""
     inputs = [(text.split(), weight) for text, weight in transcripts if weight > 0 and text]
     if len(inputs) < 2 or k <= 0:
         return []
     network = build_network(inputs)
+    first = network.log_posterior(network.paths[0])
     known = set(exclude) | {" ".join(words) for words, _ in inputs}
     paths = best_paths(network, k + len(known), beam=k + len(inputs) + 4)
-    return [(text, math.exp(logp)) for text, logp in paths if text not in known][:k]
+    return [(text, math.exp(logp - first)) for text, logp in paths if text not in known][:k]

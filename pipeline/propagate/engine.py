@@ -25,9 +25,9 @@ For every cut ``i`` and label ``h`` of its group (:mod:`.labels`):
    into a confusion network weighted by their support (:mod:`.consensus`); its ``k``
    best paths that are not already labels of the group become candidates of that
    cut alone, scored by the teacher like borrowed ones. Their support is
-   ``(Σ_inputs F̂[i, h]) · Π_s P_s(x_s)``, the path's posterior scaled to the mass
-   of the transcripts it was combined from, so a combination must win on the
-   teacher term to beat the inputs it came from.
+   ``F̂[i, h_1] · π(c) / π(h_1)``, with ``h_1`` the most supported input and ``π`` the
+   path posterior of the network: a combination whose words out-vote ``h_1``'s in
+   their slots gets more support than ``h_1``, one that takes minority words less.
 5. Length normalisation (``length_norm``): every teacher log-likelihood ``s(h)`` that
    is compared across candidates becomes ``s(h) · L(1-best) / L(h)``, with ``L`` the
    number of characters of the normalised text plus one (the end of the sequence):
@@ -272,10 +272,10 @@ def _consensus_row(texts: list[str], support: np.ndarray, teacher: np.ndarray, b
     ranked = candidates[np.argsort(-support[candidates], kind="stable")][: config.consensus_inputs]
     if len(ranked) < 2:
         return []
-    mass = float(support[ranked].sum())
+    top = float(support[ranked[0]])
     combined = consensus_candidates([(texts[c], float(support[c])) for c in ranked], config.consensus,
                                     exclude=set(texts))
-    return [(text, mass * posterior) for text, posterior in combined]
+    return [(text, top * ratio) for text, ratio in combined]
 
 
 def borrowed_candidates(support: np.ndarray, teacher: np.ndarray, annotated: np.ndarray,

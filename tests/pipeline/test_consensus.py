@@ -85,3 +85,14 @@ def test_consensus_options_are_checked() -> None:
         PropagateConfig(consensus=2, consensus_inputs=1)
     with pytest.raises(ConfigError, match="consensus"):
         PropagateConfig(consensus=-1)
+
+
+def test_a_combination_out_voting_the_top_input_is_scored_above_it() -> None:
+    network = build_network([("a b c".split(), 1.0), ("x b y".split(), 1.0), ("a z y".split(), 1.0)])
+    assert network.paths == [["a", "b", "c"], ["x", "b", "y"], ["a", "z", "y"]]
+    assert network.log_posterior(network.paths[0]) == pytest.approx(math.log((2 / 3) ** 2 * (1 / 3)))
+    (text, ratio), *_ = consensus_candidates([("a b c", 1.0), ("x b y", 1.0), ("a z y", 1.0)], 1)
+    assert text == "a b y" and ratio == pytest.approx(2.0)
+    # insertions put ε into the paths of earlier inputs
+    grown = build_network([("a c".split(), 1.0), ("a b c".split(), 1.0)])
+    assert grown.paths == [["a", EPSILON, "c"], ["a", "b", "c"]]
