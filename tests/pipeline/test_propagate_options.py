@@ -95,6 +95,9 @@ def test_new_keys_are_read_strictly(tmp_path: Path) -> None:
         load_params(path)
     with pytest.raises(ConfigError, match="nearest"):
         TuneConfig(nearest=(-1,))
+    assert from_mapping(TuneConfig, {"nearest": [0, 2, 4]}, path, "tune").nearest == (0, 2, 4)
+    with pytest.raises(Exception, match="key 'tune.nearest' must be counts >= 0"):
+        from_mapping(TuneConfig, {"nearest": [-2]}, path, "tune")
 
 
 def test_tune_chooses_k_nearest_by_cross_validation(tmp_path: Path) -> None:
