@@ -159,11 +159,17 @@ def kept_rows(results: Path, redone: set[str]) -> list[str]:
     if not results.is_file():
         return []
     by_name: dict[str, str] = {}
+    previous_main = None
     for line in results.read_text(encoding="utf-8").splitlines():
         cells = [c.strip() for c in line.split("|")]
         if len(cells) > 2 and cells[1] in {v.name for v in VARIANTS} and cells[1] not in redone:
             by_name.setdefault(cells[1], line)
-    return [by_name[v.name] for v in VARIANTS if v.name in by_name]
+        elif len(cells) > 2 and cells[1].startswith("main (") and previous_main is None:
+            previous_main = line.replace("| main (", "| previous run's main (", 1)
+        elif len(cells) > 2 and cells[1].startswith("previous run's main (") and previous_main is None:
+            previous_main = line
+    kept = [by_name[v.name] for v in VARIANTS if v.name in by_name]
+    return ([previous_main] if previous_main and kept else []) + kept
 
 
 def load_variant(out: Path) -> dict | None:
@@ -341,8 +347,9 @@ def write_results(path: Path, config_file: Path, main: dict, run_info: dict, dia
                      f"{params} | {seconds} |")
     lines += list(kept)
     if kept:
-        lines += ["", f"{len(kept)} row(s) kept from the previous RESULTS.md: variants this run did not redo "
-                      "(`--only`), measured against the same main configuration."]
+        lines += ["", "Rows from \"previous run's main\" on are kept from the previous RESULTS.md: variants this "
+                      "run did not redo (`--only`), measured against that earlier main run (its row; their "
+                      "teacher WER column tells the runs apart)."]
     lines += [
         "",
         "## What bounds the result",
