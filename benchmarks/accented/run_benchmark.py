@@ -30,6 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from itertools import combinations
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -39,7 +40,7 @@ from choral.pipeline.manifest import CutWriter, iter_cuts
 from choral.pipeline.propagate import load_params, propagate_manifest
 from choral.pipeline.run import load_run_config
 from choral.pipeline.teacher import teacher_scorer
-from choral.pipeline.tune import tune_params
+from choral.pipeline.tune import tune_params, tune_stage
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -58,6 +59,8 @@ class Variant:
     annotated_fraction: float | None = None
     nearest: int | None = None
     max_borrowed: int | None = None
+    propagate: tuple[tuple[str, object], ...] = ()     # other PropagateConfig fields (issue 12 part 4)
+    tune_nearest: tuple[int, ...] = ()                  # k-nearest counts tune chooses from
 
 
 VARIANTS = (
@@ -71,6 +74,13 @@ VARIANTS = (
     Variant("annotated 0% (unsupervised)", annotated_fraction=0.0),
     Variant("annotated 5%", annotated_fraction=0.05),
     Variant("annotated 20%", annotated_fraction=0.20),
+    # issue 12 part 4 (benchmarks/generalisation/RESULTS.md, Ablations)
+    Variant("word-level consensus (4 paths)", propagate=(("consensus", 4),)),
+    Variant("k-nearest edges chosen by tune (k in 0, 2, 4)", tune_nearest=(0, 2, 4)),
+    Variant("k-nearest edges alone chosen by tune (k in 2, 4, 8)", propagate=(("nearest", 4), ("nearest_only", True)),
+            tune_nearest=(2, 4, 8)),
+    Variant("3 propagation rounds (soft seeds)", propagate=(("rounds", 3),)),
+    Variant("length-normalised teacher scores", propagate=(("length_norm", True),)),
 )
 
 
@@ -118,9 +128,15 @@ def run_variant(variant: Variant, main_run: Path, config, references: dict[str, 
     for key in ("weighted_edges", "share_candidates", "algorithm", "nearest", "max_borrowed"):
         if getattr(variant, key) is not None:
             base = replace(base, **{key: getattr(variant, key)})
+    base = replace(base, **dict(variant.propagate))
     n_annotated = sum(1 for c in iter_cuts(grouped) if any(s.text for s in c.supervisions))
     scorer = shared_scorer if config.scorer and base.share_candidates else None
-    if config.tune_enabled and n_annotated >= 2:
+    if config.tune_enabled and n_annotated >= 2 and variant.tune_nearest:
+        tune_stage(grouped, out / "graph.npz", out / "params.yaml", base=base,
+                   grid=replace(config.tune, nearest=variant.tune_nearest), normalizer=normalizer, scorer=scorer,
+                   force=True)
+        params = load_params(out / "params.yaml", base=base)
+    elif config.tune_enabled and n_annotated >= 2:
         tune_params(grouped, out / "graph.npz", out / "params.yaml", base=base, grid=config.tune,
                     folds=config.tune.folds, seed=config.tune.seed, normalizer=normalizer, scorer=scorer)
         params = load_params(out / "params.yaml", base=base)
@@ -135,6 +151,25 @@ def run_variant(variant: Variant, main_run: Path, config, references: dict[str, 
     result["params"] = {"alpha": params.alpha, "lambda": params.fusion_weight, "T": params.temperature,
                         "threshold_scale": params.threshold_scale}
     return result
+
+
+def kept_rows(results: Path, redone: set[str]) -> list[str]:
+    """The ablation rows of an existing RESULTS.md whose variant (a name of :data:`VARIANTS`) was not redone,
+    in the order of :data:`VARIANTS`."""
+    if not results.is_file():
+        return []
+    by_name: dict[str, str] = {}
+    previous_main = None
+    for line in results.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 2 and cells[1] in {v.name for v in VARIANTS} and cells[1] not in redone:
+            by_name.setdefault(cells[1], line)
+        elif len(cells) > 2 and cells[1].startswith("main (") and previous_main is None:
+            previous_main = line.replace("| main (", "| previous run's main (", 1)
+        elif len(cells) > 2 and cells[1].startswith("previous run's main (") and previous_main is None:
+            previous_main = line
+    kept = [by_name[v.name] for v in VARIANTS if v.name in by_name]
+    return ([previous_main] if previous_main and kept else []) + kept
 
 
 def load_variant(out: Path) -> dict | None:
@@ -258,7 +293,8 @@ def pct(value: float) -> str:
 
 def write_results(path: Path, config_file: Path, main: dict, run_info: dict, diag: dict,
                   variants: list[tuple[Variant, dict]], command: str, config_summary: str,
-                  reach: dict[str, dict[str, int]]) -> None:
+                  reach: dict[str, dict[str, int]], kept: Sequence[str] = ()) -> None:
+    """RESULTS.md; ``kept``: ablation rows of an earlier RESULTS.md for variants this run did not redo (--only)."""
     rows = accent_rows(main)
     mean_accented, majority_delta, overall = headline(main)
     lines = [
@@ -309,6 +345,11 @@ def write_results(path: Path, config_file: Path, main: dict, run_info: dict, dia
         lines.append(f"| {variant.name} | {split['n_cuts']:,} | {pct(split['teacher']['wer'])} | "
                      f"{pct(split['choral']['wer'])} | {pct(mean_acc)} | {100 * delta:+.2f} | {pct(over)} | "
                      f"{params} | {seconds} |")
+    lines += list(kept)
+    if kept:
+        lines += ["", "Rows from \"previous run's main\" on are kept from the previous RESULTS.md: variants this "
+                      "run did not redo (`--only`), measured against that earlier main run (its row; their "
+                      "teacher WER column tells the runs apart)."]
     lines += [
         "",
         "## What bounds the result",
@@ -403,13 +444,14 @@ def main() -> None:
             print(f"{variant.name}: avg accented reduction {pct(mean_acc)}, majority {100 * delta:+.2f}, "
                   f"overall {pct(over)} ({report['seconds']:.0f} s)", flush=True)
             variants.append((variant, report))
+    kept = kept_rows(args.out, {v.name for v, _ in variants}) if args.only else []
     tuned = run_info["params"]
     reach = reach_breakdown(run_dir, references, tuned.get("threshold_scale", 1.0), config.propagate.nearest)
     write_results(args.out, args.config, main_report, run_info, diag, variants,
                   "make accented-benchmark" if args.out == HERE / "RESULTS.md" else " ".join(sys.argv),
                   f"{config.graph.metric}, {'weighted' if config.propagate.weighted_edges else 'binary'} edges, "
                   f"sharing {'on' if config.propagate.share_candidates else 'off'}, {config.propagate.algorithm}, "
-                  "10% annotated", reach)
+                  "10% annotated", reach, kept)
     mean_acc, delta, over = headline(main_report)
     print(f"main: avg accented reduction {pct(mean_acc)}, majority {100 * delta:+.2f} points, "
           f"overall {pct(over)} -> {args.out}")

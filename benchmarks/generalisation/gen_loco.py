@@ -14,7 +14,10 @@ Selection rule, over the rows (pool, condition != c) of a candidate's selection 
 3. when no candidate is safe, the smallest worst excess (choral - teacher) wins;
 4. ties (within 1e-9) go to the earlier candidate: the first is the run config as given (today's defaults).
 
-The candidates vary one thing at a time: whether ``tune`` runs, and the range of the fusion weight it searches.
+The candidates vary one thing at a time: whether ``tune`` runs, the range of the fusion weight it searches,
+or (the methods of issue 12 part 4, :data:`ABLATIONS`) one propagate option and the k-nearest counts tune tries.
+``--ablations`` runs each method on the whole pools and compares it with ``config`` (:func:`ablation_verdict`);
+``--candidates config <method>`` puts it through the LOCO rule.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
 
-from gen_results import MAX_EXCESS, Slice
+from gen_results import MAX_EXCESS, Slice, mean_reduction, total
 
 TIE = 1e-9
 
@@ -35,6 +38,8 @@ class Candidate:
     tune: bool = True
     fusion_weight: tuple[float, ...] | None = None
     description: str = ""
+    propagate: tuple[tuple[str, object], ...] = ()    # PropagateConfig fields set over the config's
+    nearest: tuple[int, ...] = ()                     # k-nearest counts tune tries (empty: the config's)
 
     def __post_init__(self) -> None:
         if not self.tune and self.fusion_weight is not None:
@@ -49,6 +54,21 @@ CANDIDATES: dict[str, Candidate] = {c.name: c for c in (
     Candidate("low-fusion", fusion_weight=(0.0, 0.05, 0.1), description="tune, fusion weight limited to <= 0.1"),
 )}
 DEFAULT_CANDIDATES: tuple[str, ...] = tuple(CANDIDATES)
+
+# Issue 12 part 4: one method each, over the config as given (tune on); `--ablations` measures them.
+CANDIDATES.update({c.name: c for c in (
+    Candidate("consensus", propagate=(("consensus", 4),),
+              description="word-level consensus: 4 confusion-network paths per cut, scored by the teacher"),
+    Candidate("knn", nearest=(0, 2, 4), description="k-nearest edges added to the threshold graph, k in 0, 2, 4 "
+                                                     "chosen by tune"),
+    Candidate("knn-only", propagate=(("nearest", 4), ("nearest_only", True)), nearest=(2, 4, 8),
+              description="k-nearest edges alone (no threshold edges), k in 2, 4, 8 chosen by tune"),
+    Candidate("rounds", propagate=(("rounds", 3),),
+              description="3 propagation rounds, labels with confidence >= 0.9 soft seeds of the next"),
+    Candidate("length-norm", propagate=(("length_norm", True),),
+              description="teacher log-likelihoods per character when candidates are compared"),
+)})
+ABLATIONS: tuple[str, ...] = ("consensus", "knn", "knn-only", "rounds", "length-norm")
 
 
 def select_candidates(names: Sequence[str]) -> tuple[Candidate, ...]:
@@ -154,3 +174,44 @@ def leave_one_out(results: Mapping[RunKey, Mapping[str, Slice]], conditions: Seq
         default = {pool: results[RunKey(pool, candidates[0], None)][held_out] for pool in pools}
         outcomes.append(LocoOutcome(held_out, scores, chosen, evaluated, default))
     return outcomes
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A method against the baseline on the same pools: all pools' figures and whether it may become a default."""
+
+    method: str
+    mean_reduction: float
+    baseline_reduction: float
+    harm_rate: float
+    baseline_harm_rate: float
+    worst_excess: float
+    helps: bool
+
+    @property
+    def reason(self) -> str:
+        if self.worst_excess > MAX_EXCESS:
+            return f"unsafe: a condition {100 * self.worst_excess:+.2f} points over the teacher"
+        if self.harm_rate > self.baseline_harm_rate:
+            return "raises the harm rate"
+        if self.mean_reduction <= self.baseline_reduction + TIE:
+            return "no gain in mean reduction"
+        return "helps without raising harm"
+
+
+def ablation_verdict(method: str, runs: Mapping[str, Mapping[str, Slice]], baseline: Mapping[str, Mapping[str, Slice]],
+                     control: str) -> Verdict:
+    """The LOCO rule's criteria applied to whole-pool runs (pool -> condition -> slice) of a method and of the
+    baseline: safe on every (pool, condition), a higher mean reduction over the non-control conditions of all
+    pools together, and no higher harm rate over all their unannotated cuts."""
+    def merged(by_pool: Mapping[str, Mapping[str, Slice]]) -> dict[str, Slice]:
+        names = list(dict.fromkeys(n for slices in by_pool.values() for n in slices))
+        return {n: total([slices[n] for slices in by_pool.values() if n in slices]) for n in names}
+
+    mine, base = merged(runs), merged(baseline)
+    worst = max(s.excess for slices in runs.values() for s in slices.values())
+    harm = total(list(mine.values())).harm_rate
+    base_harm = total(list(base.values())).harm_rate
+    reduction, base_reduction = mean_reduction(mine, control), mean_reduction(base, control)
+    helps = worst <= MAX_EXCESS and harm <= base_harm and reduction > base_reduction + TIE
+    return Verdict(method, reduction, base_reduction, harm, base_harm, worst, helps)

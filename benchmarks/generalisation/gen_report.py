@@ -6,8 +6,19 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from gen_conditions import Condition
-from gen_loco import Candidate, LocoOutcome
-from gen_results import TABLE_HEADER, Slice, headline, mean_reduction, num, pct, reliability_table, table_row, total
+from gen_loco import Candidate, LocoOutcome, Verdict
+from gen_results import (
+    MAX_EXCESS,
+    TABLE_HEADER,
+    Slice,
+    headline,
+    mean_reduction,
+    num,
+    pct,
+    reliability_table,
+    table_row,
+    total,
+)
 from gen_stability import StabilityRow, stability_section
 
 
@@ -34,6 +45,16 @@ class PoolResult:
             return (f"{fit['n_annotated_pairs']:,} / {fit['n_annotated_positive']:,} ({fit['rule']}: "
                     f"{fit.get('n_pairs', 0):,} / {fit.get('n_positive', 0):,} used)")
         return f"{fit.get('n_pairs', 0):,} / {fit.get('n_positive', 0):,} ({fit['rule']})"
+
+
+@dataclass(frozen=True)
+class AblationResult:
+    """One method (or the baseline, ``verdict`` None) on every whole pool: per-condition slices, run seconds."""
+
+    candidate: Candidate
+    runs: dict[str, dict[str, Slice]]          # pool -> condition -> slice
+    seconds: dict[str, float]                  # pool -> seconds of its group -> eval run
+    verdict: Verdict | None
 
 
 PROMPT_SETS = {"teacher-text": "in the teacher's training text", "new": "new, words all in the teacher's text",
@@ -117,10 +138,69 @@ def _loco_section(outcomes: Sequence[LocoOutcome], candidates: Sequence[Candidat
     return lines
 
 
+def _merged_runs(runs: dict[str, dict[str, Slice]]) -> dict[str, Slice]:
+    names = list(dict.fromkeys(n for slices in runs.values() for n in slices))
+    return {n: total([slices[n] for slices in runs.values() if n in slices]) for n in names}
+
+
+def _ablation_section(ablations: Sequence[AblationResult], conditions: Sequence[Condition], control: str
+                      ) -> list[str]:
+    baseline, methods = ablations[0], ablations[1:]
+    pools = list(baseline.runs)
+    lines = ["## Ablations (issue 12 part 4)", "",
+             "Each method is the run config as given (tune on) with one change, run (group -> graph -> tune -> "
+             "propagate -> eval) on every whole pool's decoded cuts, so every row is on the same audio and the "
+             f"same n-best lists as the baseline `{baseline.candidate.name}`. Methods (`gen_loco.ABLATIONS`): "
+             + "; ".join(f"`{a.candidate.name}` = {a.candidate.description}" for a in methods) + ".",
+             "A method may become a default only when, over all pools, no condition is worse than the teacher by "
+             "more than 0.2 points, its mean relative reduction over the non-control conditions beats the "
+             "baseline's and its harm rate does not rise (the LOCO rule's criteria). Seconds: group -> eval of "
+             "one run, with its own teacher scorer (no scores memoised from another run).", "",
+             "| method | " + " | ".join(f"{p}: mean reduction / choral WER / help / harm" for p in pools)
+             + " | all pools: mean reduction | harm rate | worst excess (points) | ECE | seconds (per pool) | "
+             "verdict |",
+             "|---|" + "---:|" * len(pools) + "---:|---:|---:|---:|---:|---|"]
+    for a in ablations:
+        merged = _merged_runs(a.runs)
+        everything = total(list(merged.values()))
+        per_pool = []
+        for p in pools:
+            over = total(list(a.runs[p].values()))
+            per_pool.append(f"{pct(mean_reduction(a.runs[p], control))} / {pct(over.wer('choral'))} / "
+                            f"{pct(over.help_rate)} / {pct(over.harm_rate)}")
+        worst = max(s.excess for slices in a.runs.values() for s in slices.values())
+        verdict = "baseline" if a.verdict is None else (("**helps**: " if a.verdict.helps else "option: ")
+                                                         + a.verdict.reason)
+        lines.append(f"| `{a.candidate.name}` | " + " | ".join(per_pool)
+                     + f" | {pct(mean_reduction(merged, control))} | {pct(everything.harm_rate)} | "
+                       f"{100 * worst:+.2f} | {num(everything.ece)} | "
+                     + " + ".join(f"{a.seconds[p]:.0f}" for p in pools) + f" | {verdict} |")
+    names = [c.name for c in conditions]
+    for title, pick in [*[(f"Pool `{p}`", (lambda a, p=p: a.runs[p])) for p in pools],
+                        ("All pools together", lambda a: _merged_runs(a.runs))]:
+        base = pick(baseline)
+        lines += ["", f"### {title}: per condition, choral WER (help rate / harm rate) per method", "",
+                  "| condition | teacher WER | oracle WER | " + " | ".join(f"`{a.candidate.name}`" for a in ablations)
+                  + " |", "|---|---:|---:|" + "---:|" * len(ablations)]
+        rows = [(f"{n} (control)" if n == control else n, n) for n in names if n in base]
+        for label, name in [*rows, ("**overall**", None)]:
+            def cell(slices: dict[str, Slice], name: str | None = name) -> Slice:
+                return slices[name] if name is not None else total(list(slices.values()))
+            ref = cell(base)
+            cells = []
+            for a in ablations:
+                s = cell(pick(a))
+                worse = " (worse)" if s.excess > MAX_EXCESS else ""
+                cells.append(f"{pct(s.wer('choral'))}{worse} ({pct(s.help_rate)} / {pct(s.harm_rate)})")
+            lines.append(f"| {label} | {pct(ref.wer('teacher'))} | {pct(ref.wer('oracle'))} | " + " | ".join(cells)
+                         + " |")
+    return lines + [""]
+
+
 def render(*, command: str, config: str, settings: Sequence[str], conditions: Sequence[Condition],
            pools: Sequence[PoolResult], control: str, loco: Sequence[LocoOutcome] | None = None,
            candidates: Sequence[Candidate] = (), notes: Sequence[str] = (),
-           stability: Sequence[StabilityRow] = ()) -> str:
+           stability: Sequence[StabilityRow] = (), ablations: Sequence[AblationResult] | None = None) -> str:
     """The whole RESULTS.md."""
     lines = ["# Generalisation protocol: results", "",
              f"Produced by `{command}` with the run config `{config}` (one `choral run` per pool, each in its own "
@@ -150,6 +230,8 @@ def render(*, command: str, config: str, settings: Sequence[str], conditions: Se
         lines += stability_section(stability)
     if loco:
         lines += _loco_section(loco, candidates, [p.name for p in pools], control)
+    if ablations:
+        lines += _ablation_section(ablations, conditions, control)
     if notes:
         lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     return "\n".join(lines)

@@ -10,7 +10,9 @@
 3. ``choral run`` per pool with the run config's settings (default ``configs/demo.yaml``), in
    ``data/runs/<pool>/`` (a separate process, pinned to one thread per library).
 4. With ``--loco``, the leave-one-condition-out loop of ``gen_loco`` on the pools' decoded cuts.
-5. RESULTS.md (``gen_report``).
+5. With ``--ablations [NAMES]``, each method of ``gen_loco.ABLATIONS`` (or the names given) on the whole
+   pools beside the baseline (``config``) on the same decoded cuts.
+6. RESULTS.md (``gen_report``).
 """
 
 from __future__ import annotations
@@ -37,9 +39,18 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
 from gen_conditions import CONTROL, DEFAULT_CONDITIONS, Condition, select_conditions  # noqa: E402
-from gen_loco import DEFAULT_CANDIDATES, Candidate, RunKey, leave_one_out, loco_runs, select_candidates  # noqa: E402
+from gen_loco import (  # noqa: E402
+    ABLATIONS,
+    DEFAULT_CANDIDATES,
+    Candidate,
+    RunKey,
+    ablation_verdict,
+    leave_one_out,
+    loco_runs,
+    select_candidates,
+)
 from gen_pools import PoolPlan, corpus_texts, out_of_vocabulary_rate, plan_pools  # noqa: E402
-from gen_report import PoolResult, render  # noqa: E402
+from gen_report import AblationResult, PoolResult, render  # noqa: E402
 from gen_results import Slice, annotated_counts, condition_slices  # noqa: E402
 from gen_stability import DEFAULT_FRACTIONS, StabilityRow, stability  # noqa: E402
 
@@ -102,9 +113,12 @@ def read_pool(plan: PoolPlan, run_dir: Path, oov_rate: float, seconds: float) ->
 
 
 def run_stages(decoded: Path, out: Path, config_path: Path, scorer, *, tune: bool = True,
-               fusion_weight: tuple[float, ...] | None = None) -> tuple[dict[str, Slice], dict, dict]:
+               fusion_weight: tuple[float, ...] | None = None, propagate: tuple = (), nearest: tuple[int, ...] = (),
+               started: float | None = None) -> tuple[dict[str, Slice], dict, dict]:
     """group -> graph -> tune -> propagate -> eval on a decoded manifest, in ``out``; returns the per-condition
-    slices, the threshold fit (threshold.json) and the tuned values (empty when not tuned)."""
+    slices, the threshold fit (threshold.json) and the tuned values (empty when not tuned). ``propagate``:
+    (key, value) overrides of the config's propagate section; ``nearest``: k values tune tries; the run's
+    seconds since ``started`` go to ``seconds.json`` when propagate computed."""
     from choral.pipeline.evaluate import evaluate, write_report
     from choral.pipeline.graph import build_graph
     from choral.pipeline.group import group_manifest
@@ -116,23 +130,28 @@ def run_stages(decoded: Path, out: Path, config_path: Path, scorer, *, tune: boo
     normalizer = config.normalizer
     group_manifest(decoded, out / "grouped.jsonl.gz", config.group, normalizer)
     build_graph(out / "grouped.jsonl.gz", out / "graph.npz", None, config.graph, normalizer)
-    base = config.propagate
+    base = replace(config.propagate, **dict(propagate))
     shared = scorer if config.scorer and base.share_candidates else None
     params = base
     tuned: dict = {}
     if tune and config.tune_enabled:
         grid = config.tune if fusion_weight is None else replace(config.tune, fusion_weight=fusion_weight)
+        if nearest:
+            grid = replace(grid, nearest=nearest)
         tune_stage(out / "grouped.jsonl.gz", out / "graph.npz", out / "params.yaml", base=base, grid=grid,
-                             normalizer=normalizer, scorer=shared)
+                   normalizer=normalizer, scorer=shared)
         params = load_params(out / "params.yaml", base=base)
         report = json.loads((out / "params.json").read_text())
         if "grid" in report:  # cross-validated (an untuned report holds the base values only)
             tuned = {k: report["best"][k] for k in ("alpha", "fusion_weight", "temperature", "threshold_scale")}
-    propagate_manifest(out / "grouped.jsonl.gz", out / "graph.npz", out / "rescored.jsonl.gz", params, normalizer,
-                       scorer=shared if params.share_candidates else None)
+    propagated = propagate_manifest(out / "grouped.jsonl.gz", out / "graph.npz", out / "rescored.jsonl.gz", params,
+                                    normalizer, scorer=shared if params.share_candidates else None)
     assert config.eval.references is not None
     report = evaluate(out / "rescored.jsonl.gz", config.eval.references, ("accent",), normalizer)
     write_report(report, out / "eval")
+    # the run's cost: measured when propagate ran, read back when a rerun found everything up to date
+    if started is not None and not propagated.skipped:
+        (out / "seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - started}))
     threshold = json.loads((out / "threshold.json").read_text())
     return condition_slices(report.to_dict()), threshold, tuned
 
@@ -144,6 +163,7 @@ def run_candidate(key: RunKey, candidate: Candidate, pool_run: Path, config_path
     from choral.pipeline.run import RunPaths
 
     out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     source = RunPaths(pool_run).decoded
     decoded = out / "decoded.jsonl.gz"
     if not decoded.is_file() or decoded.stat().st_mtime < source.stat().st_mtime:
@@ -151,8 +171,8 @@ def run_candidate(key: RunKey, candidate: Candidate, pool_run: Path, config_path
             for cut in iter_cuts(source):
                 if key.excluded is None or (cut.custom or {}).get("accent") != key.excluded:
                     writer.write(cut)
-    return run_stages(decoded, out, config_path, scorer, tune=candidate.tune,
-                      fusion_weight=candidate.fusion_weight)[0]
+    return run_stages(decoded, out, config_path, scorer, tune=candidate.tune, fusion_weight=candidate.fusion_weight,
+                      propagate=tuple(candidate.propagate), nearest=tuple(candidate.nearest or ()), started=started)[0]
 
 
 def _stability_run(decoded: Path, out: Path, *, config_path: Path, scorer) -> tuple[dict[str, Slice], dict, dict]:
@@ -169,21 +189,60 @@ def pool_scorer(pool_run: Path, config_path: Path):
     return teacher_scorer(RunPaths(pool_run).grouped, config.teacher) if config.scorer else None
 
 
-def run_loco(plans: list[PoolPlan], runs: Path, configs: dict[str, Path], conditions: tuple[Condition, ...],
-             candidates: tuple[Candidate, ...]) -> dict[RunKey, dict[str, Slice]]:
-    """Every run of the LOCO loop (one shared teacher scorer per pool: its memo spares re-scoring)."""
+def run_seconds(out: Path) -> float:
+    """Seconds of the run in ``out`` when it last computed (NaN when unknown)."""
+    stamp = out / "seconds.json"
+    return float(json.loads(stamp.read_text())["seconds"]) if stamp.is_file() else float("nan")
+
+
+def run_keys(keys: list[RunKey], runs: Path, configs: dict[str, Path], candidates: tuple[Candidate, ...],
+             results: dict[RunKey, dict[str, Slice]], seconds: dict[RunKey, float], fresh_scorer: bool = False) -> None:
+    """Run every key not yet in ``results``: one shared teacher scorer per pool (its memo spares re-scoring),
+    or with ``fresh_scorer`` a new one per run, so each run's time includes all of its teacher scoring."""
     by_name = {c.name: c for c in candidates}
-    results: dict[RunKey, dict[str, Slice]] = {}
     scorers: dict[str, object] = {}
-    for key in loco_runs([p.name for p in plans], [c.name for c in conditions], list(by_name)):
+    for key in keys:
+        if key in results:
+            continue
         pool_run = runs / key.pool
-        if key.pool not in scorers:
+        if key.pool not in scorers or fresh_scorer:
             scorers[key.pool] = pool_scorer(pool_run, configs[key.pool])
         started = time.perf_counter()
         results[key] = run_candidate(key, by_name[key.candidate], pool_run, configs[key.pool],
                                      pool_run / "loco" / key.slug, scorers[key.pool])
-        print(f"  loco {key.pool}/{key.slug}: {time.perf_counter() - started:.0f} s", flush=True)
-    return results
+        seconds[key] = run_seconds(pool_run / "loco" / key.slug)
+        print(f"  loco {key.pool}/{key.slug}: {time.perf_counter() - started:.0f} s (computed in {seconds[key]:.0f} s)",
+              flush=True)
+
+
+def run_loco(plans: list[PoolPlan], runs: Path, configs: dict[str, Path], conditions: tuple[Condition, ...],
+             candidates: tuple[Candidate, ...], results: dict[RunKey, dict[str, Slice]],
+             seconds: dict[RunKey, float]) -> dict[RunKey, dict[str, Slice]]:
+    """Every run of the LOCO loop."""
+    keys = list(loco_runs([p.name for p in plans], [c.name for c in conditions], [c.name for c in candidates]))
+    run_keys(keys, runs, configs, candidates, results, seconds)
+    return {key: results[key] for key in keys}
+
+
+def run_ablations(plans: list[PoolPlan], runs: Path, configs: dict[str, Path], methods: tuple[Candidate, ...],
+                  results: dict[RunKey, dict[str, Slice]], seconds: dict[RunKey, float]) -> list[AblationResult]:
+    """The baseline (``config``) and each method on every whole pool, with their verdicts and run times."""
+    from gen_conditions import CONTROL as control
+    from gen_loco import CANDIDATES
+
+    baseline = CANDIDATES["config"]
+    pools = [p.name for p in plans]
+    keys = [RunKey(pool, c.name, None) for c in (baseline, *methods) for pool in pools]
+    run_keys(keys, runs, configs, (baseline, *methods), results, seconds, fresh_scorer=True)
+    base_runs = {pool: results[RunKey(pool, baseline.name, None)] for pool in pools}
+    out = [AblationResult(baseline, base_runs, {p: seconds.get(RunKey(p, baseline.name, None), float("nan"))
+                                                for p in pools}, None)]
+    for method in methods:
+        method_runs = {pool: results[RunKey(pool, method.name, None)] for pool in pools}
+        out.append(AblationResult(method, method_runs,
+                                  {p: seconds.get(RunKey(p, method.name, None), float("nan")) for p in pools},
+                                  ablation_verdict(method.name, method_runs, base_runs, control)))
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -206,6 +265,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="threshold stability against the annotated fraction (gen_stability.py)")
     parser.add_argument("--stability-fractions", nargs="+", type=float, default=list(DEFAULT_FRACTIONS))
     parser.add_argument("--runs-name", default="runs", help="run directories go to <data>/<runs-name>/<pool>")
+    parser.add_argument("--ablations", nargs="*", default=None, metavar="METHOD",
+                        help=f"run each method on the whole pools beside the baseline (no names: all of "
+                             f"{', '.join(ABLATIONS)}); adds the Ablations section")
     args = parser.parse_args(argv)
     if args.prompt_seed == 4:
         parser.error("--prompt-seed 4 is the accented corpus' own seed; the protocol needs another")
@@ -217,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     conditions = select_conditions(args.conditions)
     candidates = select_candidates(args.candidates)
+    methods = () if args.ablations is None else select_candidates(args.ablations or list(ABLATIONS))
     plans = plan_pools(conditions, args.prompts, args.unseen_prompts, args.annotated_fraction, args.seed,
                        args.prompt_seed)
     train_words = set(corpus_texts().train_words)
@@ -234,9 +297,11 @@ def main(argv: list[str] | None = None) -> None:
         pools.append(read_pool(plan, runs / plan.name, out_of_vocabulary_rate(list(plan.prompts), train_words),
                                seconds))
     loco = None
+    results: dict[RunKey, dict[str, Slice]] = {}
+    seconds_of: dict[RunKey, float] = {}
     if args.loco:
-        results = run_loco(plans, runs, configs, conditions, candidates)
-        loco = leave_one_out(results, [c.name for c in conditions], [c.name for c in candidates], CONTROL)
+        loco_results = run_loco(plans, runs, configs, conditions, candidates, results, seconds_of)
+        loco = leave_one_out(loco_results, [c.name for c in conditions], [c.name for c in candidates], CONTROL)
     stability_rows: list[StabilityRow] = []
     if args.stability:
         for plan in plans:
@@ -244,6 +309,12 @@ def main(argv: list[str] | None = None) -> None:
             config_path = configs[plan.name]
             stability_rows += stability(plan, runs / plan.name, args.stability_fractions, args.seed,
                                         functools.partial(_stability_run, config_path=config_path, scorer=scorer))
+    ablations = None
+    if args.ablations is not None:
+        t0 = time.perf_counter()
+        ablations = run_ablations(plans, runs, configs, tuple(m for m in methods if m.name != "config"), results,
+                                  seconds_of)
+        print(f"ablations: {time.perf_counter() - t0:.0f} s", flush=True)
     total_seconds = time.perf_counter() - started
     given = sys.argv[1:] if argv is None else argv
     command = shlex.join([".venv/bin/python", "benchmarks/generalisation/run_protocol.py", *given])
@@ -257,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     config = args.config.resolve()
     text = render(command=command, config=str(config.relative_to(REPO) if config.is_relative_to(REPO) else config),
                   settings=settings, conditions=conditions, pools=pools, control=CONTROL, loco=loco,
-                  candidates=candidates, stability=stability_rows)
+                  candidates=candidates, stability=stability_rows, ablations=ablations)
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out} ({total_seconds:.0f} s)")
 

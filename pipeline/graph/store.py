@@ -46,16 +46,19 @@ class CutGraph:
     def n_cuts(self) -> int:
         return len(self.cut_ids)
 
-    def adjacency(self, threshold: float | None = None, weighted: bool = False, nearest: int = 0) -> sp.csr_matrix:
+    def adjacency(self, threshold: float | None = None, weighted: bool = False, nearest: int = 0,
+                  threshold_edges: bool = True) -> sp.csr_matrix:
         """Symmetric adjacency linking pairs with distance <= threshold (the stored one by default).
 
         ``nearest=k`` also links every cut to its ``k`` nearest candidates (same group),
         whatever the threshold: readings by different voices sit at different distances,
         and a cut's own nearest neighbours are more often the same words than a global
-        cut-off admits. ``weighted=True`` gives edge weight ``exp(-d / threshold)`` instead of 1.
+        cut-off admits. ``threshold_edges=False`` (with ``nearest``) keeps the k-nearest edges alone:
+        a graph whose every cut has at least ``min(k, group size - 1)`` neighbours, however far.
+        ``weighted=True`` gives edge weight ``exp(-d / threshold)`` instead of 1.
         """
         threshold = self.threshold if threshold is None else threshold
-        keep = self.distances <= threshold
+        keep = self.distances <= threshold if threshold_edges else np.zeros(len(self.distances), dtype=bool)
         if nearest > 0 and len(self.distances):
             keep = keep | self.nearest_pairs(nearest)
         a, b, d = self.pair_a[keep], self.pair_b[keep], self.distances[keep]

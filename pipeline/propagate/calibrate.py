@@ -73,6 +73,8 @@ class SupportBatch(Protocol):
     teacher: np.ndarray
     degree: np.ndarray
 
+    def texts_of(self, row: int) -> tuple[list[str], list[str]]: ...
+
 
 @dataclass(frozen=True)
 class Candidates:
@@ -110,6 +112,7 @@ def candidates(batch: SupportBatch, adjacency: sp.csr_matrix, row: int, fusion_w
     if not entry.hypotheses:
         return None
     labels = batch.labels_of[entry.group]
+    texts, _ = batch.texts_of(row)  # the group's labels, then the row's own consensus texts (if any)
     one_best = labels.index.get(entry.hypotheses[0])
     fused = fused_row(batch, row, fusion_weight)
     finite = np.isfinite(fused)
@@ -126,7 +129,7 @@ def candidates(batch: SupportBatch, adjacency: sp.csr_matrix, row: int, fusion_w
                                                  distances.data[distances.indptr[row]:distances.indptr[row + 1]])}
 
     def features(column: int) -> np.ndarray:
-        text = labels.texts[column]
+        text = texts[column]
         voters = [int(j) for j in neighbours if answers[j] == text]
         annotated = sum(batch.entries[j].reference == text for j in voters)
         mean_distance = float(np.mean([near.get(j, 0.0) for j in voters])) if near and voters else 0.0
@@ -192,11 +195,11 @@ def decide(found: Candidates, beta: Sequence[float], margin: float) -> Decision:
     return Decision(found.one_best, p_best, False)
 
 
-def training_rows(found: Candidates, labels: GroupLabels, reference: str) -> tuple[list[np.ndarray], list[int]]:
+def training_rows(found: Candidates, texts: Sequence[str], reference: str) -> tuple[list[np.ndarray], list[int]]:
     """Cross-fitting rows of one held-out annotated cut: each distinct candidate, 1 when it is the reference."""
     columns = [found.winner] if found.winner == found.one_best else [found.winner, found.one_best]
     rows = [found.x_winner] if found.winner == found.one_best else [found.x_winner, found.x_one_best]
-    return rows, [int(labels.texts[c] == reference) for c in columns]
+    return rows, [int(texts[c] == reference) for c in columns]
 
 
 def calibrated_results(batch: SupportBatch, adjacency: sp.csr_matrix, rows: Sequence[int],
@@ -218,11 +221,10 @@ def calibrated_results(batch: SupportBatch, adjacency: sp.csr_matrix, rows: Sequ
             out.append(result)
             continue
         decision = decide(found, beta, margin)
-        labels = batch.labels_of[entry.group]
         if decision.column == found.one_best:
             text = entry.originals[0]
         else:
-            text = labels.originals[decision.column]
+            text = batch.texts_of(row)[1][decision.column]
         out.append(replace(result, text=text, confidence=decision.confidence))
     return out
 

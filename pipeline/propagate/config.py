@@ -36,6 +36,13 @@ class PropagateConfig:
     calibrate: bool = True              # decide and score confidence with the calibrated model (calibrate.py)
     calibration: tuple[float, ...] = PRIOR  # beta, one per calibrate.FEATURES (tune fits it; default: the prior)
     replace_margin: float = 0.0         # replace the 1-best only when p(winner) > p(1-best) + this margin
+    # issue 12 part 4 (options, measured in benchmarks/generalisation/RESULTS.md's Ablations)
+    nearest_only: bool = False          # with nearest > 0: the k nearest edges alone, no threshold edges
+    consensus: int = 0                  # word-level combinations of the neighbourhood per cut (0: off)
+    consensus_inputs: int = 8           # most supported transcripts a cut's confusion network aligns
+    length_norm: bool = False           # compare candidates by teacher log-likelihood per character
+    rounds: int = 1                     # propagation rounds; later ones seed confident labels (soft)
+    round_confidence: float = 0.9       # a label this confident seeds the next round
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -55,6 +62,17 @@ class PropagateConfig:
                                              f"not {len(self.calibration)}")
         if not 0.0 <= self.replace_margin < 1.0:
             raise ConfigError("replace_margin", f"must be in [0, 1), not {self.replace_margin}")
+        if self.nearest_only and self.nearest == 0:
+            raise ConfigError("nearest_only", "needs nearest > 0 (a graph of k-nearest edges)")
+        for name in ("consensus", "consensus_inputs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be 0 or a positive count, not {getattr(self, name)}")
+        if self.consensus and self.consensus_inputs < 2:
+            raise ConfigError("consensus_inputs", f"must be at least 2 to combine, not {self.consensus_inputs}")
+        if self.rounds < 1:
+            raise ConfigError("rounds", f"must be at least 1, not {self.rounds}")
+        if not 0.0 < self.round_confidence <= 1.0:
+            raise ConfigError("round_confidence", f"must be in (0, 1], not {self.round_confidence}")
         if self.max_borrowed < 0:
             raise ConfigError("max_borrowed", f"must be 0 (no cap) or a positive count, not {self.max_borrowed}")
 

@@ -20,6 +20,25 @@ For every cut ``i`` and label ``h`` of its group (:mod:`.labels`):
    renormalised with the cut's own n-best scores; without a scorer it gets
    ``borrowed_floor`` as its teacher log-posterior.
 
+4. Word-level consensus (``consensus = k > 0``): the ``consensus_inputs`` most
+   supported transcripts of a cut's row (own n-best and borrowed alike) are aligned
+   into a confusion network weighted by their support (:mod:`.consensus`); its ``k``
+   best paths that are not already labels of the group become candidates of that
+   cut alone, scored by the teacher like borrowed ones. Their support is
+   ``F̂[i, h_1] · π(c) / π(h_1)``, with ``h_1`` the most supported input and ``π`` the
+   path posterior of the network: a combination whose words out-vote ``h_1``'s in
+   their slots gets more support than ``h_1``, one that takes minority words less.
+5. Length normalisation (``length_norm``): every teacher log-likelihood ``s(h)`` that
+   is compared across candidates becomes ``s(h) · L(1-best) / L(h)``, with ``L`` the
+   number of characters of the normalised text plus one (the end of the sequence):
+   the per-character likelihood, on the scale of the cut's own 1-best, so the
+   temperature keeps its meaning and a short transcript gains nothing by being short.
+6. Rounds (``rounds = R > 1``): after a round, every unannotated cut whose answer is a
+   group label with confidence ``c >= round_confidence`` gets the prior row
+   ``(1 - c) · Y_i + c · e_answer`` (a soft seed) and propagation and fusion run
+   again, from the original priors each time, ``R - 1`` more times. ``choral tune``
+   cross-validates one round.
+
 Annotated cuts keep their reference (``source="reference"``); cuts without
 any edge keep the teacher's 1-best (``source="teacher"``); the rest are
 ``source="propagated"``.
@@ -32,7 +51,7 @@ solve, :func:`fuse` once per λ.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -45,6 +64,7 @@ from ..progress import NullProgress, Progress
 from ..teacher.contracts import Scorer
 from ..teacher.scoring import prefetch
 from .config import PropagateConfig
+from .consensus import consensus_candidates
 from .labels import CutEntry, GroupLabels, build_group_labels, log_posterior, own_log_posteriors, prior_row
 
 _EPS = 1e-12
@@ -98,9 +118,20 @@ class BatchSupport:
 
     entries: list[CutEntry]                # the batch's cuts; row r of every array is entries[r]
     labels_of: dict[str, GroupLabels]      # each group's labels: column k of a row is label k of its group
-    support: np.ndarray      # row-normalised F
+    support: np.ndarray      # row-normalised F (consensus columns: the path's support)
     teacher: np.ndarray      # teacher log-posterior per label column (-inf: not a candidate)
     degree: np.ndarray       # edges per cut (0: the cut keeps the teacher's 1-best)
+    extra: list[list[str]] | None = None   # per row, its own consensus texts (columns ``extra_start``...)
+    extra_start: int = 0                   # first consensus column (the batch's widest label set)
+
+    def texts_of(self, row: int) -> tuple[list[str], list[str]]:
+        """The normalised and original texts of ``row``'s columns: its group's labels, then its own extras."""
+        labels = self.labels_of[self.entries[row].group]
+        extra = self.extra[row] if self.extra is not None else []
+        if not extra:
+            return labels.texts, labels.originals
+        filler = [""] * (self.extra_start - len(labels.texts))
+        return labels.texts + filler + extra, labels.originals + filler + extra
 
 
 # revises a batch's fused results: (batch, its rows in the whole entry list, results) -> results
@@ -117,8 +148,28 @@ class BatchPriors:
     annotated: np.ndarray    # rows with a reference: the seeds
 
 
+def text_length(text: str) -> int:
+    """``L(h)`` of length normalisation: characters of the normalised text plus one (the end of the sequence)."""
+    return len(text) + 1
+
+
+def length_normalised(entry: CutEntry) -> CutEntry:
+    """``entry`` with every n-best score ``s(h)`` replaced by ``s(h) · L(1-best) / L(h)`` (module docstring)."""
+    if not entry.hypotheses:
+        return entry
+    reference_length = text_length(entry.hypotheses[0])
+    lengths = np.array([text_length(h) for h in entry.hypotheses], dtype=np.float64)
+    return replace(entry, scores=np.asarray(entry.scores, dtype=np.float64) * reference_length / lengths)
+
+
+def _scored_entries(entries: Sequence[CutEntry], config: PropagateConfig) -> list[CutEntry]:
+    """The entries whose scores the engine compares: length-normalised when ``config.length_norm``."""
+    return [length_normalised(e) for e in entries] if config.length_norm else list(entries)
+
+
 def batch_priors(entries: list[CutEntry], config: PropagateConfig) -> BatchPriors:
     """Build every group's labels and each cut's prior row and teacher log-posteriors."""
+    entries = _scored_entries(entries, config)
     groups: dict[str, list[int]] = {}
     for row, entry in enumerate(entries):
         groups.setdefault(entry.group, []).append(row)
@@ -150,6 +201,7 @@ def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: n
     """
     if priors is None:
         priors = batch_priors(entries, config)
+    entries = _scored_entries(entries, config)
     labels_of, prior, annotated = priors.labels_of, priors.prior, priors.annotated
     teacher = priors.teacher.copy()
 
@@ -174,24 +226,70 @@ def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: n
     # CG solves to a tolerance, so a support that is 0 in exact arithmetic may come out slightly
     # negative; its log would be NaN in the fusion
     support = normalize_rows(np.maximum(support, 0.0))
+    degree = np.asarray(degree)
+    if not config.share_candidates:
+        return BatchSupport(entries, labels_of, support, teacher, degree)
 
-    if config.share_candidates:
-        borrowed = borrowed_candidates(support, teacher, annotated, config)
-        if scorer is None:
-            teacher[borrowed] = config.borrowed_floor
-            return BatchSupport(entries, labels_of, support, teacher, np.asarray(degree))
-        rows = np.flatnonzero(borrowed.any(axis=1))
-        if score_rows is not None:
-            unscored = np.setdiff1d(rows, np.asarray(score_rows, dtype=np.int64))
-            rows = np.setdiff1d(rows, unscored)
-            teacher[unscored] = np.where(borrowed[unscored], config.borrowed_floor, teacher[unscored])
-        prefetch(scorer, [(entries[row].cut_id, [labels_of[entries[row].group].originals[c]
-                                                 for c in np.flatnonzero(borrowed[row])]) for row in rows])
-        for row in rows:
-            columns = np.flatnonzero(borrowed[row])
-            teacher[row] = _teacher_with_borrowed(entries[row], labels_of[entries[row].group], teacher[row],
-                                                  columns, config, scorer)
-    return BatchSupport(entries, labels_of, support, teacher, np.asarray(degree))
+    borrowed = borrowed_candidates(support, teacher, annotated, config)
+    decided = np.flatnonzero(~annotated & (degree > 0))
+    if score_rows is not None:
+        decided = np.intersect1d(decided, np.asarray(score_rows, dtype=np.int64))
+    extra: list[list[str]] | None = None
+    extra_start = support.shape[1]
+    if config.consensus:
+        extra = [[] for _ in entries]
+        support = np.hstack([support, np.zeros((len(entries), config.consensus))])
+        teacher = np.hstack([teacher, np.full((len(entries), config.consensus), -np.inf)])
+        for row in decided:
+            labels = labels_of[entries[row].group]
+            combined = _consensus_row(labels.texts, support[row, :extra_start], teacher[row, :extra_start],
+                                      borrowed[row], config)
+            extra[row] = [text for text, _ in combined]
+            for j, (_, value) in enumerate(combined):
+                support[row, extra_start + j] = value
+    if scorer is None:
+        teacher[:, :extra_start][borrowed] = config.borrowed_floor
+        if extra is not None:
+            for index, texts in enumerate(extra):
+                teacher[index, extra_start:extra_start + len(texts)] = config.borrowed_floor
+        return BatchSupport(entries, labels_of, support, teacher, degree, extra, extra_start)
+    rows = np.flatnonzero(borrowed.any(axis=1))
+    if score_rows is not None:
+        unscored = np.setdiff1d(rows, np.asarray(score_rows, dtype=np.int64))
+        rows = np.setdiff1d(rows, unscored)
+        teacher[unscored, :extra_start] = np.where(borrowed[unscored], config.borrowed_floor,
+                                                   teacher[unscored, :extra_start])
+    if extra is not None:
+        rows = np.union1d(rows, [r for r in decided if extra[r]]).astype(np.int64)
+    wanted: list[tuple[int, list[int], list[str], list[str]]] = []  # row, its columns, their texts, normalised
+    for row in rows:
+        labels = labels_of[entries[row].group]
+        columns = [int(c) for c in np.flatnonzero(borrowed[row])]
+        texts = [labels.originals[c] for c in columns]
+        normalised = [labels.texts[c] for c in columns]
+        if extra is not None:
+            columns += [extra_start + j for j in range(len(extra[row]))]
+            texts += extra[row]
+            normalised += extra[row]
+        wanted.append((int(row), columns, texts, normalised))
+    prefetch(scorer, [(entries[row].cut_id, texts) for row, _, texts, _ in wanted])  # one batched pass
+    for index, chosen, texts, normalised in wanted:
+        teacher[index] = _teacher_with_borrowed(entries[index], labels_of[entries[index].group], teacher[index],
+                                                np.asarray(chosen, dtype=np.int64), texts, normalised, config, scorer)
+    return BatchSupport(entries, labels_of, support, teacher, degree, extra, extra_start)
+
+
+def _consensus_row(texts: list[str], support: np.ndarray, teacher: np.ndarray, borrowed: np.ndarray,
+                   config: PropagateConfig) -> list[tuple[str, float]]:
+    """A cut's consensus candidates with their support (module docstring, step 4)."""
+    candidates = np.flatnonzero((np.isfinite(teacher) | borrowed) & (support > 0))
+    ranked = candidates[np.argsort(-support[candidates], kind="stable")][: config.consensus_inputs]
+    if len(ranked) < 2:
+        return []
+    top = float(support[ranked[0]])
+    combined = consensus_candidates([(texts[c], float(support[c])) for c in ranked], config.consensus,
+                                    exclude=set(texts))
+    return [(text, top * ratio) for text, ratio in combined]
 
 
 def borrowed_candidates(support: np.ndarray, teacher: np.ndarray, annotated: np.ndarray,
@@ -214,6 +312,15 @@ def borrowed_candidates(support: np.ndarray, teacher: np.ndarray, annotated: np.
     return borrowed
 
 
+def fused_row(batch: BatchSupport, row: int, fusion_weight: float) -> np.ndarray:
+    """``λ · teacher + (1 − λ) · log F̂`` over the row's columns (-inf where the teacher term is)."""
+    teacher = batch.teacher[row]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fused = fusion_weight * teacher + (1 - fusion_weight) * np.log(batch.support[row] + _EPS)
+    fused[np.isneginf(teacher)] = -np.inf
+    return fused
+
+
 def fuse(batch: BatchSupport, rows: Iterable[int], fusion_weight: float, config: PropagateConfig) -> list[CutResult]:
     """Decide the transcripts of ``rows`` of a batch with teacher weight λ = ``fusion_weight``.
 
@@ -222,33 +329,59 @@ def fuse(batch: BatchSupport, rows: Iterable[int], fusion_weight: float, config:
     """
     results = []
     for row in rows:
-        teacher = batch.teacher[row]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            fused = fusion_weight * teacher + (1 - fusion_weight) * np.log(batch.support[row] + _EPS)
-        fused[np.isneginf(teacher)] = -np.inf
-        entry = batch.entries[row]
-        results.append(_decide(entry, batch.labels_of[entry.group], fused, int(batch.degree[row]), config))
+        texts, originals = batch.texts_of(row)
+        results.append(_decide(batch.entries[row], texts, originals, fused_row(batch, row, fusion_weight),
+                               int(batch.degree[row]), config))
     return results
+
+
+def seeded_priors(priors: BatchPriors, batch: BatchSupport, fusion_weight: float, config: PropagateConfig
+                  ) -> BatchPriors:
+    """The priors of the next round: confident answers that are group labels become soft seeds (step 6)."""
+    prior = priors.prior.copy()
+    width = prior.shape[1]
+    for row in np.flatnonzero(~priors.annotated & (np.asarray(batch.degree) > 0)):
+        fused = fused_row(batch, int(row), fusion_weight)
+        if not np.isfinite(fused).any():
+            continue
+        best = int(np.argmax(fused))
+        finite = fused[np.isfinite(fused)]
+        confidence = float(1.0 / np.exp(finite - fused[best]).sum())
+        if best < width and confidence >= config.round_confidence:
+            seed = np.zeros(width)
+            seed[best] = 1.0
+            prior[row] = (1 - confidence) * prior[row] + confidence * seed
+    return replace(priors, prior=prior)
 
 
 def _rescore_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: np.ndarray,
                    config: PropagateConfig, scorer: Scorer | None, finish: Finisher | None = None,
                    indices: Sequence[int] = ()) -> list[CutResult]:
-    batch = propagate_batch(entries, adjacency, degree, config, scorer)
+    priors = batch_priors(entries, config)
+    batch = propagate_batch(entries, adjacency, degree, config, scorer, priors=priors)
+    for _ in range(config.rounds - 1):
+        batch = propagate_batch(entries, adjacency, degree, config, scorer,
+                                priors=seeded_priors(priors, batch, config.fusion_weight, config))
     results = fuse(batch, range(len(entries)), config.fusion_weight, config)
     return results if finish is None else finish(batch, list(indices), results)
 
 
 def _teacher_with_borrowed(entry: CutEntry, labels: GroupLabels, teacher_row: np.ndarray, columns: np.ndarray,
-                           config: PropagateConfig, scorer: Scorer | None) -> np.ndarray:
-    """Teacher log-posteriors over the cut's own n-best plus labels borrowed from neighbours."""
+                           texts: Sequence[str], normalised: Sequence[str], config: PropagateConfig,
+                           scorer: Scorer | None) -> np.ndarray:
+    """Teacher log-posteriors over the cut's own n-best plus ``texts`` in ``columns`` (borrowed from
+    neighbours or combined by consensus; ``normalised``: their normalised forms), renormalised together."""
     row = teacher_row.copy()
     if scorer is None:
         row[columns] = config.borrowed_floor
         return row
-    borrowed_scores = np.asarray(scorer(entry.cut_id, [labels.originals[c] for c in columns]), dtype=np.float64)
+    borrowed_scores = np.asarray(scorer(entry.cut_id, list(texts)), dtype=np.float64)
     if borrowed_scores.shape != (len(columns),):
         raise ChoralError(f"scorer returned {borrowed_scores.shape} scores for {len(columns)} texts")
+    if config.length_norm and entry.hypotheses:
+        reference_length = text_length(entry.hypotheses[0])
+        borrowed_scores = borrowed_scores * reference_length / np.array(
+            [text_length(t) for t in normalised], dtype=np.float64)
     own_columns = np.flatnonzero(np.isfinite(teacher_row))
     own_best: dict[int, float] = {}
     for text, score in zip(entry.hypotheses, entry.scores):
@@ -261,7 +394,7 @@ def _teacher_with_borrowed(entry: CutEntry, labels: GroupLabels, teacher_row: np
     return row
 
 
-def _decide(entry: CutEntry, labels: GroupLabels, fused_row: np.ndarray, degree: int,
+def _decide(entry: CutEntry, texts: list[str], originals: list[str], fused_row: np.ndarray, degree: int,
             config: PropagateConfig) -> CutResult:
     """One cut's answer: its reference, the teacher's 1-best (no edge), or the best fused label."""
     teacher_text = entry.originals[0]
@@ -273,6 +406,6 @@ def _decide(entry: CutEntry, labels: GroupLabels, fused_row: np.ndarray, degree:
     best = int(np.argmax(fused_row))
     finite = fused_row[np.isfinite(fused_row)]
     confidence = float(1.0 / np.exp(finite - fused_row[best]).sum())
-    text = labels.texts[best]
-    original = teacher_text if text == entry.hypotheses[0] else labels.originals[best]
+    text = texts[best]
+    original = teacher_text if text == entry.hypotheses[0] else originals[best]
     return CutResult(original, confidence, teacher_text, "propagated")

@@ -99,11 +99,12 @@ def propagate_manifest(
     started = time.perf_counter()
     entries, graph = read_grouped_and_graph(grouped, graph_file, normalizer, progress)
     adjacency = graph.adjacency(graph.threshold * config.threshold_scale, weighted=config.weighted_edges,
-                                nearest=config.nearest)
+                                nearest=config.nearest, threshold_edges=not config.nearest_only)
     finish = None
     if config.calibrate:
         distances = relative_distances(graph.adjacency(graph.threshold * config.threshold_scale, weighted=True,
-                                                       nearest=config.nearest))
+                                                       nearest=config.nearest,
+                                                       threshold_edges=not config.nearest_only))
         finish = finisher(adjacency, distances, config.calibration, config.replace_margin, config.fusion_weight)
     progress.task("propagating", len(entries))
     results = rescorer(entries, adjacency, config, scorer, progress, finish=finish)

@@ -188,7 +188,8 @@ def tune_params(
     hypotheses: dict[tuple[float, float, float, float], list[tuple[int, str, float]]] = {}
     teacher_edits, total_words = pooled_word_errors(references, [sub_entries[k].hypotheses[0] for k in annotated_rows])
     adjacency_of = {scale: graph.adjacency(graph.threshold * scale * base.threshold_scale,
-                                           weighted=base.weighted_edges, nearest=base.nearest)[rows][:, rows]
+                                           weighted=base.weighted_edges, nearest=base.nearest,
+                                           threshold_edges=not base.nearest_only)[rows][:, rows]
                     for scale in grid.threshold_scale}
     fold_views = []  # per fold: held-out rows, their references, the local rows and entries, held-out positions
     for f in range(folds):
@@ -320,7 +321,7 @@ def _crossfit_rows(entries: list, annotated_rows: np.ndarray, fold: np.ndarray, 
             reference = entries[k].reference
             if found is None or reference is None:
                 continue
-            x, y = training_rows(found, batch.labels_of[entries[k].group], reference)
+            x, y = training_rows(found, batch.texts_of(r)[0], reference)
             features.extend(x)
             labels.extend(y)
     return np.asarray(features, dtype=np.float64).reshape(-1, len(FEATURES)), np.asarray(labels, dtype=np.float64)

@@ -28,6 +28,7 @@ class TuneConfig:
     selection: Literal["one-se", "min"] = "one-se"   # one-se: closest to the base values within 1 SE of the best
     calibrate: bool = True              # cross-fit the calibration model (propagate.calibration) on annotated cuts
     calibration_strength: float = 4.0   # kappa: pull of the prior coefficients (larger: trust the prior more)
+    nearest: tuple[int, ...] = ()       # k-nearest edge counts tried, each a whole search (empty: the base's k)
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -41,6 +42,9 @@ class TuneConfig:
                 raise ConfigError(axis, "needs at least one value")
             for value in getattr(self, axis):
                 PropagateConfig(**{axis: value})  # its ConfigError names the field, which is the axis
+        for k in self.nearest:
+            if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+                raise ConfigError("nearest", f"must be counts >= 0 (0: threshold edges only), not {k!r}")
 
     @property
     def grid(self) -> dict[str, tuple[float, ...]]:
@@ -49,6 +53,7 @@ class TuneConfig:
 
     @property
     def size(self) -> int:
+        """Combinations of one search (the k-nearest values, when given, each run one)."""
         return len(self.alpha) * len(self.fusion_weight) * len(self.temperature) * len(self.threshold_scale)
 
 

@@ -6,15 +6,21 @@ the scorer are unchanged (an anonymous scorer may change between runs, so with o
 stage always runs), and redone with ``force``. With fewer than 2 annotated cuts there is
 nothing to cross-validate on (:mod:`.crossval`): ``params.yaml`` then holds the base
 parameters untuned, so the propagation that follows runs with them (the unsupervised case).
+
+With ``tune.nearest`` (k-nearest edge counts), the whole search runs once per ``k`` on the
+same folds and the ``k`` with the lowest held-out WER wins (ties: the base's own ``k``, then
+the order given); ``params.json`` records every ``k``'s WER under ``nearest``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+import os
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..fields import is_annotated
-from ..manifest import check_readable, iter_json_lines
+from ..manifest import check_readable, iter_json_lines, write_json
 from ..meta import StageRecord, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
 from ..propagate import PropagateConfig
@@ -61,7 +67,8 @@ def tune_stage(
     below :data:`MIN_ANNOTATED` annotated cuts (its header names ``base_origin``); skipped when up to date."""
     grouped, graph_file, output = check_readable(grouped), check_readable(graph_file), Path(output)
     record = StageRecord.create("tune", inputs=[grouped, graph_file, *getattr(scorer, "inputs", [])],
-                                params={"grid": grid.grid, "base": asdict(base), "folds": grid.folds,
+                                params={"grid": grid.grid | ({"nearest": grid.nearest} if grid.nearest else {}),
+                                        "base": asdict(base), "folds": grid.folds,
                                         "seed": grid.seed, "selection": grid.selection,
                                         "calibrate": grid.calibrate,
                                         "calibration_strength": grid.calibration_strength,
@@ -77,7 +84,34 @@ def tune_stage(
         write_params(base, output, header, {"best": asdict(base), "tuned": False, "n_annotated": n_annotated})
         write_meta(record, output)
         return TuneStageSummary(output, skipped=False, n_annotated=n_annotated)
-    tuned = tune_params(grouped, graph_file, output, base=base, grid=grid, folds=grid.folds, seed=grid.seed,
-                        normalizer=normalizer, scorer=scorer, progress=progress)
+    if grid.nearest:
+        tuned = _tune_nearest(grouped, graph_file, output, base=base, grid=grid, normalizer=normalizer,
+                              scorer=scorer, progress=progress)
+    else:
+        tuned = tune_params(grouped, graph_file, output, base=base, grid=grid, folds=grid.folds, seed=grid.seed,
+                            normalizer=normalizer, scorer=scorer, progress=progress)
     write_meta(record, output)
     return TuneStageSummary(output, skipped=False, tuned=tuned, n_annotated=n_annotated, seconds=tuned.seconds)
+
+
+def _tune_nearest(grouped: Path, graph_file: Path, output: Path, *, base: PropagateConfig, grid: TuneConfig,
+                  normalizer: TextNormalizer, scorer: Scorer | None, progress: Progress) -> TuneSummary:
+    """One search per k-nearest count into a side file; the best k's files replace ``output`` and its report."""
+    order = sorted(dict.fromkeys(grid.nearest), key=lambda k: (k != base.nearest, list(grid.nearest).index(k)))
+    searches: dict[int, TuneSummary] = {}
+    for k in order:
+        side = output.with_name(f"{output.stem}.nearest-{k}{output.suffix}")
+        searches[k] = tune_params(grouped, graph_file, side, base=replace(base, nearest=k), grid=grid,
+                                  folds=grid.folds, seed=grid.seed, normalizer=normalizer, scorer=scorer,
+                                  progress=progress)
+    best_k = min(order, key=lambda k: (searches[k].best_wer, order.index(k)))
+    best = searches[best_k]
+    report = json.loads(best.report_file.read_text(encoding="utf-8"))
+    report["nearest"] = {str(k): searches[k].best_wer for k in order}
+    write_json(report, best.report_file)
+    os.replace(best.params_file, output)
+    os.replace(best.report_file, report_path(output))
+    for k in order:
+        for leftover in (searches[k].params_file, searches[k].report_file):
+            leftover.unlink(missing_ok=True)
+    return replace(best, params_file=output, report_file=report_path(output))

@@ -332,3 +332,49 @@ def test_pool_config_keeps_the_base_settings_and_points_at_the_pool(gen, tmp_pat
     assert (config.decode, config.graph, config.tune, config.propagate) == (demo.decode, demo.graph, demo.tune,
                                                                             demo.propagate)
     assert config.teacher == demo.teacher == "default"
+
+
+# ---- ablations (issue 12 part 4) -----------------------------------------------------------------------------
+
+def test_ablation_methods_are_candidates_that_change_one_thing(gen) -> None:
+    from choral.pipeline.propagate import PropagateConfig
+    from choral.pipeline.tune import TuneConfig
+
+    for name in gen.loco.ABLATIONS:
+        method = gen.loco.CANDIDATES[name]
+        assert method.tune and method.fusion_weight is None and name not in gen.loco.DEFAULT_CANDIDATES
+        PropagateConfig(**dict(method.propagate))      # every override is a valid propagate setting
+        TuneConfig(nearest=method.nearest)
+
+
+def test_ablation_verdict_follows_the_loco_criteria(gen) -> None:
+    verdict = gen.loco.ablation_verdict
+    base = {"p": {"control": _slice(gen, 10, 10), "x": _slice(gen, 20, 15)}}
+    better = {"p": {"control": _slice(gen, 10, 10), "x": _slice(gen, 20, 10)}}
+    v = verdict("m", better, base, "control")
+    assert v.helps and v.mean_reduction == pytest.approx(0.5) and v.baseline_reduction == pytest.approx(0.25)
+    unsafe = {"p": {"control": _slice(gen, 10, 11), "x": _slice(gen, 20, 5)}}
+    assert not verdict("m", unsafe, base, "control").helps
+    assert "unsafe" in verdict("m", unsafe, base, "control").reason
+    harmful = {"p": {"control": _slice(gen, 10, 10), "x": gen.results.Slice(
+        n_cuts=10, n_words=100, errors={"teacher": 20, "choral": 10, "oracle": 0}, n_harmed=1)}}
+    assert verdict("m", harmful, base, "control").reason == "raises the harm rate"
+    assert verdict("m", base, base, "control").reason == "no gain in mean reduction"
+
+
+def test_ablation_section_rendering(gen) -> None:
+    conditions = gen.conditions.select_conditions(["us-control", "en-us-nyc"])
+    base_runs = {"p": {"us-control": _slice(gen, 10, 10), "en-us-nyc": _slice(gen, 30, 24)}}
+    method_runs = {"p": {"us-control": _slice(gen, 10, 10), "en-us-nyc": _slice(gen, 30, 21)}}
+    config, method = gen.loco.CANDIDATES["config"], gen.loco.CANDIDATES["consensus"]
+    ablations = [gen.report.AblationResult(config, base_runs, {"p": 3.0}, None),
+                 gen.report.AblationResult(method, method_runs, {"p": 5.0},
+                                           gen.loco.ablation_verdict("consensus", method_runs, base_runs,
+                                                                     "us-control"))]
+    pool = gen.report.PoolResult("p", 20, 0.0, base_runs["p"], {}, {}, {}, 3.0)
+    text = gen.report.render(command="x", config="c", settings=[], conditions=conditions, pools=[pool],
+                             control="us-control", ablations=ablations)
+    assert "## Ablations (issue 12 part 4)" in text
+    assert "| `consensus` | 30.00% / 15.50% / 0.00% / 0.00% | 30.00% | 0.00% | +0.00 | - | 5 | **helps**: " in text
+    assert "| `config` | 20.00% / 17.00% / 0.00% / 0.00% |" in text and "| baseline |" in text
+    assert "| en-us-nyc | 30.00% | 0.00% | 24.00% (0.00% / 0.00%) | 21.00% (0.00% / 0.00%) |" in text
