@@ -80,7 +80,7 @@ def test_candidates_features_and_calibrated_results() -> None:
     assert found.x_winner[index["votes"]] == pytest.approx(np.log1p(3))       # c0 (reference), c1, c2
     assert found.x_winner[index["annotated_votes"]] == pytest.approx(np.log(2))
     assert found.x_one_best[index["votes"]] == 0 and found.x_one_best[index["is_teacher"]] == 1
-    rows, labels_y = training_rows(found, labels, "a b c")
+    rows, labels_y = training_rows(found, labels.texts, "a b c")
     assert len(rows) == 2 and labels_y == [1, 0]
     results = fuse(batch, range(4), config.fusion_weight, config)
     # a prior that trusts votes replaces; one that only trusts the teacher's 1-best keeps it
