@@ -262,7 +262,9 @@ def calibrated_results(batch: SupportBatch, adjacency: sp.csr_matrix, rows: Sequ
             text = entry.originals[0]
         else:
             text = labels.originals[decision.column]
-        out.append(replace(result, text=text, confidence=decision.confidence))
+        # a calibrated probability means nothing past 6 decimals; rounding keeps the written labels identical
+        # across executors whose solvers differ in the last bits
+        out.append(replace(result, text=text, confidence=round(decision.confidence, 6)))
     return out
 
 
