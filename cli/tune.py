@@ -41,6 +41,9 @@ def tune(
     threshold_scale: Optional[str] = typer.Option(None, help="Comma-separated threshold scales "
                                                              "[default: 0.8,1,1.25]."),
     seed: int = typer.Option(0, help="Seed of the fold assignment."),
+    min_annotated: int = typer.Option(TuneConfig().min_annotated, min=2, help=(
+        "Fewest annotated cuts to search the grid on; below it the propagate values given here hold and only "
+        "the calibration is fitted.")),
     teacher: Optional[str] = typer.Option(None, help=teacher_help(
         " that scores transcripts borrowed from neighbours, as `choral propagate --teacher` will",
         "Without it they get a fixed floor score.")),
@@ -52,11 +55,13 @@ def tune(
     cuts only (hide a fold's references, propagate, score those cuts). Writes a YAML for
     `choral propagate --params` and reports how WER falls as the confidence threshold rises.
 
-    With fewer than 2 annotated cuts there is nothing to tune on: the YAML then holds the propagate
-    values given here (the defaults and --algorithm), untuned."""
+    With fewer than --min-annotated annotated cuts a search would follow noise: the values given here
+    hold and only the calibration is fitted. With fewer than 2 there is nothing to tune on: the YAML
+    then holds the propagate values given here (the defaults and --algorithm), untuned."""
     with stage_errors("tune", options={"fusion_weight": "--lambda"}):
         grid = parse_grid({"alpha": alpha, "fusion_weight": fusion_weight, "temperature": temperature,
-                           "threshold_scale": threshold_scale}, TuneConfig(folds=folds, seed=seed))
+                           "threshold_scale": threshold_scale}, TuneConfig(folds=folds, seed=seed,
+                                                                              min_annotated=min_annotated))
         base = PropagateConfig(algorithm=algorithm)  # type: ignore[arg-type]
         normalizer = TextNormalizer(digits=digits.value)
         with progress_bar() as progress:

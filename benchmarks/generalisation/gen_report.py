@@ -62,7 +62,7 @@ PROMPT_SETS = {"teacher-text": "in the teacher's training text", "new": "new, wo
 
 
 def _pool_section(pool: PoolResult, conditions: Sequence[Condition], control: str) -> list[str]:
-    params = ", ".join(f"{k} {v:g}" for k, v in pool.params.items()) or "not tuned (config values)"
+    params = ", ".join(f"{k} {v:g}" for k, v in pool.params.items() if k != "held") or "not tuned (config values)"
     threshold = f"{pool.threshold['threshold']:.4g}" if pool.threshold else "-"
     lines = [f"### Pool `{pool.name}`: {pool.n_prompts} prompts x {len(conditions)} conditions",
              "",

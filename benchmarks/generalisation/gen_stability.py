@@ -85,7 +85,8 @@ def stability_section(rows: Sequence[StabilityRow]) -> list[str]:
              "then group -> graph -> tune -> propagate -> eval. Threshold from = annotated pairs / of them positive "
              "(rule; all pairs the F1 fit used and their positives, confident-teacher pairs included). "
              "At 0% the threshold comes from confident-teacher pairs, tune does not run, and the decision uses "
-             "the calibration prior. Figures over that run's unannotated cuts.", "",
+             "the calibration prior; below `tune.min_annotated` annotated cuts (10) the config's values are held "
+             "and only the calibration is fitted (held). Figures over that run's unannotated cuts.", "",
              "| pool | annotated | annotated cuts | threshold | threshold from | tuned alpha / lambda / T / scale | "
              "teacher WER | choral WER | help rate | harm rate | ECE |",
              "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|"]
@@ -93,6 +94,8 @@ def stability_section(rows: Sequence[StabilityRow]) -> list[str]:
         p = row.params
         tuned = (" / ".join(f"{p[k]:g}" for k in ("alpha", "fusion_weight", "temperature", "threshold_scale"))
                  if p else "not tuned")
+        if p.get("held"):
+            tuned += " (held: calibration only)"
         s = row.overall
         lines.append(f"| {row.pool} | {100 * row.fraction:g}% | {row.n_annotated} | "
                      f"{row.threshold.get('threshold', float('nan')):.2f} | {_pairs(row.threshold)} | {tuned} | "

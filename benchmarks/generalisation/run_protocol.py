@@ -144,6 +144,8 @@ def run_stages(decoded: Path, out: Path, config_path: Path, scorer, *, tune: boo
         report = json.loads((out / "params.json").read_text())
         if "grid" in report:  # cross-validated (an untuned report holds the base values only)
             tuned = {k: report["best"][k] for k in ("alpha", "fusion_weight", "temperature", "threshold_scale")}
+            if len(report["grid"]) == 1:  # fewer than tune.min_annotated: the base values, calibration fitted
+                tuned["held"] = True
     propagated = propagate_manifest(out / "grouped.jsonl.gz", out / "graph.npz", out / "rescored.jsonl.gz", params,
                                     normalizer, scorer=shared if params.share_candidates else None)
     assert config.eval.references is not None

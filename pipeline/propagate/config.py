@@ -35,7 +35,7 @@ class PropagateConfig:
     batch_cuts: int = 50_000            # cuts solved together (whole groups; bounds memory)
     calibrate: bool = True              # decide and score confidence with the calibrated model (calibrate.py)
     calibration: tuple[float, ...] = PRIOR  # beta, one per calibrate.FEATURES (tune fits it; default: the prior)
-    replace_margin: float = 0.0         # replace the 1-best only when p(winner) > p(1-best) + this margin
+    replace_margin: float = 0.05        # replace the 1-best only when p(winner) > p(1-best) + this margin
     # issue 12 part 4 (options, measured in benchmarks/generalisation/RESULTS.md's Ablations)
     nearest_only: bool = False          # with nearest > 0: the k nearest edges alone, no threshold edges
     consensus: int = 0                  # word-level combinations of the neighbourhood per cut (0: off)

@@ -28,9 +28,10 @@ annotated cuts SE is large and the base values stay; with hundreds, the grid's b
 Calibration (:mod:`choral.pipeline.propagate.calibrate`): with the chosen parameters the folds are
 propagated once more, and each held-out cut gives feature rows of its fused winner and teacher
 1-best labelled by whether they equal its reference (cross-fitting: no cut's own reference
-reaches its features). A logistic model shrunk toward the base config's coefficients (the prior)
-with strength ``calibration_strength`` is fitted on them and written to params.yaml as
-``calibration``: ``choral propagate`` decides and scores confidence with it.
+reaches its features). The base config's coefficients (the prior) are adapted to them with
+strength ``calibration_strength``, by ``calibration_fit``: ``scale`` (rescale the prior's score,
+two numbers) or ``full`` (every coefficient), and written to params.yaml as ``calibration``:
+``choral propagate`` decides and scores confidence with it.
 
 Confidence check: for the winning parameters the held-out cuts' confidences
 are binned, and the report shows the WER of the cuts kept at each confidence
@@ -50,7 +51,15 @@ from ..errors import InputError
 from ..manifest import check_readable
 from ..progress import NullProgress, Progress
 from ..propagate import PropagateConfig, batch_priors, fuse, propagate_batch, read_grouped_and_graph
-from ..propagate.calibrate import FEATURES, candidates, describe, fit_calibration, relative_distances, training_rows
+from ..propagate.calibrate import (
+    FEATURES,
+    candidates,
+    describe,
+    fit_calibration,
+    fit_scaling,
+    relative_distances,
+    training_rows,
+)
 from ..teacher.contracts import Scorer
 from ..text import TextNormalizer
 from ..wer import pooled_word_errors, word_errors
@@ -242,10 +251,12 @@ def tune_params(
     calibration: dict = {"fitted": False, "n_rows": 0}
     if grid.calibrate and base.calibrate:
         x, y = _crossfit_rows(sub_entries, annotated_rows, fold, folds, graph, rows, best, scorer)
-        beta = fit_calibration(x, y, base.calibration, grid.calibration_strength)
+        fit = fit_scaling if grid.calibration_fit == "scale" else fit_calibration
+        beta = fit(x, y, base.calibration, grid.calibration_strength)
         best = replace(best, calibration=tuple(round(float(b), 6) for b in beta))
         calibration = {"fitted": True, "n_rows": int(len(y)), "n_correct": int(np.sum(y)),
-                       "strength": grid.calibration_strength, "prior": describe(base.calibration),
+                       "fit": grid.calibration_fit, "strength": grid.calibration_strength,
+                       "prior": describe(base.calibration),
                        "beta": describe(beta), "features": list(FEATURES),
                        "rows": [[round(float(v), 5) for v in row] + [int(t)] for row, t in zip(x, y)]}
     curve = _confidence_curve(hypotheses[best_key], {int(k): r for k, r in zip(annotated_rows, references)})

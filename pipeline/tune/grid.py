@@ -27,7 +27,9 @@ class TuneConfig:
     seed: int = 0                       # of the fold assignment
     selection: Literal["one-se", "min"] = "one-se"   # one-se: closest to the base values within 1 SE of the best
     calibrate: bool = True              # cross-fit the calibration model (propagate.calibration) on annotated cuts
-    calibration_strength: float = 4.0   # kappa: pull of the prior coefficients (larger: trust the prior more)
+    calibration_fit: Literal["scale", "full"] = "scale"  # scale: a beta_0 + b (2 numbers); full: every coefficient
+    calibration_strength: float = 0.25  # kappa: pull toward the prior (larger: trust the prior more)
+    min_annotated: int = 10             # fewer annotated cuts: no grid search (the base values hold)
     nearest: tuple[int, ...] = ()       # k-nearest edge counts tried, each a whole search (empty: the base's k)
 
     def __post_init__(self) -> None:
@@ -35,6 +37,11 @@ class TuneConfig:
             raise ConfigError("folds", f"must be at least 2, not {self.folds}")
         if self.selection not in ("one-se", "min"):
             raise ConfigError("selection", f"must be one-se or min, not {self.selection!r}")
+        if self.calibration_fit not in ("scale", "full"):
+            raise ConfigError("calibration_fit", f"must be scale or full, not {self.calibration_fit!r}")
+        if self.min_annotated < 2:
+            raise ConfigError("min_annotated", f"must be at least 2 (cross-validation needs two folds), "
+                                               f"not {self.min_annotated}")
         if not self.calibration_strength > 0:
             raise ConfigError("calibration_strength", f"must be positive, not {self.calibration_strength}")
         for axis in GRID_AXES:

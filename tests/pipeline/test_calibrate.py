@@ -6,12 +6,14 @@ from choral.pipeline.errors import ConfigError
 from choral.pipeline.propagate import PropagateConfig, propagate_batch
 from choral.pipeline.propagate.calibrate import (
     FEATURES,
+    MIN_SLOPE,
     PRIOR,
     Candidates,
     calibrated_results,
     candidates,
     decide,
     fit_calibration,
+    fit_scaling,
     probability,
     training_rows,
 )
@@ -33,6 +35,24 @@ def test_fit_without_rows_is_the_prior_and_strong_prior_holds() -> None:
     assert np.allclose(strong, prior, atol=1e-3)
     # the fitted probabilities are calibrated on their own data: mean p equals the rate of correct rows
     assert probability(weak, x).mean() == pytest.approx(y.mean(), abs=0.02)
+
+
+def test_fit_scaling_learns_the_base_rate_and_keeps_the_ranking() -> None:
+    """``scale``: beta = a beta_0 + b e_bias; a pool whose candidates are never right pulls b down, the
+    ranking of candidates by beta_0 stays, and without rows the prior comes back."""
+    prior = np.asarray(PRIOR)
+    rng = np.random.default_rng(1)
+    x = np.column_stack([np.ones(60), rng.normal(size=(60, len(FEATURES) - 1))])
+    assert np.allclose(fit_scaling(np.zeros((0, len(FEATURES))), np.zeros(0), prior, 0.25), prior)
+    never = fit_scaling(x, np.zeros(60), prior, 0.25)
+    assert probability(never, x).mean() < probability(prior, x).mean() - 0.1
+    ratio = never[1:] / prior[1:]
+    assert np.allclose(ratio, ratio[0]) and ratio[0] >= MIN_SLOPE
+    assert np.array_equal(np.argsort(x @ never), np.argsort(x @ prior))
+    # rows that follow the prior's own probabilities leave it about where it was
+    y = (rng.random(60) < probability(prior, x)).astype(float)
+    same = fit_scaling(x, y, prior, 4.0)
+    assert np.allclose(same, prior, atol=0.6)
 
 
 def _found(p_winner: float, p_best: float, same: bool = False) -> tuple[Candidates, np.ndarray]:

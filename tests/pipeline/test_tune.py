@@ -72,7 +72,8 @@ def test_tune_scores_borrowed_candidates_of_held_out_cuts_only(tmp_path: Path) -
 
 
 # --- the stage: skip, force, sidecar, the untuned case ------------------------------------------------------------
-SMALL_GRID = TuneConfig(alpha=(0.5, 0.9), fusion_weight=(0.3,), temperature=(1.0,), threshold_scale=(1.0,), folds=2)
+SMALL_GRID = TuneConfig(alpha=(0.5, 0.9), fusion_weight=(0.3,), temperature=(1.0,), threshold_scale=(1.0,), folds=2,
+                        min_annotated=2)
 
 
 def grouped_and_graph(tmp_path: Path, annotated_fraction: float, n_prompts: int = 12) -> tuple[Path, Path]:
@@ -109,7 +110,8 @@ def test_tune_stage_sidecar_keeps_the_run_dirs_format(tmp_path: Path) -> None:
                                        "threshold_scale": [1.0]},
                               "base": json.loads(json.dumps(asdict(PropagateConfig(alpha=0.5)))),
                               "folds": 2, "seed": 0, "selection": "one-se", "calibrate": True,
-                              "calibration_strength": 4.0, "normalizer": asdict(TextNormalizer()), "scorer": None}
+                              "calibration_strength": 0.25, "calibration_fit": "scale", "min_annotated": 2,
+                              "normalizer": asdict(TextNormalizer()), "scorer": None}
 
 
 def test_tune_stage_below_two_annotated_cuts_writes_the_base_values_untuned(tmp_path: Path) -> None:
@@ -186,3 +188,33 @@ def test_one_se_rule_keeps_the_base_values_unless_clearly_worse() -> None:
     # many cuts, consistently better: the other point wins
     clear = {default: np.ones(50), other: np.zeros(50)}
     assert select_key(clear, default, "one-se")[0] == other
+
+
+def test_tune_stage_below_min_annotated_holds_the_base_values_and_fits_the_calibration(tmp_path: Path) -> None:
+    """A few annotated cuts (fewer than ``min_annotated``) cannot tell the grid apart: the base values hold,
+    only the calibration (two numbers by default) is fitted on them."""
+    grouped, graph = grouped_and_graph(tmp_path, 0.3)
+    n = sum(any(s.text for s in c.supervisions) for c in read_cuts(grouped))
+    assert 2 <= n
+    params = tmp_path / "params.yaml"
+    base = PropagateConfig(alpha=0.5, fusion_weight=0.2)
+    grid = replace(SMALL_GRID, alpha=(0.5, 0.9, 0.99), fusion_weight=(0.0, 0.2, 0.7), min_annotated=n + 1)
+    held = tune_stage(grouped, graph, params, base=base, grid=grid)
+    assert held.tuned is not None and held.tuned.n_combinations == 1 and held.n_annotated == n
+    chosen = load_params(params)
+    assert replace(chosen, calibration=base.calibration) == base
+    report = json.loads((tmp_path / "params.json").read_text())
+    assert report["calibration"]["fitted"] and report["calibration"]["fit"] == "scale"
+    assert len(report["grid"]) == 1
+    # scale: the chosen coefficients are a * prior + b * bias
+    ratio = np.asarray(chosen.calibration[1:]) / np.asarray(base.calibration[1:])
+    assert np.allclose(ratio, ratio[0], atol=1e-4) and ratio[0] > 0
+    searched = tune_stage(grouped, graph, params, base=base, grid=replace(grid, min_annotated=n))
+    assert searched.tuned is not None and searched.tuned.n_combinations == 9
+
+
+def test_tune_config_min_annotated_and_calibration_fit_are_checked() -> None:
+    with pytest.raises(Exception, match="min_annotated"):
+        TuneConfig(min_annotated=1)
+    with pytest.raises(Exception, match="calibration_fit"):
+        TuneConfig(calibration_fit="other")  # type: ignore[arg-type]
