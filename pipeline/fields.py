@@ -17,9 +17,9 @@ Reference files (Kaldi ``text``, lhotse supervisions or cuts) are read by :mod:`
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from lhotse import SupervisionSegment
