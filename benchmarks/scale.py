@@ -4,9 +4,10 @@ Each stage runs as its own ``choral`` process on a synthetic corpus (``choral sy
 running the stages one by one would; the parent waits for it with ``os.wait4``, which returns that child's
 own resource usage, so the peak resident set size (``ru_maxrss``) of every stage is measured separately.
 
-Printed per size and stage: wall seconds, cuts per second and peak RSS; then, when the smallest and largest
-sizes both ran, the cost-per-cut ratio ``(seconds / cuts at the largest) / (seconds / cuts at the smallest)``
-of each stage and of group..eval together (linear scaling gives 1.0; the target is <= 1.5).
+Printed per size and stage: wall seconds, CPU seconds, cuts per second and peak RSS; then, when the smallest
+and largest sizes both ran, the cost-per-cut ratio ``(seconds / cuts at the largest) / (seconds / cuts at the
+smallest)`` of each stage and of group..eval together, in wall and in CPU seconds (linear scaling gives 1.0;
+the target is <= 1.5), and tune's CPU over propagate's at every size.
 
 Usage::
 
@@ -121,24 +122,34 @@ def _table(figures: list[StageFigure]) -> str:
 
 
 def _ratios(figures: list[StageFigure]) -> str:
+    """Cost per cut at the largest size over the smallest, per stage and for group..eval, in wall seconds and
+    in CPU seconds (the fair figure when other jobs share the machine)."""
     sizes = sorted({f.cuts for f in figures})
     if len(sizes) < 2:
         return ""
     small, large = sizes[0], sizes[-1]
     by = {(f.cuts, f.stage): f for f in figures}
-    lines = [f"cost per cut, {large:,} / {small:,} cuts (target <= {TARGET_RATIO}):"]
-    total = {small: 0.0, large: 0.0}
+    lines = [f"cost per cut, {large:,} / {small:,} cuts (target <= {TARGET_RATIO}):   wall    CPU"]
+    total = {small: [0.0, 0.0], large: [0.0, 0.0]}
     complete = True
     for stage in TIMED:
         a, b = by.get((small, stage)), by.get((large, stage))
         if a is None or b is None or not (a.finished and b.finished):
             complete = False
             continue
-        total[small] += a.seconds
-        total[large] += b.seconds
-        lines.append(f"  {stage:<10} {(b.seconds / large) / (a.seconds / small):6.2f}")
-    if complete and total[small] > 0:
-        lines.append(f"  {'group..eval':<10} {(total[large] / large) / (total[small] / small):6.2f}")
+        for size, f in ((small, a), (large, b)):
+            total[size][0] += f.seconds
+            total[size][1] += f.cpu_seconds
+        cpu = (b.cpu_seconds / large) / (a.cpu_seconds / small) if a.cpu_seconds > 0 else float("nan")
+        lines.append(f"  {stage:<10} {(b.seconds / large) / (a.seconds / small):6.2f} {cpu:6.2f}")
+    if complete and total[small][0] > 0:
+        wall = (total[large][0] / large) / (total[small][0] / small)
+        cpu = (total[large][1] / large) / (total[small][1] / small) if total[small][1] > 0 else float("nan")
+        lines.append(f"  {'group..eval':<10} {wall:6.2f} {cpu:6.2f}")
+    for size in sizes:
+        tune, propagate = by.get((size, "tune")), by.get((size, "propagate"))
+        if tune is not None and propagate is not None and propagate.cpu_seconds > 0:
+            lines.append(f"tune / propagate CPU at {size:,} cuts: {tune.cpu_seconds / propagate.cpu_seconds:.2f}")
     return "\n".join(lines)
 
 
@@ -173,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         timed = [f for f in figures if f.cuts == cuts and f.stage in TIMED]
         if timed:
             print(f"{cuts:>9,} group..eval {sum(f.seconds for f in timed):.1f} s, "
+                  f"{sum(f.cpu_seconds for f in timed):.1f} CPU s, "
                   f"peak RSS {max(f.peak_gib for f in timed):.2f} GiB", flush=True)
     print()
     print(_table(figures))

@@ -17,9 +17,9 @@ Reference files (Kaldi ``text``, lhotse supervisions or cuts) are read by :mod:`
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from lhotse import SupervisionSegment
@@ -42,29 +42,34 @@ class Hypothesis:
     tokens: tuple[int, ...] = ()
 
 
-def custom_field(cut: Cut, name: str):
-    """``cut.custom[name]`` or None (cuts without ``custom`` are fine)."""
-    custom = getattr(cut, "custom", None) or {}
-    return custom.get(name)
+def custom_field(cut: Cut | Mapping, name: str):
+    """``cut.custom[name]`` (of a cut object or a raw JSON cut dict) or None (cuts without ``custom`` are fine)."""
+    custom = (cut.get("custom") if isinstance(cut, Mapping) else getattr(cut, "custom", None)) or {}
+    return custom.get(name) if isinstance(custom, Mapping) else None
 
 
-def nbest(cut: Cut, source: str | Path) -> list[Hypothesis]:
-    """The cut's n-best list, validated; an InputError names the file and cut otherwise."""
+def cut_id_of(cut: Cut | Mapping) -> str:
+    """The id of a cut object or of a raw JSON cut dict."""
+    return str(cut["id"]) if isinstance(cut, Mapping) else cut.id
+
+
+def nbest(cut: Cut | Mapping, source: str | Path) -> list[Hypothesis]:
+    """The n-best list of a cut (or raw JSON cut dict), validated; an InputError names the file and cut otherwise."""
     raw = custom_field(cut, "nbest")
     if raw is None:
         raise InputError(source, "cut has no n-best hypotheses (custom.nbest); run `choral decode` first",
-                         cut_id=cut.id)
+                         cut_id=cut_id_of(cut))
     if not isinstance(raw, list) or not raw:
-        raise InputError(source, "custom.nbest must be a non-empty list", cut_id=cut.id)
+        raise InputError(source, "custom.nbest must be a non-empty list", cut_id=cut_id_of(cut))
     hypotheses = []
     for rank, entry in enumerate(raw):
         if not isinstance(entry, dict) or "text" not in entry or "score" not in entry:
-            raise InputError(source, f"custom.nbest[{rank}] needs 'text' and 'score'", cut_id=cut.id)
+            raise InputError(source, f"custom.nbest[{rank}] needs 'text' and 'score'", cut_id=cut_id_of(cut))
         score = entry["score"]
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
             # JSON's NaN and +-Infinity: no log-probability, and they break the posterior softmax
             raise InputError(source, f"custom.nbest[{rank}].score must be a finite log-probability, not {score!r}",
-                             cut_id=cut.id)
+                             cut_id=cut_id_of(cut))
         text = entry["text"] if entry["text"] is not None else ""
         hypotheses.append(Hypothesis(text=str(text), score=float(score), tokens=tuple(entry.get("tokens") or ())))
     return hypotheses
@@ -117,22 +122,22 @@ class CutResult:
         return [asdict(self)]
 
 
-def choral_entry(cut: Cut, source: str | Path) -> dict:
-    """The raw ``custom.choral`` record written by ``choral propagate``; an InputError names the file and
-    cut when it is missing or malformed."""
+def choral_entry(cut: Cut | Mapping, source: str | Path) -> dict:
+    """The raw ``custom.choral`` record written by ``choral propagate`` (of a cut or a raw JSON cut dict); an
+    InputError names the file and cut when it is missing or malformed."""
     raw = custom_field(cut, "choral")
     if raw is None:
         raise InputError(source, "cut has no pseudo-label (custom.choral); run `choral propagate` first",
-                         cut_id=cut.id)
+                         cut_id=cut_id_of(cut))
     if isinstance(raw, list) and len(raw) == 1:
         raw = raw[0]
     if not isinstance(raw, dict) or "text" not in raw:
         raise InputError(source, "custom.choral must be a list of one {text, confidence, teacher_text, source}",
-                         cut_id=cut.id)
+                         cut_id=cut_id_of(cut))
     return raw
 
 
-def choral_output(cut: Cut, source: str | Path) -> tuple[str, str]:
+def choral_output(cut: Cut | Mapping, source: str | Path) -> tuple[str, str]:
     """The cut's pseudo-label text and where it came from (one of :data:`SOURCES`, ``unknown`` if unsaid)."""
     raw = choral_entry(cut, source)
     return str(raw["text"] or ""), str(raw.get("source") or UNKNOWN)
@@ -157,11 +162,22 @@ def _attributes(supervision: SupervisionSegment) -> Mapping:
     return {name: getattr(supervision, name, None) for name in SUPERVISION_ATTRIBUTES}
 
 
-def field_values(cut: Cut, names: Sequence[str]) -> dict[str, str]:
-    """The cut's values of ``names``: its custom, then its supervisions' attributes, then their custom."""
+def field_values(cut: Cut | Mapping, names: Sequence[str]) -> dict[str, str]:
+    """The values of ``names`` of a cut (or raw JSON cut dict): its custom, then its supervisions' attributes,
+    then their custom."""
+    if isinstance(cut, Mapping):
+        dicts = [s for s in cut.get("supervisions") or [] if isinstance(s, Mapping)]
+        return _pick([custom_field_map(cut), *({n: s.get(n) for n in SUPERVISION_ATTRIBUTES} for s in dicts),
+                      *(custom_field_map(s) for s in dicts)], names)
     supervisions = list(cut.supervisions)
     return _pick([getattr(cut, "custom", None) or {}, *map(_attributes, supervisions),
                   *(s.custom or {} for s in supervisions)], names)
+
+
+def custom_field_map(item: Mapping) -> Mapping:
+    """The ``custom`` dict of a raw JSON cut or supervision, or an empty one."""
+    custom = item.get("custom")
+    return custom if isinstance(custom, Mapping) else {}
 
 
 def supervision_values(supervision: SupervisionSegment, names: Sequence[str]) -> dict[str, str]:

@@ -26,13 +26,11 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
-
-from lhotse.cut import Cut
+from typing import Any, Mapping, Sequence
 
 from ..errors import ChoralError, InputError
-from ..fields import UNKNOWN, choral_entry, choral_output, field_values, is_annotated, nbest
-from ..manifest import check_readable, iter_cuts
+from ..fields import UNKNOWN, choral_entry, choral_output, cut_id_of, field_values, is_annotated, nbest
+from ..manifest import check_readable, iter_cut_dicts
 from ..meta import StageRecord, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
 from ..references import Reference, read_references
@@ -70,18 +68,18 @@ def score_cut(reference: str, teacher: str, choral: str, hypotheses: Sequence[st
                     confidence=confidence, correct=texts[1].split() == ref.split())
 
 
-def label_confidence(cut: Cut, source: str | Path) -> float | None:
+def label_confidence(cut: Mapping, source: str | Path) -> float | None:
     """``custom.choral[0].confidence`` as a float in [0, 1], None when absent; an InputError otherwise."""
     value = choral_entry(cut, source).get("confidence")
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not 0 <= value <= 1:
         raise InputError(source, f"custom.choral confidence must be a number in [0, 1], not {value!r}",
-                         cut_id=cut.id)
+                         cut_id=cut_id_of(cut))
     return float(value)
 
 
-def _by_values(cut: Cut, reference: Reference, by: Sequence[str]) -> dict[str, str]:
+def _by_values(cut: Mapping, reference: Reference, by: Sequence[str]) -> dict[str, str]:
     """Each ``--by`` value: the rescored cut's fields first, then the reference's, else ``unknown``."""
     found = field_values(cut, by)
     return {name: found.get(name, reference.fields.get(name, UNKNOWN)) for name in by}
@@ -117,16 +115,16 @@ def evaluate(
     truth = read_references(references, by)
     report = EvalReport(rescored, references, by, normalizer, {name: SplitReport(by) for name in SPLITS})
     progress.task("scoring cuts", None)
-    for cut in iter_cuts(rescored):
+    for cut in iter_cut_dicts(rescored):  # JSON objects: every field eval reads, without lhotse objects
         progress.advance()
         split = report.splits["annotated" if is_annotated(cut) else "unannotated"]
         hypotheses = [h.text for h in nbest(cut, rescored)]
         label, source = choral_output(cut, rescored)
-        reference = truth.get(cut.id)
+        reference = truth.get(str(cut["id"]))
         if reference is None:
             if not allow_missing:
                 raise InputError(references, f"no reference for this cut of {rescored} "
-                                             "(--allow-missing skips and counts such cuts)", cut_id=cut.id)
+                                             "(--allow-missing skips and counts such cuts)", cut_id=str(cut["id"]))
             split.n_missing_references += 1
             continue
         score = score_cut(reference.text, hypotheses[0], label, hypotheses, normalizer,

@@ -12,6 +12,11 @@ function. ``ExportConfig`` accepts exactly the registered names, and ``choral
 export --format`` offers them with each format's output and description, so a
 new format needs no edit anywhere else. The built-in lhotse, NeMo and Kaldi
 formats register themselves the same way.
+
+A writer gets lhotse cuts. One registered with ``raw=True`` gets each cut as the JSON object
+of its manifest line instead (a dict, what ``Cut.to_dict`` gives), with no lhotse object
+built: the ``lhotse`` format passes lines through that way, which a million-cut export
+needs (building and serialising the cuts again costs several times the rest).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from lhotse.cut import Cut
 
@@ -45,6 +50,8 @@ class ExportPaths:
 # complete), and returns how many utterance ids it had to rename (only Kaldi renames). ``source`` is the
 # rescored manifest, for error messages.
 Writer = Callable[[Iterable[tuple[Cut, Label]], ExportPaths, Path], int]
+# A writer registered with raw=True gets the cuts as their manifest lines' JSON objects.
+RawWriter = Callable[[Iterable[tuple[dict, Label]], ExportPaths, Path], int]
 
 
 @dataclass(frozen=True)
@@ -53,14 +60,16 @@ class ExportFormat:
 
     ``output`` and ``features`` are names under the output folder with ``{prefix}``
     and ``{split}`` placeholders; a folder's name ends in ``/``. Only a format with
-    a ``features`` name takes ``--with-fbank``.
+    a ``features`` name takes ``--with-fbank``. ``raw``: the writer takes cuts as JSON dicts
+    (:data:`RawWriter`) rather than lhotse cuts.
     """
 
     name: str
-    writer: Writer
+    writer: Callable[[Iterable[tuple[Any, Label]], ExportPaths, Path], int]
     output: str
     description: str
     features: str | None = None
+    raw: bool = False
 
     def paths(self, out_dir: Path, prefix: str, split: str, *, with_fbank: bool = False) -> ExportPaths:
         """The output (and fbank archive) paths for one prefix and split."""
@@ -77,9 +86,10 @@ class ExportFormat:
 _FORMATS: dict[str, ExportFormat] = {}
 
 
-def register_export_format(name: str, *, output: str, description: str,
-                           features: str | None = None) -> Callable[[Writer], Writer]:
-    """Decorator: register the writer it decorates as export format ``name``; listed in registration order."""
+def register_export_format(name: str, *, output: str, description: str, features: str | None = None,
+                           raw: bool = False) -> Callable[[Any], Any]:
+    """Decorator: register the writer it decorates as export format ``name``; listed in registration order.
+    With ``raw`` the writer is a :data:`RawWriter` (cuts as JSON dicts)."""
     if not _NAME.match(name):
         raise ValueError(f"export format name {name!r} must be lower-case letters, digits, '-' or '_'")
     for pattern in (output, features):
@@ -89,10 +99,10 @@ def register_export_format(name: str, *, output: str, description: str,
         except (KeyError, IndexError, ValueError):
             raise ValueError(f"export format {name!r}: {pattern!r} may only use {{prefix}} and {{split}}") from None
 
-    def register(writer: Writer) -> Writer:
+    def register(writer: Any) -> Any:
         if name in _FORMATS:
             raise ValueError(f"export format {name!r} is already registered")
-        _FORMATS[name] = ExportFormat(name, writer, output, description, features)
+        _FORMATS[name] = ExportFormat(name, writer, output, description, features, raw)
         return writer
 
     return register

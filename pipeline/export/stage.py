@@ -21,13 +21,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 from lhotse.cut import Cut, MonoCut, MultiCut
 
 from ..config import CHOICES
 from ..errors import ChoralError, ConfigError, InputError
-from ..manifest import check_readable, iter_cuts, write_error
+from ..manifest import check_readable, iter_cut_dicts, iter_cuts, write_error
 from ..meta import StageRecord, is_up_to_date, meta_path, write_meta
 from ..progress import NullProgress, Progress
 from .pseudo_labels import SOURCES, Label, drop_reason, pseudo_label
@@ -131,15 +131,44 @@ class _Tally:
         return sum(t.kept for t in self.by_source.values())
 
 
-def _kept_cuts(rescored: Path, config: ExportConfig, tally: _Tally, progress: Progress) -> Iterator[tuple[Cut, Label]]:
-    """Stream the cuts that pass the filters with their labels; fail if none does."""
+SINGLE_RECORDING_CUTS: tuple[str, ...] = ("MonoCut", "MultiCut")  # the cut types export takes
+
+
+def _cut_dicts(rescored: Path) -> Iterator[dict]:
+    """The cuts of ``rescored`` as JSON objects, checked to be cuts of one recording with a duration (what the
+    lhotse writer reads from them; the rest passes through as it is)."""
+    for data in iter_cut_dicts(rescored):
+        kind = data.get("type")
+        if kind not in SINGLE_RECORDING_CUTS:
+            found = kind or "line without a type"
+            raise InputError(rescored, f"export needs cuts of a single recording, found a {found}",
+                             cut_id=str(data["id"]))
+        duration = data.get("duration")
+        if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not isinstance(
+                data.get("supervisions", []), list):
+            raise InputError(rescored, "not a lhotse cut (needs a numeric duration and a list of supervisions)",
+                             cut_id=str(data["id"]))
+        yield data
+
+
+def _cut_objects(rescored: Path) -> Iterator[Cut]:
+    """The cuts of ``rescored`` as lhotse cuts, checked to be cuts of one recording."""
     for cut in iter_cuts(rescored):
         if not isinstance(cut, (MonoCut, MultiCut)):
             raise InputError(rescored, f"export needs cuts of a single recording, found a {type(cut).__name__}",
                              cut_id=cut.id)
+        yield cut
+
+
+def _kept_cuts(rescored: Path, config: ExportConfig, tally: _Tally, progress: Progress,
+               raw: bool = False) -> Iterator[tuple[Any, Label]]:
+    """Stream the cuts that pass the filters with their labels (as JSON dicts with ``raw``, else lhotse cuts);
+    fail if none does."""
+    cuts: Iterator[Any] = _cut_dicts(rescored) if raw else _cut_objects(rescored)
+    for cut in cuts:
         label = pseudo_label(cut, rescored)
         reason = drop_reason(label, min_confidence=config.min_confidence, max_wer_estimate=config.max_wer_estimate)
-        tally.count(label, cut.duration, reason)
+        tally.count(label, float(cut["duration"]) if raw else cut.duration, reason)
         progress.advance()
         if reason is None:
             yield cut, label
@@ -232,9 +261,10 @@ def export_manifest(
     earlier = list(_earlier_exports(out_dir, record, paths.primary))
     tally = _Tally()
     progress.task(f"exporting {config.format}" + (" + fbank" if config.with_fbank else ""), None)
+    export_format = get_export_format(config.format)
     with _removed_if_left_empty(out_dir):
-        renamed = get_export_format(config.format).writer(_kept_cuts(rescored, config, tally, progress), paths,
-                                                          rescored)
+        renamed = export_format.writer(_kept_cuts(rescored, config, tally, progress, export_format.raw), paths,
+                                       rescored)
     _remove_earlier_exports(earlier, paths.primary)
     write_meta(record, paths.primary)
     return ExportSummary(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -19,8 +19,8 @@ import numpy as np
 from ..errors import InputError
 from ..fields import CutResult
 from ..graph import CutGraph
-from ..grouped import iter_grouped
-from ..manifest import CutWriter, check_readable, iter_cuts
+from ..grouped import GroupedFields, iter_grouped_fields
+from ..manifest import CutWriter, check_readable, iter_cut_dicts
 from ..meta import StageRecord, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
 from ..teacher.contracts import Scorer, is_reproducible
@@ -45,32 +45,72 @@ class PropagateSummary:
     seconds: float = 0.0
 
 
+def _entry(record: GroupedFields, normalizer: TextNormalizer) -> CutEntry:
+    """The propagation view of one cut: normalised n-best texts and reference beside the originals."""
+    originals = [h.text for h in record.hypotheses]
+    reference = record.reference
+    return CutEntry(cut_id=record.cut_id, group=record.group, hypotheses=[normalizer(text) for text in originals],
+                    originals=originals, scores=np.asarray([h.score for h in record.hypotheses]),
+                    reference=normalizer(reference) if reference is not None else None,
+                    reference_original=reference)
+
+
 def read_entries(grouped: Path, normalizer: TextNormalizer, progress: Progress = NullProgress()) -> list[CutEntry]:
-    """The propagation view of every cut of a grouped manifest, in manifest order."""
+    """The propagation view of every cut of a grouped manifest, in manifest order (read as JSON lines,
+    without lhotse objects)."""
     entries = []
-    for record in iter_grouped(grouped):
-        hypotheses, reference = record.hypotheses, record.reference
-        entries.append(CutEntry(
-            cut_id=record.cut.id,
-            group=record.group,
-            hypotheses=[normalizer(h.text) for h in hypotheses],
-            originals=[h.text for h in hypotheses],
-            scores=np.asarray([h.score for h in hypotheses]),
-            reference=normalizer(reference) if reference is not None else None,
-            reference_original=reference,
-        ))
+    for record in iter_grouped_fields(grouped):
+        entries.append(_entry(record, normalizer))
         progress.advance()
     return entries
 
 
+def annotated_groups(grouped: Path) -> set[str]:
+    """The groups that hold an annotated cut: one pass over the JSON lines, reading only group and
+    supervisions."""
+    return {record.group for record in iter_grouped_fields(grouped, keep=lambda group: False)
+            if record.reference is not None}
+
+
+def subgraph(graph: CutGraph, rows: np.ndarray) -> CutGraph:
+    """The graph over the cuts ``rows`` (increasing) only, in their order; every pair must join two cuts of
+    ``rows`` or two cuts outside it (true for whole groups: pairs never cross groups)."""
+    position = np.full(graph.n_cuts, -1, dtype=np.int64)
+    position[rows] = np.arange(len(rows))
+    inside = position[graph.pair_a] >= 0
+    return replace(graph, cut_ids=graph.cut_ids[rows], pair_a=position[graph.pair_a[inside]],
+                   pair_b=position[graph.pair_b[inside]], distances=graph.distances[inside])
+
+
 def read_grouped_and_graph(grouped: Path, graph_file: Path, normalizer: TextNormalizer,
-                           progress: Progress = NullProgress()) -> tuple[list[CutEntry], CutGraph]:
-    """The grouped manifest's entries and its graph, checked to describe the same cuts in the same order."""
+                           progress: Progress = NullProgress(), *,
+                           annotated_groups_only: bool = False) -> tuple[list[CutEntry], CutGraph]:
+    """The grouped manifest's entries and its graph, checked to describe the same cuts in the same order.
+
+    ``annotated_groups_only`` (``choral tune``, which cross-validates on annotated cuts, whose neighbours
+    are all in their groups) gives only the cuts of groups with an annotated cut and the graph over them
+    (:func:`subgraph`): a first pass finds those groups, the second reads just their n-best lists, so the
+    other cuts' texts are never normalised or held."""
     progress.task("reading grouped manifest", None)
-    entries = read_entries(grouped, normalizer, progress)
+    keep = None
+    if annotated_groups_only:
+        wanted = annotated_groups(grouped)
+        keep = wanted.__contains__
+    ids: list[str] = []  # every cut's id, for the check against the graph
+    kept_rows: list[int] = []
+    entries = []
+    for row, record in enumerate(iter_grouped_fields(grouped, keep)):
+        ids.append(record.cut_id)
+        if keep is None or keep(record.group):
+            kept_rows.append(row)
+            entries.append(_entry(record, normalizer))
+        progress.advance()
     graph = CutGraph.load(graph_file)
-    if list(graph.cut_ids) != [e.cut_id for e in entries]:
+    if len(graph.cut_ids) != len(ids) or not np.array_equal(graph.cut_ids, np.asarray(ids, dtype=str)):
         raise InputError(graph_file, f"its cuts do not match {grouped} (rerun `choral graph`)")
+    del ids
+    if keep is not None:
+        graph = subgraph(graph, np.asarray(kept_rows, dtype=np.int64))
     return entries, graph
 
 
@@ -110,10 +150,12 @@ def propagate_manifest(
     results = rescorer(entries, adjacency, config, scorer, progress, finish=finish)
 
     progress.task("writing rescored manifest", len(entries))
-    with CutWriter(output) as writer:
-        for cut, result in zip(iter_cuts(grouped), results):
-            cut.custom = dict(cut.custom or {}, choral=result.to_custom())
-            writer.write(cut)
+    with CutWriter(output) as writer:  # each line passed through as JSON, with custom.choral added
+        for data, entry, result in zip(iter_cut_dicts(grouped), entries, results, strict=True):
+            if data["id"] != entry.cut_id:
+                raise InputError(grouped, "changed while it was being propagated; rerun", cut_id=str(data["id"]))
+            data["custom"] = dict(data.get("custom") or {}, choral=result.to_custom())
+            writer.write_dict(data)
             progress.advance()
     write_meta(record, output)
     sources = Counter(r.source for r in results)

@@ -173,7 +173,7 @@ def tune_params(
     ``max_cuts`` (default :data:`MAX_TUNE_CUTS`) bounds the held-out work: see :func:`sample_groups`."""
     grouped, graph_file, output = check_readable(grouped), check_readable(graph_file), Path(output)
     started = time.perf_counter()
-    entries, graph = read_grouped_and_graph(grouped, graph_file, normalizer, progress)
+    entries, graph = read_grouped_and_graph(grouped, graph_file, normalizer, progress, annotated_groups_only=True)
     annotated_groups = {e.group for e in entries if e.reference is not None}
     rows = np.array([i for i, e in enumerate(entries) if e.group in annotated_groups], dtype=np.int64)
     rows, bounded = sample_groups(entries, rows, max_cuts, seed)
