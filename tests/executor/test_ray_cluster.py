@@ -72,7 +72,7 @@ def _killer(folder: Path, stage: str, killed: list[int]) -> threading.Thread:
 
     def kill() -> None:
         marker = folder / f"{stage}.pid"
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 900  # the stages before it may be slow on a loaded machine
         while time.monotonic() < deadline:
             if marker.is_file() and marker.read_text():
                 pid = int(marker.read_text())
