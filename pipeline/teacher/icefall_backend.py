@@ -20,7 +20,6 @@ log-mel fbank as lhotse computes them (sherpa-onnx's kaldi-native-fbank settings
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,7 +28,7 @@ from lhotse.cut import Cut
 
 from ..errors import ChoralError
 from .bpe import BPE_FILE, SentencePieceTable, check_tokens_match
-from .onnx_backend import OnnxTransducer, OnnxTransducerTeacher, onnxruntime_module, read_tokens
+from .onnx_backend import OnnxTransducer, OnnxTransducerTeacher, read_tokens, signature
 from .onnx_export import MODEL_FILES, TOKENS_FILE
 from .registry import register_teacher_backend
 from .search import greedy_search
@@ -40,29 +39,10 @@ DECODER_KEYS = ("vocab_size", "context_size")  # what sherpa-onnx's offline tran
 _LAYOUT = f"the icefall layout: {', '.join(ICEFALL_FILES)} and {BPE_FILE} for word pieces"
 
 
-@lru_cache(maxsize=32)
-def _decoder_info(path: str, mtime_ns: int, size: int) -> tuple[list[tuple[str, list[Any]]], dict[str, str]] | str:
-    """Inputs ``(name, shape)`` and metadata of a decoder model, or the one-line reason it cannot be loaded."""
-    ort = onnxruntime_module()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1
-    try:
-        session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises its own kinds
-        return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-    inputs = [(i.name, list(i.shape)) for i in session.get_inputs()]
-    return inputs, dict(session.get_modelmeta().custom_metadata_map)
-
-
 def decoder_info(directory: Path) -> tuple[list[tuple[str, list[Any]]], dict[str, str]]:
     """Inputs and metadata of ``directory/decoder.onnx``; ChoralError if it cannot be loaded."""
-    path = directory / "decoder.onnx"
-    stat = path.stat()
-    info = _decoder_info(str(path), stat.st_mtime_ns, stat.st_size)
-    if isinstance(info, str):
-        raise ChoralError(f"{path}: not a loadable ONNX model ({info})")
-    return info
+    described = signature(directory / "decoder.onnx")
+    return [(name, list(shape)) for name, _, shape in described.inputs], described.metadata
 
 
 def _declared_int(directory: Path, metadata: dict[str, str], key: str) -> int:

@@ -55,7 +55,7 @@ from . import icefall_backend  # noqa: F401  (registered before this backend, so
 from .bpe import BPE_FILE, SPACE_SYMBOL, _sentencepiece
 from .contracts import AudioError, DecodeResult
 from .features import SAMPLING_RATE, load_audio
-from .onnx_backend import onnxruntime_module
+from .onnx_backend import onnxruntime_module, signature
 from .onnx_export import MODEL_FILES, TOKENS_FILE
 from .registry import register_teacher_backend
 from .scoring import BatchScorer, ScoreOptions, ScoreStore, stored_or_encoded
@@ -75,39 +75,6 @@ _LAYOUT = ("NeMo's layout as sherpa-onnx runs it: encoder.onnx (audio_signal, le
 
 
 # --- the files ------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Signature:
-    """What a model file takes and gives (``(name, element type, shape)`` each) and its metadata."""
-
-    inputs: tuple[tuple[str, str, tuple[Any, ...]], ...]
-    outputs: tuple[tuple[str, str, tuple[Any, ...]], ...]
-    metadata: dict[str, str]
-
-
-@lru_cache(maxsize=32)
-def _signature(path: str, mtime_ns: int, size: int) -> Signature | str:
-    ort = onnxruntime_module()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1
-    try:
-        session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises its own kinds
-        return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-    described = [tuple((a.name, a.type, tuple(a.shape)) for a in args)
-                 for args in (session.get_inputs(), session.get_outputs())]
-    return Signature(described[0], described[1], dict(session.get_modelmeta().custom_metadata_map))
-
-
-def signature(path: Path) -> Signature:
-    """Inputs, outputs and metadata of an ONNX model (cached per file version); ChoralError if unloadable."""
-    stat = path.stat()
-    info = _signature(str(path), stat.st_mtime_ns, stat.st_size)
-    if isinstance(info, str):
-        raise ChoralError(f"{path}: not a loadable ONNX model ({info})")
-    return info
-
 
 def looks_like_nemo(directory: Path) -> bool:
     """Whether ``directory`` holds a NeMo transducer: its decoder is NeMo's stateful prediction network (inputs

@@ -30,6 +30,8 @@ character checkpoint) and anything the icefall backend does not claim.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -66,6 +68,39 @@ def onnxruntime_module():
     except ImportError:
         raise ChoralError("ONNX teachers need onnxruntime: pip install 'choral[onnx]'") from None
     return onnxruntime
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a model file takes and gives (``(name, element type, shape)`` each) and its metadata."""
+
+    inputs: tuple[tuple[str, str, tuple[Any, ...]], ...]
+    outputs: tuple[tuple[str, str, tuple[Any, ...]], ...]
+    metadata: dict[str, str]
+
+
+@lru_cache(maxsize=32)
+def _signature(path: str, mtime_ns: int, size: int) -> Signature | str:
+    ort = onnxruntime_module()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own kinds
+        return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    described = [tuple((a.name, a.type, tuple(a.shape)) for a in args)
+                 for args in (session.get_inputs(), session.get_outputs())]
+    return Signature(described[0], described[1], dict(session.get_modelmeta().custom_metadata_map))
+
+
+def signature(path: Path) -> Signature:
+    """Inputs, outputs and metadata of an ONNX model (cached per file version); ChoralError if unloadable."""
+    stat = path.stat()
+    info = _signature(str(path), stat.st_mtime_ns, stat.st_size)
+    if isinstance(info, str):
+        raise ChoralError(f"{path}: not a loadable ONNX model ({info})")
+    return info
 
 
 class PieceTable(TokenTable):
