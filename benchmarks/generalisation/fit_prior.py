@@ -46,15 +46,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from choral.pipeline.propagate.calibrate import (  # noqa: E402
+    ERROR_FEATURES,
     FEATURES,
     candidates,
+    error_rows,
+    expected_errors,
     fit_calibration,
+    fit_error_model,
     fit_scaling,
     probability,
 )
 
 DEV = HERE / "data" / "dev"
 MARGINS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
+ERROR_MARGINS: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5)
 N_BINS = 10
 
 
@@ -99,7 +104,9 @@ def decision_rows(out: Path, config_path: Path, scorer, references: dict[str, st
                          "y_winner": int(winner == reference), "y_one_best": int(best == reference),
                          "errors_winner": word_errors(reference, winner),
                          "errors_one_best": word_errors(reference, best),
-                         "words": len(reference.split())})
+                         "words": len(reference.split()),
+                         "words_winner": len(winner.split()), "words_one_best": len(best.split()),
+                         "winner": winner, "one_best": best, "reference": reference})
         return results
 
     rescore(entries, adjacency, params, scorer if params.share_candidates else None, finish=record)
@@ -184,15 +191,21 @@ def ece(confidence: np.ndarray, correct: np.ndarray) -> float:
     return total / max(len(confidence), 1)
 
 
-def score(rows: list[dict], beta: np.ndarray, margin: float) -> Score:
-    """WER, help / harm and ECE of the decision ``p(w) > p(b) + margin`` with coefficients ``beta``."""
+def score(rows: list[dict], beta: np.ndarray, margin: float, gamma: np.ndarray | None = None) -> Score:
+    """WER, help / harm and ECE of a decision: ``p(w) > p(b) + margin`` with coefficients ``beta`` (exact), or,
+    with ``gamma``, ``E[e(w)] < E[e(b)] - margin`` by the error model (errors); confidence is ``p`` either way."""
     if not rows:
         return Score(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
     xw = np.asarray([r["x_winner"] for r in rows])
     xb = np.asarray([r["x_one_best"] for r in rows])
     pw, pb = probability(beta, xw), probability(beta, xb)
     same = np.asarray([r["same"] for r in rows])
-    replace_ = ~same & (pw > pb + margin)
+    if gamma is None:
+        replace_ = ~same & (pw > pb + margin)
+    else:
+        mw = expected_errors(gamma, error_rows(xw, [r["words_winner"] for r in rows]))
+        mb = expected_errors(gamma, error_rows(xb, [r["words_one_best"] for r in rows]))
+        replace_ = ~same & (mw < mb - margin)
     confidence = np.where(replace_, pw, pb)
     correct = np.where(replace_, [r["y_winner"] for r in rows], [r["y_one_best"] for r in rows])
     ew = np.asarray([r["errors_winner"] for r in rows])
@@ -201,6 +214,16 @@ def score(rows: list[dict], beta: np.ndarray, margin: float) -> Score:
     words = max(sum(r["words"] for r in rows), 1)
     return Score(len(rows), eb.sum() / words, errors.sum() / words, float(np.mean(errors < eb)),
                  float(np.mean(errors > eb)), ece(confidence, correct.astype(float)), int(replace_.sum()))
+
+
+def error_matrix(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """The error model's rows: each cut's winner, and its 1-best when distinct, with their word errors."""
+    z, e = [], []
+    for r in rows:
+        for which in ("winner",) if r["same"] else ("winner", "one_best"):
+            z.append(error_rows(np.asarray(r["x_" + which]), r["words_" + which])[0])
+            e.append(r["errors_" + which])
+    return np.asarray(z, dtype=np.float64).reshape(-1, len(ERROR_FEATURES)), np.asarray(e, dtype=np.float64)
 
 
 def training_matrix(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
@@ -262,6 +285,35 @@ def fit(args: argparse.Namespace) -> None:
     print("PRIOR: tuple[float, ...] = (" + ", ".join(f"{b:.3f}" for b in beta0) + ")")
     for name, b in zip(FEATURES, beta0):
         print(f"  {name:16s} {b:+.3f}")
+    fit_errors(args, pools, runs, rows_of)
+
+
+def fit_errors(args: argparse.Namespace, pools: list[Path], runs: list[Path], rows_of) -> None:
+    """The error model: fitted on one pool and scored on the other (the margin is chosen there), then on both."""
+    def decide_with(gamma: np.ndarray, label: str, targets: list[Path]) -> None:
+        for margin in ERROR_MARGINS:
+            print(f"errors rule, {label}, margin {margin:g} words")
+            for out in targets:
+                rows = rows_of(out)
+                beta = adapted(_beta_of(out)[0], out, "prior", 0.0)
+                overall = score(rows, beta, margin, gamma)
+                worst = max(score([r for r in rows if r["accent"] == c], beta, margin, gamma).harm
+                            for c in {r["accent"] for r in rows})
+                print(f"  {out.parent.parent.name:13s} {out.name:24s} {overall}; worst condition harm "
+                      f"{100 * worst:.2f}%")
+
+    for held_out in pools:
+        train = [p for p in pools if p != held_out]
+        if not train:
+            continue
+        z, e = error_matrix([r for p in train for r in rows_of(p / "dev" / args.run)])
+        decide_with(fit_error_model(z, e, args.strength), f"fitted on {', '.join(p.name for p in train)}",
+                    [out for out in runs if out.parent.parent == held_out])
+    z, e = error_matrix([r for p in pools for r in rows_of(p / "dev" / args.run)])
+    gamma = fit_error_model(z, e, args.strength)
+    decide_with(gamma, "fitted on every pool", runs)
+    print(f"ERROR_PRIOR on {args.run}: {len(e)} rows, {int(e.sum())} word errors")
+    print("ERROR_PRIOR: tuple[float, ...] = (" + ", ".join(f"{g:.3f}" for g in gamma) + ")")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from ..config import check_finite, from_mapping, read_yaml_mapping
 from ..errors import ConfigError, InputError
-from .calibrate import FEATURES, PRIOR
+from .calibrate import ERROR_FEATURES, ERROR_PRIOR, FEATURES, PRIOR
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,10 @@ class PropagateConfig:
     batch_cuts: int = 50_000            # cuts solved together (whole groups; bounds memory)
     calibrate: bool = True              # decide and score confidence with the calibrated model (calibrate.py)
     calibration: tuple[float, ...] = PRIOR  # beta, one per calibrate.FEATURES (tune fits it; default: the prior)
-    replace_margin: float = 0.05        # replace the 1-best only when p(winner) > p(1-best) + this margin
+    decision: Literal["errors", "exact"] = "errors"  # replace the 1-best by expected word errors, or exact p
+    replace_margin: float = 0.05        # exact: replace only when p(winner) > p(1-best) + this margin
+    error_model: tuple[float, ...] = ERROR_PRIOR  # gamma, one per calibrate.ERROR_FEATURES (the Poisson model)
+    error_margin: float = 0.25          # errors: replace only when E[errors(winner)] < E[errors(1-best)] - this
     # issue 12 part 4 (options, measured in benchmarks/generalisation/RESULTS.md's Ablations)
     nearest_only: bool = False          # with nearest > 0: the k nearest edges alone, no threshold edges
     consensus: int = 0                  # word-level combinations of the neighbourhood per cut (0: off)
@@ -60,6 +63,13 @@ class PropagateConfig:
         if len(self.calibration) != len(FEATURES):
             raise ConfigError("calibration", f"needs {len(FEATURES)} coefficients ({', '.join(FEATURES)}), "
                                              f"not {len(self.calibration)}")
+        if self.decision not in ("errors", "exact"):
+            raise ConfigError("decision", f"must be errors or exact, not {self.decision!r}")
+        if len(self.error_model) != len(ERROR_FEATURES):
+            raise ConfigError("error_model", f"needs {len(ERROR_FEATURES)} coefficients "
+                                             f"({', '.join(ERROR_FEATURES)}), not {len(self.error_model)}")
+        if self.error_margin < 0:
+            raise ConfigError("error_margin", f"must be >= 0 (expected words saved), not {self.error_margin}")
         if not 0.0 <= self.replace_margin < 1.0:
             raise ConfigError("replace_margin", f"must be in [0, 1), not {self.replace_margin}")
         if self.nearest_only and self.nearest == 0:

@@ -25,7 +25,7 @@ from ..meta import StageRecord, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
 from ..teacher.contracts import Scorer, is_reproducible
 from ..text import TextNormalizer
-from .calibrate import finisher, relative_distances
+from .calibrate import Rule, finisher, relative_distances
 from .config import PropagateConfig
 from .engine import rescore
 from .labels import CutEntry
@@ -145,7 +145,7 @@ def propagate_manifest(
         distances = relative_distances(graph.adjacency(graph.threshold * config.threshold_scale, weighted=True,
                                                        nearest=config.nearest,
                                                        threshold_edges=not config.nearest_only))
-        finish = finisher(adjacency, distances, config.calibration, config.replace_margin, config.fusion_weight)
+        finish = finisher(adjacency, distances, Rule.of(config), config.fusion_weight)
     progress.task("propagating", len(entries))
     results = rescorer(entries, adjacency, config, scorer, progress, finish=finish)
 

@@ -5,14 +5,20 @@ import scipy.sparse as sp
 from choral.pipeline.errors import ConfigError
 from choral.pipeline.propagate import PropagateConfig, propagate_batch
 from choral.pipeline.propagate.calibrate import (
+    ERROR_FEATURES,
+    ERROR_PRIOR,
     FEATURES,
     MIN_SLOPE,
     PRIOR,
     Candidates,
+    Rule,
     calibrated_results,
     candidates,
     decide,
+    error_rows,
+    expected_errors,
     fit_calibration,
+    fit_error_model,
     fit_scaling,
     probability,
     training_rows,
@@ -64,17 +70,50 @@ def _found(p_winner: float, p_best: float, same: bool = False) -> tuple[Candidat
     return Candidates(0 if same else 1, 0, x_w, x_b), beta
 
 
+def _exact(beta: np.ndarray, margin: float) -> Rule:
+    return Rule(beta=tuple(beta), kind="exact", margin=margin)
+
+
 def test_decide_replaces_only_when_more_likely_right() -> None:
     found, beta = _found(0.7, 0.4)
-    decision = decide(found, beta, 0.0)
+    decision = decide(found, _exact(beta, 0.0))
     assert decision.replaced and decision.column == 1 and decision.confidence == pytest.approx(0.7)
     found, beta = _found(0.45, 0.5)
-    decision = decide(found, beta, 0.0)
+    decision = decide(found, _exact(beta, 0.0))
     assert not decision.replaced and decision.column == 0 and decision.confidence == pytest.approx(0.5)
     found, beta = _found(0.55, 0.5)
-    assert not decide(found, beta, 0.1).replaced          # not by the margin
+    assert not decide(found, _exact(beta, 0.1)).replaced          # not by the margin
     found, beta = _found(0.9, 0.9, same=True)
-    assert not decide(found, beta, 0.0).replaced
+    assert not decide(found, _exact(beta, 0.0)).replaced
+
+
+def test_decide_by_expected_word_errors() -> None:
+    """The errors rule replaces when the winner is expected to save more than the margin in words, even when
+    neither candidate is likely exactly right; the confidence is still the calibrated p of the answer."""
+    found, beta = _found(0.02, 0.03)         # neither likely right: the exact rule keeps the 1-best
+    assert not decide(found, _exact(beta, 0.0)).replaced
+    index = {name: k for k, name in enumerate(ERROR_FEATURES)}
+    gamma = np.zeros(len(ERROR_FEATURES))
+    gamma[index["votes"]] = -1.0             # more independent readings carry it: fewer expected errors
+    x_w, x_b = found.x_winner.copy(), found.x_one_best.copy()
+    x_w[index["votes"]] = np.log1p(3)
+    many = Candidates(1, 0, x_w, x_b, 4, 4)  # E[e(w)] = 1/4, E[e(b)] = 1
+    decision = decide(many, Rule(beta=tuple(beta), kind="errors", error_model=tuple(gamma), error_margin=0.5))
+    assert decision.replaced and decision.confidence == pytest.approx(0.02)
+    assert not decide(many, Rule(beta=tuple(beta), kind="errors", error_model=tuple(gamma), error_margin=0.8)).replaced
+
+
+def test_fit_error_model_recovers_a_poisson_rate() -> None:
+    rng = np.random.default_rng(0)
+    x = np.column_stack([np.ones(4000), rng.normal(size=(4000, len(FEATURES) - 1))])
+    words = rng.integers(3, 12, size=4000)
+    z = error_rows(x, words)
+    truth = np.zeros(len(ERROR_FEATURES))
+    truth[0], truth[FEATURES.index("votes")], truth[-1] = -1.0, -0.7, 0.8
+    errors = rng.poisson(expected_errors(truth, z))
+    gamma = fit_error_model(z, errors, strength=0.1)
+    assert np.allclose(gamma, truth, atol=0.1)
+    assert np.all(np.isfinite(fit_error_model(z[:5], np.zeros(5), strength=1.0)))  # nothing wrong: still finite
 
 
 def _group() -> tuple[list[CutEntry], sp.csr_matrix]:
@@ -108,8 +147,9 @@ def test_candidates_features_and_calibrated_results() -> None:
     trusting[index["votes"]] = 2.0
     kept = np.zeros(len(FEATURES))
     kept[index["is_teacher"]] = 3.0
-    replaced = calibrated_results(batch, adjacency, range(4), results, trusting, 0.0, config.fusion_weight)
-    unchanged = calibrated_results(batch, adjacency, range(4), results, kept, 0.0, config.fusion_weight)
+    replaced = calibrated_results(batch, adjacency, range(4), results, _exact(trusting, 0.0), config.fusion_weight)
+    unchanged = calibrated_results(batch, adjacency, range(4), results, _exact(kept, 0.0), config.fusion_weight)
+    assert found.words_winner == found.words_one_best == 3
     assert replaced[3].text == "a b c" and unchanged[3].text == "a b d"
     assert replaced[0].text == "a b c" and replaced[0].confidence == 1.0 and replaced[0].source == "reference"
     assert unchanged[3].confidence == pytest.approx(float(probability(kept, found.x_one_best)))
@@ -121,3 +161,10 @@ def test_config_checks_the_calibration() -> None:
         PropagateConfig(calibration=(1.0, 2.0))
     with pytest.raises(ConfigError, match="replace_margin"):
         PropagateConfig(replace_margin=-0.1)
+    assert len(PropagateConfig().error_model) == len(ERROR_FEATURES) == len(ERROR_PRIOR)
+    with pytest.raises(ConfigError, match="error_model"):
+        PropagateConfig(error_model=(1.0,))
+    with pytest.raises(ConfigError, match="decision"):
+        PropagateConfig(decision="vote")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="error_margin"):
+        PropagateConfig(error_margin=-1.0)

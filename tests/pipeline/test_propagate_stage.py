@@ -130,7 +130,9 @@ def test_chain_reduces_unannotated_wer(accented_run) -> None:
         assert 0.0 <= result["confidence"] <= 1.0
     teacher = corpus_wer(cuts, corpus.reference_of_cut, "teacher")
     choral = corpus_wer(cuts, corpus.reference_of_cut, "choral")
-    assert choral < 0.7 * teacher, (teacher, choral)  # measured: 10.3% -> 6.3%
+    # measured: 10.3% -> 7.2% (errors rule, margin 0.25 words; the exact rule 6.7%, margin 0 words 6.3%: these
+    # two- and three-word texts save less than a word per replacement, so the margin bites harder here)
+    assert choral < 0.75 * teacher, (teacher, choral)
     assert propagate_manifest(out / "grouped.jsonl.gz", out / "graph.npz", out / "rescored.jsonl.gz").skipped
 
 
