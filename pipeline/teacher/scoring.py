@@ -169,30 +169,52 @@ class _NodeArcs:
             self.bias = weight.new_zeros(padded)
             self.bias[:vocab] = (bias.double() - weight.double().sum(1)).to(weight.dtype)
 
-    def __call__(self, enc_p: torch.Tensor, node_pred: torch.Tensor, trie: _Trie) -> tuple[torch.Tensor, torch.Tensor]:
-        """``blank (T, N)`` at each node and ``label (T, N)`` of the edge into each node (0 at the root)."""
+    def __call__(self, enc_p: torch.Tensor, node_pred: torch.Tensor, trie: _Trie, dedupe: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``blank (T, N)`` at each node and ``label (T, N)`` of the edge into each node (0 at the root).
+
+        ``dedupe``: nodes whose predictor outputs are bitwise equal (a stateless predictor sees only the last
+        few symbols, so different prefixes often end alike) share one joiner evaluation.
+        """
         frames, nodes = enc_p.shape[0], node_pred.shape[0]
         device = enc_p.device
-        parent = torch.tensor(trie.parent[1:], dtype=torch.long, device=device)
+        inverse = torch.arange(nodes, device=device)
+        if dedupe:
+            first: dict[bytes, int] = {}
+            ids = [first.setdefault(row.tobytes(), len(first)) for row in node_pred.cpu().numpy()]
+            if len(first) < nodes:
+                inverse = torch.tensor(ids, device=device)
+                node_pred = node_pred[torch.tensor(_first_rows(ids, len(first)), device=device)]
+        distinct = node_pred.shape[0]
+        parent = inverse[torch.tensor(trie.parent[1:], dtype=torch.long, device=device)]
         symbol = torch.tensor(trie.symbol[1:], dtype=torch.long, device=device)
         blank = torch.empty(frames, nodes, dtype=torch.float32, device=device)
         label = torch.zeros(frames, nodes, dtype=torch.float32, device=device)
-        step = max(1, self.rows // nodes)
+        step = max(1, self.rows // distinct)
         if self.weight is not None:
             enc2, pred2 = 2 * enc_p, 2 * node_pred
-            hidden = torch.empty(step, nodes, enc_p.shape[1], dtype=enc_p.dtype, device=device)
+            hidden = torch.empty(step, distinct, enc_p.shape[1], dtype=enc_p.dtype, device=device)
         for t0 in range(0, frames, step):
             t1 = min(frames, t0 + step)
             if self.weight is not None:
                 h = torch.add(enc2[t0:t1, None, :], pred2[None, :, :], out=hidden[: t1 - t0]).sigmoid_()
                 logits = torch.addmm(self.bias, h.view(-1, h.shape[-1]), self.weight)
-                logits = logits.view(t1 - t0, nodes, -1)[..., : self.vocab]
+                logits = logits.view(t1 - t0, distinct, -1)[..., : self.vocab]
             else:
                 logits = self.model.join(enc_p[None, t0:t1, None, :], node_pred[None, None, :, :])[0].float()
-            norm = torch.logsumexp(logits, dim=-1)  # (t, N)
-            blank[t0:t1] = logits[..., BLANK] - norm
+            norm = torch.logsumexp(logits, dim=-1)  # (t, N')
+            blank[t0:t1] = (logits[..., BLANK] - norm)[:, inverse] if distinct < nodes else logits[..., BLANK] - norm
             label[t0:t1, 1:] = logits[:, parent, symbol] - norm[:, parent]
         return blank, label
+
+
+def _first_rows(ids: list[int], count: int) -> list[int]:
+    """For each of ``count`` distinct ids, the first position holding it."""
+    rows = [-1] * count
+    for position, key in enumerate(ids):
+        if rows[key] < 0:
+            rows[key] = position
+    return rows
 
 
 @torch.inference_mode()
@@ -292,11 +314,12 @@ def _full_pass(model: LatticeModel, frames: list[torch.Tensor], token_lists: lis
     """Scores of each utterance's texts: tries, node arcs, one padded forward pass over every text."""
     tries = [_trie(texts) for texts in token_lists]
     node_preds = _trie_predictions(model, tries, token_lists, device)
+    dedupe = isinstance(getattr(model, "context_size", None), int)  # a predictor that sees the last few symbols
     blanks, labels, index_rows = [], [], []
     offset = 0
     frame_lengths, target_lengths = [], []
     for enc_p, trie, node_pred in zip(frames, tries, node_preds):
-        blank, label = arcs(enc_p, node_pred, trie)
+        blank, label = arcs(enc_p, node_pred, trie, dedupe)
         blanks.append(blank.reshape(-1))
         labels.append(label.reshape(-1))
         count, nodes = enc_p.shape[0], blank.shape[1]
