@@ -156,7 +156,8 @@ class _NodeArcs:
         self.model = model
         self.rows = rows
         layer = tanh_output_layer(model)
-        self.weight = self.bias = None
+        self.weight: torch.Tensor | None = None
+        self.bias = torch.zeros(0)
         self.vocab = 0
         if layer is not None:
             weight = layer.weight.detach()
