@@ -158,16 +158,14 @@ class _NodeArcs:
         layer = tanh_output_layer(model)
         self.weight: torch.Tensor | None = None
         self.bias = torch.zeros(0)
-        self.vocab = 0
         if layer is not None:
             weight = layer.weight.detach()
             bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(weight[:, 0])
             vocab = weight.shape[0]
-            padded = -(-vocab // 16) * 16  # whole SIMD blocks of output columns: a faster GEMM, sliced off after
-            self.vocab = vocab
+            padded = -(-vocab // 16) * 16  # whole SIMD blocks of output columns: a faster GEMM
             self.weight = weight.new_zeros(weight.shape[1], padded)
             self.weight[:, :vocab] = 2 * weight.t()  # (J, V')
-            self.bias = weight.new_zeros(padded)
+            self.bias = weight.new_full((padded,), float("-inf"))  # padding columns: logits exp() to 0
             self.bias[:vocab] = (bias.double() - weight.double().sum(1)).to(weight.dtype)
 
     def __call__(self, enc_p: torch.Tensor, node_pred: torch.Tensor, trie: _Trie, dedupe: bool = False
@@ -199,8 +197,7 @@ class _NodeArcs:
             t1 = min(frames, t0 + step)
             if self.weight is not None:
                 h = torch.add(enc2[t0:t1, None, :], pred2[None, :, :], out=hidden[: t1 - t0]).sigmoid_()
-                logits = torch.addmm(self.bias, h.view(-1, h.shape[-1]), self.weight)
-                logits = logits.view(t1 - t0, distinct, -1)[..., : self.vocab]
+                logits = torch.addmm(self.bias, h.view(-1, h.shape[-1]), self.weight).view(t1 - t0, distinct, -1)
             else:
                 logits = self.model.join(enc_p[None, t0:t1, None, :], node_pred[None, None, :, :])[0].float()
             norm = torch.logsumexp(logits, dim=-1)  # (t, N')
@@ -271,31 +268,32 @@ def _trie_predictions(model: LatticeModel, tries: list[_Trie], token_lists: list
     """
     if all(hasattr(model, name) for name in ("start", "advance", "select")):
         stepping: Any = model
-        level_nodes: list[list[tuple[int, int]]] = [[]]  # (trie, node) of each level
-        depth_of: list[list[int]] = []
-        for k, trie in enumerate(tries):
-            depths = [0] * len(trie.parent)
+        offsets = [0]
+        for trie in tries:
+            offsets.append(offsets[-1] + len(trie.parent))
+        depth = [0] * offsets[-1]
+        levels: list[list[int]] = [[]]  # the nodes (numbered across tries) of each depth > 0
+        parent_of = [0] * offsets[-1]
+        symbol_of = [BLANK] * offsets[-1]
+        for trie, offset in zip(tries, offsets):
             for node in range(1, len(trie.parent)):
-                depths[node] = depths[trie.parent[node]] + 1
-                while len(level_nodes) <= depths[node]:
-                    level_nodes.append([])
-                level_nodes[depths[node]].append((k, node))
-            depth_of.append(depths)
+                at, parent = offset + node, offset + trie.parent[node]
+                depth[at] = depth[parent] + 1
+                parent_of[at], symbol_of[at] = parent, trie.symbol[node]
+                if len(levels) <= depth[at]:
+                    levels.append([])
+                levels[depth[at]].append(at)
         root, state = stepping.start(1, device)
-        outputs = [root.new_empty(len(trie.parent), root.shape[-1]) for trie in tries]
-        for out in outputs:
-            out[0] = root[0]
-        position = {(k, 0): 0 for k in range(len(tries))}  # a node's row in the previous level's state
-        for level in level_nodes[1:]:
-            parents = torch.tensor([position[(k, tries[k].parent[node])] for k, node in level], device=device)
-            symbols = torch.tensor([tries[k].symbol[node] for k, node in level], device=device)
+        out = root.new_empty(offsets[-1], root.shape[-1])
+        out[torch.tensor(offsets[:-1], device=device)] = root[0]
+        row_of = {offset: 0 for offset in offsets[:-1]}  # a node's row in the previous level's state
+        for level in levels[1:]:
+            parents = torch.tensor([row_of[parent_of[at]] for at in level], device=device)
+            symbols = torch.tensor([symbol_of[at] for at in level], device=device)
             predicted, state = stepping.advance(symbols, stepping.select(state, parents))
-            position = {key: row for row, key in enumerate(level)}
-            for k in {k for k, _ in level}:
-                rows = [row for row, (kk, _) in enumerate(level) if kk == k]
-                outputs[k][torch.tensor([level[row][1] for row in rows], device=device)] = \
-                    predicted[torch.tensor(rows, device=device)].to(root.dtype)
-        return outputs
+            out[torch.tensor(level, device=device)] = predicted.to(root.dtype)
+            row_of = {at: row for row, at in enumerate(level)}
+        return [out[begin:end] for begin, end in zip(offsets[:-1], offsets[1:])]
     flat = [(k, i, tokens) for k, texts in enumerate(token_lists) for i, tokens in enumerate(texts)]
     flat.sort(key=lambda item: len(item[2]))
     per_text: dict[tuple[int, int], torch.Tensor] = {}
