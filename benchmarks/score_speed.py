@@ -7,11 +7,11 @@ runs `propagate_manifest` (force, no disk memo) with:
 - ``old``: the scorer as it was before batching: per cut, stored frames -> projected,
   its texts padded together, joiner in float32, forward algorithm in float64
   (``search.score_texts``), memoised per (cut, text), called one cut at a time;
-- ``batched-f64`` (the default: float64 forward algorithm), ``batched-f32``, and ``pruned-S``
+- ``batched-f32`` (the default), ``batched-f64`` (forward algorithm in float64), and ``pruned-S``
   for each ``--prune`` S (all batched variants: prefix tries, float32 joiner, see
   ``choral.pipeline.teacher.scoring``);
 
-and prints seconds (median of ``--repeats`` for batched-f64, ``--old-repeats`` for old), the ratio to
+and prints seconds (median of ``--repeats`` for batched-f32, ``--old-repeats`` for old), the ratio to
 ``old``, cuts whose label differs from ``old``'s (and the WER of each variant when
 ``--references`` is given), and the largest score difference from ``old`` over every
 (cut, text) pair propagate asked for.
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--teacher", default="default")
     parser.add_argument("--references", type=Path, help="reference transcripts (WER of each variant)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of batched-f64 (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of batched-f32 (median)")
     parser.add_argument("--old-repeats", type=int, default=3, help="runs of the old path (median)")
     parser.add_argument("--prune", default="4,8", help="comma-separated labels per frame of the pruned variants")
     parser.add_argument("--device", default="cpu")
@@ -142,8 +142,7 @@ def main() -> None:
     variants: list[tuple[str, ScoreOptions | None, int]] = []
     if not args.skip_old:
         variants.append(("old", None, args.old_repeats))
-    variants += [("batched-f64", ScoreOptions(dtype="float64"), args.repeats),
-                 ("batched-f32", ScoreOptions(dtype="float32"), 1)]
+    variants += [("batched-f32", ScoreOptions(), args.repeats), ("batched-f64", ScoreOptions(dtype="float64"), 1)]
     variants += [(f"pruned-{w}", ScoreOptions(prune=int(w)), 1) for w in args.prune.split(",") if w]
     results = {}
     if args.cuts:

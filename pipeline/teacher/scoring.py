@@ -4,17 +4,33 @@ Scoring a borrowed transcript ``y`` of a cut is its RNN-T log-likelihood
 ``log P(y | x)`` (all alignments) given the cut's encoder frames. :class:`BatchScorer`
 scores many ``(cut, text)`` pairs together: ``prefetch`` takes every pair a
 propagation batch will ask for, encodes (or loads the stored frames of) the cuts
-involved, sorts the pairs by lattice size and scores them in padded lattice passes
-(:func:`score_pairs`), so the joiner runs on large tensors and the forward
-algorithm's frame loop is paid once per pass, not once per cut. Scores are
-memoised per (cut, text) (tuning asks for the same ones under every parameter
-combination), and optionally in a :class:`~.score_memo.ScoreMemo` on disk that
-``choral tune`` and ``choral propagate`` share across processes.
+involved and scores them with :func:`score_pairs`. Scores are memoised per (cut, text)
+(tuning asks for the same ones under every parameter combination), and optionally in a
+:class:`~.score_memo.ScoreMemo` on disk that ``choral tune`` and ``choral propagate``
+share across processes.
 
-Options (:class:`ScoreOptions`): the lattice's floating type (float32 by default:
-``benchmarks/score_speed.py`` measures its difference from float64 on the accented
-pool), and an optional pruned lattice (``prune``: labels kept per frame around the
-best path, :func:`~choral.kernels.rnnt.rnnt_pruned_log_likelihood`).
+Where the time goes, and what :func:`score_pairs` does about it (measured by
+``benchmarks/score_speed.py``): the joiner ``W tanh(e_t + p_u) + b`` at every lattice node
+costs ``J`` tanh and ``J x V`` multiply-adds, far more than the forward algorithm. So
+
+- a cut's texts (neighbours' transcripts of one utterance, alike at the start) form a
+  prefix trie, and the joiner and predictor run once per (frame, trie node), not per
+  (frame, text position); with a stateless predictor, nodes with equal predictor outputs
+  (equal last symbols) share one joiner row too;
+- the tanh joiner runs as ``2W σ(2e + 2p) + (b - W 1)`` (``tanh x = 2σ(2x) - 1``: the same
+  function, and torch's sigmoid is several times cheaper than its tanh on CPU), on chunks
+  of ``rows`` nodes that stay in cache, its output padded to whole SIMD blocks;
+- normalisation is one ``logsumexp`` per node, and only the blank and the one label leaving
+  the node are kept;
+- the forward algorithm runs once per pass over every text of many cuts, padded
+  ``(texts, T, U+1)``, in ``dtype`` (the joiner is float32 either way). float32 is the default:
+  on the accented pool it gave the same labels as float64 and the old per-cut scorer, a
+  little faster (``benchmarks/score_speed.py``).
+
+An optional pruned lattice (``prune``: labels kept per frame around the best path,
+:func:`~choral.kernels.rnnt.rnnt_pruned_log_likelihood`) is only a lower bound of the
+likelihood: it changes decisions, and with a joiner call per frame and no tries it is now
+slower than the full lattice (kept for comparison).
 
 :class:`TeacherScorer` is what ``propagate`` and ``tune`` get for ``--teacher``:
 its ``name`` and ``inputs`` are known at once, the teacher is opened on the first
@@ -63,7 +79,7 @@ class ScoreOptions:
     call (its ``rows x joiner_dim`` activations should stay in cache).
     """
 
-    dtype: Literal["float32", "float64"] = "float64"
+    dtype: Literal["float32", "float64"] = "float32"
     prune: int = 0
     elements: int = 1 << 21
     rows: int = 2048
