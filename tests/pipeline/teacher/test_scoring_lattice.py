@@ -103,3 +103,14 @@ def test_a_joiner_that_only_looks_like_tanh_is_not_taken_for_one() -> None:
     layer = model.model.joiner_out
     model.model.join = lambda e, p: layer(torch.relu(e + p))  # type: ignore[method-assign]
     assert tanh_output_layer(model) is None
+
+
+def test_only_empty_texts_and_repeated_pairs() -> None:
+    model = _lstm()
+    frames, _ = _utterances(model.model.encoder_dim)
+    with torch.inference_mode():
+        projected = [model.project_encoder(f) for f in frames[:2]]
+        expected = [score_texts(model, frames[i], [[]])[0] for i in range(2)]
+    got = score_pairs(model, projected, [(0, []), (1, []), (0, [])])
+    assert np.allclose(got, [expected[0], expected[1], expected[0]], atol=1e-5)
+    assert score_pairs(model, projected, []) == []
