@@ -90,7 +90,7 @@ def rnnt_log_likelihood_from_arcs(
     u_last = target_lengths[:, None]
     result = torch.zeros(batch, dtype=blank_lp.dtype, device=device)
     ends = set((frame_lengths - 1).tolist())
-    for t in range(frames):
+    for t in range(max(ends) + 1):  # frames past every utterance's end are never needed
         alpha = prefix[:, t] + torch.logcumsumexp(arriving - prefix[:, t], dim=1)
         arriving = alpha + blank_lp[:, t]
         if t in ends:
