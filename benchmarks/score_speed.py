@@ -1,4 +1,4 @@
-"""Propagate with the teacher scorer: batched float32 lattice passes vs the old one-cut-at-a-time float64 path.
+"""Propagate with the teacher scorer: batched trie lattice passes vs the old one-cut-at-a-time float64 path.
 
 Needs a run directory through `graph` (and `tune` for params.yaml, else the propagate
 defaults), e.g. `choral run configs/accented.yaml --until tune`. In one process it
@@ -7,14 +7,20 @@ runs `propagate_manifest` (force, no disk memo) with:
 - ``old``: the scorer as it was before batching: per cut, stored frames -> projected,
   its texts padded together, joiner in float32, forward algorithm in float64
   (``search.score_texts``), memoised per (cut, text), called one cut at a time;
-- ``batched-f32`` (the default now), ``batched-f64``, and ``pruned-S`` for each ``--prune`` S;
+- ``batched-f32`` (the default), ``batched-f64`` (forward algorithm in float64), and ``pruned-S``
+  for each ``--prune`` S (all batched variants: prefix tries, float32 joiner, see
+  ``choral.pipeline.teacher.scoring``);
 
-and prints seconds (median of ``--repeats`` for old and batched-f32), the ratio to
+and prints seconds (median of ``--repeats`` for batched-f32, ``--old-repeats`` for old), the ratio to
 ``old``, cuts whose label differs from ``old``'s (and the WER of each variant when
 ``--references`` is given), and the largest score difference from ``old`` over every
 (cut, text) pair propagate asked for.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/score_speed.py RUN_DIR --references REFS --repeats 3
+
+``--cuts N`` times the scorers alone (no propagate, no labels) on the requests propagate
+makes for N of the cuts (recorded from one propagate run with batched-f64): a quick
+measurement while iterating.
 """
 
 from __future__ import annotations
@@ -61,6 +67,41 @@ def labels_of(path: Path) -> dict[str, str]:
     return {cut.id: cut.custom["choral"][0]["text"] for cut in iter_cuts(path)}
 
 
+def recorded_requests(grouped: Path, graph: Path, out: Path, config: PropagateConfig, normalizer: TextNormalizer,
+                      teacher, cuts, count: int) -> list[tuple[str, list[str]]]:
+    """The (cut, texts) requests one propagate run makes, restricted to ``count`` cuts (every few-th one)."""
+    scorer = teacher.scorer(cuts, ScoreOptions(dtype="float64"))
+    asked: dict[str, list[str]] = {}
+    plain = scorer.prefetch
+
+    def recording(requests):
+        for cut_id, texts in requests:
+            known = asked.setdefault(cut_id, [])
+            known.extend(t for t in texts if t not in known)
+        plain(requests)
+
+    scorer.prefetch = recording  # type: ignore[method-assign]
+    propagate_manifest(grouped, graph, out / "recorded.jsonl.gz", config, normalizer, scorer=scorer, force=True)
+    ids = sorted(asked)
+    step = max(1, len(ids) // count)
+    return [(cut_id, asked[cut_id]) for cut_id in ids[::step][:count]]
+
+
+def score_only(make_scorer, requests: list[tuple[str, list[str]]], repeats: int) -> tuple[float, object]:
+    """Median seconds to score ``requests`` (batched scorers in one call, the old one a cut at a time)."""
+    times, scorer = [], None
+    for _ in range(repeats):
+        scorer = make_scorer()
+        started = time.perf_counter()
+        if hasattr(scorer, "score_many"):
+            scorer.score_many(requests)
+        else:
+            for cut_id, texts in requests:
+                scorer(cut_id, texts)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), scorer
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
@@ -71,6 +112,8 @@ def main() -> None:
     parser.add_argument("--prune", default="4,8", help="comma-separated labels per frame of the pruned variants")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-old", action="store_true", help="time only the new variants")
+    parser.add_argument("--cuts", type=int, default=0,
+                        help="time the scorers alone on the requests of this many cuts (0: propagate end to end)")
     args = parser.parse_args()
     threads.apply_to_torch()
 
@@ -102,12 +145,23 @@ def main() -> None:
     variants += [("batched-f32", ScoreOptions(), args.repeats), ("batched-f64", ScoreOptions(dtype="float64"), 1)]
     variants += [(f"pruned-{w}", ScoreOptions(prune=int(w)), 1) for w in args.prune.split(",") if w]
     results = {}
+    if args.cuts:
+        requests = recorded_requests(grouped, graph, out, config, normalizer, teacher, cuts, args.cuts)
+        print(f"scoring only: {len(requests)} cuts, {sum(len(t) for _, t in requests):,} (cut, text) pairs")
     for name, options, repeats in variants:
         if options is None:
-            seconds, scorer = run(name, lambda: OldScorer(teacher, cuts), repeats)
+            def make_scorer():
+                return OldScorer(teacher, cuts)
         else:
-            seconds, scorer = run(name, lambda options=options: teacher.scorer(cuts, options), repeats)
-        results[name] = (seconds, scorer.memo, labels_of(out / f"{name}.jsonl.gz"))  # type: ignore[attr-defined]
+            def make_scorer(options=options):
+                return teacher.scorer(cuts, options)
+        if args.cuts:
+            seconds, scorer = score_only(make_scorer, requests, repeats)
+            results[name] = (seconds, scorer.memo, {})
+        else:
+            seconds, scorer = run(name, make_scorer, repeats)
+            results[name] = (seconds, scorer.memo, labels_of(out / f"{name}.jsonl.gz"))
+        print(f"  {name}: {seconds:.2f} s", flush=True)
 
     base_name = "old" if "old" in results else "batched-f64"
     base_seconds, base_memo, base_labels = results[base_name]
@@ -116,15 +170,15 @@ def main() -> None:
     print(f"{'variant':14s} {'seconds':>8s} {'x ' + base_name:>9s} {'labels differ':>14s} "
           f"{'max |score diff|':>17s} {'WER':>7s}")
     for name, (seconds, memo, labels) in results.items():
-        differ = sum(labels[k] != base_labels[k] for k in base_labels)
+        differ = str(sum(labels[k] != base_labels[k] for k in base_labels)) if labels else "-"
         common = [p for p in pairs if p in memo]
         diff = max((abs(memo[p] - base_memo[p]) for p in common), default=float("nan"))
         wer = ""
-        if references is not None:
+        if references is not None and labels:
             ids = [k for k in labels if k in references]
             errors, words = pooled_word_errors([references[k] for k in ids], [normalizer(labels[k]) for k in ids])
             wer = f"{errors / max(words, 1):.4f}"
-        print(f"{name:14s} {seconds:8.2f} {base_seconds / seconds:9.2f} {differ:14d} {diff:17.3g} {wer:>7s}")
+        print(f"{name:14s} {seconds:8.2f} {base_seconds / seconds:9.2f} {differ:>14s} {diff:17.3g} {wer:>7s}")
 
 
 if __name__ == "__main__":

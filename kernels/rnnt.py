@@ -85,18 +85,17 @@ def rnnt_log_likelihood_from_arcs(
 
     arriving = torch.full((batch, nodes), _LOG_ZERO, dtype=blank_lp.dtype, device=device)
     arriving[:, 0] = 0.0  # c at t = 0: all mass starts at (0, 0)
-    rows = []
-    for t in range(frames):
-        alpha = prefix[:, t] + torch.logcumsumexp(arriving - prefix[:, t], dim=1)
-        rows.append(alpha)
-        arriving = alpha + blank_lp[:, t]
-    alphas = torch.stack(rows, dim=1)  # (B, T, U+1)
-
-    last_t = (frame_lengths - 1)[:, None, None].expand(batch, 1, nodes)
-    final_alpha = torch.gather(alphas, 1, last_t).squeeze(1)  # (B, U+1)
-    final_blank = torch.gather(blank_lp, 1, last_t).squeeze(1)
+    # log P(y | x) = α[T_b-1, U_b] + b[T_b-1, U_b] is the mass `arriving` leaving frame T_b - 1 at u = U_b:
+    # picked up when the loop passes that frame, so the alphas are never stored
     u_last = target_lengths[:, None]
-    return (torch.gather(final_alpha, 1, u_last) + torch.gather(final_blank, 1, u_last)).squeeze(1)
+    result = torch.zeros(batch, dtype=blank_lp.dtype, device=device)
+    ends = set((frame_lengths - 1).tolist())
+    for t in range(max(ends) + 1):  # frames past every utterance's end are never needed
+        alpha = prefix[:, t] + torch.logcumsumexp(arriving - prefix[:, t], dim=1)
+        arriving = alpha + blank_lp[:, t]
+        if t in ends:
+            result = torch.where(frame_lengths == t + 1, torch.gather(arriving, 1, u_last).squeeze(1), result)
+    return result
 
 
 def rnnt_log_likelihood(
