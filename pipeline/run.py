@@ -321,7 +321,7 @@ def _run_stages(
     if config.tune_enabled:
         tuned = tune_stage(paths.grouped, paths.graph, paths.params, base=config.propagate, grid=config.tune,
                            normalizer=normalizer, force=forced("tune"), progress=progress,
-                           scorer=scorer if config.propagate.share_candidates else None)
+                           scorer=scorer if config.propagate.share_candidates else None, executor=executor)
         record("tune", *_tune_status(tuned))
         propagate_config = load_params(paths.params, base=config.propagate)
     else:
