@@ -19,7 +19,7 @@ Layout of ``RUN``::
 
 With ``executor.kind: ray`` (``choral run --executor ray``) decode writes
 ``decode/shards/NNNNNN/`` and the index ``decode/decoded.shards.json`` that the
-later stages read as one manifest, and group, graph and propagate hand their
+later stages read as one manifest, and group, graph, tune and propagate hand their
 independent pieces to the cluster (:mod:`choral.pipeline.executor`).
 
 The config and its checks: :mod:`choral.pipeline.run_config`.
