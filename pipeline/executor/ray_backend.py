@@ -34,8 +34,22 @@ TASK_RETRIES = 3  # retries of a task whose worker died (a system failure, not a
 FORWARDED = ("CHORAL_", "OMP_NUM_THREADS")  # environment the workers get from the driver
 
 
-def _call(fn: Callable[[Any, Any], Any], shared: Any, item: Any) -> Any:
-    return fn(shared, item)
+_SHARED: dict[str, Any] = {}  # this worker process's last shared value, by object id
+
+
+def _resolve(shared: list) -> Any:
+    """The value of ``shared[0]`` (an object reference, wrapped so that Ray hands the reference over), fetched
+    and deserialised once per worker process: the tasks of a stage that land on one process share one copy (and
+    whatever it caches, such as tune's priors), instead of each deserialising the stage's inputs again."""
+    key = shared[0].hex()
+    if key not in _SHARED:
+        _SHARED.clear()  # one value at a time: a worker holds only the stage it is running
+        _SHARED[key] = ray.get(shared[0])
+    return _SHARED[key]
+
+
+def _call(fn: Callable[[Any, Any], Any], shared: list, item: Any) -> Any:
+    return fn(_resolve(shared), item)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
@@ -131,8 +145,16 @@ class RayExecutor:
             return []
         self.connect()
         task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_call)
-        shared_ref = self._shared(shared)  # sent once; each task gets it from the object store
-        return self.get([task.remote(fn, shared_ref, item) for item in items])
+        shared_ref = [self._shared(shared)]  # sent once; each worker process gets it from the object store once
+        limit = self.config.workers  # tasks in flight at once (None: as many as the cluster runs)
+        refs: list = []
+        pending: list = []
+        for item in items:
+            if limit is not None and len(pending) >= limit:
+                _, pending = ray.wait(pending, num_returns=1)
+            refs.append(task.remote(fn, shared_ref, item))
+            pending.append(refs[-1])
+        return self.get(refs)
 
     def map_stateful(self, make_state: Callable[[], Any], fn: Callable[[Any, Any, Item], Result],
                      items: Sequence[Item], shared: Any = None) -> list[Result]:

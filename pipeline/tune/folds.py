@@ -68,7 +68,8 @@ class SearchInputs:
     """What every :func:`solve_item` reads, sent once: the base config, the λ values, the normaliser, the
     adjacency over the searched cuts at each threshold scale, and the folds. ``priors`` caches
     (fold, temperature) -> priors in the process that holds this object (a local run reuses them across the
-    coarse-to-fine sweeps; a worker fills its own copy)."""
+    coarse-to-fine sweeps; a Ray worker process keeps its copy of the inputs across its tasks and fills its own
+    cache, :func:`choral.pipeline.executor.ray_backend._resolve`)."""
 
     base: PropagateConfig
     fusion_weights: tuple[float, ...]
@@ -124,12 +125,13 @@ def solve_item(scorer: Scorer | None, inputs: SearchInputs, item: SolveItem) -> 
 
 def plan(points: Sequence[Point], folds: int, workers: int) -> list[SolveItem]:
     """The items of ``points`` over every fold: by (fold, temperature), each batch of points split only as far
-    as needed for about four items per worker (a task solves several points, not one)."""
+    as needed for about two items per worker (a task solves several points, not one, and each split may cost a
+    worker one more :func:`~choral.pipeline.propagate.batch_priors`)."""
     by_temperature: dict[float, list[tuple[float, float]]] = {}
     for scale, alpha, temperature in points:
         by_temperature.setdefault(temperature, []).append((scale, alpha))
     groups = folds * len(by_temperature)
-    splits = max(1, math.ceil(4 * workers / max(groups, 1))) if workers > 1 else 1
+    splits = max(1, math.ceil(2 * workers / max(groups, 1))) if workers > 1 else 1
     items: list[SolveItem] = []
     for f in range(folds):
         for temperature, pairs in by_temperature.items():
