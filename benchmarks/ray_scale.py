@@ -1,11 +1,13 @@
-"""Local vs Ray on a 2-node Ray cluster on this machine (1 CPU each): group -> graph -> propagate of a
+"""Local vs Ray on a 2-node Ray cluster on this machine (1 CPU each): group -> graph -> tune -> propagate of a
 synthetic set, and decode of the demo set with 1 and 2 teacher actors.
 
     .venv/bin/python benchmarks/ray_scale.py [--cuts 100000] [--skip-decode]
 
 Prints seconds per stage (local, Ray with 1 worker process, Ray with 2), the overhead ratio Ray(2)/local,
 the throughput ratio of 2 workers over 1, decode RTF with 1 and 2 actors, checks that the Ray outputs are
-byte-identical to the local ones, and a projection for 10,000 hours of audio.
+byte-identical to the local ones (params.yaml but for its first line, which names the grouped manifest), and a
+projection for 10,000 hours of audio. tune runs its default grid (above 6,000 cuts of annotated groups it samples
+whole groups and searches coarse to fine, crossval.MAX_TUNE_CUTS).
 """
 
 from __future__ import annotations
@@ -29,15 +31,16 @@ from choral.pipeline.executor.ray_decode import decode_on_ray  # noqa: E402
 from choral.pipeline.executor.rescoring import parallel_rescorer  # noqa: E402
 from choral.pipeline.graph import GraphConfig, build_graph  # noqa: E402
 from choral.pipeline.group import GroupingConfig, group_manifest  # noqa: E402
-from choral.pipeline.propagate import PropagateConfig, propagate_manifest  # noqa: E402
+from choral.pipeline.propagate import PropagateConfig, load_params, propagate_manifest  # noqa: E402
 from choral.pipeline.synthetic import SyntheticConfig, generate  # noqa: E402
+from choral.pipeline.tune import tune_stage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = 100 * 1024 * 1024
 
 
 def rescoring(decoded: Path, out: Path, executor: RayExecutor | None, batch_cuts: int) -> dict[str, float]:
-    """Seconds of group, graph and propagate (no scorer) of ``decoded`` into ``out``."""
+    """Seconds of group, graph, tune and propagate (no scorer) of ``decoded`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     seconds = {}
     started = time.perf_counter()
@@ -47,15 +50,20 @@ def rescoring(decoded: Path, out: Path, executor: RayExecutor | None, batch_cuts
     build_graph(out / "grouped.jsonl.gz", out / "graph.npz", None, GraphConfig(), executor=executor, force=True)
     seconds["graph"] = time.perf_counter() - started
     started = time.perf_counter()
+    base = PropagateConfig(batch_cuts=batch_cuts)
+    tune_stage(out / "grouped.jsonl.gz", out / "graph.npz", out / "params.yaml", base=base, executor=executor,
+               force=True)
+    seconds["tune"] = time.perf_counter() - started
+    started = time.perf_counter()
     rescorer = {} if executor is None else {"rescorer": parallel_rescorer(executor)}
     propagate_manifest(out / "grouped.jsonl.gz", out / "graph.npz", out / "rescored.jsonl.gz",
-                       PropagateConfig(batch_cuts=batch_cuts), force=True, **rescorer)
+                       load_params(out / "params.yaml", base=base), force=True, **rescorer)
     seconds["propagate"] = time.perf_counter() - started
     return seconds
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--cuts", type=int, default=100_000, help="approximate synthetic cuts")
     parser.add_argument("--skip-decode", action="store_true")
     args = parser.parse_args()
@@ -78,10 +86,12 @@ def main() -> None:
                 executor = RayExecutor(ExecutorConfig(kind="ray", address=cluster.address, workers=workers))
                 remote[workers] = rescoring(corpus.decoded, work / f"ray{workers}", executor, batch_cuts)
             same = all((work / "ray2" / name).read_bytes() == (work / "local" / name).read_bytes()
-                       for name in ("grouped.jsonl.gz", "rescored.jsonl.gz"))
+                       for name in ("grouped.jsonl.gz", "params.json", "rescored.jsonl.gz"))
+            same = same and len({(work / side / "params.yaml").read_text().split("\n", 1)[1]
+                                 for side in ("local", "ray1", "ray2")}) == 1
             print(f"\n{'stage':<10s} {'local s':>8s} {'ray 1w s':>9s} {'ray 2w s':>9s} {'ray2/local':>10s} "
                   f"{'2w/1w speed-up':>15s}")
-            for stage in ("group", "graph", "propagate"):
+            for stage in ("group", "graph", "tune", "propagate"):
                 print(f"{stage:<10s} {local[stage]:8.2f} {remote[1][stage]:9.2f} {remote[2][stage]:9.2f} "
                       f"{remote[2][stage] / local[stage]:10.2f} {remote[1][stage] / remote[2][stage]:15.2f}")
             total_local, total_1, total_2 = (sum(s.values()) for s in (local, remote[1], remote[2]))
@@ -89,7 +99,7 @@ def main() -> None:
                   f"{total_1 / total_2:15.2f}")
             print(f"throughput: local {corpus.n_cuts / total_local:,.0f} cuts/s, Ray 1 worker "
                   f"{corpus.n_cuts / total_1:,.0f}, Ray 2 workers {corpus.n_cuts / total_2:,.0f}")
-            print(f"Ray outputs byte-identical to local (grouped, rescored): {same}")
+            print(f"Ray outputs byte-identical to local (grouped, params, rescored): {same}")
 
             if not args.skip_decode:
                 print("\ndecode of the demo set (200 cuts), shards of 50 cuts, beam 8, n-best 8:")

@@ -19,7 +19,7 @@ Layout of ``RUN``::
 
 With ``executor.kind: ray`` (``choral run --executor ray``) decode writes
 ``decode/shards/NNNNNN/`` and the index ``decode/decoded.shards.json`` that the
-later stages read as one manifest, and group, graph and propagate hand their
+later stages read as one manifest, and group, graph, tune and propagate hand their
 independent pieces to the cluster (:mod:`choral.pipeline.executor`).
 
 The config and its checks: :mod:`choral.pipeline.run_config`.
@@ -321,7 +321,7 @@ def _run_stages(
     if config.tune_enabled:
         tuned = tune_stage(paths.grouped, paths.graph, paths.params, base=config.propagate, grid=config.tune,
                            normalizer=normalizer, force=forced("tune"), progress=progress,
-                           scorer=scorer if config.propagate.share_candidates else None)
+                           scorer=scorer if config.propagate.share_candidates else None, executor=executor)
         record("tune", *_tune_status(tuned))
         propagate_config = load_params(paths.params, base=config.propagate)
     else:

@@ -2,7 +2,7 @@
 
 :mod:`.config` holds the run config's ``executor:`` section; :mod:`.base` the small interface a stage
 hands its independent pieces of work to; :mod:`.local` runs them in order here. The Ray modules
-(:mod:`.ray_backend`, :mod:`.ray_decode`, :mod:`.ray_stages`) import Ray and are imported only when
+(:mod:`.ray_backend`, :mod:`.ray_decode`) import Ray and are imported only when
 ``executor.kind`` is ``ray``, so a local run never loads it.
 """
 

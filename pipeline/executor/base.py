@@ -23,11 +23,18 @@ class Executor(Protocol):
         """How many items run at once (1 for the local executor)."""
         ...
 
-    def map(self, fn: Callable[[Any, Item], Result], items: Sequence[Item], shared: Any = None) -> list[Result]:
-        """``[fn(shared, item) for item in items]``; ``shared`` is sent once, not once per item."""
+    def put(self, value: Any) -> Any:
+        """A handle of ``value`` that :meth:`map` and :meth:`map_stateful` take as ``shared`` without sending it
+        again (several calls over the same inputs send them once); the local executor's handle is ``value``."""
         ...
 
-    def map_stateful(self, make_state: Callable[[], Any], fn: Callable[[Any, Item], Result],
-                     items: Sequence[Item]) -> list[Result]:
-        """``[fn(state, item) ...]`` where each worker builds ``state = make_state()`` once (a teacher)."""
+    def map(self, fn: Callable[[Any, Item], Result], items: Sequence[Item], shared: Any = None) -> list[Result]:
+        """``[fn(shared, item) for item in items]``; ``shared`` (a value or a :meth:`put` handle) is sent once,
+        not once per item."""
+        ...
+
+    def map_stateful(self, make_state: Callable[[], Any], fn: Callable[[Any, Any, Item], Result],
+                     items: Sequence[Item], shared: Any = None) -> list[Result]:
+        """``[fn(state, shared, item) ...]`` where each worker builds ``state = make_state()`` once (a teacher)
+        and gets ``shared`` once."""
         ...

@@ -14,10 +14,13 @@ class LocalExecutor:
     name = "local"
     workers = 1
 
+    def put(self, value: Any) -> Any:
+        return value
+
     def map(self, fn: Callable[[Any, Item], Result], items: Sequence[Item], shared: Any = None) -> list[Result]:
         return [fn(shared, item) for item in items]
 
-    def map_stateful(self, make_state: Callable[[], Any], fn: Callable[[Any, Item], Result],
-                     items: Sequence[Item]) -> list[Result]:
+    def map_stateful(self, make_state: Callable[[], Any], fn: Callable[[Any, Any, Item], Result],
+                     items: Sequence[Item], shared: Any = None) -> list[Result]:
         state = make_state() if items else None
-        return [fn(state, item) for item in items]
+        return [fn(state, shared, item) for item in items]

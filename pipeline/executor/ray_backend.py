@@ -34,8 +34,22 @@ TASK_RETRIES = 3  # retries of a task whose worker died (a system failure, not a
 FORWARDED = ("CHORAL_", "OMP_NUM_THREADS")  # environment the workers get from the driver
 
 
-def _call(fn: Callable[[Any, Any], Any], shared: Any, item: Any) -> Any:
-    return fn(shared, item)
+_SHARED: dict[str, Any] = {}  # this worker process's last shared value, by object id
+
+
+def _resolve(shared: list) -> Any:
+    """The value of ``shared[0]`` (an object reference, wrapped so that Ray hands the reference over), fetched
+    and deserialised once per worker process: the tasks of a stage that land on one process share one copy (and
+    whatever it caches, such as tune's priors), instead of each deserialising the stage's inputs again."""
+    key = shared[0].hex()
+    if key not in _SHARED:
+        _SHARED.clear()  # one value at a time: a worker holds only the stage it is running
+        _SHARED[key] = ray.get(shared[0])
+    return _SHARED[key]
+
+
+def _call(fn: Callable[[Any, Any], Any], shared: list, item: Any) -> Any:
+    return fn(_resolve(shared), item)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
@@ -46,12 +60,18 @@ class _StatefulWorker:
         self._make_state = make_state
         self._state: Any = None
         self._built = False
+        self._shared_ref: Any = None
+        self._shared: Any = None
 
-    def run(self, fn: Callable[[Any, Any], Any], item: Any) -> Any:
+    def run(self, fn: Callable[[Any, Any, Any], Any], shared: list, item: Any) -> Any:
+        """``fn(state, shared, item)``; ``shared`` comes wrapped in a list (so Ray passes its reference, not its
+        value) and is fetched once per actor, not once per call."""
         if not self._built:
             self._state = self._make_state()
             self._built = True
-        return fn(self._state, item)
+        if self._shared_ref != shared[0]:
+            self._shared_ref, self._shared = shared[0], ray.get(shared[0])
+        return fn(self._state, self._shared, item)
 
 
 def unwrap(error: RayTaskError) -> BaseException:
@@ -112,25 +132,42 @@ class RayExecutor:
         except RayTaskError as error:
             raise unwrap(error) from None
 
+    def put(self, value: Any) -> ray.ObjectRef:
+        """``value`` in the object store once; :meth:`map` and :meth:`map_stateful` pass the reference on."""
+        self.connect()
+        return ray.put(value)
+
+    def _shared(self, shared: Any) -> ray.ObjectRef:
+        return shared if isinstance(shared, ray.ObjectRef) else ray.put(shared)
+
     def map(self, fn: Callable[[Any, Item], Result], items: Sequence[Item], shared: Any = None) -> list[Result]:
         if not items:
             return []
         self.connect()
         task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_call)
-        shared_ref = ray.put(shared)  # sent once; each task gets it from the object store
-        return self.get([task.remote(fn, shared_ref, item) for item in items])
+        shared_ref = [self._shared(shared)]  # sent once; each worker process gets it from the object store once
+        limit = self.config.workers  # tasks in flight at once (None: as many as the cluster runs)
+        refs: list = []
+        pending: list = []
+        for item in items:
+            if limit is not None and len(pending) >= limit:
+                _, pending = ray.wait(pending, num_returns=1)
+            refs.append(task.remote(fn, shared_ref, item))
+            pending.append(refs[-1])
+        return self.get(refs)
 
-    def map_stateful(self, make_state: Callable[[], Any], fn: Callable[[Any, Item], Result],
-                     items: Sequence[Item]) -> list[Result]:
+    def map_stateful(self, make_state: Callable[[], Any], fn: Callable[[Any, Any, Item], Result],
+                     items: Sequence[Item], shared: Any = None) -> list[Result]:
         if not items:
             return []
         self.connect()
+        shared_ref = [self._shared(shared)]
         actors = [_StatefulWorker.options(num_cpus=1).remote(make_state)  # type: ignore[attr-defined]
                   for _ in range(min(self.workers, len(items)))]
         try:
             pool = ActorPool(actors)
             try:
-                return list(pool.map(lambda actor, item: actor.run.remote(fn, item), list(items)))
+                return list(pool.map(lambda actor, item: actor.run.remote(fn, shared_ref, item), list(items)))
             except RayTaskError as error:
                 raise unwrap(error) from None
         finally:

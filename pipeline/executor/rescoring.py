@@ -29,8 +29,8 @@ from .faults import pause_point
 Batch = tuple[list[CutEntry], sp.csr_matrix, np.ndarray, list[int]]
 
 
-def _rescore_item(config: PropagateConfig, finish: Finisher | None, scorer: Scorer | None, item: Batch
-                  ) -> list[CutResult]:
+def _rescore_item(config: PropagateConfig, finish: Finisher | None, scorer: Scorer | None, shared: None,
+                  item: Batch) -> list[CutResult]:
     """A worker's item: one batch of whole groups (and its rows in the manifest), rescored with the worker's
     scorer and revised by ``finish`` (the calibrated decision) as the local engine does."""
     pause_point("propagate")

@@ -44,29 +44,25 @@ import itertools
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ..errors import InputError
+from ..executor.base import Executor
 from ..manifest import check_readable
 from ..progress import NullProgress, Progress
-from ..propagate import PropagateConfig, batch_priors, fuse, propagate_batch, read_grouped_and_graph
-from ..propagate.calibrate import (
-    FEATURES,
-    candidates,
-    describe,
-    fit_calibration,
-    fit_scaling,
-    relative_distances,
-    training_rows,
-)
+from ..propagate import PropagateConfig, read_grouped_and_graph
+from ..propagate.calibrate import FEATURES, describe, fit_calibration, fit_scaling, relative_distances
 from ..teacher.contracts import Scorer
 from ..text import TextNormalizer
-from ..wer import pooled_word_errors, word_errors
+from ..wer import pooled_word_errors
+from .folds import CrossfitInputs, Outcome, Point, SearchInputs, crossfit_item, fold_views, plan, run_items, solve_item
 from .grid import TuneConfig
 from .params import write_params
 
 CONFIDENCE_LEVELS: tuple[float, ...] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+Key = tuple[float, float, float, float]   # (threshold scale, α, temperature, λ)
 
 
 @dataclass
@@ -114,34 +110,35 @@ def sample_groups(entries: list, rows: np.ndarray, max_cuts: int | None, seed: i
     return rows[chosen[inverse.reshape(-1)]], True
 
 
-def coarse_to_fine(solves: list[tuple[float, float, float]], start: tuple[float, float, float], grid: TuneConfig,
-                   solve, edits: dict) -> None:
+def coarse_to_fine(start: Point, grid: TuneConfig, solve: Callable[[list[Point]], None], edits: dict) -> None:
     """Search the (threshold scale, α, temperature) grid one axis at a time instead of all of it.
 
     From the grid point nearest ``start``, every value of one axis is solved with the other two fixed, the
     best (lowest pooled edits over λ, which is free: one solve serves every λ) is kept, and the axes are
     swept in turn until a full sweep changes nothing: about 1 + 2 (3 - 1) solves per sweep on the default
-    3 x 3 x 3 grid, 7-11 in all instead of 27. ``solve(point)`` adds the point's edits to ``edits``.
+    3 x 3 x 3 grid, 7-11 in all instead of 27. ``solve(points)`` adds the points' edits to ``edits``; a
+    sweep's unsolved points go to it together (in the sweep's order), so an executor solves them at once.
     """
     axes = (grid.threshold_scale, grid.alpha, grid.temperature)
 
     def nearest(values: tuple[float, ...], target: float) -> float:
         return min(values, key=lambda v: (abs(v - target), v))
 
-    current: tuple[float, ...] = tuple(nearest(values, s) for values, s in zip(axes, start))
-    done: set[tuple[float, ...]] = set()
+    current: Point = (nearest(axes[0], start[0]), nearest(axes[1], start[1]), nearest(axes[2], start[2]))
+    done: set[Point] = set()
 
-    def cost(point: tuple[float, ...]) -> int:
-        if point not in done:
-            solve(point)
-            done.add(point)
+    def cost(point: Point) -> int:
         return min(v for k, v in edits.items() if k[:3] == point)
 
     changed = True
     while changed:
         changed = False
         for axis, values in enumerate(axes):
-            points = [current[:axis] + (v,) + current[axis + 1:] for v in values]
+            points: list[Point] = [current[:axis] + (v,) + current[axis + 1:] for v in values]  # type: ignore
+            pending = list(dict.fromkeys(p for p in points if p not in done))
+            if pending:
+                solve(pending)
+                done.update(pending)
             best = min(points, key=lambda p: (cost(p), p != current))
             if best != current:
                 current, changed = best, True
@@ -167,10 +164,13 @@ def tune_params(
     scorer: Scorer | None = None,
     progress: Progress = NullProgress(),
     max_cuts: int | None = None,
+    executor: Executor | None = None,
 ) -> TuneSummary:
     """Cross-validate the grid on annotated cuts; write the best parameters (YAML) and a report (JSON).
 
-    ``max_cuts`` (default :data:`MAX_TUNE_CUTS`) bounds the held-out work: see :func:`sample_groups`."""
+    ``max_cuts`` (default :data:`MAX_TUNE_CUTS`) bounds the held-out work: see :func:`sample_groups`. With an
+    ``executor`` the folds x grid propagations and the calibration's folds run on it (:mod:`.folds`); the
+    selection and the fit stay here, and the outputs are the same as without one."""
     grouped, graph_file, output = check_readable(grouped), check_readable(graph_file), Path(output)
     started = time.perf_counter()
     entries, graph = read_grouped_and_graph(grouped, graph_file, normalizer, progress, annotated_groups_only=True)
@@ -191,57 +191,44 @@ def tune_params(
                   + (f" (coarse to fine, {len(rows):,} sampled cuts)" if bounded else ""),
                   None if bounded else len(solves) * folds)
     # errors[(scale, alpha, temperature, lambda)] = edits pooled over folds
-    edits: dict[tuple[float, float, float, float], int] = {}
-    per_cut: dict[tuple[float, float, float, float], np.ndarray] = {}   # word errors per annotated cut
+    edits: dict[Key, int] = {}
+    per_cut: dict[Key, np.ndarray] = {}   # word errors per annotated cut
     slot = {int(k): i for i, k in enumerate(annotated_rows)}
-    hypotheses: dict[tuple[float, float, float, float], list[tuple[int, str, float]]] = {}
+    hypotheses: dict[Key, list[tuple[int, str, float]]] = {}
     teacher_edits, total_words = pooled_word_errors(references, [sub_entries[k].hypotheses[0] for k in annotated_rows])
     adjacency_of = {scale: graph.adjacency(graph.threshold * scale * base.threshold_scale,
                                            weighted=base.weighted_edges, nearest=base.nearest,
                                            threshold_edges=not base.nearest_only)[rows][:, rows]
                     for scale in grid.threshold_scale}
-    fold_views = []  # per fold: held-out rows, their references, the local rows and entries, held-out positions
-    for f in range(folds):
-        held_out = annotated_rows[fold == f]
-        hidden = list(sub_entries)
-        for k in held_out:
-            hidden[k] = replace(sub_entries[k], reference=None, reference_original=None)
-        # only the groups of this fold's held-out cuts influence them
-        fold_groups = {sub_entries[k].group for k in held_out}
-        local = np.array([k for k, e in enumerate(sub_entries) if e.group in fold_groups], dtype=np.int64)
-        position = {int(k): i for i, k in enumerate(local)}
-        fold_views.append((held_out, [sub_entries[k].reference or "" for k in held_out], local,
-                           [hidden[k] for k in local], [position[int(k)] for k in held_out]))
-    priors_of: dict[tuple[int, float], object] = {}  # (fold, temperature) -> priors, shared by scales and α
+    views = fold_views(sub_entries, annotated_rows, fold, folds)
+    inputs = SearchInputs(base, tuple(grid.fusion_weight), normalizer, adjacency_of, views)
+    shared = inputs if executor is None else executor.put(inputs)  # in the object store once, on Ray
+    workers = 1 if executor is None else executor.workers
 
-    def solve(point: tuple[float, float, float]) -> None:
-        """Cross-validate one (threshold scale, α, temperature) over every fold, for every λ."""
-        scale, alpha, temperature = point
-        for f, (held_out, fold_refs, local, local_entries, local_held_out) in enumerate(fold_views):
-            if (f, temperature) not in priors_of:
-                priors_of[f, temperature] = batch_priors(local_entries, replace(base, temperature=temperature))
-            local_adjacency = adjacency_of[scale][local][:, local]
-            degree = np.diff(local_adjacency.indptr)
-            config = replace(base, alpha=alpha, temperature=temperature)
-            batch = propagate_batch(local_entries, local_adjacency, degree, config, scorer=scorer,
-                                    priors=priors_of[f, temperature], score_rows=local_held_out)  # type: ignore
-            for weight in grid.fusion_weight:
-                results = fuse(batch, local_held_out, weight, config)
-                texts = [normalizer(r.text) for r in results]
-                key = (scale, alpha, temperature, weight)
-                errors = per_cut.setdefault(key, np.zeros(len(annotated_rows)))
-                for k, ref, text in zip(held_out, fold_refs, texts):
-                    errors[slot[int(k)]] = word_errors(ref, text)
-                edits[key] = edits.get(key, 0) + pooled_word_errors(fold_refs, texts)[0]
-                hypotheses.setdefault(key, []).extend(
-                    (int(k), text, r.confidence) for k, text, r in zip(held_out, texts, results))
-            progress.advance()
+    def solve(points: list[Point]) -> None:
+        """Cross-validate the (threshold scale, α, temperature) ``points`` over every fold, for every λ, and merge
+        the answers as one point after the other, fold after fold (the order of a serial loop)."""
+        items = plan(points, folds, workers)
+        answers = run_items(executor, solve_item, shared, items, scorer,
+                            lambda item: progress.advance(len(item.points)))
+        outcome: dict[tuple[int, Point], list[Outcome]] = {}
+        for item, answer in zip(items, answers):
+            for (scale, alpha), outcomes in zip(item.points, answer):
+                outcome[item.fold, (scale, alpha, item.temperature)] = outcomes
+        for point in points:
+            for f, view in enumerate(views):
+                for weight, result in zip(grid.fusion_weight, outcome[f, point]):
+                    key = (*point, weight)
+                    errors = per_cut.setdefault(key, np.zeros(len(annotated_rows)))
+                    for k, e in zip(view.held_out, result.errors):
+                        errors[slot[int(k)]] = e
+                    edits[key] = edits.get(key, 0) + result.edits
+                    hypotheses.setdefault(key, []).extend(result.decisions)
 
     if bounded:
-        coarse_to_fine(solves, (1.0, base.alpha, base.temperature), grid, solve, edits)
+        coarse_to_fine((1.0, base.alpha, base.temperature), grid, solve, edits)
     else:
-        for point in solves:
-            solve(point)
+        solve(solves)
 
     default_key = (1.0, base.alpha, base.temperature, base.fusion_weight)
     best_key, lowest_key = select_key(per_cut, default_key, grid.selection)
@@ -250,7 +237,7 @@ def tune_params(
                    threshold_scale=base.threshold_scale * scale)
     calibration: dict = {"fitted": False, "n_rows": 0}
     if grid.calibrate and base.calibrate:
-        x, y = _crossfit_rows(sub_entries, annotated_rows, fold, folds, graph, rows, best, scorer)
+        x, y = _crossfit_rows(sub_entries, annotated_rows, fold, folds, graph, rows, best, scorer, executor)
         fit = fit_scaling if grid.calibration_fit == "scale" else fit_calibration
         beta = fit(x, y, base.calibration, grid.calibration_strength)
         best = replace(best, calibration=tuple(round(float(b), 6) for b in beta))
@@ -285,8 +272,6 @@ def tune_params(
                        n_combinations=grid.size, confidence_curve=curve, seconds=time.perf_counter() - started)
 
 
-Key = tuple[float, float, float, float]
-
 
 def select_key(per_cut: dict[Key, np.ndarray], default_key: Key, selection: str) -> tuple[Key, Key]:
     """The chosen grid point and the lowest-error one (the module docstring's ``min`` / ``one-se`` rules)."""
@@ -306,35 +291,18 @@ def select_key(per_cut: dict[Key, np.ndarray], default_key: Key, selection: str)
 
 
 def _crossfit_rows(entries: list, annotated_rows: np.ndarray, fold: np.ndarray, folds: int, graph,
-                   rows: np.ndarray, config: PropagateConfig, scorer: Scorer | None) -> tuple[np.ndarray, np.ndarray]:
-    """Calibration rows of every annotated cut, propagated with its fold's references hidden."""
+                   rows: np.ndarray, config: PropagateConfig, scorer: Scorer | None,
+                   executor: Executor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Calibration rows of every annotated cut, propagated with its fold's references hidden (one item per fold,
+    concatenated in fold order)."""
     threshold = graph.threshold * config.threshold_scale
     adjacency = graph.adjacency(threshold, weighted=config.weighted_edges, nearest=config.nearest)[rows][:, rows]
     distances = relative_distances(graph.adjacency(threshold, weighted=True, nearest=config.nearest)[rows][:, rows])
-    features: list[np.ndarray] = []
-    labels: list[int] = []
-    for f in range(folds):
-        held_out = annotated_rows[fold == f]
-        hidden = list(entries)
-        for k in held_out:
-            hidden[k] = replace(entries[k], reference=None, reference_original=None)
-        fold_groups = {entries[k].group for k in held_out}
-        local = np.array([k for k, e in enumerate(entries) if e.group in fold_groups], dtype=np.int64)
-        position = {int(k): i for i, k in enumerate(local)}
-        local_entries = [hidden[k] for k in local]
-        local_adjacency = adjacency[local][:, local]
-        local_distances = distances[local][:, local]
-        local_held_out = [position[int(k)] for k in held_out]
-        batch = propagate_batch(local_entries, local_adjacency, np.diff(local_adjacency.indptr), config,
-                                scorer=scorer, score_rows=local_held_out)
-        for k, r in zip(held_out, local_held_out):
-            found = candidates(batch, local_adjacency, r, config.fusion_weight, local_distances)
-            reference = entries[k].reference
-            if found is None or reference is None:
-                continue
-            x, y = training_rows(found, batch.texts_of(r)[0], reference)
-            features.extend(x)
-            labels.extend(y)
+    inputs = CrossfitInputs(list(entries), adjacency, distances, config,
+                            [annotated_rows[fold == f] for f in range(folds)])
+    answers = run_items(executor, crossfit_item, inputs, list(range(folds)), scorer, lambda _: None)
+    features = [x for part, _ in answers for x in part]
+    labels = [y for _, part in answers for y in part]
     return np.asarray(features, dtype=np.float64).reshape(-1, len(FEATURES)), np.asarray(labels, dtype=np.float64)
 
 

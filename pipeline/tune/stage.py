@@ -25,6 +25,7 @@ import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ..executor.base import Executor
 from ..fields import is_annotated
 from ..manifest import check_readable, iter_json_lines, write_json
 from ..meta import StageRecord, is_up_to_date, write_meta
@@ -68,9 +69,11 @@ def tune_stage(
     base_origin: str = "the run config",
     force: bool = False,
     progress: Progress = NullProgress(),
+    executor: Executor | None = None,
 ) -> TuneStageSummary:
     """Write ``output`` (params.yaml) and its report: tuned over ``grid`` around ``base``, or ``base`` untuned
-    below :data:`MIN_ANNOTATED` annotated cuts (its header names ``base_origin``); skipped when up to date."""
+    below :data:`MIN_ANNOTATED` annotated cuts (its header names ``base_origin``); skipped when up to date.
+    With an ``executor`` the folds x grid propagations run on it (the same outputs)."""
     grouped, graph_file, output = check_readable(grouped), check_readable(graph_file), Path(output)
     record = StageRecord.create("tune", inputs=[grouped, graph_file, *getattr(scorer, "inputs", [])],
                                 params={"grid": grid.grid | ({"nearest": grid.nearest} if grid.nearest else {}),
@@ -97,16 +100,17 @@ def tune_stage(
                        temperature=(base.temperature,), threshold_scale=(1.0,))
     if grid.nearest:
         tuned = _tune_nearest(grouped, graph_file, output, base=base, grid=grid, normalizer=normalizer,
-                              scorer=scorer, progress=progress)
+                              scorer=scorer, progress=progress, executor=executor)
     else:
         tuned = tune_params(grouped, graph_file, output, base=base, grid=grid, folds=grid.folds, seed=grid.seed,
-                            normalizer=normalizer, scorer=scorer, progress=progress)
+                            normalizer=normalizer, scorer=scorer, progress=progress, executor=executor)
     write_meta(record, output)
     return TuneStageSummary(output, skipped=False, tuned=tuned, n_annotated=n_annotated, seconds=tuned.seconds)
 
 
 def _tune_nearest(grouped: Path, graph_file: Path, output: Path, *, base: PropagateConfig, grid: TuneConfig,
-                  normalizer: TextNormalizer, scorer: Scorer | None, progress: Progress) -> TuneSummary:
+                  normalizer: TextNormalizer, scorer: Scorer | None, progress: Progress,
+                  executor: Executor | None) -> TuneSummary:
     """One search per k-nearest count into a side file; the best k's files replace ``output`` and its report."""
     order = sorted(dict.fromkeys(grid.nearest), key=lambda k: (k != base.nearest, list(grid.nearest).index(k)))
     searches: dict[int, TuneSummary] = {}
@@ -114,7 +118,7 @@ def _tune_nearest(grouped: Path, graph_file: Path, output: Path, *, base: Propag
         side = output.with_name(f"{output.stem}.nearest-{k}{output.suffix}")
         searches[k] = tune_params(grouped, graph_file, side, base=replace(base, nearest=k), grid=grid,
                                   folds=grid.folds, seed=grid.seed, normalizer=normalizer, scorer=scorer,
-                                  progress=progress)
+                                  progress=progress, executor=executor)
     best_k = min(order, key=lambda k: (searches[k].best_wer, order.index(k)))
     best = searches[best_k]
     report = json.loads(best.report_file.read_text(encoding="utf-8"))

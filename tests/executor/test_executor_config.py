@@ -49,7 +49,8 @@ def test_unknown_executor_is_a_usage_error(tmp_path: Path) -> None:
 def test_local_executor_maps_in_order() -> None:
     executor = LocalExecutor()
     assert executor.map(lambda shared, x: shared + x, [1, 2, 3], 10) == [11, 12, 13]
-    assert executor.map_stateful(lambda: 5, lambda state, x: state * x, [1, 2]) == [5, 10]
+    assert executor.map_stateful(lambda: 5, lambda state, shared, x: state * x + shared, [1, 2], 1) == [6, 11]
+    assert executor.put(big := [1, 2]) is big  # a local handle is the value itself
 
 
 def test_a_local_run_does_not_import_ray() -> None:

@@ -34,7 +34,7 @@ from choral.pipeline.manifest import iter_cuts, iter_json_lines  # noqa: E402
 from choral.pipeline.propagate import PropagateConfig, load_params, propagate_manifest  # noqa: E402
 from choral.pipeline.run import load_run_config, run_pipeline  # noqa: E402
 from choral.pipeline.synthetic import SyntheticConfig, generate  # noqa: E402
-from choral.pipeline.tune import TuneConfig, tune_stage  # noqa: E402
+from choral.pipeline.tune import TuneConfig, tune_params, tune_stage  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -122,7 +122,7 @@ def _rescoring(decoded: Path, out: Path, executor: RayExecutor | None) -> Path:
     group_manifest(decoded, out / "grouped.jsonl.gz", grouping, executor=executor)
     build_graph(out / "grouped.jsonl.gz", out / "graph.npz", None, GraphConfig(), executor=executor)
     tune_stage(out / "grouped.jsonl.gz", out / "graph.npz", out / "params.yaml", base=base,
-               grid=TuneConfig(alpha=(0.5, 0.9), fusion_weight=(0.3, 0.6), temperature=(1.0,)))
+               grid=TuneConfig(alpha=(0.5, 0.9), fusion_weight=(0.3, 0.6), temperature=(1.0,)), executor=executor)
     config = load_params(out / "params.yaml", base=base)
     rescorer = {} if executor is None else {"rescorer": parallel_rescorer(executor)}
     propagate_manifest(out / "grouped.jsonl.gz", out / "graph.npz", out / "rescored.jsonl.gz", config, **rescorer)
@@ -143,12 +143,45 @@ def test_synthetic_set_same_answers_with_a_propagate_worker_killed(cluster, tmp_
         ray.shutdown()
     killer.join(1)
     assert killed, "no propagate worker reached the pause point"
-    for name in ("grouped.jsonl.gz", "rescored.jsonl.gz"):  # byte for byte: same decoded input, same answers
+    for name in ("grouped.jsonl.gz", "params.json", "rescored.jsonl.gz"):  # byte for byte: same input, same answers
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+    # params.yaml too, but for the grouped manifest's path its first line names
+    assert [(tmp_path / side / "params.yaml").read_text().splitlines()[1:] for side in ("ray", "local")] \
+        == [(tmp_path / "local" / "params.yaml").read_text().splitlines()[1:]] * 2
     assert (tmp_path / "ray" / "threshold.json").read_text() == (tmp_path / "local" / "threshold.json").read_text()
     ids = [cut.id for cut in iter_cuts(remote)]
     assert len(ids) == len(set(ids)) == corpus.n_cuts
     assert ids == [cut.id for cut in iter_cuts(local)]
+
+
+def test_tune_on_ray_chooses_the_same_parameters_and_calibration(cluster, tmp_path: Path) -> None:
+    """Folds x grid as Ray tasks (full grid, coarse to fine) and on scorer actors: params.yaml and its report
+    byte for byte those of the local run."""
+    corpus = generate(tmp_path / "synth", SyntheticConfig(n_prompts=30, annotated_fraction=0.3, seed=6))
+    grouped, graph = tmp_path / "grouped.jsonl.gz", tmp_path / "graph.npz"
+    group_manifest(corpus.decoded, grouped)
+    build_graph(grouped, graph)
+
+    def scorer(cut_id: str, texts: list[str]) -> list[float]:  # pickled by value to the actors
+        return [-0.2 * len(t.split()) - 0.01 * (sum(map(ord, cut_id)) % 5) for t in texts]
+
+    grid = TuneConfig(alpha=(0.5, 0.9, 0.99), fusion_weight=(0.0, 0.3, 0.6), temperature=(0.5, 1.0), folds=3)
+    runs = {"full": {"grid": grid}, "coarse": {"grid": grid, "max_cuts": 120},
+            "scored": {"grid": replace(grid, temperature=(1.0,), threshold_scale=(1.0,)), "scorer": scorer}}
+    for name, options in runs.items():
+        tune_params(grouped, graph, tmp_path / "local" / f"{name}.yaml", folds=3, **options)
+    executor = _driver(cluster)
+    try:
+        for name, options in runs.items():
+            tune_params(grouped, graph, tmp_path / "ray" / f"{name}.yaml", folds=3, executor=executor, **options)
+    finally:
+        ray.shutdown()
+    for name in runs:
+        for suffix in (".yaml", ".json"):
+            local, remote = (tmp_path / side / f"{name}{suffix}" for side in ("local", "ray"))
+            assert remote.read_bytes() == local.read_bytes(), f"{name}{suffix}"
+    report = json.loads((tmp_path / "ray" / "coarse.json").read_text())
+    assert report["search"]["solved_points"] < report["search"]["grid_points"] and report["calibration"]["fitted"]
 
 
 def _demo_subset(tmp_path: Path, every: int = 4) -> Path:
