@@ -5,7 +5,7 @@ The development draw is the protocol with prompt seed 13 and cut seed 13 (the re
 
     .venv/bin/python benchmarks/generalisation/run_protocol.py --prompt-seed 13 --seed 13 \\
         --annotated-fraction 0.3 --no-loco --no-stability --data benchmarks/generalisation/data/dev --out /tmp/dev.md
-    .venv/bin/python benchmarks/generalisation/fit_prior.py collect --fractions 0.1 0.05 0.02
+    .venv/bin/python benchmarks/generalisation/fit_prior.py collect --fractions 0.3 0.1 0.05 0.02
     .venv/bin/python benchmarks/generalisation/fit_prior.py fit
 
 ``collect`` re-annotates each development pool's decoded cuts at each fraction (as ``gen_stability.py``
@@ -23,7 +23,9 @@ scored with ``beta_0`` itself.
 
 What was chosen from it (README.md here): the ``scale`` fit with strength 0.25 (lowest ECE summed over
 the dumped runs), margin 0.05 (the smallest with no harmed cut in any run), and ``tune.min_annotated``
-10 (the tuned-vs-untuned runs: 12 annotated cuts lowered the WER, 6 did not).
+10 (the tuned-vs-untuned runs: 12 annotated cuts lowered the WER, 6 did not); ``propagate.decision: errors``
+with ``ERROR_PRIOR`` (the error model on both pools at 10%) and ``error_margin`` 0.5 (the smallest margin with
+no harmed cut when the model is fitted on one pool and decides on the other, at every dumped fraction).
 """
 
 from __future__ import annotations

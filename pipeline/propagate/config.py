@@ -38,7 +38,7 @@ class PropagateConfig:
     decision: Literal["errors", "exact"] = "errors"  # replace the 1-best by expected word errors, or exact p
     replace_margin: float = 0.05        # exact: replace only when p(winner) > p(1-best) + this margin
     error_model: tuple[float, ...] = ERROR_PRIOR  # gamma, one per calibrate.ERROR_FEATURES (the Poisson model)
-    error_margin: float = 0.25          # errors: replace only when E[errors(winner)] < E[errors(1-best)] - this
+    error_margin: float = 0.5           # errors: replace only when E[errors(winner)] < E[errors(1-best)] - this
     # issue 12 part 4 (options, measured in benchmarks/generalisation/RESULTS.md's Ablations)
     nearest_only: bool = False          # with nearest > 0: the k nearest edges alone, no threshold edges
     consensus: int = 0                  # word-level combinations of the neighbourhood per cut (0: off)

@@ -12,6 +12,7 @@ from choral.pipeline.manifest import read_cuts
 from choral.pipeline.propagate import CutEntry, PropagateConfig, load_params, propagate_manifest, rescore
 from choral.pipeline.synthetic import SyntheticConfig, generate
 from choral.pipeline.text import normalize
+from choral.pipeline.wer import word_errors
 
 
 def entry(cut_id: str, texts: list[str], scores: list[float], reference: str | None = None) -> CutEntry:
@@ -120,8 +121,12 @@ def accented_run(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_chain_reduces_unannotated_wer(accented_run) -> None:
+    """The chain with the exact-correctness decision cuts WER; the default (expected word errors, margin 0.5
+    words, fitted on real teachers' features) is more careful on these synthetic two- and three-word texts and
+    must never make the labels worse."""
     corpus, out = accented_run
-    summary = propagate_manifest(out / "grouped.jsonl.gz", out / "graph.npz", out / "rescored.jsonl.gz")
+    exact = PropagateConfig(decision="exact")
+    summary = propagate_manifest(out / "grouped.jsonl.gz", out / "graph.npz", out / "rescored.jsonl.gz", exact)
     assert summary.n_cuts == corpus.n_cuts and summary.sources["reference"] > 0
     cuts = read_cuts(out / "rescored.jsonl.gz")
     for cut in cuts:
@@ -130,10 +135,17 @@ def test_chain_reduces_unannotated_wer(accented_run) -> None:
         assert 0.0 <= result["confidence"] <= 1.0
     teacher = corpus_wer(cuts, corpus.reference_of_cut, "teacher")
     choral = corpus_wer(cuts, corpus.reference_of_cut, "choral")
-    # measured: 10.3% -> 7.2% (errors rule, margin 0.25 words; the exact rule 6.7%, margin 0 words 6.3%: these
-    # two- and three-word texts save less than a word per replacement, so the margin bites harder here)
-    assert choral < 0.75 * teacher, (teacher, choral)
-    assert propagate_manifest(out / "grouped.jsonl.gz", out / "graph.npz", out / "rescored.jsonl.gz").skipped
+    assert choral < 0.7 * teacher, (teacher, choral)  # measured: 10.3% -> 6.7%
+    assert propagate_manifest(out / "grouped.jsonl.gz", out / "graph.npz", out / "rescored.jsonl.gz", exact).skipped
+    propagate_manifest(out / "grouped.jsonl.gz", out / "graph.npz", out / "default.jsonl.gz")
+    cuts = read_cuts(out / "default.jsonl.gz")
+    assert corpus_wer(cuts, corpus.reference_of_cut, "choral") <= teacher  # measured: 10.3% -> 10.2%
+    for cut in cuts:
+        (result,) = cut.custom["choral"]
+        if cut.supervisions[0].text is None:
+            reference = normalize(corpus.reference_of_cut[cut.id])
+            assert word_errors(reference, normalize(result["text"])) <= word_errors(
+                reference, normalize(result["teacher_text"])), cut.id
 
 
 def test_unsupervised_chain_runs(tmp_path: Path) -> None:
