@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import numpy as np
 
@@ -84,18 +84,22 @@ def subgraph(graph: CutGraph, rows: np.ndarray) -> CutGraph:
 
 def read_grouped_and_graph(grouped: Path, graph_file: Path, normalizer: TextNormalizer,
                            progress: Progress = NullProgress(), *,
-                           annotated_groups_only: bool = False) -> tuple[list[CutEntry], CutGraph]:
+                           annotated_groups_only: bool = False,
+                           groups: Collection[str] | None = None) -> tuple[list[CutEntry], CutGraph]:
     """The grouped manifest's entries and its graph, checked to describe the same cuts in the same order.
 
     ``annotated_groups_only`` (``choral tune``, which cross-validates on annotated cuts, whose neighbours
     are all in their groups) gives only the cuts of groups with an annotated cut and the graph over them
     (:func:`subgraph`): a first pass finds those groups, the second reads just their n-best lists, so the
-    other cuts' texts are never normalised or held."""
+    other cuts' texts are never normalised or held. ``groups`` gives only the cuts of those groups (tune's
+    sample, :func:`choral.pipeline.tune.crossval.read_census`) the same way, without the first pass."""
     progress.task("reading grouped manifest", None)
     keep = None
     if annotated_groups_only:
         wanted = annotated_groups(grouped)
         keep = wanted.__contains__
+    elif groups is not None:
+        keep = set(groups).__contains__
     ids: list[str] = []  # every cut's id, for the check against the graph
     kept_rows: list[int] = []
     entries = []

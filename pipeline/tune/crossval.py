@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -50,6 +51,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..executor.base import Executor
+from ..grouped import iter_grouped_fields
 from ..manifest import check_readable
 from ..progress import NullProgress, Progress
 from ..propagate import PropagateConfig, read_grouped_and_graph
@@ -81,33 +83,70 @@ class TuneSummary:
     seconds: float = 0.0
 
 
-MAX_TUNE_CUTS = 6_000  # cuts of annotated groups searched in full; above it tune samples groups (sample_groups)
+MAX_TUNE_CUTS = TuneConfig().max_cuts  # cuts of annotated groups searched in full; above it tune samples groups
 
 
-def sample_groups(entries: list, rows: np.ndarray, max_cuts: int | None, seed: int) -> tuple[np.ndarray, bool]:
-    """Bound the held-out work: ``rows`` (the cuts of groups with an annotated cut, in manifest order) when
-    there are at most ``max_cuts`` of them, else the rows of whole groups drawn in a seeded random order
-    while they fit in ``max_cuts`` (whole groups: a held-out cut's neighbours are all in its group), and
-    whether it sampled. A sample also switches the search to :func:`coarse_to_fine`.
+@dataclass(frozen=True)
+class Census:
+    """One light pass over a grouped manifest (groups and references only, no n-best list parsed): the
+    annotated cuts and the size of every group holding one, which is all the sampling needs."""
+
+    n_annotated: int
+    sizes: dict[str, int]   # cuts per group with an annotated cut
+
+
+def read_census(grouped: Path) -> Census:
+    """The :class:`Census` of ``grouped``."""
+    sizes: Counter[str] = Counter()
+    annotated: set[str] = set()
+    n_annotated = 0
+    for record in iter_grouped_fields(grouped, keep=lambda group: False):
+        sizes[record.group] += 1
+        if record.reference is not None:
+            annotated.add(record.group)
+            n_annotated += 1
+    return Census(n_annotated, {group: sizes[group] for group in annotated})
+
+
+def choose_groups(sizes: dict[str, int], max_cuts: int | None, seed: int,
+                  sample_cuts: int | None = None) -> tuple[set[str], bool]:
+    """Bound the held-out work: every group of ``sizes`` (group -> cuts; the groups with an annotated cut)
+    when they hold at most ``max_cuts`` cuts, else whole groups drawn in a seeded random order while they
+    fit in ``sample_cuts`` (default: ``max_cuts``; whole groups: a held-out cut's neighbours are all in its
+    group), and whether it sampled. A sample also switches the search to :func:`coarse_to_fine`.
 
     The cost of tuning is (solves) x (folds) x (cuts solved); sampling makes the last factor a constant, so
-    tuning a million cuts costs what tuning ``max_cuts`` does, while the pooled held-out WER over a few
-    thousand cuts still separates the grid's points (its standard error is under a tenth of a point).
+    tuning a million cuts costs what tuning ``sample_cuts`` does, and only the sampled groups' n-best lists
+    are read. Two bounds, not one: a pool up to ``max_cuts`` keeps the whole grid (its choice does not
+    move), while the sample above it may be smaller, since its cost is paid on every large run
+    (``tune.max_cuts`` and ``tune.sample_cuts``, :class:`TuneConfig`).
     """
     limit = MAX_TUNE_CUTS if max_cuts is None else max_cuts
-    if len(rows) <= limit:
-        return rows, False
-    groups = np.asarray([entries[i].group for i in rows])
-    names, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
-    chosen = np.zeros(len(names), dtype=bool)
+    if sum(sizes.values()) <= limit:
+        return set(sizes), False
+    bound = limit if sample_cuts is None else min(sample_cuts, limit)
+    names = sorted(sizes)
+    chosen: set[str] = set()
     total = 0
     for g in np.random.default_rng(seed).permutation(len(names)):
-        if total + sizes[g] <= limit:
-            chosen[g] = True
-            total += int(sizes[g])
-        if total >= limit:
+        size = sizes[names[g]]
+        if total + size <= bound:
+            chosen.add(names[g])
+            total += size
+        if total >= bound:
             break
-    return rows[chosen[inverse.reshape(-1)]], True
+    return chosen, True
+
+
+def sample_groups(entries: list, rows: np.ndarray, max_cuts: int | None, seed: int,
+                  sample_cuts: int | None = None) -> tuple[np.ndarray, bool]:
+    """:func:`choose_groups` over ``rows`` (the cuts of groups with an annotated cut, in manifest order):
+    the rows of the chosen groups, and whether it sampled."""
+    sizes = Counter(str(entries[i].group) for i in rows)
+    chosen, bounded = choose_groups(dict(sizes), max_cuts, seed, sample_cuts)
+    if not bounded:
+        return rows, False
+    return np.asarray([i for i in rows if entries[i].group in chosen], dtype=rows.dtype), True
 
 
 def coarse_to_fine(start: Point, grid: TuneConfig, solve: Callable[[list[Point]], None], edits: dict) -> None:
@@ -165,19 +204,21 @@ def tune_params(
     progress: Progress = NullProgress(),
     max_cuts: int | None = None,
     executor: Executor | None = None,
+    census: Census | None = None,
 ) -> TuneSummary:
     """Cross-validate the grid on annotated cuts; write the best parameters (YAML) and a report (JSON).
 
-    ``max_cuts`` (default :data:`MAX_TUNE_CUTS`) bounds the held-out work: see :func:`sample_groups`. With an
+    ``max_cuts`` (default ``grid.max_cuts``) and ``grid.sample_cuts`` bound the held-out work: see
+    :func:`choose_groups` (``census``: the manifest's :class:`Census`, when the caller has read it). With an
     ``executor`` the folds x grid propagations and the calibration's folds run on it (:mod:`.folds`); the
     selection and the fit stay here, and the outputs are the same as without one."""
     grouped, graph_file, output = check_readable(grouped), check_readable(graph_file), Path(output)
     started = time.perf_counter()
-    entries, graph = read_grouped_and_graph(grouped, graph_file, normalizer, progress, annotated_groups_only=True)
-    annotated_groups = {e.group for e in entries if e.reference is not None}
-    rows = np.array([i for i, e in enumerate(entries) if e.group in annotated_groups], dtype=np.int64)
-    rows, bounded = sample_groups(entries, rows, max_cuts, seed)
-    sub_entries = [entries[i] for i in rows]
+    census = read_census(grouped) if census is None else census
+    chosen, bounded = choose_groups(census.sizes, grid.max_cuts if max_cuts is None else max_cuts, seed,
+                                    grid.sample_cuts)
+    sub_entries, graph = read_grouped_and_graph(grouped, graph_file, normalizer, progress, groups=chosen)
+    rows = np.arange(len(sub_entries))   # the searched cuts, in manifest order: the graph is over them alone
     annotated_rows = np.array([k for k, e in enumerate(sub_entries) if e.reference is not None], dtype=np.int64)
     folds = min(folds, len(annotated_rows))
     if folds < 2:

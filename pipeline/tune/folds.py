@@ -28,7 +28,7 @@ from ..propagate import BatchPriors, CutEntry, PropagateConfig, batch_priors, fu
 from ..propagate.calibrate import candidates, training_rows
 from ..teacher.contracts import Scorer
 from ..text import TextNormalizer
-from ..wer import pooled_word_errors, word_errors
+from ..wer import word_errors
 
 Point = tuple[float, float, float]   # (threshold scale, α, temperature)
 
@@ -112,11 +112,16 @@ def solve_item(scorer: Scorer | None, inputs: SearchInputs, item: SolveItem) -> 
         batch = propagate_batch(view.entries, adjacency, np.diff(adjacency.indptr), config, scorer=scorer,
                                 priors=priors, score_rows=view.positions)
         outcomes = []
+        scored: dict[tuple[int, str], int] = {}   # (held-out slot, text) -> word errors: λs often agree
         for weight in inputs.fusion_weights:
             results = fuse(batch, view.positions, weight, config)
             texts = [inputs.normalizer(r.text) for r in results]
-            outcomes.append(Outcome([word_errors(ref, text) for ref, text in zip(view.references, texts)],
-                                    pooled_word_errors(view.references, texts)[0],
+            errors = []
+            for i, (reference, text) in enumerate(zip(view.references, texts)):
+                if (i, text) not in scored:
+                    scored[i, text] = word_errors(reference, text)
+                errors.append(scored[i, text])
+            outcomes.append(Outcome(errors, sum(errors),  # pooled edits are the sum of the cuts'
                                     [(int(k), text, r.confidence)
                                      for k, text, r in zip(view.held_out, texts, results)]))
         answers.append(outcomes)

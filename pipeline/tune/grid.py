@@ -31,6 +31,8 @@ class TuneConfig:
     calibration_strength: float = 0.25  # kappa: pull toward the prior (larger: trust the prior more)
     min_annotated: int = 10             # fewer annotated cuts: no grid search (the base values hold)
     nearest: tuple[int, ...] = ()       # k-nearest edge counts tried, each a whole search (empty: the base's k)
+    max_cuts: int = 3_000               # cuts of annotated groups searched in full (the whole grid); above: a sample
+    sample_cuts: int = 1_000            # above max_cuts: whole groups sampled up to this many, searched coarse to fine
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -49,6 +51,12 @@ class TuneConfig:
                 raise ConfigError(axis, "needs at least one value")
             for value in getattr(self, axis):
                 PropagateConfig(**{axis: value})  # its ConfigError names the field, which is the axis
+        for name in ("max_cuts", "sample_cuts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(name, f"must be a positive number of cuts, not {value!r}")
+        if self.sample_cuts > self.max_cuts:
+            raise ConfigError("sample_cuts", f"must be at most max_cuts ({self.max_cuts}), not {self.sample_cuts}")
         for k in self.nearest:
             if isinstance(k, bool) or not isinstance(k, int) or k < 0:
                 raise ConfigError("nearest", f"must be counts >= 0 (0: threshold edges only), not {k!r}")

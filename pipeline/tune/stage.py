@@ -26,14 +26,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..executor.base import Executor
-from ..fields import is_annotated
-from ..manifest import check_readable, iter_json_lines, write_json
+from ..manifest import check_readable, write_json
 from ..meta import StageRecord, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
 from ..propagate import PropagateConfig
 from ..teacher.contracts import Scorer, is_reproducible
 from ..text import TextNormalizer
-from .crossval import TuneSummary, tune_params
+from .crossval import Census, TuneSummary, read_census, tune_params
 from .grid import TuneConfig
 from .params import report_path, write_params
 
@@ -84,11 +83,13 @@ def tune_stage(
                                         "calibration_fit": grid.calibration_fit,
                                         "min_annotated": grid.min_annotated,
                                         "normalizer": asdict(normalizer),
-                                        "scorer": getattr(scorer, "name", None)},
+                                        "scorer": getattr(scorer, "name", None)}
+                                | _bounds(grid),
                                 outputs=[output, report_path(output)])
     if not force and is_reproducible(scorer) and is_up_to_date(record, output):
         return TuneStageSummary(output, skipped=True)
-    n_annotated = sum(is_annotated(cut) for _, cut in iter_json_lines(grouped))
+    census = read_census(grouped)   # one light pass: the count here, the groups for the search's sample
+    n_annotated = census.n_annotated
     if n_annotated < MIN_ANNOTATED:
         header = (f"# not tuned: {grouped} holds {n_annotated} annotated cut(s), tuning needs {MIN_ANNOTATED}\n"
                   f"# these are the propagate values of {base_origin}\n")
@@ -100,17 +101,26 @@ def tune_stage(
                        temperature=(base.temperature,), threshold_scale=(1.0,))
     if grid.nearest:
         tuned = _tune_nearest(grouped, graph_file, output, base=base, grid=grid, normalizer=normalizer,
-                              scorer=scorer, progress=progress, executor=executor)
+                              scorer=scorer, progress=progress, executor=executor, census=census)
     else:
         tuned = tune_params(grouped, graph_file, output, base=base, grid=grid, folds=grid.folds, seed=grid.seed,
-                            normalizer=normalizer, scorer=scorer, progress=progress, executor=executor)
+                            normalizer=normalizer, scorer=scorer, progress=progress, executor=executor,
+                            census=census)
     write_meta(record, output)
     return TuneStageSummary(output, skipped=False, tuned=tuned, n_annotated=n_annotated, seconds=tuned.seconds)
 
 
+def _bounds(grid: TuneConfig) -> dict:
+    """The search's bounds for the sidecar, only where they differ from the defaults (run directories
+    recorded before the bounds were keys still skip)."""
+    default = TuneConfig()
+    return {name: getattr(grid, name) for name in ("max_cuts", "sample_cuts")
+            if getattr(grid, name) != getattr(default, name)}
+
+
 def _tune_nearest(grouped: Path, graph_file: Path, output: Path, *, base: PropagateConfig, grid: TuneConfig,
                   normalizer: TextNormalizer, scorer: Scorer | None, progress: Progress,
-                  executor: Executor | None) -> TuneSummary:
+                  executor: Executor | None, census: Census | None = None) -> TuneSummary:
     """One search per k-nearest count into a side file; the best k's files replace ``output`` and its report."""
     order = sorted(dict.fromkeys(grid.nearest), key=lambda k: (k != base.nearest, list(grid.nearest).index(k)))
     searches: dict[int, TuneSummary] = {}
@@ -118,7 +128,7 @@ def _tune_nearest(grouped: Path, graph_file: Path, output: Path, *, base: Propag
         side = output.with_name(f"{output.stem}.nearest-{k}{output.suffix}")
         searches[k] = tune_params(grouped, graph_file, side, base=replace(base, nearest=k), grid=grid,
                                   folds=grid.folds, seed=grid.seed, normalizer=normalizer, scorer=scorer,
-                                  progress=progress, executor=executor)
+                                  progress=progress, executor=executor, census=census)
     best_k = min(order, key=lambda k: (searches[k].best_wer, order.index(k)))
     best = searches[best_k]
     report = json.loads(best.report_file.read_text(encoding="utf-8"))

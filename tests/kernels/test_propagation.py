@@ -329,3 +329,14 @@ def test_asymmetry_within_rounding_is_accepted() -> None:
     W_bad[i, j] *= 1.001
     with pytest.raises(ValueError, match="symmetric"):
         label_spreading(sp.csr_array(W_bad), Y, 0.5)
+
+
+def test_block_cg_repacking_keeps_c_order_and_the_columns() -> None:
+    """The repack (np.take) gives A[:, index] in C order from a mask or positions, whatever A's order."""
+    from choral.kernels.propagation import _columns
+
+    rng = np.random.default_rng(0)
+    for A in (rng.random((300, 6)), np.asfortranarray(rng.random((300, 6)))):
+        for index in (np.array([True, False, True, True, False, True]), np.array([0, 2, 5]), np.array([], int)):
+            taken = _columns(A, index)
+            assert taken.flags.c_contiguous and np.array_equal(taken, A[:, index])

@@ -218,3 +218,69 @@ def test_tune_config_min_annotated_and_calibration_fit_are_checked() -> None:
         TuneConfig(min_annotated=1)
     with pytest.raises(Exception, match="calibration_fit"):
         TuneConfig(calibration_fit="other")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("max_cuts: 0", "key 'tune.max_cuts' must be a positive number of cuts, not 0"),
+    ("sample_cuts: -5", "key 'tune.sample_cuts' must be a positive number of cuts, not -5"),
+    ("max_cuts: 500\n  sample_cuts: 600", "key 'tune.sample_cuts' must be at most max_cuts (500), not 600"),
+    ("max_cuts: many", "key 'tune.max_cuts' must be int"),
+])
+def test_tune_bounds_are_validated_config_keys(tmp_path: Path, text: str, message: str) -> None:
+    from choral.pipeline.run_config import load_run_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text(f"input:\n  audio_dir: audio\ntune:\n  {text}\n", encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        load_run_config(path)
+    assert message in str(caught.value) and str(path) in str(caught.value)
+    path.write_text("input:\n  audio_dir: audio\ntune:\n  max_cuts: 5000\n  sample_cuts: 2000\n", encoding="utf-8")
+    config = load_run_config(path).tune
+    assert (config.max_cuts, config.sample_cuts) == (5000, 2000)
+    assert (TuneConfig().max_cuts, TuneConfig().sample_cuts) == (3000, 1000)
+
+
+def test_choose_groups_samples_below_the_full_search_bound() -> None:
+    """Up to max_cuts every group is searched; above it whole groups up to sample_cuts, the draw
+    sample_groups makes over the same cuts."""
+    from types import SimpleNamespace
+
+    from choral.pipeline.tune.crossval import choose_groups, sample_groups
+
+    sizes = {f"g{i}": 10 for i in range(10)}
+    chosen, sampled = choose_groups(sizes, 100, seed=0, sample_cuts=35)
+    assert not sampled and chosen == set(sizes)
+    chosen, sampled = choose_groups(sizes, 99, seed=0, sample_cuts=35)
+    assert sampled and len(chosen) == 3 and chosen < set(sizes)
+    entries = [SimpleNamespace(group=f"g{i // 10}") for i in range(100)]
+    kept, sampled = sample_groups(entries, np.arange(100), 99, seed=0, sample_cuts=35)
+    assert sampled and {entries[i].group for i in kept} == chosen and len(kept) == 30
+    assert choose_groups(sizes, 99, seed=0)[0] != chosen      # without sample_cuts: up to max_cuts
+    assert sum(sizes[g] for g in choose_groups(sizes, 99, seed=0)[0]) == 90
+
+
+def test_tune_reads_only_the_sampled_groups(tmp_path: Path) -> None:
+    """The census pass counts what the stage needs; the search reads the sampled groups' cuts and the graph
+    over them, the same entries and edges as the annotated groups' graph restricted to them."""
+    from choral.pipeline.propagate import read_grouped_and_graph
+    from choral.pipeline.tune.crossval import choose_groups, read_census
+
+    corpus = generate(tmp_path, SyntheticConfig(n_prompts=40, annotated_fraction=0.3, seed=4))
+    grouped, graph_file = tmp_path / "grouped.jsonl.gz", tmp_path / "graph.npz"
+    group_manifest(corpus.decoded, grouped)
+    build_graph(grouped, graph_file)
+    normalizer = TextNormalizer()
+    cuts = read_cuts(grouped)
+    census = read_census(grouped)
+    assert census.n_annotated == sum(any(s.text for s in c.supervisions) for c in cuts)
+    everything, whole = read_grouped_and_graph(grouped, graph_file, normalizer, annotated_groups_only=True)
+    assert sum(census.sizes.values()) == len(everything) and set(census.sizes) == {e.group for e in everything}
+    chosen, sampled = choose_groups(census.sizes, 200, seed=0, sample_cuts=120)
+    assert sampled and 0 < sum(census.sizes[g] for g in chosen) <= 120
+    entries, graph = read_grouped_and_graph(grouped, graph_file, normalizer, groups=chosen)
+    rows = np.array([i for i, e in enumerate(everything) if e.group in chosen])
+    assert [e.cut_id for e in entries] == [everything[i].cut_id for i in rows]
+    assert (graph.adjacency(weighted=True) != whole.adjacency(weighted=True)[rows][:, rows]).nnz == 0
+    grid = replace(TuneConfig(fusion_weight=(0.0, 0.3)), max_cuts=200, sample_cuts=120)
+    tune_params(grouped, graph_file, tmp_path / "params.yaml", grid=grid, folds=3)
+    assert json.loads((tmp_path / "params.json").read_text())["search"]["sampled_cuts"] == len(entries)
