@@ -398,6 +398,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite RESULTS.md from the outputs of an earlier run (nothing recomputed)")
     args = parser.parse_args()
+    args.config = args.config.resolve()  # a relative --config is relative to the working directory
 
     config = load_run_config(args.config)
     if args.run_dir is not None:
