@@ -211,25 +211,36 @@ def fit_calibration(x: np.ndarray, y: np.ndarray, prior: Sequence[float], streng
         z = x @ b
         return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * strength * np.sum((b - beta0) ** 2))
 
-    current = objective(beta)
+    def derivatives(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = probability(b, x)
+        return (x.T @ (p - y) + strength * (b - beta0),
+                (x * (p * (1 - p))[:, None]).T @ x + strength * eye)
+
+    return _damped_newton(beta, objective, derivatives, iterations)
+
+
+def _damped_newton(start: np.ndarray, objective: Callable[[np.ndarray], float],
+                   derivatives: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                   iterations: int) -> np.ndarray:
+    """Minimise a strictly convex ``objective`` from ``start`` by Newton steps (``derivatives`` gives the
+    gradient and Hessian), each halved until the objective does not rise; stops when a step is below 1e-8."""
+    current_point, current = start, objective(start)
     for _ in range(iterations):
-        p = probability(beta, x)
-        gradient = x.T @ (p - y) + strength * (beta - beta0)
-        hessian = (x * (p * (1 - p))[:, None]).T @ x + strength * eye
+        gradient, hessian = derivatives(current_point)
         step = np.linalg.solve(hessian, gradient)
         scale = 1.0
         while scale > 1e-8:
-            candidate = beta - scale * step
+            candidate = current_point - scale * step
             value = objective(candidate)
             if value <= current:
                 break
             scale /= 2
         else:
             break
-        beta, current = candidate, value
+        current_point, current = candidate, value
         if np.max(np.abs(scale * step)) < 1e-8:
             break
-    return beta
+    return current_point
 
 
 def fit_scaling(x: np.ndarray, y: np.ndarray, prior: Sequence[float], strength: float) -> np.ndarray:
@@ -272,25 +283,11 @@ def fit_error_model(z: np.ndarray, errors: np.ndarray, strength: float, iteratio
         eta = np.clip(z @ g, -30.0, 30.0)
         return float(np.sum(np.exp(eta) - e * eta) + 0.5 * np.sum(pull * g ** 2))
 
-    current = objective(gamma)
-    for _ in range(iterations):
-        mu = expected_errors(gamma, z)
-        gradient = z.T @ (mu - e) + pull * gamma
-        hessian = (z * mu[:, None]).T @ z + np.diag(pull) + 1e-9 * np.eye(len(gamma))
-        step = np.linalg.solve(hessian, gradient)
-        scale = 1.0
-        while scale > 1e-8:
-            candidate = gamma - scale * step
-            value = objective(candidate)
-            if value <= current:
-                break
-            scale /= 2
-        else:
-            break
-        gamma, current = candidate, value
-        if np.max(np.abs(scale * step)) < 1e-8:
-            break
-    return gamma
+    def derivatives(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mu = expected_errors(g, z)
+        return z.T @ (mu - e) + pull * g, (z * mu[:, None]).T @ z + np.diag(pull) + 1e-9 * np.eye(len(g))
+
+    return _damped_newton(gamma, objective, derivatives, iterations)
 
 
 class RuleSettings(Protocol):
