@@ -21,6 +21,7 @@ from rich.text import Text
 
 from ..pipeline.decode import DecodeConfig, DecodeSummary, decode_manifest
 from ..pipeline.teacher.device import DEVICE_HELP, check_device_spec
+from ..pipeline.teacher.precision import PRECISION_HELP, check_precision_spec
 from ..pipeline.teacher.registry import teacher_help
 from .common import RichProgress, console, error_console, print_skipped, stage_errors, summary_table
 
@@ -76,6 +77,7 @@ def decode(
                                                                      "teacher labels a long recording with its "
                                                                      "first sentence; segment it first."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    precision: str = typer.Option("auto", help=PRECISION_HELP),
     workers: int = typer.Option(_DEFAULT.workers, min=0, help="Processes that load audio and compute features "
                                                                "ahead of the model (0: the decoding process does)."),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the output is up to date."),
@@ -88,7 +90,8 @@ def decode(
                               max_duration=max_duration, workers=workers)
         with _progress_bar() as progress:
             summary = decode_manifest(cuts, out_dir, teacher, config, force=force, progress=progress,
-                                      on_batch=progress.show, device=check_device_spec(device))
+                                      on_batch=progress.show, device=check_device_spec(device),
+                                      precision=check_precision_spec(precision))
     if summary.skipped:
         print_skipped("decode", summary.output)
         return
@@ -98,4 +101,5 @@ def decode(
         ("audio", f"{summary.audio_seconds / 3600:.2f} h"),
         ("time", f"{summary.seconds:.1f} s"),
         ("real-time factor", f"{summary.rtf:.3f}"),
+        ("precision", summary.precision),
     ]))

@@ -9,6 +9,7 @@ import typer
 
 from ..pipeline.propagate import PropagateConfig, load_params, propagate_manifest
 from ..pipeline.teacher.device import DEVICE_HELP, check_device_spec
+from ..pipeline.teacher.precision import PRECISION_HELP, check_precision_spec
 from ..pipeline.teacher.registry import teacher_help, teacher_scorer
 from ..pipeline.text import TextNormalizer
 from .common import (
@@ -57,6 +58,7 @@ def propagate(
         " whose RNN-T log-likelihood scores transcripts borrowed from neighbours (needs the cuts' audio)",
         "Without it they get --borrowed-floor.")),
     device: str = typer.Option("auto", help=DEVICE_HELP + " (the --teacher scorer)"),
+    precision: str = typer.Option("auto", help=PRECISION_HELP + " (the --teacher scorer)"),
     digits: Digits = typer.Option(DEFAULT_DIGITS, help=DIGITS_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the output is up to date."),
 ) -> None:
@@ -74,7 +76,8 @@ def propagate(
                      "borrowed_floor": borrowed_floor, "max_borrowed": max_borrowed}
         config = PropagateConfig(**{**config.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
         normalizer = TextNormalizer(digits=digits.value)
-        scorer = (teacher_scorer(grouped, teacher, device=check_device_spec(device))
+        scorer = (teacher_scorer(grouped, teacher, device=check_device_spec(device),
+                                 precision=check_precision_spec(precision))
                   if teacher and config.share_candidates else None)
         with progress_bar() as progress:
             summary = propagate_manifest(grouped, graph_file, output, config, normalizer, scorer=scorer,

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..pipeline.propagate import PropagateConfig
 from ..pipeline.teacher.device import DEVICE_HELP, check_device_spec
+from ..pipeline.teacher.precision import PRECISION_HELP, check_precision_spec
 from ..pipeline.teacher.registry import teacher_help, teacher_scorer
 from ..pipeline.text import TextNormalizer
 from ..pipeline.tune import MIN_ANNOTATED, TuneConfig, parse_grid, tune_stage
@@ -47,7 +48,13 @@ def tune(
     teacher: Optional[str] = typer.Option(None, help=teacher_help(
         " that scores transcripts borrowed from neighbours, as `choral propagate --teacher` will",
         "Without it they get a fixed floor score.")),
+    max_cuts: int = typer.Option(TuneConfig().max_cuts, help=(
+        "Cuts of annotated groups searched in full (the whole grid); above it whole groups are sampled up to "
+        "--sample-cuts and searched coarse to fine.")),
+    sample_cuts: int = typer.Option(TuneConfig().sample_cuts, help=(
+        "Above --max-cuts: cuts of the whole annotated groups sampled (at most --max-cuts).")),
     device: str = typer.Option("auto", help=DEVICE_HELP + " (the --teacher scorer)"),
+    precision: str = typer.Option("auto", help=PRECISION_HELP + " (the --teacher scorer)"),
     digits: Digits = typer.Option(DEFAULT_DIGITS, help=DIGITS_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the outputs are up to date."),
 ) -> None:
@@ -61,11 +68,14 @@ def tune(
     with stage_errors("tune", options={"fusion_weight": "--lambda"}):
         grid = parse_grid({"alpha": alpha, "fusion_weight": fusion_weight, "temperature": temperature,
                            "threshold_scale": threshold_scale}, TuneConfig(folds=folds, seed=seed,
-                                                                              min_annotated=min_annotated))
+                                                                              min_annotated=min_annotated,
+                                                                              max_cuts=max_cuts,
+                                                                              sample_cuts=sample_cuts))
         base = PropagateConfig(algorithm=algorithm)  # type: ignore[arg-type]
         normalizer = TextNormalizer(digits=digits.value)
         with progress_bar() as progress:
-            scorer = teacher_scorer(grouped, teacher, device=check_device_spec(device)) if teacher else None
+            scorer = (teacher_scorer(grouped, teacher, device=check_device_spec(device),
+                                     precision=check_precision_spec(precision)) if teacher else None)
             stage = tune_stage(grouped, graph_file, output, base=base, grid=grid, normalizer=normalizer,
                                scorer=scorer, base_origin="`choral tune`'s options", force=force, progress=progress)
     if stage.skipped:

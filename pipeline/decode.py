@@ -12,9 +12,14 @@ Outputs in ``OUT_DIR``, all written atomically (temporary name, renamed when com
   InputError and nothing is written).
 
 Cuts are decoded in batches of at most ``batch_duration`` seconds of audio, in
-manifest order, so the output follows the input. With ``workers`` > 0, processes
-load the audio and compute the features of the next batches while the model
-decodes the current one (the model never waits for audio when they keep up).
+manifest order, so the output follows the input. With ``workers`` > 0, a torch
+``DataLoader`` runs that many processes that load the audio and compute the
+features of the next batches while the model decodes the current one (the model
+never waits for audio when they keep up); see :func:`_with_features`.
+
+``precision`` (:mod:`.teacher.precision`): ``auto`` on CUDA decodes the first batch
+in float32 and float16 and keeps float16 for the run only if every cut's n-best is
+the same; ``float16`` (which keys the sidecar) runs half throughout.
 """
 
 from __future__ import annotations
@@ -24,14 +29,15 @@ import hashlib
 import logging
 import math
 import multiprocessing
+import os
 import time
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import numpy as np
+import torch.utils.data
 from lhotse.array import TemporalArray
 from lhotse.cut import Cut
 from lhotse.features.io import NumpyHdf5Writer
@@ -51,6 +57,7 @@ from .meta import StageRecord, files_digest, is_up_to_date, write_meta
 from .progress import NullProgress, Progress
 from .teacher.contracts import AudioError, DecodeResult, Teacher
 from .teacher.features import cut_features
+from .teacher.precision import apply_precision, check_precision_spec, guard, guard_applies
 from .teacher.registry import open_teacher, resolve_teacher, teacher_inputs
 
 log = logging.getLogger(__name__)
@@ -122,6 +129,7 @@ class DecodeSummary:
     n_failed: int = 0
     audio_seconds: float = 0.0
     seconds: float = 0.0
+    precision: str = "float32"  # what the teacher's network ran in (after auto's guard)
 
     @property
     def rtf(self) -> float:
@@ -199,33 +207,64 @@ def load_features(cuts: list[Cut], num_mel_bins: int, normalize: bool) -> tuple[
     return features, failures
 
 
-def _one_thread() -> None:
+def _one_thread(worker_id: int) -> None:
+    """A loader worker computes one batch's features on one core: the model's process has the rest."""
     import torch
 
+    os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
+
+
+class _BatchFeatures(torch.utils.data.Dataset):
+    """A dataset whose "indices" are the planned batches themselves: ``dataset[batch]`` is
+    :func:`load_features` of the batch's cuts (in a loader worker)."""
+
+    def __init__(self, num_mel_bins: int, normalize: bool) -> None:
+        self.num_mel_bins, self.normalize = num_mel_bins, normalize
+
+    def __getitem__(self, batch: list[Cut]) -> tuple[list[np.ndarray | None], dict]:
+        return load_features(batch, self.num_mel_bins, self.normalize) if batch else ([], {})
+
+
+def _as_is(item: Any) -> Any:
+    """The loader's collate function: a loaded batch goes back as it is (no conversion to tensors)."""
+    return item
 
 
 def _with_features(planned: Iterator[tuple[dict[str, str], list[Cut]]], teacher: Teacher, workers: int
                    ) -> Iterator[tuple[dict[str, str], list[Cut], tuple[list, dict] | None]]:
-    """``planned`` with each batch's features, computed ``workers`` processes ahead (in order), or None
-    (the teacher loads its audio itself) without workers or for a teacher that does not say its features."""
+    """``planned`` with each batch's features computed ahead by ``workers`` loader processes (in order), or None
+    (the teacher loads its audio itself) without workers or for a teacher that does not say its features.
+
+    The loader is a ``torch.utils.data.DataLoader`` whose sampler is the stream of planned batches (read
+    lazily from the manifest here, in the decoding process) and whose dataset maps a batch to its features
+    (``batch_size=None``: one item is one planned batch, returned as is). ``prefetch_factor`` 2 keeps
+    ``2 x workers`` batches in flight, results come back in order, and the batches themselves stay here (a
+    queue filled as the sampler hands them out), so only the features cross between processes. Workers are
+    spawned, not forked: the decoding process already runs torch's OpenMP pool and may hold a CUDA context,
+    neither of which survives a fork; the start-up (about a second per worker, once per stage) is paid
+    once, so ``persistent_workers`` stays off. Each worker runs one thread (``worker_init_fn``).
+    """
     options = getattr(teacher, "feature_options", None)
     if workers == 0 or options is None:
         for refused, batch in planned:
             yield refused, batch, None
         return
     mel, normalize = options()
-    context = multiprocessing.get_context("spawn")
-    pending: deque = deque()
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+    handed: deque = deque()
+
+    def sampler() -> Iterator[list[Cut]]:
         for refused, batch in planned:
-            pending.append((refused, batch, pool.submit(load_features, batch, mel, normalize) if batch else None))
-            while len(pending) > 2 * workers:
-                ready, ready_batch, future = pending.popleft()
-                yield ready, ready_batch, future.result() if future is not None else ([], {})
-        while pending:
-            ready, ready_batch, future = pending.popleft()
-            yield ready, ready_batch, future.result() if future is not None else ([], {})
+            handed.append((refused, batch))
+            yield batch
+
+    loader = torch.utils.data.DataLoader(
+        _BatchFeatures(mel, normalize), batch_size=None, sampler=sampler(), collate_fn=_as_is,
+        num_workers=workers, worker_init_fn=_one_thread, prefetch_factor=2, persistent_workers=False,
+        multiprocessing_context=multiprocessing.get_context("spawn"))
+    for loaded in loader:
+        refused, batch = handed.popleft()
+        yield refused, batch, loaded
 
 
 def _decode_loaded(teacher: Teacher, batch: list[Cut], loaded: tuple[list, dict], failures: dict[str, str]
@@ -266,6 +305,7 @@ def decode_manifest(
     progress: Progress = NullProgress(),
     on_batch: Callable[[DecodeSummary], None] | None = None,
     device: str = "cpu",
+    precision: str = "auto",
 ) -> DecodeSummary:
     """Decode every cut of ``cuts_path`` with the teacher ``teacher_path`` (``default`` or a path some teacher
     backend reads: :mod:`.teacher.registry`) into ``out_dir``.
@@ -274,14 +314,19 @@ def decode_manifest(
     meta sidecar); ``on_batch`` sees the running totals after every batch (for RTF display);
     ``device`` (``auto``, ``cpu``, ``cuda[:N]``) is where a teacher opened here runs. The device
     and the loader workers change how the work is done, not what it means, so neither keys the
-    sidecar.
+    sidecar. ``precision`` (``auto``, ``float32``, ``float16``: :mod:`.teacher.precision`) applies
+    to the teacher opened here or given; only ``float16`` keys the sidecar (``auto`` keeps half
+    precision only where its probe's n-best are float32's).
     """
+    check_precision_spec(precision)
     cuts_path = check_readable(cuts_path)
     teacher_path = resolve_teacher(teacher_path)
     decoded_path, h5_path, failed_path = output_paths(out_dir)
     # the audio files' sizes and mtimes count too: a fixed or replaced file is decoded again on the next run
     params = {**{k: v for k, v in asdict(config).items() if k not in _HOW},
               "audio_files": files_digest(audio_paths(cuts_path))}
+    if precision == "float16":
+        params["precision"] = precision
     record = StageRecord.create("decode", inputs=[cuts_path, *teacher_inputs(teacher_path)], params=params,
                                 outputs=[decoded_path, h5_path, failed_path])
     summary = DecodeSummary(output=decoded_path)
@@ -290,7 +335,10 @@ def decode_manifest(
         return summary
     if teacher is None:
         teacher = open_teacher(teacher_path, beam=config.beam, nbest=config.nbest,
-                               search_temperature=config.search_temperature, device=device)
+                               search_temperature=config.search_temperature, device=device, precision=precision)
+    elif precision != "auto":
+        apply_precision(teacher, precision)
+    probing = guard_applies(precision, teacher)  # auto on CUDA: the first decoded batch decides
 
     total = sum(1 for _ in iter_json_lines(cuts_path))
     progress.task("decoding utterances", total)
@@ -326,8 +374,19 @@ def decode_manifest(
             if not batch:
                 continue
             before = set(failures)
-            decoded = (_decode_batch(teacher, batch, failures) if loaded is None
-                       else _decode_loaded(teacher, batch, loaded, failures))
+
+            def run(batch: list[Cut] = batch, loaded: tuple[list, dict] | None = loaded
+                    ) -> list[tuple[Cut, DecodeResult]]:
+                return (_decode_batch(teacher, batch, failures) if loaded is None
+                        else _decode_loaded(teacher, batch, loaded, failures))
+
+            if probing:
+                verdict, decoded = guard(teacher, run,  # type: ignore[arg-type]
+                                         lambda done: {c.id: [h[0] for h in r.nbest] for c, r in done},
+                                         f"decode's first batch, {len(batch)} cuts")
+                probing = verdict.precision is None
+            else:
+                decoded = run()
             new_failures = [cut for cut in batch if cut.id in failures and cut.id not in before]
             if new_failures and config.on_error == "fail":
                 first = new_failures[0]
@@ -360,5 +419,6 @@ def decode_manifest(
         log.warning("decode: %d cut(s) outside %g-%g s were not decoded (listed in %s), e.g. %s", len(outside),
                     config.min_duration, config.max_duration, failed_path, outside[0])
     summary.seconds = time.perf_counter() - started
+    summary.precision = getattr(teacher, "precision", "float32")
     write_meta(record, decoded_path)
     return summary

@@ -287,7 +287,8 @@ def _run_stages(
 
     if executor is None:
         decoded = decode_manifest(cuts, paths.root / "decode", config.teacher, config.decode,
-                                  force=forced("decode"), progress=progress, device=config.device)
+                                  force=forced("decode"), progress=progress, device=config.device,
+                                  precision=config.precision)
     else:
         from .executor.ray_decode import decode_on_ray
         decoded = decode_on_ray(cuts, paths.root / "decode", config.teacher, config.decode, executor,
@@ -317,7 +318,8 @@ def _run_stages(
 
     propagate_config = config.propagate
     # one lazily loaded teacher scorer serves tune and propagate (its scores are memoised)
-    scorer = teacher_scorer(paths.grouped, config.teacher, device=config.device) if config.scorer else None
+    scorer = (teacher_scorer(paths.grouped, config.teacher, device=config.device, precision=config.precision)
+              if config.scorer else None)
     if config.tune_enabled:
         tuned = tune_stage(paths.grouped, paths.graph, paths.params, base=config.propagate, grid=config.tune,
                            normalizer=normalizer, force=forced("tune"), progress=progress,

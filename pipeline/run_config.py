@@ -1,7 +1,8 @@
 """The ``choral run`` config: one YAML with a section per stage, checked before any work.
 
 Top level: ``run_dir``, ``digits``, ``threads``, ``device`` (where the teacher decodes and
-scores), and the sections ``executor`` (local or Ray: :mod:`choral.pipeline.executor`), ``input`` (see
+scores), ``precision`` (its network's floating precision there: auto, float32, float16), and
+the sections ``executor`` (local or Ray: :mod:`choral.pipeline.executor`), ``input`` (see
 :mod:`choral.pipeline.prepare`), ``decode``, ``group``, ``graph``, ``tune``,
 ``propagate``, ``export`` and ``eval``. Each stage's section is that stage's
 config dataclass, read by :func:`~choral.pipeline.config.from_mapping`; the
@@ -26,6 +27,7 @@ from .group import GroupingConfig
 from .prepare import InputConfig
 from .propagate import PropagateConfig
 from .teacher.device import check_device_spec
+from .teacher.precision import check_precision_spec
 from .teacher.registry import resolve_teacher
 from .text import DigitsPolicy, TextNormalizer
 from .tune import TuneConfig
@@ -64,11 +66,13 @@ class RunConfig:
     threads: int | None = None  # thread budget of the run (None: OMP_NUM_THREADS, else the CPU affinity)
     executor: ExecutorConfig = ExecutorConfig()  # where the stages run: local (default) or a Ray cluster
     device: str = "auto"  # where the teacher decodes and scores: auto (CUDA when torch sees it), cpu, cuda[:N]
+    precision: str = "auto"  # the teacher network: auto (float16 on CUDA where the n-best holds), float32, float16
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise ConfigError("threads", f"must be a positive number of threads, not {self.threads}")
         check_device_spec(self.device)
+        check_precision_spec(self.precision)
 
     @property
     def normalizer(self) -> TextNormalizer:

@@ -22,11 +22,14 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol, Sequence, TypeVar
 
+from lhotse.cut import Cut
+
 from ...kernels import threads
 from ..errors import ChoralError
 from ..manifest import read_cuts
 from .contracts import NamedScorer, Teacher
 from .device import resolve_device
+from .precision import apply_precision, check_precision_spec, guard, guard_applies
 from .score_memo import ScoreMemo, fingerprint, memo_path
 from .scoring import ScoreOptions, TeacherScorer
 
@@ -108,13 +111,16 @@ def teacher_inputs(teacher: str | Path) -> list[Path]:
 
 
 def open_teacher(teacher: str | Path, *, beam: int = 8, nbest: int = 8, search_temperature: float = 1.0,
-                 device: str = "cpu") -> Teacher:
+                 device: str = "cpu", precision: str = "float32") -> Teacher:
     """Load a resolved teacher with the backend that claims it, on ``device`` (``auto``, ``cpu``, ``cuda[:N]``).
 
     A teacher whose backend cannot move (it has no ``to``) stays where it opened; with
     ``auto``, one that cannot run on the CUDA device torch sees (an onnxruntime without
-    CUDA) stays on the CPU.
+    CUDA) stays on the CPU. ``precision`` ``float16`` puts a torch teacher's network in half
+    precision (:mod:`.precision`; an ONNX teacher ignores it, with a warning); ``auto`` and
+    ``float32`` open it in float32 (``auto``'s guard is the caller's, on its first work).
     """
+    check_precision_spec(precision)
     backend = backend_of(teacher)
     threads.apply_to_torch()  # torch sizes its own pool from the machine; choral's budget is shared
     target = resolve_device(device)
@@ -129,32 +135,79 @@ def open_teacher(teacher: str | Path, *, beam: int = 8, nbest: int = 8, search_t
             if device != "auto":
                 raise
             log.info("teacher stays on the CPU: %s", error)
+    apply_precision(opened, precision, backend.name)
     return opened
 
 
 def teacher_scorer(grouped: str | Path, teacher: str | Path, *, device: str = "cpu",
-                   options: ScoreOptions = ScoreOptions(), memo: bool = True) -> NamedScorer:
+                   options: ScoreOptions = ScoreOptions(), memo: bool = True, precision: str = "auto") -> NamedScorer:
     """The RNN-T scorer of a teacher (``default`` or a path) over the cuts of ``grouped``.
 
     Its name and inputs are known at once (a missing teacher is an error now); the
     teacher is opened on the first call, and encoder outputs are computed lazily,
     only for cuts that borrow a neighbour's transcript. With ``memo``, scores are also
     kept in ``<grouped>.scores.sqlite`` (:mod:`.score_memo`), shared by ``tune``,
-    ``propagate`` and their reruns. The name carries the lattice options, so stages
-    scored otherwise are not taken as up to date.
+    ``propagate`` and their reruns. The name carries the lattice options and an asked
+    ``float16``, so stages scored otherwise are not taken as up to date.
+
+    ``precision`` (:mod:`.precision`): with ``auto`` on CUDA the guard scores a few cuts' own
+    n-best texts in both precisions and keeps float16 only if every cut ranks them alike.
+    The memo's fingerprint carries the precision the scorer runs in.
     """
+    check_precision_spec(precision)
     resolved = resolve_teacher(teacher)
     inputs = teacher_inputs(resolved)
-    name = f"teacher:{resolved.resolve()}" + ("" if options == ScoreOptions() else f"[{options.tag}]")
+    tags = ([] if options == ScoreOptions() else [options.tag]) + (["precision=float16"]
+                                                                    if precision == "float16" else [])
+    name = f"teacher:{resolved.resolve()}" + (f"[{';'.join(tags)}]" if tags else "")
 
     def build():
-        store = ScoreMemo(memo_path(grouped), fingerprint(name, [Path(grouped), *inputs])) if memo else None
-        opened: Any = open_teacher(resolved, device=device)
+        opened: Any = open_teacher(resolved, device=device, precision=precision)
+        cuts = read_cuts(grouped)
         if "store" not in inspect.signature(opened.scorer).parameters:  # a backend of the plain Teacher protocol
-            return opened.scorer(read_cuts(grouped))
-        return opened.scorer(read_cuts(grouped), options, store=store)
+            return opened.scorer(cuts)
+        if guard_applies(precision, opened):
+            _guard_scoring(opened, cuts, options)
+        # float16 scores never mix with float32 ones: the memo of a half scorer has its own fingerprint
+        key = name + ("|float16" if getattr(opened, "precision", "float32") == "float16" else "")
+        store = ScoreMemo(memo_path(grouped), fingerprint(key, [Path(grouped), *inputs])) if memo else None
+        return opened.scorer(cuts, options, store=store)
 
     return TeacherScorer(name, inputs, build)
+
+
+_PROBE_CUTS = 8  # cuts whose own n-best the scoring guard ranks in both precisions
+
+
+def _guard_scoring(opened: Any, cuts: Sequence[Cut], options: ScoreOptions) -> None:
+    """``auto`` on CUDA: rank the n-best texts of the first cuts holding two or more by their scores in float32
+    and in float16 (:func:`~.precision.guard`); the teacher is left in the precision chosen."""
+    requests: list[tuple[str, list[str]]] = []
+    for cut in cuts:
+        texts = list(dict.fromkeys(h.get("text", "") for h in (cut.custom or {}).get("nbest") or []))
+        if len(texts) >= 2:
+            requests.append((cut.id, texts))
+            if len(requests) == _PROBE_CUTS:
+                break
+
+    def run() -> dict[str, list[str]]:
+        scorer = opened.scorer(cuts, options, store=None)
+        ranked = {}
+        for (cut_id, texts), scores in zip(requests, scorer.score_many(requests)):
+            order = sorted(range(len(texts)), key=lambda i: -scores[i])
+            ranked[cut_id] = [texts[i] for i in order]
+        return ranked
+
+    if not requests:
+        opened.set_precision("float32")
+        log.info("precision auto: float32 for the scorer, no cut has two hypotheses to rank")
+        return
+    try:
+        verdict, _ = guard(opened, run, lambda ranked: ranked, f"the scorer's ranking of {len(requests)} cuts' "
+                                                                   "n-best texts")
+    except ChoralError as error:  # the probe cuts' audio is gone and no frames were stored
+        opened.set_precision("float32")
+        log.info("precision auto: float32 for the scorer, its probe could not be scored (%s)", error)
 
 
 def teacher_help(role: str = "", note: str = "", *, backends: Sequence[str] | None = None) -> str:

@@ -150,7 +150,8 @@ def tanh_output_layer(model: LatticeModel) -> torch.nn.Linear | None:
         return None
     with torch.inference_mode():
         generator = torch.Generator().manual_seed(0)
-        probe = torch.randn(2, 3, layer.in_features, generator=generator).to(layer.weight.device)
+        probe = torch.randn(2, 3, layer.in_features, generator=generator).to(layer.weight.device,
+                                                                               layer.weight.dtype)
         try:
             expected = model.join(probe[0], probe[1])
         except Exception:  # noqa: BLE001 - any failure means "not this joiner"
@@ -214,6 +215,7 @@ class _NodeArcs:
             if self.weight is not None:
                 h = torch.add(enc2[t0:t1, None, :], pred2[None, :, :], out=hidden[: t1 - t0]).sigmoid_()
                 logits = torch.addmm(self.bias, h.view(-1, h.shape[-1]), self.weight).view(t1 - t0, distinct, -1)
+                logits = logits.float()  # a float16 joiner: normalise in float32
             else:
                 logits = self.model.join(enc_p[None, t0:t1, None, :], node_pred[None, None, :, :])[0].float()
             norm = torch.logsumexp(logits, dim=-1)  # (t, N')
@@ -409,7 +411,7 @@ def _pruned_pass(model: LatticeModel, enc_p: torch.Tensor, pred_p: torch.Tensor,
     def arcs_at(t: int, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         nodes = (starts[:, None] + offsets[None, :]).clamp(max=longest)  # (n, width)
         window = torch.gather(pred_p, 1, nodes[:, :, None].expand(-1, -1, joiner_dim))
-        log_probs = model.join(enc_p[:, t, None, :], window).log_softmax(-1)  # (n, width, V)
+        log_probs = model.join(enc_p[:, t, None, :], window).float().log_softmax(-1)  # (n, width, V)
         symbols = torch.gather(targets, 1, nodes.clamp(max=longest - 1))
         return log_probs[..., BLANK], torch.gather(log_probs, 2, symbols[:, :, None]).squeeze(2)
 

@@ -134,7 +134,7 @@ def greedy_search(model: "Transducer | Decodable", encoded: torch.Tensor, length
     lengths = lengths.to(device)
     for t in range(frames):
         active = lengths > t
-        log_probs = model.join(enc_p[:, t], pred_p).log_softmax(-1)
+        log_probs = model.join(enc_p[:, t], pred_p).float().log_softmax(-1)
         best_lp, best = log_probs.max(-1)
         scores += torch.where(active, best_lp, torch.zeros_like(best_lp)).double().cpu()
         emit = (active & (best != BLANK)).nonzero().squeeze(1)
@@ -178,7 +178,7 @@ def _top_candidates(model: Decodable, beams: _Beams, enc_p_t: torch.Tensor, acti
     a_idx = torch.tensor(a_pos, device=device)
     a_utt = [beams.utt[p] for p in a_pos]
     logits = model.join(enc_p_t[torch.tensor(a_utt, device=device)], beams.pred_p[a_idx])
-    log_probs = (logits / temperature if temperature != 1.0 else logits).log_softmax(-1)
+    log_probs = (logits / temperature if temperature != 1.0 else logits).float().log_softmax(-1)
     cand = torch.tensor([beams.scores[p] for p in a_pos], dtype=torch.float64, device=device)[:, None] \
         + log_probs.double()
     # Pad to (utterances, hypotheses, V) so one topk serves every utterance.
@@ -307,7 +307,7 @@ def score_texts(model: Transducer | Decodable, encoded: torch.Tensor,
         for i, tokens in enumerate(group):
             targets[i, : len(tokens)] = torch.tensor(list(tokens), dtype=torch.long)
         pred_p = model.predict_along(targets)  # (n, U+1, J)
-        log_probs = model.join(enc_p[None, :, None, :], pred_p[:, None, :, :]).log_softmax(-1)
+        log_probs = model.join(enc_p[None, :, None, :], pred_p[:, None, :, :]).float().log_softmax(-1)
         target_lengths = torch.tensor([len(tokens) for tokens in group])
         frame_lengths = torch.full((n,), frames, dtype=torch.long)
         out.extend(rnnt_log_likelihood(log_probs.double(), targets, frame_lengths, target_lengths).tolist())

@@ -92,8 +92,10 @@ class FbankEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = x_lens.long()
-        return conv_lstm_encode(self.conv1, self.conv2, self.subsample_proj, self.lstm, utterance_cmvn(x, lengths),
-                                lengths)
+        # in float16 the sums of the normalisation overflow (30 s of squared fbank): it runs in float32
+        normalised = (utterance_cmvn(x, lengths) if x.dtype == torch.float32
+                      else utterance_cmvn(x.float(), lengths).to(x.dtype))
+        return conv_lstm_encode(self.conv1, self.conv2, self.subsample_proj, self.lstm, normalised, lengths)
 
 
 class StatelessDecoder(nn.Module):

@@ -28,6 +28,7 @@ from . import torch_backend  # noqa: F401
 from .bpe import SentencePieceTable
 from .contracts import DecodeResult
 from .features import batch_features
+from .precision import HalfPrecision
 from .registry import register_teacher_backend
 from .scoring import BatchScorer, ScoreOptions, ScoreStore, stored_or_encoded
 from .search import Hypothesis, greedy_search, modified_beam_search, nbest_texts, score_texts
@@ -43,7 +44,7 @@ class _ProjectedDecodable(StatelessDecodable):
         return encoded
 
 
-class StatelessTeacher:
+class StatelessTeacher(HalfPrecision[StatelessTransducer]):
     """A :class:`~.contracts.Teacher` over a :class:`StatelessTransducer` and its sentencepiece vocabulary."""
 
     def __init__(self, model: StatelessTransducer, tokens: SentencePieceTable, *, beam: int = 8, nbest: int = 8,
@@ -68,7 +69,11 @@ class StatelessTeacher:
     def to(self, device: torch.device) -> "StatelessTeacher":
         """Move the model to ``device`` (decode and scoring then run there)."""
         self.model.to(device)
+        self._move_copies(device)
         return self
+
+    def _precision_changed(self) -> None:
+        self.decodable = _ProjectedDecodable(self.model)
 
     def feature_options(self) -> tuple[int, bool]:
         """``(num_mel_bins, normalize)`` of :func:`~.features.cut_features` for this model (decode's loaders)."""
@@ -85,7 +90,7 @@ class StatelessTeacher:
         batch = torch.full((len(features), int(lengths.max()), features[0].shape[1]), _PADDING)
         for i, f in enumerate(features):
             batch[i, : f.shape[0]] = torch.from_numpy(f)
-        encoded, out_lengths = self.model.encode(batch.to(self.device), lengths.to(self.device))
+        encoded, out_lengths = self.model.encode(batch.to(self.device, self.dtype), lengths.to(self.device))
         return self.model.encoder_proj(encoded), out_lengths
 
     def decode(self, cuts: Sequence[Cut]) -> list[DecodeResult]:
@@ -124,7 +129,7 @@ class StatelessTeacher:
             if cut.custom and cut.custom.get("frames") is not None:
                 frames = np.asarray(cut.load_custom("frames"), dtype=np.float32)
                 if frames.ndim == 2 and frames.shape[1] == width and np.all(np.isfinite(frames)):
-                    return torch.from_numpy(frames).to(self.device)
+                    return torch.from_numpy(frames).to(self.device, self.dtype)
             return None
 
         def encode(batch: list[Cut]) -> list[torch.Tensor]:

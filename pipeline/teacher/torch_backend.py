@@ -19,13 +19,14 @@ from ..errors import ChoralError
 from .contracts import DecodeResult
 from .features import batch_features
 from .model import Transducer, TransducerConfig, load_checkpoint, save_checkpoint
+from .precision import HalfPrecision
 from .registry import register_teacher_backend
 from .scoring import BatchScorer, ScoreOptions, ScoreStore, stored_or_encoded
 from .search import Hypothesis, TorchDecodable, greedy_search, modified_beam_search, nbest_texts, score_texts
 from .tokens import TokenTable
 
 
-class TransducerTeacher:
+class TransducerTeacher(HalfPrecision[Transducer]):
     """A :class:`~.contracts.Teacher` backed by the character :class:`~.model.Transducer` and modified beam search."""
 
     def __init__(self, model: Transducer, tokens: TokenTable = TokenTable(), *, beam: int = 8, nbest: int = 8,
@@ -60,6 +61,7 @@ class TransducerTeacher:
     def to(self, device: torch.device) -> "TransducerTeacher":
         """Move the model to ``device`` (decode and scoring then run there)."""
         self.model.to(device)
+        self._move_copies(device)
         return self
 
     # --- encoding ------------------------------------------------------------------------
@@ -70,7 +72,7 @@ class TransducerTeacher:
         batch = torch.zeros(len(features), int(lengths.max()), features[0].shape[1])
         for i, f in enumerate(features):
             batch[i, : f.shape[0]] = torch.from_numpy(f)
-        return self.model.encode(batch.to(self.device), lengths.to(self.device))
+        return self.model.encode(batch.to(self.device, self.dtype), lengths.to(self.device))
 
     # --- Teacher protocol ----------------------------------------------------------------
     def decode(self, cuts: Sequence[Cut]) -> list[DecodeResult]:
@@ -119,7 +121,7 @@ class TransducerTeacher:
             frames = np.asarray(cut.load_custom("frames"), dtype=np.float32)
             if frames.ndim != 2 or frames.shape[1] != self.model.encoder_dim or not np.all(np.isfinite(frames)):
                 return None
-            return torch.from_numpy(frames).to(self.device)
+            return torch.from_numpy(frames).to(self.device, self.dtype)
 
         def encode(batch: list[Cut]) -> list[torch.Tensor]:
             return stored_or_encoded(batch, stored_frames, self.features, self.encode_features)
