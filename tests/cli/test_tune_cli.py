@@ -59,3 +59,32 @@ def test_tune_without_annotated_cuts_writes_untuned_params_propagate_accepts(tmp
     propagated = invoke("propagate", grouped, graph, rescored, "--params", params)
     assert propagated.exit_code == 0, propagated.output
     assert "algorithm" in propagated.stdout and "propagation" in propagated.stdout and rescored.exists()
+
+
+def test_tune_max_cuts_and_sample_cuts_flags(tmp_path: Path) -> None:
+    """--max-cuts / --sample-cuts bound the search as tune.max_cuts / tune.sample_cuts do, and are checked."""
+    import json
+
+    grouped, graph = grouped_and_graph(tmp_path, 0.3, n_prompts=40)
+    full = invoke("tune", grouped, graph, tmp_path / "full.yaml", *GRID)
+    assert full.exit_code == 0, full.output
+    assert json.loads((tmp_path / "full.json").read_text())["search"] == "full"
+    bounded = invoke("tune", grouped, graph, tmp_path / "bounded.yaml", *GRID, "--max-cuts", 200,
+                     "--sample-cuts", 120)
+    assert bounded.exit_code == 0, bounded.output
+    search = json.loads((tmp_path / "bounded.json").read_text())["search"]
+    assert 0 < search["sampled_cuts"] <= 120 and search["solved_points"] <= search["grid_points"]
+    again = invoke("tune", grouped, graph, tmp_path / "bounded.yaml", *GRID, "--max-cuts", 200,
+                   "--sample-cuts", 120)
+    assert "up to date" in again.stdout
+    changed = invoke("tune", grouped, graph, tmp_path / "bounded.yaml", *GRID, "--max-cuts", 200,
+                     "--sample-cuts", 100)
+    assert changed.exit_code == 0 and "up to date" not in changed.stdout  # the bounds key the sidecar
+    for flags, message in ((("--max-cuts", 0), "--max-cuts must be a positive number of cuts, not 0"),
+                           (("--sample-cuts", -5), "--sample-cuts must be a positive number of cuts, not -5"),
+                           (("--max-cuts", 500, "--sample-cuts", 600),
+                            "--sample-cuts must be at most max_cuts (500), not 600")):
+        result = invoke("tune", grouped, graph, tmp_path / "bad.yaml", *GRID, *flags)
+        assert result.exit_code != 0 and message in result.output, result.output
+        assert not (tmp_path / "bad.yaml").exists()
+    assert "--max-cuts" in invoke("tune", "--help").stdout
