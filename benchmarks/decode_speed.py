@@ -17,15 +17,32 @@ from samples to 1-best on both sides (features included, audio reading not).
 
     .venv/bin/python benchmarks/decode_speed.py --sherpa /work/teacher-data/stateless.pt --threads 1 --beam 4
     .venv/bin/python benchmarks/decode_speed.py --threads 1 --workers 1   # + the decode stage with a loader
+
+``--workers N [M ...]`` (instead of the comparison above): the decode stage end to end (audio, features,
+search, writing) with 0 and each given number of loader workers, through the torch DataLoader (the stage's
+loader) and through the ProcessPoolExecutor it replaced (kept here only to compare), on the same cuts in the
+same run, the median of ``--repeat`` runs each.
+
+``--precision``: the teacher's network in float32 and in float16 on ``--device`` (features precomputed,
+batches of ``--batch-seconds``): seconds (median of ``--repeat``), and how far the n-best agree (cuts with
+the same n-best texts in the same order, the same 1-best, the largest score difference of a text in both),
+and what ``--precision auto``'s guard decides on the first batch. On the CPU float16 is real half arithmetic
+(slower; the figures check agreement); on CUDA it is what a GPU session measures.
+
+    .venv/bin/python benchmarks/decode_speed.py --threads 1 --workers 1 2 --cuts 100
+    .venv/bin/python benchmarks/decode_speed.py --precision --device cuda --cuts 200
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -34,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "accented"))
 
 from corpus_io import load_demo
 
+import choral.pipeline.decode as decode_stage
 from choral.pipeline.decode import DecodeConfig, decode_manifest
 from choral.pipeline.manifest import write_cuts
 from choral.pipeline.teacher import load_teacher, parameter_count, resolve_teacher
@@ -154,18 +172,28 @@ def main() -> None:
     parser.add_argument("--beam", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sherpa", help="stateless checkpoint or icefall-layout directory: choral vs sherpa-onnx")
-    parser.add_argument("--repeat", type=int, default=3, help="--sherpa: runs of each side (the median is shown)")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="also run the decode stage (audio loading included) with 0 and this many loader "
-                             "worker processes and print both RTFs")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="--sherpa, --workers, --precision: runs of each case (the median is shown)")
+    parser.add_argument("--workers", type=int, nargs="*", default=[],
+                        help="also run the decode stage (audio loading included) with 0 and these numbers of "
+                             "loader worker processes, DataLoader and the old process pool, and print the RTFs")
+    parser.add_argument("--precision", action="store_true",
+                        help="float32 vs float16 teacher network on --device: speed and n-best agreement")
+    parser.add_argument("--device", default="cpu", help="--precision: cpu, cuda or cuda:N")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.sherpa:
         sherpa_main(args)
         return
+    if args.precision:
+        precision_case(args)
+        return
 
-    teacher = load_teacher(resolve_teacher(args.teacher), beam=args.beam, nbest=min(8, args.beam))
     cuts = list(load_demo()[0])[: args.cuts]
+    if args.workers:
+        loader_case(cuts, args)
+        return
+    teacher = load_teacher(resolve_teacher(args.teacher), beam=args.beam, nbest=min(8, args.beam))
     started = time.perf_counter()
     features = batch_features(cuts)
     feature_seconds = time.perf_counter() - started
@@ -183,27 +211,126 @@ def main() -> None:
         print(f"{name:<24}{total:>10.1f}{total / audio:>10.4f}{audio / total:>14.1f}")
     speed_up = (per_utterance + feature_seconds) / (batched + feature_seconds)
     print(f"speed-up of batched over per-utterance: {speed_up:.2f}x")
-    if args.workers:
-        loader_case(cuts, args)
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def pool_with_features(planned, teacher, workers: int):
+    """The loader the decode stage had before the DataLoader: a spawned ProcessPoolExecutor, one thread per
+    worker, ``2 x workers`` batches in flight, in order (kept here only for the comparison)."""
+    options = getattr(teacher, "feature_options", None)
+    if workers == 0 or options is None:
+        for refused, batch in planned:
+            yield refused, batch, None
+        return
+    mel, normalize = options()
+    pending: deque = deque()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+        for refused, batch in planned:
+            pending.append((refused, batch, pool.submit(decode_stage.load_features, batch, mel, normalize)
+                            if batch else None))
+            while len(pending) > 2 * workers:
+                ready, ready_batch, future = pending.popleft()
+                yield ready, ready_batch, future.result() if future is not None else ([], {})
+        while pending:
+            ready, ready_batch, future = pending.popleft()
+            yield ready, ready_batch, future.result() if future is not None else ([], {})
 
 
 def loader_case(cuts: list, args: argparse.Namespace) -> None:
-    """The decode stage end to end (audio, features, search, writing) without and with loader workers."""
+    """The decode stage end to end (audio, features, search, writing): in-process loading, then each number
+    of workers through the DataLoader and through the old pool, runs interleaved, median of ``--repeat``."""
+    dataloader = decode_stage._with_features
+    teacher = load_teacher(resolve_teacher(args.teacher), beam=args.beam, nbest=min(8, args.beam))
+    cases = [(0, "in process")] + [(w, name) for w in args.workers if w > 0 for name in ("DataLoader", "old pool")]
+    times: dict[tuple[int, str], list[float]] = {case: [] for case in cases}
+    outputs: dict[tuple[int, str], bytes] = {}
     with tempfile.TemporaryDirectory() as folder:
         manifest = Path(folder) / "cuts.jsonl.gz"
         write_cuts(cuts, manifest)
         audio = sum(cut.duration for cut in cuts)
-        rows = []
-        for workers in (0, args.workers):
-            config = DecodeConfig(beam=args.beam, nbest=min(8, args.beam), batch_duration=args.batch_seconds,
-                                  workers=workers)
+        for _ in range(args.repeat):
+            for workers, name in cases:
+                decode_stage._with_features = pool_with_features if name == "old pool" else dataloader
+                config = DecodeConfig(beam=args.beam, nbest=min(8, args.beam), batch_duration=args.batch_seconds,
+                                      workers=workers)
+                out = Path(folder) / f"w{workers}-{name.replace(' ', '')}"
+                started = time.perf_counter()
+                decode_manifest(manifest, out, args.teacher, config, teacher=teacher, force=True)
+                times[(workers, name)].append(time.perf_counter() - started)
+                outputs[(workers, name)] = _texts(out / "decoded.jsonl.gz")
+        decode_stage._with_features = dataloader
+    same = len(set(outputs.values())) == 1
+    print(f"decode stage, {len(cuts)} cuts ({audio:.0f} s), {args.threads} model thread(s), median of "
+          f"{args.repeat} interleaved runs; n-best identical across loaders: {same}")
+    print(f"{'workers':<10}{'loader':<14}{'seconds':>10}{'RTF':>10}{'runs':>30}")
+    base = statistics.median(times[(0, "in process")])
+    for case in cases:
+        median = statistics.median(times[case])
+        print(f"{case[0]:<10}{case[1]:<14}{median:>10.2f}{median / audio:>10.4f}"
+              f"{', '.join(f'{t:.2f}' for t in times[case]):>30}   {base / median:.2f}x in-process")
+
+
+def _texts(path: Path) -> bytes:
+    from choral.pipeline.manifest import read_cuts
+
+    return repr([(c.id, c.custom["nbest"]) for c in read_cuts(path)]).encode()
+
+
+def precision_case(args: argparse.Namespace) -> None:
+    """float32 vs float16 decoding of the same feature batches on ``--device``: speed and agreement."""
+    from choral.pipeline.teacher.device import resolve_device
+    from choral.pipeline.teacher.precision import half_keeps_nbest
+
+    device = resolve_device(args.device)
+    teacher = load_teacher(resolve_teacher(args.teacher), beam=args.beam, nbest=min(8, args.beam)).to(device)
+    cuts = list(load_demo()[0])[: args.cuts]
+    features = batch_features(cuts)
+    audio = sum(cut.duration for cut in cuts)
+    batches: list[list] = [[]]
+    frames = 0
+    for item in features:
+        batches[-1].append(item)
+        frames += item.shape[0]
+        if frames >= args.batch_seconds * 100:
+            batches.append([])
+            frames = 0
+    batches = [b for b in batches if b]
+    results: dict[str, list] = {}
+    times: dict[str, list[float]] = {"float32": [], "float16": []}
+    for precision in ("float32", "float16"):  # warm-up (CUDA kernels, the half copy)
+        teacher.set_precision(precision)
+        teacher.decode_features(batches[0][:2])
+    for _ in range(args.repeat):
+        for precision in ("float32", "float16"):
+            teacher.set_precision(precision)
             started = time.perf_counter()
-            decode_manifest(manifest, Path(folder) / f"w{workers}", args.teacher, config, force=True)
-            rows.append((workers, time.perf_counter() - started))
-    print(f"decode stage, {args.threads} model threads: {'loader workers':<16}{'seconds':>10}{'RTF':>10}")
-    for workers, seconds in rows:
-        print(f"{'':<36}{workers:<16}{seconds:>10.1f}{seconds / audio:>10.4f}")
-    print(f"loader workers vs in-process loading: {rows[0][1] / rows[1][1]:.2f}x")
+            decoded = [r for batch in batches for r in teacher.decode_features(batch)]
+            times[precision].append(time.perf_counter() - started)
+            results[precision] = decoded
+    full, half = results["float32"], results["float16"]
+    same_nbest = sum([h[0] for h in a.nbest] == [h[0] for h in b.nbest] for a, b in zip(full, half))
+    same_best = sum(a.nbest[0][0] == b.nbest[0][0] for a, b in zip(full, half))
+    diffs = [abs(score - dict((t, s) for t, _, s in b.nbest)[text]) for a, b in zip(full, half)
+             for text, _, score in a.nbest if text in {t for t, _, _ in b.nbest}]
+    first = len(batches[0])
+    verdict = half_keeps_nbest({str(i): [h[0] for h in r.nbest] for i, r in enumerate(full[:first])},
+                               {str(i): [h[0] for h in r.nbest] for i, r in enumerate(half[:first])})
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
+    print(f"teacher {args.teacher} on {device} ({name}); {len(cuts)} demo cuts, {audio:.0f} s of audio, "
+          f"{len(batches)} batches of ~{args.batch_seconds:g} s, beam {args.beam}; median of {args.repeat}")
+    print(f"{'precision':<12}{'seconds':>10}{'RTF':>10}{'x real time':>14}")
+    for precision in ("float32", "float16"):
+        median = statistics.median(times[precision])
+        print(f"{precision:<12}{median:>10.2f}{median / audio:>10.5f}{audio / median:>14.1f}")
+    print(f"float16 speed-up: {statistics.median(times['float32']) / statistics.median(times['float16']):.2f}x")
+    print(f"same n-best (texts and order): {same_nbest}/{len(cuts)}; same 1-best: {same_best}/{len(cuts)}; "
+          f"max |score diff| of a text in both: {max(diffs):.4g} (median {statistics.median(diffs):.3g}, "
+          f"{len(diffs)} texts)")
+    print(f"auto's guard on the first batch ({first} cuts): {verdict.precision} ({verdict.reason})")
 
 
 if __name__ == "__main__":
