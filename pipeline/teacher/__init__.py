@@ -5,6 +5,8 @@ Module map (data flows down; :mod:`.contracts` imports nothing of choral's)::
     contracts      Scorer, NamedScorer, Teacher, DecodeResult, AudioError
     registry       teacher backends; resolve `default` / a path, open it, build scorers, --teacher help
     scoring        the cached text scorer of the backends, the lazily opened TeacherScorer
+    device         --device: where the teacher runs
+    precision      --precision: float32 / float16 networks of the torch teachers, auto's n-best guard
     torch_backend  TransducerTeacher over a checkpoint file (save_teacher / load_teacher)
     onnx_backend   OnnxTransducerTeacher over an ONNX directory (choral's LSTM-decoder export, stateless ones)
     icefall_backend  the icefall / sherpa-onnx layout (stateless decoder, bpe.model), checked strictly
