@@ -209,8 +209,6 @@ def load_features(cuts: list[Cut], num_mel_bins: int, normalize: bool) -> tuple[
 
 def _one_thread(worker_id: int) -> None:
     """A loader worker computes one batch's features on one core: the model's process has the rest."""
-    import torch
-
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
@@ -242,8 +240,9 @@ def _with_features(planned: Iterator[tuple[dict[str, str], list[Cut]]], teacher:
     ``2 x workers`` batches in flight, results come back in order, and the batches themselves stay here (a
     queue filled as the sampler hands them out), so only the features cross between processes. Workers are
     spawned, not forked: the decoding process already runs torch's OpenMP pool and may hold a CUDA context,
-    neither of which survives a fork; the start-up (about a second per worker, once per stage) is paid
-    once, so ``persistent_workers`` stays off. Each worker runs one thread (``worker_init_fn``).
+    neither of which survives a fork; their start-up (a fresh Python importing torch and lhotse) is paid once
+    per stage, which iterates the loader once, so ``persistent_workers`` stays off. Each worker runs one
+    thread (``worker_init_fn``).
     """
     options = getattr(teacher, "feature_options", None)
     if workers == 0 or options is None:

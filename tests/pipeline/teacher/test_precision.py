@@ -40,6 +40,14 @@ runner = CliRunner()
 BOUND = (0.01, 0.05)
 
 
+@pytest.fixture(autouse=True)
+def choral_records_reach_caplog(monkeypatch, caplog) -> None:
+    """A CLI test earlier in the session may have configured the ``choral`` logger (its own handler, no
+    propagation, level WARNING): here its records go to caplog at INFO."""
+    monkeypatch.setattr(logging.getLogger("choral"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="choral")
+
+
 def write_tone(path: Path, seconds: float, freq: float, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * 16_000)) / 16_000
@@ -125,7 +133,6 @@ def test_half_teacher_keeps_float32_weights_and_scores_close(setup: tuple[Path, 
                 assert _close(score, scores[text]), (text, score, scores[text])
     assert compared >= len(cuts)
 
-    caplog.set_level(logging.INFO, logger="choral.pipeline.teacher.precision")
     verdict, results = guard(teacher, lambda: teacher.decode_features(features),
                              lambda done: {str(i): [h[0] for h in r.nbest] for i, r in enumerate(done)}, "test")
     assert verdict.precision == teacher.precision
@@ -161,7 +168,6 @@ def test_decode_stage_in_float16_and_auto_guard(setup: tuple[Path, Path], monkey
     run = manifest.parent / "run"
     config = DecodeConfig(nbest=3, beam=4, batch_duration=2.5)
     full = decode_manifest(manifest, run / "f32", checkpoint, config, precision="float32")
-    caplog.set_level(logging.INFO)
     half = decode_manifest(manifest, run / "f16", checkpoint, config, precision="float16")
     assert (full.precision, half.precision) == ("float32", "float16")
     assert any("precision float16 on the CPU" in r.getMessage() for r in caplog.records)
@@ -211,7 +217,6 @@ def test_scorer_precision_and_memo_key(setup: tuple[Path, Path], monkeypatch, ca
 
     # auto's scoring guard forced on the CPU: ranks the first cuts' own n-best in both precisions
     monkeypatch.setattr(registry_module, "guard_applies", lambda spec, teacher: spec == "auto")
-    caplog.set_level(logging.INFO)
     auto = teacher_scorer(grouped, checkpoint, precision="auto")
     assert auto.name == full.name
     auto_scores = auto.scorer.score_many(requests)  # type: ignore[attr-defined]
@@ -257,7 +262,6 @@ def test_onnx_teachers_ignore_precision_with_a_warning(tmp_path: Path, caplog) -
 
     teacher = TransducerTeacher.random(TINY, seed=3)
     exported = export_onnx(teacher.model, teacher.tokens, tmp_path / "onnx")
-    caplog.set_level(logging.INFO)
     opened = open_teacher(exported, precision="float16")
     assert not hasattr(opened, "set_precision")
     assert any("precision float16 ignored" in r.getMessage() and "onnxruntime" in r.getMessage()
@@ -273,7 +277,6 @@ def test_auto_on_cuda_gives_float32_nbest(setup: tuple[Path, Path], caplog) -> N
     manifest, checkpoint = setup
     run = manifest.parent / "run"
     config = DecodeConfig(nbest=3, beam=4, batch_duration=2.5)
-    caplog.set_level(logging.INFO)
     auto = decode_manifest(manifest, run / "auto", checkpoint, config, device="cuda", precision="auto")
     full = decode_manifest(manifest, run / "f32", checkpoint, config, device="cuda", precision="float32")
     assert full.precision == "float32" and auto.precision in ("float16", "float32")
