@@ -6,13 +6,14 @@ accented data, so the accent gap stays what a majority-trained teacher shows.
 
 Two architectures (``--arch``):
 
-- ``char`` (the shipped default teacher): :class:`~choral.pipeline.teacher.model.Transducer`,
-  characters, LSTM predictor, features normalised per utterance before the model;
-- ``stateless``: :class:`~choral.pipeline.teacher.stateless.StatelessTransducer` in
-  icefall's conventions (stateless decoder with context 2, raw log-mel fbank in,
-  normalisation inside the encoder) over a sentencepiece vocabulary trained here on
-  the ``teacher_train`` transcripts only (``--bpe-vocab`` pieces at most; saved as
-  ``<out stem>.bpe.model`` beside the checkpoint and inside it).
+- ``stateless`` (the default, and the shipped default teacher's):
+  :class:`~choral.pipeline.teacher.stateless.StatelessTransducer` in icefall's conventions
+  (stateless decoder with context 2, raw log-mel fbank in, normalisation inside the encoder)
+  over a sentencepiece BPE vocabulary trained here on the ``teacher_train`` transcripts only
+  (``--bpe-vocab`` pieces at most, 80 by default; saved as ``<out stem>.bpe.model`` beside the
+  checkpoint and inside it);
+- ``char`` (the default teacher until issue 13): :class:`~choral.pipeline.teacher.model.Transducer`,
+  characters, LSTM predictor, features normalised per utterance before the model.
 
 Features are computed once, cached next to the manifest and kept in memory:
 ``<manifest>.features.npz`` holds the normalised ones (char), ``<manifest>.logmel.npz``
@@ -42,13 +43,15 @@ batches, same augmentation); ``--minutes`` and ``--stop-after-steps`` bound one
 invocation. The recipe (architecture, sizes, learning rate, schedule, ...) is the
 stored one: a recipe option given with ``--resume`` must agree with it.
 
-    .venv/bin/python benchmarks/accented/train_teacher.py --arch stateless --steps 6000 --minutes 170 \\
-        --out benchmarks/accented/data/stateless.pt
+    .venv/bin/python benchmarks/accented/train_teacher.py --steps 3000 --minutes 170 --no-augment \\
+        --init-encoder CHAR.pt --out benchmarks/accented/data/stateless.pt
     .venv/bin/python benchmarks/accented/train_teacher.py --resume --minutes 170 \\
         --out benchmarks/accented/data/stateless.pt
 
-``--init CHECKPOINT`` starts a new run from an earlier checkpoint's weights (the
-default teacher was trained from scratch without augmentation, then continued with it).
+``--init CHECKPOINT`` starts a new run from an earlier checkpoint's weights (both default
+teachers were trained without augmentation first, then continued with it); ``--init-encoder``
+starts a stateless model's encoder from a character checkpoint's (README.md here: how the
+shipped teacher was made).
 """
 
 from __future__ import annotations
@@ -100,8 +103,8 @@ ARCHS = ("char", "stateless")
 STATE_FORMAT = "choral-teacher-training-state-1"
 # Recipe options: stored in the training state; with --resume they default to the stored values.
 RECIPE_DEFAULTS: dict[str, Any] = {
-    "arch": "char", "lr": 2e-3, "warmup": 100, "batch_seconds": 60.0, "seed": 0, "augment": True,
-    "bpe_vocab": 256, "steps": None, "ctc_weight": 0.3, "model_config": {}, "freeze_encoder_steps": 0,
+    "arch": "stateless", "lr": 2e-3, "warmup": 100, "batch_seconds": 60.0, "seed": 0, "augment": True,
+    "bpe_vocab": 80, "steps": None, "ctc_weight": 0.3, "model_config": {}, "freeze_encoder_steps": 0,
 }
 
 Item = tuple[np.ndarray, list[int], str]  # features, token ids, normalised reference
@@ -516,7 +519,7 @@ def read_state(path: Path, device: torch.device) -> dict[str, Any]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     recipe = parser.add_argument_group("recipe (stored in the training state; with --resume, the stored values)")
-    recipe.add_argument("--arch", choices=ARCHS, default=None, help="char (default) or stateless")
+    recipe.add_argument("--arch", choices=ARCHS, default=None, help="stateless (default) or char")
     recipe.add_argument("--lr", type=float, default=None, help="peak learning rate (2e-3)")
     recipe.add_argument("--warmup", type=int, default=None, help="warm-up steps (100)")
     recipe.add_argument("--batch-seconds", type=float, default=None, help="audio per batch (60)")
@@ -524,7 +527,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     recipe.add_argument("--no-augment", dest="augment", action="store_const", const=False, default=None,
                         help="train on clean features only")
     recipe.add_argument("--bpe-vocab", type=int, default=None,
-                        help="stateless: most sentencepiece pieces (256; a small text may give fewer)")
+                        help="stateless: most sentencepiece pieces (80; a small text may give fewer)")
     recipe.add_argument("--steps", type=int, default=None,
                         help="length of the cosine schedule in optimizer steps; the run ends there "
                              "(default: the schedule spans --minutes of training time)")
