@@ -104,9 +104,10 @@ STATE_FORMAT = "choral-teacher-training-state-1"
 # Recipe options: stored in the training state; with --resume they default to the stored values.
 RECIPE_DEFAULTS: dict[str, Any] = {
     "arch": "stateless", "lr": 2e-3, "warmup": 100, "batch_seconds": 60.0, "seed": 0, "augment": True,
-    "bpe_vocab": 80, "steps": None, "ctc_weight": 0.3, "model_config": {}, "freeze_encoder_steps": 0,
+    "bpe_vocab": 80, "noise": 0.0, "steps": None, "ctc_weight": 0.3, "model_config": {}, "freeze_encoder_steps": 0,
 }
 
+NOISE_SNR_DB = (5.0, 30.0)  # --noise: white noise at an SNR drawn uniformly from this range (dB)
 Item = tuple[np.ndarray, list[int], str]  # features, token ids, normalised reference
 
 
@@ -218,6 +219,28 @@ def augment(features: np.ndarray, rng: random.Random) -> np.ndarray:
         start = rng.randint(0, new_frames - width)
         out[start:start + width] = fill
     return out.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def white_noise_log_mel() -> np.ndarray:
+    """Mean log-mel power ``(mel,)`` of unit-variance white noise, through the same fbank as the features."""
+    from choral.pipeline.teacher.features import log_mel
+
+    noise = np.random.default_rng(0).standard_normal(16_000 * 10).astype(np.float32)
+    return np.log(np.exp(log_mel(noise)).mean(axis=0)).astype(np.float32)
+
+
+def add_noise(features: np.ndarray, snr_db: float) -> np.ndarray:
+    """Raw log-mel ``features`` with white noise added at ``snr_db`` (mel-power SNR over the utterance):
+
+        x'[t, m] = log(exp(x[t, m]) + g exp(n[m])),   g = mean_t,m exp(x) / (mean_m exp(n) 10^(snr / 10))
+
+    with ``n`` the noise's mean log-mel power (:func:`white_noise_log_mel`): noise adds to speech in the power
+    domain, so this is what the fbank of the noisy waveform gives, up to the noise's frame-to-frame spread.
+    """
+    noise = white_noise_log_mel()
+    gain = np.exp(features).mean() / (np.exp(noise).mean() * 10 ** (snr_db / 10))
+    return np.logaddexp(features, np.log(gain) + noise[None, :]).astype(np.float32)
 
 
 def collate(items: Sequence[Item]) -> tuple[torch.Tensor, ...]:
@@ -433,6 +456,9 @@ class Run:
         for parameter in encoder_parameters(self.model):
             parameter.requires_grad_(not frozen)
         items = [self.train[i] for i in self.next_batch()]
+        if self.recipe.get("noise", 0.0):
+            items = [(add_noise(f, self.rng.uniform(*NOISE_SNR_DB)) if self.rng.random() < self.recipe["noise"]
+                      else f, t, r) for f, t, r in items]
         if self.recipe["augment"]:
             items = [(augment(f, self.rng), t, r) for f, t, r in items]
         features, lengths, targets, target_lengths = (x.to(self.device) for x in collate(items))
@@ -526,6 +552,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     recipe.add_argument("--seed", type=int, default=None, help="(0)")
     recipe.add_argument("--no-augment", dest="augment", action="store_const", const=False, default=None,
                         help="train on clean features only")
+    recipe.add_argument("--noise", type=float, default=None,
+                        help="stateless: share of batch items given white noise at 5-30 dB SNR, added to the raw "
+                             "log-mel in the power domain (0)")
     recipe.add_argument("--bpe-vocab", type=int, default=None,
                         help="stateless: most sentencepiece pieces (80; a small text may give fewer)")
     recipe.add_argument("--steps", type=int, default=None,
@@ -594,6 +623,11 @@ def prepare(args: argparse.Namespace) -> tuple[Run, Path]:
     recipe = resolve_recipe(args, stored["recipe"] if stored else None)
     arch = recipe["arch"]
     raw = raw_features(arch)
+    if not 0.0 <= recipe.get("noise", 0.0) <= 1.0:
+        raise TrainingError(f"--noise must be a share in [0, 1], not {recipe['noise']}")
+    if recipe.get("noise", 0.0) and not raw:
+        raise TrainingError("--noise needs --arch stateless (noise adds to raw log-mel power, not to normalised "
+                            "features)")
 
     model: Model | None = None
     tokens: TokenTable

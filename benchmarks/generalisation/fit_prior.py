@@ -61,7 +61,9 @@ from choral.pipeline.propagate.calibrate import (  # noqa: E402
 
 DEV = HERE / "data" / "dev"
 MARGINS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
-ERROR_MARGINS: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5)
+ERROR_MARGINS: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5)
+VETO = 8.0                                        # propagate.teacher_veto, the default chosen below
+VETOES: tuple[float, ...] = (float("inf"), 11.0, 8.0, 6.0, 4.0, 2.0)
 N_BINS = 10
 
 
@@ -193,15 +195,19 @@ def ece(confidence: np.ndarray, correct: np.ndarray) -> float:
     return total / max(len(confidence), 1)
 
 
-def score(rows: list[dict], beta: np.ndarray, margin: float, gamma: np.ndarray | None = None) -> Score:
+def score(rows: list[dict], beta: np.ndarray, margin: float, gamma: np.ndarray | None = None,
+          veto: float = VETO) -> Score:
     """WER, help / harm and ECE of a decision: ``p(w) > p(b) + margin`` with coefficients ``beta`` (exact), or,
-    with ``gamma``, ``E[e(w)] < E[e(b)] - margin`` by the error model (errors); confidence is ``p`` either way."""
+    with ``gamma``, ``E[e(w)] < E[e(b)] - margin`` by the error model (errors); confidence is ``p`` either way.
+    The teacher's veto (``teacher_veto``) keeps ``b`` when its log-likelihood beats ``w``'s by more than ``veto``."""
     if not rows:
         return Score(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
     xw = np.asarray([r["x_winner"] for r in rows])
     xb = np.asarray([r["x_one_best"] for r in rows])
     pw, pb = probability(beta, xw), probability(beta, xb)
     same = np.asarray([r["same"] for r in rows])
+    teacher = FEATURES.index("teacher")
+    same = same | (xw[:, teacher] < xb[:, teacher] - veto)
     if gamma is None:
         replace_ = ~same & (pw > pb + margin)
     else:
@@ -293,16 +299,17 @@ def fit(args: argparse.Namespace) -> None:
 def fit_errors(args: argparse.Namespace, pools: list[Path], runs: list[Path], rows_of) -> None:
     """The error model: fitted on one pool and scored on the other (the margin is chosen there), then on both."""
     def decide_with(gamma: np.ndarray, label: str, targets: list[Path]) -> None:
-        for margin in ERROR_MARGINS:
-            print(f"errors rule, {label}, margin {margin:g} words")
-            for out in targets:
-                rows = rows_of(out)
-                beta = adapted(_beta_of(out)[0], out, "prior", 0.0)
-                overall = score(rows, beta, margin, gamma)
-                worst = max(score([r for r in rows if r["accent"] == c], beta, margin, gamma).harm
-                            for c in {r["accent"] for r in rows})
-                print(f"  {out.parent.parent.name:13s} {out.name:24s} {overall}; worst condition harm "
-                      f"{100 * worst:.2f}%")
+        for veto in VETOES:
+            for margin in ERROR_MARGINS if veto == VETO else (0.5,):
+                print(f"errors rule, {label}, margin {margin:g} words, teacher veto {veto:g} nats")
+                for out in targets:
+                    rows = rows_of(out)
+                    beta = adapted(_beta_of(out)[0], out, "prior", 0.0)
+                    overall = score(rows, beta, margin, gamma, veto)
+                    worst = max(score([r for r in rows if r["accent"] == c], beta, margin, gamma, veto).harm
+                                for c in {r["accent"] for r in rows})
+                    print(f"  {out.parent.parent.name:13s} {out.name:24s} {overall}; worst condition harm "
+                          f"{100 * worst:.2f}%")
 
     for held_out in pools:
         train = [p for p in pools if p != held_out]

@@ -62,6 +62,11 @@ estimate under a Gaussian pull toward 0 on every coefficient but the intercept.
 - ``exact``: answer ``w`` when ``w != b`` and ``p(w) > p(b) + delta`` (``replace_margin``): the calibrated
   evidence must say the replacement is *more likely exactly right* by that margin.
 
+Either rule is vetoed by the teacher (``teacher_veto`` ``V``, in nats): ``w`` never replaces ``b`` when
+``log P_teacher(w) < log P_teacher(b) - V``. A linear model weighs the teacher's log-likelihood ratio with
+everything else, so a neighbour's text the teacher finds e^V times less likely than its own reading (another
+prompt, read by a neighbour) can still win on support; the veto keeps such texts out.
+
 Either way, the confidence written is ``p`` of the answer (calibrated exact correctness). Annotated
 cuts keep their reference (confidence 1).
 """
@@ -84,18 +89,21 @@ CLIP = 12.0           # log-probabilities below -CLIP are read as -CLIP (a borro
 _EPS = 1e-12
 
 # beta_0: fitted by benchmarks/generalisation/fit_prior.py (kappa = 1, toward 0) on the decision rows of a
-# development draw of the generalisation protocol (prompt seed 13, cut seed 13): both its pools (generator and
+# development draw of the generalisation protocol (prompt seed 13, cut seed 13), decoded by the default teacher
+# (refitted when it became the stateless word-piece teacher of issue 13): both its pools (generator and
 # unseen-words) re-annotated at 10%, tuned as choral run tunes them; every unannotated cut's winner and 1-best
-# (540 cuts, 611 rows, 180 right). Not the reported draw (seeds 12), not the accented benchmark.
-PRIOR: tuple[float, ...] = (-2.006, 2.435, 1.301, -0.055, 1.353, 2.766, 0.043, -0.989, 1.079)
+# (540 cuts, 628 rows, 227 right). Not the reported draw (seeds 12), not the accented benchmark.
+PRIOR: tuple[float, ...] = (0.850, 3.758, -0.314, 2.240, 1.464, 1.001, 0.237, -0.127, 1.416)
 
 ERROR_FEATURES: tuple[str, ...] = (*FEATURES, "words")
 # gamma: fitted by benchmarks/generalisation/fit_prior.py (`fit`, pull 1 toward 0 except the intercept) on the
-# development draw (same seeds 13, re-synthesised: piper's noise is unseeded), both pools at 10% annotated: 625
-# candidate rows, 1,819 word errors. error_margin 0.5: the smallest margin with no harmed cut when the model is
-# fitted on one dev pool and decides on the other (both ways, at 30%, 10%, 5% and 2% annotated; 0.25-0.4 harm one
-# cut at 30%).
-ERROR_PRIOR: tuple[float, ...] = (2.019, -0.086, -0.056, -0.019, -1.324, -2.464, 1.481, 0.23, -1.159, -0.247)
+# same development draw and teacher, both pools at 10% annotated: 628 candidate rows, 1,814 word errors.
+# error_margin 0.5 and teacher_veto 8: with the model fitted on one dev pool and deciding on the other (both ways,
+# at 30%, 10%, 5% and 2% annotated), no margin up to 1.5 words kept every run's harm rate <= 2% (the unseen-words
+# pool at 10%: 2.59% at 0.5, 1.48% at 1.5), because a few borrowed texts the teacher scores at the floor (-CLIP)
+# won the fusion; the weakest veto that brings every run to <= 2% is 8 nats (11: 2.22%; 8: 1.11%), and the
+# margin stays 0.5 (larger margins cost help on the generator pool and harm as much).
+ERROR_PRIOR: tuple[float, ...] = (1.861, -0.690, -0.047, 0.157, -1.174, -1.731, 0.871, -0.177, -1.076, -0.306)
 
 
 class SupportBatch(Protocol):
@@ -303,6 +311,8 @@ class RuleSettings(Protocol):
     def error_model(self) -> tuple[float, ...]: ...
     @property
     def error_margin(self) -> float: ...
+    @property
+    def teacher_veto(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -314,12 +324,13 @@ class Rule:
     margin: float = 0.05                  # exact: p(w) must beat p(b) by this
     error_model: tuple[float, ...] = ERROR_PRIOR
     error_margin: float = 0.5             # errors: E[e(w)] must be below E[e(b)] by this many words
+    veto: float = 8.0                     # never replace when log P_teacher(w) < log P_teacher(b) - veto
 
     @classmethod
     def of(cls, config: RuleSettings) -> "Rule":
         """The rule a :class:`~.config.PropagateConfig` asks for."""
         return cls(tuple(config.calibration), config.decision, float(config.replace_margin),
-                   tuple(config.error_model), float(config.error_margin))
+                   tuple(config.error_model), float(config.error_margin), float(config.teacher_veto))
 
 
 @dataclass(frozen=True)
@@ -336,7 +347,7 @@ def decide(found: Candidates, rule: Rule) -> Decision:
     by the margin), else the teacher's 1-best; the confidence is the calibrated p of the answer."""
     p_winner = float(probability(rule.beta, found.x_winner))
     p_best = float(probability(rule.beta, found.x_one_best))
-    if found.winner == found.one_best:
+    if found.winner == found.one_best or _vetoed(found, rule):
         return Decision(found.one_best, p_best, False)
     if rule.kind == "errors":
         z = error_rows(np.stack([found.x_winner, found.x_one_best]), [found.words_winner, found.words_one_best])
@@ -347,6 +358,12 @@ def decide(found: Candidates, rule: Rule) -> Decision:
     if better:
         return Decision(found.winner, p_winner, True)
     return Decision(found.one_best, p_best, False)
+
+
+def _vetoed(found: Candidates, rule: Rule) -> bool:
+    """The teacher's veto: its log-likelihood of the winner is more than ``rule.veto`` nats below its 1-best's."""
+    teacher = FEATURES.index("teacher")
+    return float(found.x_winner[teacher]) < float(found.x_one_best[teacher]) - rule.veto
 
 
 def training_rows(found: Candidates, texts: Sequence[str], reference: str) -> tuple[list[np.ndarray], list[int]]:

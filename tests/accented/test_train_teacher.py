@@ -174,3 +174,30 @@ def test_eval_teacher_table_for_a_stateless_checkpoint(modules, corpus, tmp_path
     for name in ("majority (teacher_dev)", "pool en-us", "pool en-gb-x-rp"):
         one, oracle = (float(v.rstrip("%")) for v in rows[name][1:3])
         assert 0 <= oracle <= one
+
+
+def test_noise_augmentation_is_what_the_noisy_waveform_gives(modules, corpus, tmp_path, capsys):
+    """``--noise``: white noise added to raw log-mel in the power domain lands where the fbank of the noisy
+    waveform does (within the noise's frame-to-frame spread), at the SNR asked; it trains, and it is refused for
+    the character model's normalised features and outside [0, 1]."""
+    import numpy as np
+
+    from choral.pipeline.teacher.features import log_mel
+
+    tt, _, _ = modules
+    t = np.arange(32_000) / 16_000
+    speech = (0.3 * np.sin(2 * np.pi * 300 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    clean = log_mel(speech)
+    for snr in (5.0, 20.0):
+        gain = np.exp(clean).mean() / (np.exp(tt.white_noise_log_mel()).mean() * 10 ** (snr / 10))
+        noise = np.random.default_rng(3).standard_normal(len(speech)).astype(np.float32)
+        real = log_mel(speech + np.sqrt(gain) * noise)
+        estimate = tt.add_noise(clean, snr)
+        assert np.abs(real - estimate).mean() < 0.15 * np.abs(real - clean).mean()
+    tt.main(options("stateless", corpus, tmp_path / "n.pt", "--noise", "1", "--stop-after-steps", "2"))
+    assert "step" in capsys.readouterr().out
+    for arch, share, message in (("char", "0.5", "--noise needs --arch stateless"),
+                                 ("stateless", "1.5", "--noise must be a share in [0, 1]")):
+        with pytest.raises(SystemExit):
+            tt.main(options(arch, corpus, tmp_path / f"{arch}{share}.pt", "--noise", share))
+        assert message in capsys.readouterr().err

@@ -1,3 +1,4 @@
+from dataclasses import replace
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -58,7 +59,8 @@ def test_fit_scaling_learns_the_base_rate_and_keeps_the_ranking() -> None:
     # rows that follow the prior's own probabilities leave it about where it was
     y = (rng.random(60) < probability(prior, x)).astype(float)
     same = fit_scaling(x, y, prior, 4.0)
-    assert np.allclose(same, prior, atol=0.6)
+    scale = same[1:] / prior[1:]  # one slope a for every feature (the prior's coefficients reach 3.8)
+    assert np.allclose(scale, scale[0]) and 0.7 < scale[0] < 1.5 and abs(same[0] - prior[0]) < 0.6
 
 
 def _found(p_winner: float, p_best: float, same: bool = False) -> tuple[Candidates, np.ndarray]:
@@ -101,6 +103,25 @@ def test_decide_by_expected_word_errors() -> None:
     decision = decide(many, Rule(beta=tuple(beta), kind="errors", error_model=tuple(gamma), error_margin=0.5))
     assert decision.replaced and decision.confidence == pytest.approx(0.02)
     assert not decide(many, Rule(beta=tuple(beta), kind="errors", error_model=tuple(gamma), error_margin=0.8)).replaced
+
+
+def test_teacher_veto_keeps_texts_the_teacher_finds_far_less_likely() -> None:
+    """Either rule: a winner whose teacher log-likelihood is more than ``teacher_veto`` nats below the 1-best's
+    never replaces it, however the other evidence weighs; within the veto the rule decides as before."""
+    found, beta = _found(0.9, 0.1)
+    teacher = FEATURES.index("teacher")
+    x_w, x_b = found.x_winner.copy(), found.x_one_best.copy()
+    x_w[teacher], x_b[teacher] = -12.0, -0.3    # a neighbour's text at the scorer's floor against its own reading
+    x_b[FEATURES.index("is_teacher")] = 1.0
+    far = Candidates(1, 0, x_w, x_b, 6, 6)
+    gamma = np.zeros(len(ERROR_FEATURES))
+    gamma[ERROR_FEATURES.index("is_teacher")] = 2.0  # E[e(b)] = e^2 E[e(w)]: the errors rule wants the winner
+    for kind in ("exact", "errors"):
+        rule = Rule(beta=tuple(beta), kind=kind, margin=0.05, error_model=tuple(gamma), error_margin=0.5)
+        assert decide(far, replace(rule, veto=12.0)).replaced, kind       # 11.7 nats below: within the veto
+        assert not decide(far, replace(rule, veto=8.0)).replaced, kind    # beyond it
+    with pytest.raises(ConfigError, match="teacher_veto"):
+        PropagateConfig(teacher_veto=0.0)
 
 
 def test_fit_error_model_recovers_a_poisson_rate() -> None:
