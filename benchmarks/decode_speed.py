@@ -15,7 +15,7 @@ sherpa-onnx decoding the same files in the same run: same cuts, same batches (ab
 same search (greedy; ``modified_beam_search`` with ``max_active_paths`` = ``--beam``),
 from samples to 1-best on both sides (features included, audio reading not).
 
-    .venv/bin/python benchmarks/decode_speed.py --sherpa /work/teacher-data/stateless.pt --threads 1 --beam 4
+    .venv/bin/python benchmarks/decode_speed.py --sherpa pipeline/teacher/default_teacher.pt --threads 1 --beam 4
     .venv/bin/python benchmarks/decode_speed.py --threads 1 --workers 1   # + the decode stage with a loader
 
 ``--workers N [M ...]`` (instead of the comparison above): the decode stage end to end (audio, features,
@@ -54,8 +54,7 @@ from corpus_io import load_demo
 import choral.pipeline.decode as decode_stage
 from choral.pipeline.decode import DecodeConfig, decode_manifest
 from choral.pipeline.manifest import write_cuts
-from choral.pipeline.teacher import load_teacher, parameter_count, resolve_teacher
-from choral.pipeline.teacher.features import batch_features
+from choral.pipeline.teacher import open_teacher, parameter_count, resolve_teacher
 
 
 def timed(teacher, features: list, batch_seconds: float) -> float:
@@ -193,9 +192,9 @@ def main() -> None:
     if args.workers:
         loader_case(cuts, args)
         return
-    teacher = load_teacher(resolve_teacher(args.teacher), beam=args.beam, nbest=min(8, args.beam))
+    teacher = open_teacher(resolve_teacher(args.teacher), beam=args.beam, nbest=min(8, args.beam))
     started = time.perf_counter()
-    features = batch_features(cuts)
+    features = teacher.features(cuts)  # the teacher's own input (normalised or raw fbank)
     feature_seconds = time.perf_counter() - started
     audio = sum(cut.duration for cut in cuts)
     timed(teacher, features[:4], 1e9)  # warm-up
@@ -244,7 +243,7 @@ def loader_case(cuts: list, args: argparse.Namespace) -> None:
     """The decode stage end to end (audio, features, search, writing): in-process loading, then each number
     of workers through the DataLoader and through the old pool, runs interleaved, median of ``--repeat``."""
     dataloader = decode_stage._with_features
-    teacher = load_teacher(resolve_teacher(args.teacher), beam=args.beam, nbest=min(8, args.beam))
+    teacher = open_teacher(resolve_teacher(args.teacher), beam=args.beam, nbest=min(8, args.beam))
     cases = [(0, "in process")] + [(w, name) for w in args.workers if w > 0 for name in ("DataLoader", "old pool")]
     times: dict[tuple[int, str], list[float]] = {case: [] for case in cases}
     outputs: dict[tuple[int, str], bytes] = {}
@@ -286,9 +285,9 @@ def precision_case(args: argparse.Namespace) -> None:
     from choral.pipeline.teacher.precision import half_keeps_nbest
 
     device = resolve_device(args.device)
-    teacher = load_teacher(resolve_teacher(args.teacher), beam=args.beam, nbest=min(8, args.beam)).to(device)
+    teacher = open_teacher(resolve_teacher(args.teacher), beam=args.beam, nbest=min(8, args.beam)).to(device)
     cuts = list(load_demo()[0])[: args.cuts]
-    features = batch_features(cuts)
+    features = teacher.features(cuts)  # the teacher's own input (normalised or raw fbank)
     audio = sum(cut.duration for cut in cuts)
     batches: list[list] = [[]]
     frames = 0

@@ -17,7 +17,7 @@ Agreement is token-for-token equality of the 1-best. Both sides run with the
 same number of threads; sherpa-onnx decodes the streams in batches of
 ``--sherpa-batch`` (``decode_streams``), choral in batches of about 60 s of audio.
 
-    .venv/bin/python benchmarks/sherpa_agreement.py /work/teacher-data/stateless.pt
+    .venv/bin/python benchmarks/sherpa_agreement.py pipeline/teacher/default_teacher.pt
     .venv/bin/python benchmarks/sherpa_agreement.py CKPT --beam 4 --cuts 200 --threads 1 --show 5
 """
 
