@@ -119,9 +119,10 @@ def test_teacher_veto_keeps_texts_the_teacher_finds_far_less_likely() -> None:
     for kind in ("exact", "errors"):
         rule = Rule(beta=tuple(beta), kind=kind, margin=0.05, error_model=tuple(gamma), error_margin=0.5)
         assert decide(far, replace(rule, veto=12.0)).replaced, kind       # 11.7 nats below: within the veto
+        assert decide(far, replace(rule, veto=0.0)).replaced, kind        # 0: no veto
         assert not decide(far, replace(rule, veto=8.0)).replaced, kind    # beyond it
     with pytest.raises(ConfigError, match="teacher_veto"):
-        PropagateConfig(teacher_veto=0.0)
+        PropagateConfig(teacher_veto=-1.0)
 
 
 def test_fit_error_model_recovers_a_poisson_rate() -> None:
