@@ -63,9 +63,9 @@ estimate under a Gaussian pull toward 0 on every coefficient but the intercept.
   evidence must say the replacement is *more likely exactly right* by that margin.
 
 Either rule is vetoed by the teacher (``teacher_veto`` ``V`` > 0, in nats, 8 by default; 0 turns it off): ``w``
-never replaces ``b`` when ``log P_teacher(w) < log P_teacher(b) - V``. A linear model weighs the teacher's log-likelihood ratio with
-everything else, so a neighbour's text the teacher finds e^V times less likely than its own reading (another
-prompt, read by a neighbour) can still win on support; the veto keeps such texts out.
+never replaces ``b`` when ``log P_teacher(w) < log P_teacher(b) - V``. A linear model weighs the teacher's
+log-likelihood ratio with everything else, so a neighbour's text the teacher finds e^V times less likely than
+its own reading (another prompt, read by a neighbour) can still win on support; the veto keeps such texts out.
 
 Either way, the confidence written is ``p`` of the answer (calibrated exact correctness). Annotated
 cuts keep their reference (confidence 1).

@@ -1,4 +1,5 @@
 from dataclasses import replace
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
