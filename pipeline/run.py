@@ -292,7 +292,8 @@ def _run_stages(
     else:
         from .executor.ray_decode import decode_on_ray
         decoded = decode_on_ray(cuts, paths.root / "decode", config.teacher, config.decode, executor,
-                                force=forced("decode"), progress=progress)
+                                force=forced("decode"), progress=progress, device=config.device,
+                                precision=config.precision)
     record("decode", "skipped" if decoded.skipped else "ran", decoded.seconds,
            "" if decoded.skipped else f"{decoded.n_decoded:,} cuts, {decoded.n_failed:,} failed, "
            f"RTF {decoded.rtf:.3f}")

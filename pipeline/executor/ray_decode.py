@@ -30,6 +30,8 @@ from ..manifest import audio_paths, check_readable, iter_json_lines, remove_orph
 from ..meta import StageRecord, files_digest, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
 from ..teacher.contracts import Teacher
+from ..teacher.device import check_device_spec
+from ..teacher.precision import check_precision_spec
 from ..teacher.registry import open_teacher, resolve_teacher, teacher_inputs
 from .config import ExecutorConfig
 from .faults import pause_point
@@ -40,17 +42,19 @@ log = logging.getLogger(__name__)
 
 
 class _LazyTeacher:
-    """The teacher, opened on first use: an actor whose shards are all up to date loads no model."""
+    """The teacher, opened on first use: an actor whose shards are all up to date loads no model. It opens on
+    the actor's ``device`` (``auto`` picks the GPU Ray gave the actor, if any) in ``precision``."""
 
-    def __init__(self, path: Path, config: DecodeConfig) -> None:
-        self._path, self._config = path, config
+    def __init__(self, path: Path, config: DecodeConfig, device: str = "cpu", precision: str = "auto") -> None:
+        self._path, self._config, self._device, self._precision = path, config, device, precision
         self._teacher: Teacher | None = None
 
     def _open(self) -> Teacher:
         if self._teacher is None:
             config = self._config
             self._teacher = open_teacher(self._path, beam=config.beam, nbest=config.nbest,
-                                         search_temperature=config.search_temperature)
+                                         search_temperature=config.search_temperature, device=self._device,
+                                         precision=self._precision)
         return self._teacher
 
     def __getattr__(self, name: str) -> Any:
@@ -60,9 +64,13 @@ class _LazyTeacher:
 class ShardDecoder:
     """A Ray Data actor: decodes each shard of its batches with one teacher."""
 
-    def __init__(self, teacher_path: str, config: DecodeConfig, force: bool) -> None:
-        self.teacher = _LazyTeacher(Path(teacher_path), config)
-        self.teacher_path, self.config, self.force = Path(teacher_path), config, force
+    def __init__(self, teacher_path: str, config: DecodeConfig, force: bool, device: str = "cpu",
+                 precision: str = "auto") -> None:
+        lazy = _LazyTeacher(Path(teacher_path), config, device, precision)
+        # the precision rules (the float16 copy, auto's guard on CUDA) act on the teacher itself, not on a proxy:
+        # off the default CPU / auto settings the actor opens it at once
+        self.teacher: Any = lazy if (device, precision) == ("cpu", "auto") else lazy._open()
+        self.teacher_path, self.config, self.force, self.precision = Path(teacher_path), config, force, precision
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         out: dict[str, list] = {key: [] for key in ("shard", "skipped", "n_decoded", "n_failed", "audio_seconds",
@@ -72,7 +80,8 @@ class ShardDecoder:
             remove_orphans(folder)  # a killed actor's temporary files (its process is gone)
             pause_point("decode")
             summary = decode_manifest(Path(str(cuts)), folder, self.teacher_path, self.config,
-                                      teacher=self.teacher, force=self.force)
+                                      teacher=self.teacher, force=self.force,
+                                      precision=self.precision)
             out["shard"].append(int(shard))
             out["skipped"].append(summary.skipped)
             out["n_decoded"].append(summary.n_decoded)
@@ -99,14 +108,23 @@ def decode_on_ray(
     *,
     force: bool = False,
     progress: Progress = NullProgress(),
+    device: str = "cpu",
+    precision: str = "auto",
 ) -> DecodeSummary:
-    """Decode ``cuts_path`` on the Ray cluster into ``out_dir`` (shards + ``decoded.shards.json``)."""
+    """Decode ``cuts_path`` on the Ray cluster into ``out_dir`` (shards + ``decoded.shards.json``).
+
+    Each actor opens the teacher on ``device`` in ``precision``, as ``decode_manifest`` does locally (give
+    the actors GPUs with ``executor.gpus_per_actor``); ``float16`` keys the sidecars, as it does there."""
+    check_precision_spec(precision)
+    check_device_spec(device)
     cuts_path, teacher_path, out_dir = check_readable(cuts_path), resolve_teacher(teacher_path), Path(out_dir)
     settings: ExecutorConfig = executor.config
     index = out_dir / INDEX_NAME
     failed_path = output_paths(out_dir)[2]
     params = {**asdict(config), "audio_files": files_digest(audio_paths(cuts_path)),
               "shard_cuts": settings.shard_cuts}
+    if precision == "float16":
+        params["precision"] = precision
     record = StageRecord.create("decode", inputs=[cuts_path, *teacher_inputs(teacher_path)], params=params,
                                 outputs=[index, failed_path])
     summary = DecodeSummary(output=index)
@@ -122,7 +140,7 @@ def decode_on_ray(
     actors = min(settings.decode_actors, len(rows))
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
     decoded = dataset.map_batches(
-        ShardDecoder, fn_constructor_args=(str(teacher_path), config, force), batch_size=1,
+        ShardDecoder, fn_constructor_args=(str(teacher_path), config, force, device, precision), batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=settings.cpus_per_actor, num_gpus=settings.gpus_per_actor or None)
     results = []

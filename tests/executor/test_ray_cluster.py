@@ -293,3 +293,32 @@ def test_demo_run_resumes_after_the_driver_is_killed(cluster, tmp_path: Path) ->
     assert _same(_without_storage(run_dir / "rescored.jsonl.gz"), local_rescored)
     report = json.loads((run_dir / "eval" / "report.json").read_text())
     assert _same(report, json.loads((tmp_path / "local" / "eval" / "report.json").read_text()))
+
+
+
+def test_decode_on_ray_runs_the_teacher_in_the_precision_asked(cluster, tmp_path: Path) -> None:
+    """The actors open the teacher on the device and in the precision asked: float16 on Ray (real half arithmetic
+    on these CPU nodes) gives exactly the local float16 decode, which differs from float32's; float16 keys the
+    sidecar, so asking float32 afterwards decodes again and gives the local float32 decode."""
+    _demo_subset(tmp_path, every=25)  # 8 cuts
+    cuts = tmp_path / "cuts.jsonl.gz"
+    decode = DecodeConfig(nbest=4, beam=4, batch_duration=8)
+    half = _without_storage(decode_manifest(cuts, tmp_path / "half", "default", decode, precision="float16").output)
+    full = _without_storage(decode_manifest(cuts, tmp_path / "full", "default", decode, precision="float32").output)
+    assert [[h["score"] for h in c["custom"]["nbest"]] for c in half] != \
+        [[h["score"] for h in c["custom"]["nbest"]] for c in full]
+    index = tmp_path / "ray" / "decoded.shards.json"
+
+    def ray_cuts() -> list[dict]:
+        return [d for shard in json.loads(index.read_text())["shards"]
+                for d in _without_storage(tmp_path / "ray" / shard)]
+
+    executor = _driver(cluster)
+    try:
+        first = decode_on_ray(cuts, tmp_path / "ray", "default", decode, executor, device="cpu", precision="float16")
+        assert first.n_decoded == 8 and ray_cuts() == half
+        assert decode_on_ray(cuts, tmp_path / "ray", "default", decode, executor, precision="float16").skipped
+        assert not decode_on_ray(cuts, tmp_path / "ray", "default", decode, executor, precision="float32").skipped
+        assert ray_cuts() == full
+    finally:
+        ray.shutdown()
