@@ -46,21 +46,22 @@ class FoldView:
     positions: list[int]
 
 
+def fold_view(entries: Sequence[CutEntry], held_out: np.ndarray) -> FoldView:
+    """The :class:`FoldView` of the held-out rows ``held_out``: only the groups they are in influence them."""
+    hidden = set(int(k) for k in held_out)
+    fold_groups = {entries[k].group for k in held_out}
+    local = np.array([k for k, e in enumerate(entries) if e.group in fold_groups], dtype=np.int64)
+    position = {int(k): i for i, k in enumerate(local)}
+    local_entries = [replace(entries[k], reference=None, reference_original=None) if int(k) in hidden
+                     else entries[k] for k in local]
+    return FoldView(held_out, [entries[k].reference or "" for k in held_out], local, local_entries,
+                    [position[int(k)] for k in held_out])
+
+
 def fold_views(entries: Sequence[CutEntry], annotated_rows: np.ndarray, fold: np.ndarray,
                folds: int) -> list[FoldView]:
-    """Every fold's :class:`FoldView`: only the groups of a fold's held-out cuts influence them."""
-    views = []
-    for f in range(folds):
-        held_out = annotated_rows[fold == f]
-        hidden = set(int(k) for k in held_out)
-        fold_groups = {entries[k].group for k in held_out}
-        local = np.array([k for k, e in enumerate(entries) if e.group in fold_groups], dtype=np.int64)
-        position = {int(k): i for i, k in enumerate(local)}
-        local_entries = [replace(entries[k], reference=None, reference_original=None) if int(k) in hidden
-                         else entries[k] for k in local]
-        views.append(FoldView(held_out, [entries[k].reference or "" for k in held_out], local, local_entries,
-                              [position[int(k)] for k in held_out]))
-    return views
+    """Every fold's :class:`FoldView` (:func:`fold_view`)."""
+    return [fold_view(entries, annotated_rows[fold == f]) for f in range(folds)]
 
 
 @dataclass
@@ -185,16 +186,11 @@ def crossfit_item(scorer: Scorer | None, inputs: CrossfitInputs, fold: int) -> t
     (:func:`~choral.pipeline.propagate.calibrate.training_rows`)."""
     entries, config = inputs.entries, inputs.config
     held_out = inputs.held_out[fold]
-    hidden = set(int(k) for k in held_out)
-    fold_groups = {entries[k].group for k in held_out}
-    local = np.array([k for k, e in enumerate(entries) if e.group in fold_groups], dtype=np.int64)
-    position = {int(k): i for i, k in enumerate(local)}
-    local_entries = [replace(entries[k], reference=None, reference_original=None) if int(k) in hidden
-                     else entries[k] for k in local]
-    local_adjacency = inputs.adjacency[local][:, local]
-    local_distances = inputs.distances[local][:, local]
-    local_held_out = [position[int(k)] for k in held_out]
-    batch = propagate_batch(local_entries, local_adjacency, np.diff(local_adjacency.indptr), config,
+    view = fold_view(entries, held_out)
+    local_adjacency = inputs.adjacency[view.local][:, view.local]
+    local_distances = inputs.distances[view.local][:, view.local]
+    local_held_out = view.positions
+    batch = propagate_batch(view.entries, local_adjacency, np.diff(local_adjacency.indptr), config,
                             scorer=scorer, score_rows=local_held_out)
     features: list = []
     labels: list = []
