@@ -54,17 +54,24 @@ def graph(
                                           "agreeing 1-bests count as pseudo-annotations."),
     quantile: float = typer.Option(0.2, help="Last resort without any labels: link this fraction of the closest "
                                              "within-group pairs."),
+    sound_nearest: int = typer.Option(GraphConfig.sound_nearest, min=0,
+                                      help="In groups formed by sound (a<N>, `choral group --acoustic-neighbours`): "
+                                           "also link each cut to its k nearest (0: the threshold alone)."),
+    sound_reach: float = typer.Option(GraphConfig.sound_reach, min=0.0,
+                                      help="... when the pair is within this multiple of the threshold "
+                                           "(0: at any distance)."),
     digits: Digits = typer.Option(DEFAULT_DIGITS, help=DIGITS_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the outputs are up to date."),
 ) -> None:
     """Build the similarity graph: distances between all cuts of each group, binary edges below a learned threshold.
 
-    The threshold maximises F1 of "edge = same reference transcript" over annotated pairs; threshold.json
-    records it with precision, recall and pair counts, and which rule set it.
+    The threshold maximises F1 of "edge = same reference transcript" over annotated pairs of groups formed by
+    shared words; threshold.json records it with precision, recall and pair counts, and which rule set it.
     """
     with stage_errors("graph"):
         config = GraphConfig(metric=metric, window=window, threshold=threshold,
-                             confidence=confidence, quantile=quantile)
+                             confidence=confidence, quantile=quantile, sound_nearest=sound_nearest,
+                             sound_reach=sound_reach)
         normalizer = TextNormalizer(digits=digits.value)
         with progress_bar() as progress:
             summary = build_graph(grouped, output, threshold_file, config, normalizer, force=force, progress=progress)

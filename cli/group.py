@@ -34,18 +34,23 @@ def group(
     max_group_size: int = typer.Option(_DEFAULT.max_group_size, min=2,
                                        help="Larger groups are split into chunks of at most this many cuts "
                                             "(the graph stage is quadratic in group size)."),
+    acoustic_neighbours: int = typer.Option(
+        _DEFAULT.acoustic_neighbours, min=0,
+        help="Group the cuts word overlap leaves alone (words the teacher never heard) by sound: link each to its "
+             "mutual k nearest singletons by pooled-embedding cosine (0: off). Their groups are named a<N>."),
     digits: Digits = typer.Option(DEFAULT_DIGITS, help=DIGITS_HELP),
     seed: int = typer.Option(_DEFAULT.seed, min=0, help="Seed of the MinHash permutations."),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the output is up to date."),
 ) -> None:
     """Group utterances whose n-best hypotheses overlap (MinHash LSH over word sets; linear in the number of cuts).
 
-    Adds custom.group (g<N>, or s<N> for a singleton) and custom.group_size to every cut.
+    Adds custom.group (g<N>; a<N> for a group formed by sound; s<N> for a singleton) and custom.group_size
+    to every cut.
     Only cuts of the same group are compared by `choral graph`.
     """
     with stage_errors("group", options={"jaccard_threshold": "--jaccard"}):
         config = GroupingConfig(top_k=top_k, jaccard_threshold=jaccard, num_perm=num_perm, bands=bands,
-                                max_group_size=max_group_size, seed=seed)
+                                max_group_size=max_group_size, seed=seed, acoustic_neighbours=acoustic_neighbours)
         normalizer = TextNormalizer(digits=digits.value)
         with progress_bar() as progress:
             summary = group_manifest(decoded, output, config, normalizer, force=force, progress=progress)
@@ -58,6 +63,7 @@ def group(
         ("groups (2+ cuts)", f"{summary.n_groups - summary.n_singletons:,}"),
         ("cuts in groups", f"{grouped:,} ({100 * grouped / max(summary.n_cuts, 1):.1f}%)"),
         ("singletons", f"{summary.n_singletons:,}"),
+        ("groups formed by sound", f"{summary.n_by_sound:,}"),
         ("largest group", f"{summary.largest:,}"),
         ("components split", f"{summary.n_split:,} (max size {max_group_size})"),
         ("time", f"{summary.seconds:.1f} s"),

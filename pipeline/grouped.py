@@ -25,7 +25,15 @@ from .errors import InputError
 from .fields import Hypothesis, custom_field, nbest, reference_text
 from .manifest import iter_cut_dicts, iter_cuts
 
-__all__ = ["GroupedCut", "GroupedFields", "group_of", "iter_grouped", "iter_grouped_fields"]
+__all__ = ["GroupedCut", "GroupedFields", "formed_by_sound", "group_of", "iter_grouped", "iter_grouped_fields"]
+
+SOUND_PREFIX = "a"  # group names choral group gives to groups formed by sound alone (its step 5)
+
+
+def formed_by_sound(group: str) -> bool:
+    """Whether ``choral group`` formed this group by sound alone (its cuts' hypotheses share too few words):
+    the graph links such cuts to their nearest neighbours too, whatever the learned threshold."""
+    return group.startswith(SOUND_PREFIX)
 
 
 @dataclass(frozen=True)

@@ -304,7 +304,7 @@ def _run_stages(
                              progress=progress, executor=executor)
     record("group", "skipped" if grouped.skipped else "ran", grouped.seconds,
            "" if grouped.skipped else f"{grouped.n_groups:,} groups + {grouped.n_singletons:,} singletons, "
-           f"largest {grouped.largest}")
+           f"{grouped.n_by_sound:,} formed by sound, largest {grouped.largest}")
     if not wanted("graph"):
         return _finish(summary, paths, started)
 

@@ -65,6 +65,7 @@ DEV = HERE / "data" / "dev"
 MARGINS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
 ERROR_MARGINS: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5)
 VETO = 8.0                                        # propagate.teacher_veto (0: off), the default chosen below
+UNHEARD_CONFIDENCE = 0.5                          # propagate.unheard_confidence
 VETOES: tuple[float, ...] = (0.0, 11.0, 8.0, 6.0, 4.0, 2.0)
 N_BINS = 10
 
@@ -106,7 +107,7 @@ def decision_rows(out: Path, config_path: Path, scorer, references: dict[str, st
             rows.append({"cut": entry.cut_id, "accent": accent[entry.cut_id],
                          "x_winner": [round(float(v), 5) for v in found.x_winner],
                          "x_one_best": [round(float(v), 5) for v in found.x_one_best],
-                         "same": found.winner == found.one_best,
+                         "same": found.winner == found.one_best, "unheard": found.unheard,
                          "y_winner": int(winner == reference), "y_one_best": int(best == reference),
                          "errors_winner": word_errors(reference, winner),
                          "errors_one_best": word_errors(reference, best),
@@ -201,7 +202,8 @@ def score(rows: list[dict], beta: np.ndarray, margin: float, gamma: np.ndarray |
           veto: float = VETO) -> Score:
     """WER, help / harm and ECE of a decision: ``p(w) > p(b) + margin`` with coefficients ``beta`` (exact), or,
     with ``gamma``, ``E[e(w)] < E[e(b)] - margin`` by the error model (errors); confidence is ``p`` either way.
-    The teacher's veto (``teacher_veto``) keeps ``b`` when its log-likelihood beats ``w``'s by more than ``veto``."""
+    The teacher's veto (``teacher_veto``) keeps ``b`` when its log-likelihood beats ``w``'s by more than ``veto``
+    (not where the row is ``unheard``, as :func:`choral.pipeline.propagate.calibrate.decide`)."""
     if not rows:
         return Score(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
     xw = np.asarray([r["x_winner"] for r in rows])
@@ -209,8 +211,10 @@ def score(rows: list[dict], beta: np.ndarray, margin: float, gamma: np.ndarray |
     pw, pb = probability(beta, xw), probability(beta, xb)
     same = np.asarray([r["same"] for r in rows])
     teacher = FEATURES.index("teacher")
-    if veto > 0:
-        same = same | (xw[:, teacher] < xb[:, teacher] - veto)
+    unheard = np.asarray([r.get("unheard", False) for r in rows], dtype=bool)
+    if veto > 0:  # no veto where the winner has words the teacher never says, in a group formed by sound ...
+        same = same | ((xw[:, teacher] < xb[:, teacher] - veto) & ~unheard)
+    same = same | (unheard & (pw <= UNHEARD_CONFIDENCE))  # ... but it must be more likely right than not
     if gamma is None:
         replace_ = ~same & (pw > pb + margin)
     else:

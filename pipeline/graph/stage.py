@@ -21,7 +21,7 @@ import numpy as np
 from ..config import CHOICES, check_finite
 from ..errors import ConfigError, InputError
 from ..executor.base import Executor
-from ..grouped import iter_grouped
+from ..grouped import formed_by_sound, iter_grouped
 from ..manifest import array_storage_files, check_readable, write_json
 from ..meta import StageRecord, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
@@ -43,6 +43,8 @@ class GraphConfig:
     confidence: float = 0.9
     quantile: float = 0.2
     min_positive: int = MIN_POSITIVE    # annotated positive pairs trusted alone (fewer: confident pairs join)
+    sound_nearest: int = 3   # in groups formed by sound (choral group's step 5): link each cut to its k nearest
+    sound_reach: float = 2.0  # ... when within this multiple of the threshold (0: at any distance)
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -53,6 +55,10 @@ class GraphConfig:
             raise ConfigError("quantile", f"must lie strictly between 0 and 1, not {self.quantile}")
         if self.min_positive < 1:
             raise ConfigError("min_positive", f"must be at least 1, not {self.min_positive}")
+        if self.sound_nearest < 0:
+            raise ConfigError("sound_nearest", f"must be non-negative, not {self.sound_nearest}")
+        if self.sound_reach < 0:
+            raise ConfigError("sound_reach", f"must be non-negative, not {self.sound_reach}")
 
 
 @dataclass(frozen=True)
@@ -244,10 +250,15 @@ def build_graph(
         raise InputError(grouped, str(error)) from None
     distance_seconds = time.perf_counter() - distance_started
 
-    fit = choose_threshold(table, pair_a, pair_b, distances, config)
+    sound = np.array([formed_by_sound(g) for g in table.groups], dtype=bool)
+    pair_sound = sound[pair_a]  # pairs never cross groups
+    # the threshold is learned on word-grouped pairs: readings of words the teacher never heard sit further apart
+    word = ~pair_sound
+    fit = choose_threshold(table, pair_a[word], pair_b[word], distances[word], config)
     log.info("graph: %s distances of %d pairs in %.1f s; threshold %.4g by rule %s (from %d pairs)",
              config.metric, len(pair_a), distance_seconds, fit.threshold, fit.rule, fit.n_pairs)
-    graph = CutGraph(np.asarray(table.ids), pair_a, pair_b, distances, fit.threshold, config.metric)
+    graph = CutGraph(np.asarray(table.ids), pair_a, pair_b, distances, fit.threshold, config.metric,
+                     pair_sound, config.sound_nearest, config.sound_reach)
     adjacency = graph.adjacency()
     degree = np.diff(adjacency.indptr)
     graph.save(output)

@@ -41,6 +41,9 @@ class CutGraph:
     distances: np.ndarray
     threshold: float
     metric: str
+    pair_sound: np.ndarray | None = None   # per pair: inside a group formed by sound alone (None: no such pair)
+    sound_nearest: int = 0                 # such pairs also link each cut to its k nearest ...
+    sound_reach: float = 0.0               # ... when within this multiple of the threshold (0: any distance)
 
     @property
     def n_cuts(self) -> int:
@@ -61,12 +64,28 @@ class CutGraph:
         keep = self.distances <= threshold if threshold_edges else np.zeros(len(self.distances), dtype=bool)
         if nearest > 0 and len(self.distances):
             keep = keep | self.nearest_pairs(nearest)
+        keep = keep | self.sound_edges(threshold)
         a, b, d = self.pair_a[keep], self.pair_b[keep], self.distances[keep]
         weights = np.exp(-d / threshold) if weighted and threshold > 0 else np.ones(len(d))
         rows = np.concatenate([a, b])
         cols = np.concatenate([b, a])
         data = np.concatenate([weights, weights]).astype(np.float32)
         return sp.csr_matrix((data, (rows, cols)), shape=(self.n_cuts, self.n_cuts))
+
+    def sound_edges(self, threshold: float) -> np.ndarray:
+        """Mask of the pairs of groups formed by sound that link a cut to one of its ``sound_nearest`` nearest,
+        within ``sound_reach`` times ``threshold``.
+
+        Such groups hold cuts whose hypotheses share too few words (words the teacher never heard): their
+        readings of one text sit further apart than the threshold learned on word-grouped pairs allows, but
+        a cut's nearest in its group is still most often a reading of the same words."""
+        mask = np.zeros(len(self.distances), dtype=bool)
+        if self.pair_sound is None or self.sound_nearest < 1 or not self.pair_sound.any():
+            return mask
+        mask = self.pair_sound & self.nearest_pairs(self.sound_nearest)
+        if self.sound_reach > 0:
+            mask &= self.distances <= self.sound_reach * threshold
+        return mask
 
     def nearest_pairs(self, k: int) -> np.ndarray:
         """Mask of pairs that are among the ``k`` closest candidates of either of their cuts."""
@@ -99,6 +118,10 @@ class CutGraph:
                     distances=self.distances,
                     threshold=np.float64(self.threshold),
                     metric=np.asarray(self.metric),
+                    pair_sound=(self.pair_sound if self.pair_sound is not None
+                                else np.zeros(len(self.distances), dtype=bool)),
+                    sound_nearest=np.int64(self.sound_nearest),
+                    sound_reach=np.float64(self.sound_reach),
                 )
 
     @classmethod
@@ -116,6 +139,10 @@ class CutGraph:
                     distances=data["distances"],
                     threshold=float(data["threshold"]),
                     metric=str(data["metric"]),
+                    # graphs written before groups formed by sound have none of these
+                    pair_sound=data["pair_sound"] if "pair_sound" in data.files else None,
+                    sound_nearest=int(data["sound_nearest"]) if "sound_nearest" in data.files else 0,
+                    sound_reach=float(data["sound_reach"]) if "sound_reach" in data.files else 0.0,
                 )
         except (OSError, KeyError, ValueError) as error:
             raise InputError(path, f"not a choral graph file ({error})") from None

@@ -67,8 +67,17 @@ and locality-sensitive hashing (LSH), then checked exactly (steps 1-3,
    links first, so that every cluster of similar cuts is a contiguous run), and
    each piece is split alone.
 
+5. **Singletons by sound** (``acoustic_neighbours = k > 0``, :mod:`.acoustic`).
+   Cuts the first four steps leave alone (their hypotheses share too few words
+   with anything: words the teacher never heard, heavy accents) are linked to
+   their mutual ``k`` nearest singletons by pooled-embedding cosine, and the links
+   are merged most similar first up to ``acoustic_max_size`` cuts (mutual links
+   chain: on the development draw, ``k = 8`` joined all 184 of a pool's
+   singletons into one group). The graph stage's DTW
+   threshold still decides which of their pairs become edges.
+
 Cuts with an empty word set (no hypotheses, or only empty text) are never
-candidates and stay singletons. Everything is vectorised over chunks of cuts;
+candidates of steps 1-4 and stay singletons unless step 5 groups them. Everything is vectorised over chunks of cuts;
 the only per-cut Python work is joining and splitting the hypothesis strings.
 The result is deterministic for the same input and seed.
 """
@@ -82,6 +91,7 @@ import numpy as np
 
 from ...kernels.components import component_labels
 from ..errors import ConfigError
+from .acoustic import group_singletons
 from .lsh import ChunkMap, detection_probability, verified_links, word_sets_and_signatures
 from .split import refine_split, split_large
 
@@ -102,17 +112,21 @@ class GroupingConfig:
     bands: int = 16  # LSH bands
     max_group_size: int = 200  # larger components are split into chunks no bigger than this
     seed: int = 0
+    acoustic_neighbours: int = 4  # > 0: singletons left by word overlap are grouped by sound (mutual k-NN, step 5)
+    acoustic_max_size: int = 32   # step 5's groups hold at most this many cuts (mutual links chain; it stops them)
 
     def __post_init__(self) -> None:
-        for name in ("top_k", "num_perm", "bands", "max_group_size", "seed"):
+        for name in ("top_k", "num_perm", "bands", "max_group_size", "seed", "acoustic_neighbours",
+                     "acoustic_max_size"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
                 raise ConfigError(name, f"must be an integer, not {value!r}")
-        for name in ("top_k", "num_perm", "bands", "max_group_size"):
+        for name in ("top_k", "num_perm", "bands", "max_group_size", "acoustic_max_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be at least 1, not {getattr(self, name)}")
-        if self.seed < 0:
-            raise ConfigError("seed", f"must be non-negative, not {self.seed}")
+        for name in ("seed", "acoustic_neighbours"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be non-negative, not {getattr(self, name)}")
         if self.num_perm % self.bands:
             raise ConfigError(
                 "num_perm", f"({self.num_perm}) must be divisible by {{bands}} ({self.bands}): "
@@ -146,6 +160,7 @@ class Grouping:
     labels: np.ndarray
     sizes: np.ndarray
     n_split: int = 0
+    by_sound: np.ndarray | None = None  # per group: True when step 5 formed it (its cuts share no words)
 
     @property
     def n_cuts(self) -> int:
@@ -185,8 +200,9 @@ def group_hypotheses(
     ``hypotheses[i]`` holds cut ``i``'s normalised n-best texts, best first.
     ``progress(n)`` is called with the number of cuts processed so far.
     ``embeddings(indices)``, when given, returns the pooled embeddings of those
-    cuts (one row each, or None when they are not comparable); it is called only for cuts of components too large to
-    keep, which are then split by acoustic similarity rather than word overlap.
+    cuts (one row each, or None when they are not comparable); it is called for cuts of components too large to
+    keep, which are then split by acoustic similarity rather than word overlap, and (with
+    ``acoustic_neighbours``) for the singletons, which step 5 groups by sound.
     ``map_chunks`` (an executor's ``map``) hashes chunks of ``chunk_cuts`` cuts in parallel (step 1);
     the grouping is the same. Banding, linking and splitting stay here: they need all signatures at once
     (``num_perm`` x 4 bytes per cut) and the word sets (4 bytes per distinct word of each cut).
@@ -202,11 +218,37 @@ def group_hypotheses(
     if n_split:
         labels = refine_split(components, labels, sets.incidence(), config.jaccard_threshold,
                               config.max_group_size, embeddings)
+    sound = np.zeros(n, dtype=bool)
+    if config.acoustic_neighbours and embeddings is not None:
+        labels, sound = _group_singletons(labels, config, embeddings)
     labels = _number_by_first_appearance(labels)
     sizes = np.bincount(labels).astype(np.int64)
-    labels.setflags(write=False)
-    sizes.setflags(write=False)
-    return Grouping(labels=labels, sizes=sizes, n_split=n_split)
+    by_sound = np.zeros(sizes.size, dtype=bool)
+    by_sound[labels[sound]] = True
+    by_sound &= sizes > 1
+    for array in (labels, sizes, by_sound):
+        array.setflags(write=False)
+    return Grouping(labels=labels, sizes=sizes, n_split=n_split, by_sound=by_sound)
+
+
+def _group_singletons(labels: np.ndarray, config: GroupingConfig,
+                      embeddings: Callable[[np.ndarray], np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Step 5: the singletons of ``labels`` regrouped by their pooled embeddings (:mod:`.acoustic`), and the
+    mask of the cuts it regrouped; unchanged when fewer than two or when their embeddings are not comparable."""
+    regrouped = np.zeros(labels.size, dtype=bool)
+    if labels.size == 0:
+        return labels, regrouped
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    alone = np.flatnonzero(counts[inverse.reshape(-1)] == 1)
+    vectors = embeddings(alone) if alone.size >= 2 else None
+    if vectors is None:
+        return labels, regrouped
+    clusters = group_singletons(np.asarray(vectors, dtype=np.float64), config.acoustic_neighbours,
+                                min(config.acoustic_max_size, config.max_group_size))
+    out = labels.astype(np.int64, copy=True)
+    out[alone] = int(labels.max()) + 1 + clusters
+    regrouped[alone] = True
+    return out, regrouped
 
 
 def _number_by_first_appearance(labels: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from scipy.sparse import csr_matrix
 
 from .lsh import THRESHOLD_EPS
 
-__all__ = ["REFINE_LIMIT", "refine_split", "split_large"]
+__all__ = ["REFINE_LIMIT", "capped_union", "refine_split", "split_large"]
 
 REFINE_LIMIT = 4096  # cuts of one coarse chunk compared all-pairs during refinement
 
@@ -178,7 +178,7 @@ def _capped_linkage(
     # merge up to the balanced size ceil(s / k), k = ceil(s / max_size): equal chunks when cuts are alike
     n_chunks = -(-members.size // max_size)
     cap = -(-members.size // n_chunks)
-    roots = _capped_union(members.size, u, v, w, cap)
+    roots = capped_union(members.size, u, v, w, cap)
     clusters = [members[roots == r] for r in np.unique(roots)]
     clusters.sort(key=lambda c: -c.size)
     bins: list[list[np.ndarray]] = []
@@ -200,7 +200,7 @@ def _capped_linkage(
 _FIRST_ROUND = 4096  # pairs merged one by one before the first filter of the rest
 
 
-def _capped_union(n: int, u: np.ndarray, v: np.ndarray, w: np.ndarray, cap: int) -> np.ndarray:
+def capped_union(n: int, u: np.ndarray, v: np.ndarray, w: np.ndarray, cap: int) -> np.ndarray:
     """Root of each of ``n`` nodes after merging the pairs ``(u[j], v[j])`` strongest ``w`` first (ties in
     input order), refusing any merge that would make a cluster larger than ``cap``; the smaller root heads
     a merged cluster.

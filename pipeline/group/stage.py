@@ -25,6 +25,7 @@ from lhotse.cut import Cut
 from ..executor.base import Executor
 from ..fields import custom_field, nbest
 from ..graph.store import ArrayReader
+from ..grouped import SOUND_PREFIX
 from ..manifest import CutWriter, array_storage_files, iter_cut_dicts, iter_cuts
 from ..meta import StageRecord, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
@@ -41,14 +42,16 @@ class GroupSummary:
     n_cuts: int = 0
     n_groups: int = 0
     n_singletons: int = 0
+    n_by_sound: int = 0      # groups formed by sound (step 5), of n_groups
     largest: int = 0
     n_split: int = 0
     seconds: float = 0.0
 
 
-def group_id(label: int, size: int) -> str:
-    """Stable, sortable group name; singletons are marked by their ``s`` prefix."""
-    return f"{'s' if size == 1 else 'g'}{label:07d}"
+def group_id(label: int, size: int, by_sound: bool = False) -> str:
+    """Stable, sortable group name: ``g`` for groups of shared words, ``a`` for groups formed by sound alone
+    (grouping step 5; the graph links their cuts by nearest neighbours too), ``s`` for singletons."""
+    return f"{'s' if size == 1 else SOUND_PREFIX if by_sound else 'g'}{label:07d}"
 
 
 def _embedding_only(cut: Cut) -> Cut:
@@ -128,13 +131,15 @@ def group_manifest(
 
     progress.task("writing grouped manifest", len(grouping.labels))
     labels, sizes = grouping.labels, grouping.sizes
+    by_sound = grouping.by_sound if grouping.by_sound is not None else np.zeros(sizes.size, dtype=bool)
     with CutWriter(output) as writer:
         for index, data in enumerate(iter_cut_dicts(decoded)):
             if index >= len(labels):
                 raise RuntimeError(f"{decoded} changed while it was being grouped")
             label = int(labels[index])
             size = int(sizes[label])
-            data["custom"] = dict(data.get("custom") or {}, group=group_id(label, size), group_size=size)
+            data["custom"] = dict(data.get("custom") or {}, group=group_id(label, size, bool(by_sound[label])),
+                                  group_size=size)
             writer.write_dict(data)
             progress.advance()
         if writer.count != len(labels):
@@ -146,6 +151,7 @@ def group_manifest(
         n_cuts=len(labels),
         n_groups=grouping.n_groups,
         n_singletons=grouping.n_singletons,
+        n_by_sound=int(np.count_nonzero(by_sound)),
         largest=grouping.largest,
         n_split=grouping.n_split,
         seconds=time.perf_counter() - started,

@@ -40,6 +40,7 @@ class PropagateConfig:
     error_model: tuple[float, ...] = ERROR_PRIOR  # gamma, one per calibrate.ERROR_FEATURES (the Poisson model)
     error_margin: float = 0.1           # errors: replace only when E[errors(winner)] < E[errors(1-best)] - this
     teacher_veto: float = 8.0           # > 0: never replace when log P_teacher(winner) < log P_teacher(1-best) - this
+    unheard_confidence: float = 0.5     # a winner the teacher has no veto on (unheard words) needs calibrated p > this
     # issue 12 part 4 (options, measured in benchmarks/generalisation/RESULTS.md's Ablations)
     nearest_only: bool = False          # with nearest > 0: the k nearest edges alone, no threshold edges
     consensus: int = 0                  # word-level combinations of the neighbourhood per cut (0: off)
@@ -71,6 +72,8 @@ class PropagateConfig:
                                              f"({', '.join(ERROR_FEATURES)}), not {len(self.error_model)}")
         if self.error_margin < 0:
             raise ConfigError("error_margin", f"must be >= 0 (expected words saved), not {self.error_margin}")
+        if not 0.0 <= self.unheard_confidence < 1.0:
+            raise ConfigError("unheard_confidence", f"must be in [0, 1), not {self.unheard_confidence}")
         if self.teacher_veto < 0:
             raise ConfigError("teacher_veto", f"must be 0 (off) or positive (nats), not {self.teacher_veto}")
         if not 0.0 <= self.replace_margin < 1.0:

@@ -52,6 +52,7 @@ solve, :func:`fuse` once per λ.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -65,7 +66,15 @@ from ..teacher.contracts import Scorer
 from ..teacher.scoring import prefetch
 from .config import PropagateConfig
 from .consensus import consensus_candidates
-from .labels import CutEntry, GroupLabels, build_group_labels, log_posterior, own_log_posteriors, prior_row
+from .labels import (
+    CutEntry,
+    GroupLabels,
+    build_group_labels,
+    fused_scores,
+    log_posterior,
+    own_log_posteriors,
+    prior_row,
+)
 
 _EPS = 1e-12
 # Relative residual at which CG stops: decisions compare log-supports, far coarser than this.
@@ -124,6 +133,11 @@ class BatchSupport:
     extra: list[list[str]] | None = None   # per row, its own consensus texts (columns ``extra_start``...)
     extra_start: int = 0                   # first consensus column (the batch's widest label set)
 
+    @cached_property
+    def heard(self) -> frozenset[str]:
+        """Every word of the batch's n-best lists: what the teacher says (:func:`heard_words`), read when needed."""
+        return heard_words(self.entries)
+
     def texts_of(self, row: int) -> tuple[list[str], list[str]]:
         """The normalised and original texts of ``row``'s columns: its group's labels, then its own extras."""
         labels = self.labels_of[self.entries[row].group]
@@ -146,6 +160,15 @@ class BatchPriors:
     prior: np.ndarray        # Y: one-hot reference (annotated) or teacher posterior over the own n-best
     teacher: np.ndarray      # teacher log-posterior of the own n-best per label column (-inf elsewhere)
     annotated: np.ndarray    # rows with a reference: the seeds
+
+
+def heard_words(entries: Sequence[CutEntry]) -> frozenset[str]:
+    """Every word of the entries' n-best hypotheses: the words this teacher says somewhere in the batch.
+
+    A reference word outside it is one the teacher never produces here (a word it never heard in training),
+    so its likelihood of a text with that word says nothing about whether the text is right
+    (:mod:`.calibrate`: no veto then, in a group formed by sound)."""
+    return frozenset(word for entry in entries for text in entry.hypotheses for word in text.split())
 
 
 def text_length(text: str) -> int:
@@ -313,12 +336,10 @@ def borrowed_candidates(support: np.ndarray, teacher: np.ndarray, annotated: np.
 
 
 def fused_row(batch: BatchSupport, row: int, fusion_weight: float) -> np.ndarray:
-    """``λ · teacher + (1 − λ) · log F̂`` over the row's columns (-inf where the teacher term is)."""
-    teacher = batch.teacher[row]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fused = fusion_weight * teacher + (1 - fusion_weight) * np.log(batch.support[row] + _EPS)
-    fused[np.isneginf(teacher)] = -np.inf
-    return fused
+    """``λ · teacher + (1 − λ) · log F̂`` over the row's columns (-inf where the teacher term is); λ = 0 in a group
+    formed by sound, where only own n-best and references compete (:func:`.labels.fused_scores`)."""
+    entry = batch.entries[row]
+    return fused_scores(entry, batch.labels_of[entry.group], batch.teacher[row], batch.support[row], fusion_weight)
 
 
 def fuse(batch: BatchSupport, rows: Iterable[int], fusion_weight: float, config: PropagateConfig) -> list[CutResult]:

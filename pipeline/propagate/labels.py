@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..grouped import formed_by_sound
+
 
 @dataclass
 class CutEntry:
@@ -35,6 +37,36 @@ class CutEntry:
     scores: np.ndarray               # teacher log-probabilities of the n-best
     reference: str | None = None     # normalised reference (annotated cuts only)
     reference_original: str | None = None
+
+
+def teacher_weight(entry: CutEntry, fusion_weight: float) -> float:
+    """The fusion's teacher weight λ for ``entry``: 0 in a group ``choral group`` formed by sound.
+
+    Such a group holds cuts the teacher could not read (their hypotheses share too few words with any other
+    cut's), and its likelihood of a transcript with words it never heard is hundreds of nats below its own
+    wrong reading: no evidence about which text is right. There the graph alone decides the winner
+    (among the texts :func:`fused_scores` admits)."""
+    return 0.0 if formed_by_sound(entry.group) else fusion_weight
+
+
+def fused_scores(entry: CutEntry, labels: GroupLabels, teacher: np.ndarray, support: np.ndarray,
+                 fusion_weight: float) -> np.ndarray:
+    """``λ log P_teacher + (1 - λ) log F̂`` over one cut's columns (-inf where the teacher term is: not a candidate).
+
+    In a group formed by sound λ is 0 (:func:`teacher_weight`), and only the cut's own n-best and the group's
+    references may win: with the teacher silenced, another unannotated cut's reading is no better evidence
+    than the cut's own (on the development draw, such readings won and harmed noisy cuts), while an annotated
+    neighbour's reference is the truth about the words it shares."""
+    weight = teacher_weight(entry, fusion_weight)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fused = weight * teacher + (1 - weight) * np.log(support + 1e-12)
+    fused[np.isneginf(teacher)] = -np.inf
+    if formed_by_sound(entry.group):
+        allowed = np.zeros(fused.shape, dtype=bool)
+        allowed[:labels.references] = True
+        allowed[[labels.index[h] for h in entry.hypotheses if h in labels.index]] = True
+        fused[~allowed] = -np.inf
+    return fused
 
 
 def log_posterior(scores: np.ndarray, temperature: float) -> np.ndarray:
@@ -51,6 +83,7 @@ class GroupLabels:
     texts: list[str] = field(default_factory=list)
     originals: list[str] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
+    references: int = 0      # the first this many labels are annotated cuts' references
 
 
 def build_group_labels(entries: list[CutEntry], temperature: float, max_labels: int) -> GroupLabels:
@@ -76,7 +109,8 @@ def build_group_labels(entries: list[CutEntry], temperature: float, max_labels: 
             required.setdefault(entry.hypotheses[0])
     ranked = list(required) + sorted((t for t in mass if t not in required), key=lambda t: (-mass[t], t))
     kept = ranked[: max(max_labels, len(required))]
-    return GroupLabels(texts=kept, originals=[original[t] for t in kept], index={t: k for k, t in enumerate(kept)})
+    return GroupLabels(texts=kept, originals=[original[t] for t in kept], index={t: k for k, t in enumerate(kept)},
+                       references=len(references))
 
 
 def own_log_posteriors(entry: CutEntry, labels: GroupLabels, temperature: float) -> dict[int, float]:

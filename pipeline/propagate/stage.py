@@ -79,7 +79,8 @@ def subgraph(graph: CutGraph, rows: np.ndarray) -> CutGraph:
     position[rows] = np.arange(len(rows))
     inside = position[graph.pair_a] >= 0
     return replace(graph, cut_ids=graph.cut_ids[rows], pair_a=position[graph.pair_a[inside]],
-                   pair_b=position[graph.pair_b[inside]], distances=graph.distances[inside])
+                   pair_b=position[graph.pair_b[inside]], distances=graph.distances[inside],
+                   pair_sound=graph.pair_sound[inside] if graph.pair_sound is not None else None)
 
 
 def read_grouped_and_graph(grouped: Path, graph_file: Path, normalizer: TextNormalizer,

@@ -29,6 +29,6 @@ def test_capped_union_matches_the_sequential_merge(n: int, cap: int, seed: int, 
     w = rng.integers(0, 50, u.size).astype(float)  # many ties: they keep their input order
     order = np.argsort(-w, kind="stable")
     expected = _one_by_one(n, u[order], v[order], cap)
-    got = split._capped_union(n, u, v, w, cap)
+    got = split.capped_union(n, u, v, w, cap)
     assert np.array_equal(got, expected)
     assert np.bincount(got).max() <= cap
