@@ -40,6 +40,7 @@ class Candidate:
     description: str = ""
     propagate: tuple[tuple[str, object], ...] = ()    # PropagateConfig fields set over the config's
     nearest: tuple[int, ...] = ()                     # k-nearest counts tune tries (empty: the config's)
+    group: tuple[tuple[str, object], ...] = ()        # GroupingConfig fields set over the config's
 
     def __post_init__(self) -> None:
         if not self.tune and self.fusion_weight is not None:
@@ -68,7 +69,9 @@ CANDIDATES.update({c.name: c for c in (
     Candidate("length-norm", propagate=(("length_norm", True),),
               description="teacher log-likelihoods per character when candidates are compared"),
 )})
-ABLATIONS: tuple[str, ...] = ("consensus", "knn", "knn-only", "rounds", "length-norm")
+CANDIDATES["no-sound"] = Candidate("no-sound", group=(("acoustic_neighbours", 0),),
+                                   description="no grouping by sound: cuts word overlap leaves alone stay alone")
+ABLATIONS: tuple[str, ...] = ("consensus", "knn", "knn-only", "rounds", "length-norm", "no-sound")
 
 
 def select_candidates(names: Sequence[str]) -> tuple[Candidate, ...]:
