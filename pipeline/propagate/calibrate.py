@@ -147,7 +147,12 @@ class Candidates:
     x_one_best: np.ndarray
     words_winner: int = 0
     words_one_best: int = 0
-    unheard: bool = False       # group formed by sound, and the winner has a word the teacher never says: no veto
+    unheard: bool = False       # the winner has a word no n-best hypothesis of the batch has (never said)
+    by_sound: bool = False      # the cut's group was formed by sound (``choral group``'s step 5)
+
+    def exempt(self, rule: "Rule") -> bool:
+        """Whether the teacher has no veto on the winner (unheard words, in a group formed by sound or everywhere)."""
+        return self.unheard and (self.by_sound or rule.unheard_anywhere)
 
 
 def fused_row(batch: SupportBatch, row: int, fusion_weight: float) -> np.ndarray:
@@ -209,7 +214,7 @@ def candidates(batch: SupportBatch, adjacency: sp.csr_matrix, row: int, fusion_w
 
     return Candidates(winner, one_best, features(winner), features(one_best),
                       len(texts[winner].split()), len(texts[one_best].split()),
-                      formed_by_sound(entry.group) and any(w not in batch.heard for w in texts[winner].split()))
+                      any(w not in batch.heard for w in texts[winner].split()), formed_by_sound(entry.group))
 
 
 def probability(beta: Sequence[float] | np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -334,6 +339,8 @@ class RuleSettings(Protocol):
     def teacher_veto(self) -> float: ...
     @property
     def unheard_confidence(self) -> float: ...
+    @property
+    def unheard_anywhere(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -347,13 +354,14 @@ class Rule:
     error_margin: float = 0.1             # errors: E[e(w)] must be below E[e(b)] by this many words
     veto: float = 8.0                     # > 0: never replace when log P_teacher(w) < log P_teacher(b) - veto
     unheard_confidence: float = 0.5       # no veto (unheard words): replace only when p(w) > this as well
+    unheard_anywhere: bool = False        # no veto on unheard words in every group, not only those formed by sound
 
     @classmethod
     def of(cls, config: RuleSettings) -> "Rule":
         """The rule a :class:`~.config.PropagateConfig` asks for."""
         return cls(tuple(config.calibration), config.decision, float(config.replace_margin),
                    tuple(config.error_model), float(config.error_margin), float(config.teacher_veto),
-                   float(config.unheard_confidence))
+                   float(config.unheard_confidence), bool(config.unheard_anywhere))
 
 
 @dataclass(frozen=True)
@@ -372,7 +380,7 @@ def decide(found: Candidates, rule: Rule) -> Decision:
     p_best = float(probability(rule.beta, found.x_one_best))
     if found.winner == found.one_best or _vetoed(found, rule):
         return Decision(found.one_best, p_best, False)
-    if found.unheard and p_winner <= rule.unheard_confidence:
+    if found.exempt(rule) and p_winner <= rule.unheard_confidence:
         return Decision(found.one_best, p_best, False)
     if rule.kind == "errors":
         z = error_rows(np.stack([found.x_winner, found.x_one_best]), [found.words_winner, found.words_one_best])
@@ -388,7 +396,7 @@ def decide(found: Candidates, rule: Rule) -> Decision:
 def _vetoed(found: Candidates, rule: Rule) -> bool:
     """The teacher's veto: its log-likelihood of the winner is more than ``rule.veto`` nats below its 1-best's."""
     teacher = FEATURES.index("teacher")
-    if rule.veto <= 0 or found.unheard:
+    if rule.veto <= 0 or found.exempt(rule):
         return False
     return float(found.x_winner[teacher]) < float(found.x_one_best[teacher]) - rule.veto
 
