@@ -3,8 +3,7 @@
 Only annotated cuts are used: the annotated cuts are split into ``folds``;
 for each fold its references are hidden (those cuts become unannotated),
 propagation runs with every parameter combination of the grid, and the
-rescored transcripts of the hidden cuts are scored against their references
-(those of groups formed by sound are not counted: :func:`_counted`).
+rescored transcripts of the hidden cuts are scored against their references.
 The combination with the lowest pooled WER over all folds wins and is written
 as a YAML that ``choral propagate --params`` accepts (:mod:`.params`). References of unannotated
 cuts are never read here.
@@ -46,18 +45,17 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
 from ..errors import InputError
 from ..executor.base import Executor
-from ..grouped import formed_by_sound, iter_grouped_fields
+from ..grouped import iter_grouped_fields
 from ..manifest import check_readable
 from ..progress import NullProgress, Progress
 from ..propagate import PropagateConfig, read_grouped_and_graph
 from ..propagate.calibrate import FEATURES, describe, fit_calibration, fit_scaling, relative_distances
-from ..propagate.labels import CutEntry
 from ..teacher.contracts import Scorer
 from ..text import TextNormalizer
 from ..wer import pooled_word_errors
@@ -235,12 +233,10 @@ def tune_params(
                   None if bounded else len(solves) * folds)
     # errors[(scale, alpha, temperature, lambda)] = edits pooled over folds
     edits: dict[Key, int] = {}
-    per_cut: dict[Key, np.ndarray] = {}   # word errors per counted annotated cut
-    counted = _counted(sub_entries, annotated_rows)
-    slot = {int(k): i for i, k in enumerate(annotated_rows[counted])}
+    per_cut: dict[Key, np.ndarray] = {}   # word errors per annotated cut
+    slot = {int(k): i for i, k in enumerate(annotated_rows)}
     hypotheses: dict[Key, list[tuple[int, str, float]]] = {}
-    teacher_edits, total_words = pooled_word_errors([r for r, c in zip(references, counted) if c],
-                                                    [sub_entries[k].hypotheses[0] for k in annotated_rows[counted]])
+    teacher_edits, total_words = pooled_word_errors(references, [sub_entries[k].hypotheses[0] for k in annotated_rows])
     adjacency_of = {scale: graph.adjacency(graph.threshold * scale * base.threshold_scale,
                                            weighted=base.weighted_edges, nearest=base.nearest,
                                            threshold_edges=not base.nearest_only)[rows][:, rows]
@@ -264,12 +260,10 @@ def tune_params(
             for f, view in enumerate(views):
                 for weight, result in zip(grid.fusion_weight, outcome[f, point]):
                     key = (*point, weight)
-                    errors = per_cut.setdefault(key, np.zeros(len(slot)))
+                    errors = per_cut.setdefault(key, np.zeros(len(annotated_rows)))
                     for k, e in zip(view.held_out, result.errors):
-                        if int(k) in slot:
-                            errors[slot[int(k)]] = e
-                            edits[key] = edits.get(key, 0) + e
-                    edits.setdefault(key, 0)
+                        errors[slot[int(k)]] = e
+                    edits[key] = edits.get(key, 0) + result.edits
                     hypotheses.setdefault(key, []).extend(result.decisions)
 
     if bounded:
@@ -318,19 +312,6 @@ def tune_params(
                        teacher_wer=teacher_wer, n_annotated=int(len(annotated_rows)), folds=folds,
                        n_combinations=grid.size, confidence_curve=curve, seconds=time.perf_counter() - started)
 
-
-
-def _counted(entries: Sequence[CutEntry], annotated_rows: np.ndarray) -> np.ndarray:
-    """Which held-out annotated cuts the search's objective counts: those of groups formed by shared words.
-
-    In a group formed by sound (``choral group``'s step 5) a cut takes an annotated reference or keeps the
-    teacher's reading, whatever λ and T; its held-out errors move in steps of a whole sentence of words the
-    teacher never heard (the accented benchmark's passage: 15 words), which would outweigh the word groups'
-    one-word decisions that the grid is for (on the development draw at 30% annotated they turned tune's
-    choice from λ 0.05 to 0.3 and cost the generator pool half its gain). All of them count when no cut of a
-    word group is annotated. They still give calibration rows."""
-    counted = np.array([not formed_by_sound(entries[k].group) for k in annotated_rows], dtype=bool)
-    return counted if counted.any() else np.ones(len(annotated_rows), dtype=bool)
 
 
 def select_key(per_cut: dict[Key, np.ndarray], default_key: Key, selection: str) -> tuple[Key, Key]:
