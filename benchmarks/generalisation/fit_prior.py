@@ -107,7 +107,7 @@ def decision_rows(out: Path, config_path: Path, scorer, references: dict[str, st
             rows.append({"cut": entry.cut_id, "accent": accent[entry.cut_id],
                          "x_winner": [round(float(v), 5) for v in found.x_winner],
                          "x_one_best": [round(float(v), 5) for v in found.x_one_best],
-                         "same": found.winner == found.one_best, "unheard": found.unheard and found.by_sound,
+                         "same": found.winner == found.one_best, "unheard": found.unheard,  # unheard_anywhere (default)
                          "y_winner": int(winner == reference), "y_one_best": int(best == reference),
                          "errors_winner": word_errors(reference, winner),
                          "errors_one_best": word_errors(reference, best),

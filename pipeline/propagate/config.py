@@ -41,7 +41,7 @@ class PropagateConfig:
     error_margin: float = 0.1           # errors: replace only when E[errors(winner)] < E[errors(1-best)] - this
     teacher_veto: float = 8.0           # > 0: never replace when log P_teacher(winner) < log P_teacher(1-best) - this
     unheard_confidence: float = 0.5     # a winner the teacher has no veto on (unheard words) needs calibrated p > this
-    unheard_anywhere: bool = False      # no veto on unheard words in word groups too (not only groups formed by sound)
+    unheard_anywhere: bool = True       # no veto on unheard words in word groups too (not only groups formed by sound)
     # issue 12 part 4 (options, measured in benchmarks/generalisation/RESULTS.md's Ablations)
     nearest_only: bool = False          # with nearest > 0: the k nearest edges alone, no threshold edges
     consensus: int = 0                  # word-level combinations of the neighbourhood per cut (0: off)

@@ -216,12 +216,13 @@ def test_no_teacher_veto_on_unheard_words_but_the_winner_must_be_more_likely_rig
     x_best = np.array([1.0, -3.0, -0.1, -3.0, 0.0, 0.0, 0.0, 1.0, 0.7])
     found = Candidates(0, 1, x_winner, x_best, 8, 3)
     assert not decide(found, Rule(veto=8.0)).replaced                 # the teacher vetoes: 11.9 nats below
-    assert not decide(Candidates(0, 1, x_winner, x_best, 8, 3, unheard=True), Rule(veto=8.0)).replaced  # words
+    word_group = Candidates(0, 1, x_winner, x_best, 8, 3, unheard=True)     # unheard words in a word group
+    assert not decide(word_group, Rule(veto=8.0, unheard_anywhere=False)).replaced
     unheard = Candidates(0, 1, x_winner, x_best, 8, 3, unheard=True, by_sound=True)
     decision = decide(unheard, Rule(veto=8.0))
     assert decision.replaced and decision.confidence > 0.5
     assert decide(found, Rule(veto=0.0)).replaced
-    assert decide(Candidates(0, 1, x_winner, x_best, 8, 3, unheard=True), Rule(unheard_anywhere=True)).replaced
+    assert decide(word_group, Rule(veto=8.0)).replaced                   # unheard_anywhere, the default
     # the same evidence, but p(winner) no higher than the bar: the teacher's reading stays
     assert not decide(unheard, Rule(veto=8.0, unheard_confidence=decision.confidence)).replaced
     with pytest.raises(ConfigError, match="unheard_confidence"):
