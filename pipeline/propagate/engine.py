@@ -132,11 +132,14 @@ class BatchSupport:
     degree: np.ndarray       # edges per cut (0: the cut keeps the teacher's 1-best)
     extra: list[list[str]] | None = None   # per row, its own consensus texts (columns ``extra_start``...)
     extra_start: int = 0                   # first consensus column (the batch's widest label set)
+    vocabulary: frozenset[str] | None = None   # what the teacher says, given by the caller (None: from the batch)
 
     @cached_property
     def heard(self) -> frozenset[str]:
-        """Every word of the batch's n-best lists: what the teacher says (:func:`heard_words`), read when needed."""
-        return heard_words(self.entries)
+        """What the teacher says: ``vocabulary`` when given (tune passes the words of every searched cut, since a
+        fold's batch holds only its held-out cuts' groups), else every word of the batch's n-best lists
+        (:func:`heard_words`), read when needed."""
+        return self.vocabulary if self.vocabulary is not None else heard_words(self.entries)
 
     def texts_of(self, row: int) -> tuple[list[str], list[str]]:
         """The normalised and original texts of ``row``'s columns: its group's labels, then its own extras."""
@@ -214,13 +217,15 @@ def batch_priors(entries: list[CutEntry], config: PropagateConfig) -> BatchPrior
 
 def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: np.ndarray,
                     config: PropagateConfig, scorer: Scorer | None = None,
-                    priors: BatchPriors | None = None, score_rows: Sequence[int] | None = None) -> BatchSupport:
+                    priors: BatchPriors | None = None, score_rows: Sequence[int] | None = None,
+                    heard: frozenset[str] | None = None) -> BatchSupport:
     """Run the propagation kernel over a batch of whole groups and collect teacher terms (with sharing).
 
     ``adjacency`` and ``degree`` (its edges per row) are in the order of ``entries``.
     ``priors`` (from :func:`batch_priors` with the same temperature) may be reused across α values.
     ``score_rows`` limits the scorer to the rows whose transcripts will be decided (tuning
     decides only held-out cuts; the teacher terms of other rows never reach the support).
+    ``heard`` (:attr:`BatchSupport.heard`): the words the teacher says, when the batch is not the whole story.
     """
     if priors is None:
         priors = batch_priors(entries, config)
@@ -251,7 +256,7 @@ def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: n
     support = normalize_rows(np.maximum(support, 0.0))
     degree = np.asarray(degree)
     if not config.share_candidates:
-        return BatchSupport(entries, labels_of, support, teacher, degree)
+        return BatchSupport(entries, labels_of, support, teacher, degree, vocabulary=heard)
 
     borrowed = borrowed_candidates(support, teacher, annotated, config)
     decided = np.flatnonzero(~annotated & (degree > 0))
@@ -275,7 +280,7 @@ def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: n
         if extra is not None:
             for index, texts in enumerate(extra):
                 teacher[index, extra_start:extra_start + len(texts)] = config.borrowed_floor
-        return BatchSupport(entries, labels_of, support, teacher, degree, extra, extra_start)
+        return BatchSupport(entries, labels_of, support, teacher, degree, extra, extra_start, heard)
     rows = np.flatnonzero(borrowed.any(axis=1))
     if score_rows is not None:
         unscored = np.setdiff1d(rows, np.asarray(score_rows, dtype=np.int64))
@@ -299,7 +304,7 @@ def propagate_batch(entries: list[CutEntry], adjacency: sp.csr_matrix, degree: n
     for index, chosen, texts, normalised in wanted:
         teacher[index] = _teacher_with_borrowed(entries[index], labels_of[entries[index].group], teacher[index],
                                                 np.asarray(chosen, dtype=np.int64), texts, normalised, config, scorer)
-    return BatchSupport(entries, labels_of, support, teacher, degree, extra, extra_start)
+    return BatchSupport(entries, labels_of, support, teacher, degree, extra, extra_start, heard)
 
 
 def _consensus_row(texts: list[str], support: np.ndarray, teacher: np.ndarray, borrowed: np.ndarray,

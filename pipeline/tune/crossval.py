@@ -56,6 +56,7 @@ from ..manifest import check_readable
 from ..progress import NullProgress, Progress
 from ..propagate import PropagateConfig, read_grouped_and_graph
 from ..propagate.calibrate import FEATURES, describe, fit_calibration, fit_scaling, relative_distances
+from ..propagate.engine import heard_words
 from ..teacher.contracts import Scorer
 from ..text import TextNormalizer
 from ..wer import pooled_word_errors
@@ -242,7 +243,8 @@ def tune_params(
                                            threshold_edges=not base.nearest_only)[rows][:, rows]
                     for scale in grid.threshold_scale}
     views = fold_views(sub_entries, annotated_rows, fold, folds)
-    inputs = SearchInputs(base, tuple(grid.fusion_weight), normalizer, adjacency_of, views)
+    heard = heard_words(sub_entries)  # a fold's batch holds only its groups: the teacher says more than that
+    inputs = SearchInputs(base, tuple(grid.fusion_weight), normalizer, adjacency_of, views, heard)
     shared = inputs if executor is None else executor.put(inputs)  # in the object store once, on Ray
     workers = 1 if executor is None else executor.workers
 
@@ -340,7 +342,7 @@ def _crossfit_rows(entries: list, annotated_rows: np.ndarray, fold: np.ndarray, 
     adjacency = graph.adjacency(threshold, weighted=config.weighted_edges, nearest=config.nearest)[rows][:, rows]
     distances = relative_distances(graph.adjacency(threshold, weighted=True, nearest=config.nearest)[rows][:, rows])
     inputs = CrossfitInputs(list(entries), adjacency, distances, config,
-                            [annotated_rows[fold == f] for f in range(folds)])
+                            [annotated_rows[fold == f] for f in range(folds)], heard_words(entries))
     answers = run_items(executor, crossfit_item, inputs, list(range(folds)), scorer, lambda _: None)
     features = [x for part, _ in answers for x in part]
     labels = [y for _, part in answers for y in part]

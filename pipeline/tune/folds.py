@@ -77,6 +77,7 @@ class SearchInputs:
     normalizer: TextNormalizer
     adjacency: dict[float, sp.csr_matrix]
     folds: list[FoldView]
+    heard: frozenset[str] | None = None   # the words of every searched cut's n-best: what the teacher says
     priors: dict[tuple[int, float], BatchPriors] = field(default_factory=dict)
 
 
@@ -111,7 +112,7 @@ def solve_item(scorer: Scorer | None, inputs: SearchInputs, item: SolveItem) -> 
         adjacency = inputs.adjacency[scale][view.local][:, view.local]
         config = replace(config_t, alpha=alpha)
         batch = propagate_batch(view.entries, adjacency, np.diff(adjacency.indptr), config, scorer=scorer,
-                                priors=priors, score_rows=view.positions)
+                                priors=priors, score_rows=view.positions, heard=inputs.heard)
         outcomes = []
         scored: dict[tuple[int, str], int] = {}   # (held-out slot, text) -> word errors: λs often agree
         for weight in inputs.fusion_weights:
@@ -179,6 +180,7 @@ class CrossfitInputs:
     distances: sp.csr_matrix
     config: PropagateConfig
     held_out: list[np.ndarray]
+    heard: frozenset[str] | None = None   # as :attr:`SearchInputs.heard`
 
 
 def crossfit_item(scorer: Scorer | None, inputs: CrossfitInputs, fold: int) -> tuple[list, list]:
@@ -191,7 +193,7 @@ def crossfit_item(scorer: Scorer | None, inputs: CrossfitInputs, fold: int) -> t
     local_distances = inputs.distances[view.local][:, view.local]
     local_held_out = view.positions
     batch = propagate_batch(view.entries, local_adjacency, np.diff(local_adjacency.indptr), config,
-                            scorer=scorer, score_rows=local_held_out)
+                            scorer=scorer, score_rows=local_held_out, heard=inputs.heard)
     features: list = []
     labels: list = []
     for k, r in zip(held_out, local_held_out):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from choral.pipeline.errors import ConfigError
 from choral.pipeline.graph import CutGraph, GraphConfig, build_graph
@@ -15,7 +16,7 @@ from choral.pipeline.grouped import formed_by_sound
 from choral.pipeline.manifest import read_cuts, write_cuts
 from choral.pipeline.propagate import PropagateConfig, propagate_manifest
 from choral.pipeline.propagate.calibrate import Candidates, Rule, decide
-from choral.pipeline.propagate.engine import heard_words
+from choral.pipeline.propagate.engine import heard_words, propagate_batch
 from choral.pipeline.propagate.labels import CutEntry, build_group_labels, fused_scores
 from choral.pipeline.synthetic import SyntheticCorpus
 
@@ -229,6 +230,12 @@ def test_no_teacher_veto_on_unheard_words_but_the_winner_must_be_more_likely_rig
         PropagateConfig(unheard_confidence=1.0)
 
 
-def test_heard_words_are_the_batch_hypotheses_words() -> None:
+def test_heard_words_are_the_batch_hypotheses_words_unless_given() -> None:
     entries = [_entry("a", "g1", ["play jazz", "play jas"]), _entry("b", "a2", ["sun set"], "the potter shaped")]
     assert heard_words(entries) == {"play", "jazz", "jas", "sun", "set"}   # references are not heard
+    adjacency = sp.csr_matrix((2, 2))
+    batch = propagate_batch(entries, adjacency, np.zeros(2, dtype=np.int64), PropagateConfig())
+    assert batch.heard == heard_words(entries)
+    given = frozenset({"play", "potter"})   # tune: the words of every searched cut, not just the fold's groups
+    batch = propagate_batch(entries, adjacency, np.zeros(2, dtype=np.int64), PropagateConfig(), heard=given)
+    assert batch.heard == given
