@@ -79,9 +79,9 @@ class CutGraph:
         Such groups hold cuts whose hypotheses share too few words (words the teacher never heard): their
         readings of one text sit further apart than the threshold learned on word-grouped pairs allows, but
         a cut's nearest in its group is still most often a reading of the same words. ``threshold`` is the one
-        :meth:`adjacency` is asked for, so ``choral tune``'s threshold scale moves the reach too, and tune's
-        cross-validation sees what that does to these cuts (on the development draw, measuring the reach against
-        the learned threshold instead, out of tune's reach, harmed more cuts: 1.48% of a pool against 0.37%)."""
+        :meth:`adjacency` is asked for, so ``choral tune``'s threshold scale moves the reach too; tune's
+        cross-validation counts these cuts, so it sees what the scale does to them (on the development draw it
+        chose 0.8 on both pools: a reach of 1.6 x the learned threshold)."""
         mask = np.zeros(len(self.distances), dtype=bool)
         if self.pair_sound is None or self.sound_nearest < 1 or not self.pair_sound.any():
             return mask
