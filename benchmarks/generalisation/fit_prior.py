@@ -76,7 +76,7 @@ def decision_rows(out: Path, config_path: Path, scorer, references: dict[str, st
     """Propagate ``out``'s grouped cuts with its params.yaml and record each unannotated cut's decision row."""
     from choral.pipeline.manifest import iter_cuts
     from choral.pipeline.propagate import load_params, read_grouped_and_graph
-    from choral.pipeline.propagate.calibrate import relative_distances
+    from choral.pipeline.propagate.calibrate import Rule, relative_distances
     from choral.pipeline.propagate.engine import rescore
     from choral.pipeline.run_config import load_run_config
     from choral.pipeline.wer import word_errors
@@ -90,6 +90,8 @@ def decision_rows(out: Path, config_path: Path, scorer, references: dict[str, st
     threshold = graph.threshold * params.threshold_scale
     adjacency = graph.adjacency(threshold, weighted=params.weighted_edges, nearest=params.nearest)
     distances = relative_distances(graph.adjacency(threshold, weighted=True, nearest=params.nearest))
+    sound = graph.sound_distances()
+    rule = Rule.of(params)
     rows: list[dict] = []
 
     def record(batch, indices, results):
@@ -98,7 +100,8 @@ def decision_rows(out: Path, config_path: Path, scorer, references: dict[str, st
         for r, entry in enumerate(batch.entries):
             if entry.reference is not None:
                 continue
-            found = candidates(batch, sub_adjacency, r, params.fusion_weight, sub_distances)
+            found = candidates(batch, sub_adjacency, r, params.fusion_weight, sub_distances,
+                               sound=sound[index][:, index])
             if found is None:
                 continue
             labels = batch.labels_of[entry.group]
@@ -107,7 +110,7 @@ def decision_rows(out: Path, config_path: Path, scorer, references: dict[str, st
             rows.append({"cut": entry.cut_id, "accent": accent[entry.cut_id],
                          "x_winner": [round(float(v), 5) for v in found.x_winner],
                          "x_one_best": [round(float(v), 5) for v in found.x_one_best],
-                         "same": found.winner == found.one_best, "unheard": found.unheard,  # unheard_anywhere (default)
+                         "same": found.winner == found.one_best, "unheard": found.exempt(rule),
                          "y_winner": int(winner == reference), "y_one_best": int(best == reference),
                          "errors_winner": word_errors(reference, winner),
                          "errors_one_best": word_errors(reference, best),

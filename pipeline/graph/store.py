@@ -90,6 +90,17 @@ class CutGraph:
             mask &= self.distances <= self.sound_reach * threshold
         return mask
 
+    def sound_distances(self) -> sp.csr_matrix:
+        """Symmetric matrix of every pair of a group formed by sound, valued ``d / threshold`` (the learned
+        threshold; + 1e-12, so a distance of 0 stays an entry): how far a cut is from each of its group's cuts,
+        edge or not (the decision's ``unheard_reach``)."""
+        if self.pair_sound is None or not self.pair_sound.any():
+            return sp.csr_matrix((self.n_cuts, self.n_cuts))
+        a, b = self.pair_a[self.pair_sound], self.pair_b[self.pair_sound]
+        d = self.distances[self.pair_sound] / max(self.threshold, 1e-30) + 1e-12
+        return sp.csr_matrix((np.concatenate([d, d]), (np.concatenate([a, b]), np.concatenate([b, a]))),
+                             shape=(self.n_cuts, self.n_cuts))
+
     def nearest_pairs(self, k: int) -> np.ndarray:
         """Mask of pairs that are among the ``k`` closest candidates of either of their cuts."""
         n_pairs = len(self.distances)

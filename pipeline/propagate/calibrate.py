@@ -152,10 +152,16 @@ class Candidates:
     words_one_best: int = 0
     unheard: bool = False       # the winner has a word no n-best hypothesis of the batch has (never said)
     by_sound: bool = False      # the cut's group was formed by sound (``choral group``'s step 5)
+    source_distance: float = np.inf   # by sound: d / learned threshold to the nearest annotated reading of the winner
 
     def exempt(self, rule: "Rule") -> bool:
-        """Whether the teacher has no veto on the winner (unheard words, in a group formed by sound or everywhere)."""
-        return self.unheard and (self.by_sound or rule.unheard_anywhere)
+        """Whether the teacher has no veto on the winner: unheard words, in a word group (``unheard_anywhere``) or
+        in a group formed by sound with an annotated reading of the winner within ``unheard_reach``."""
+        if not self.unheard:
+            return False
+        if not self.by_sound:
+            return rule.unheard_anywhere
+        return rule.unheard_reach <= 0 or self.source_distance <= rule.unheard_reach
 
 
 def fused_row(batch: SupportBatch, row: int, fusion_weight: float) -> np.ndarray:
@@ -172,11 +178,14 @@ def _answers(batch: SupportBatch) -> list[str]:
 
 
 def candidates(batch: SupportBatch, adjacency: sp.csr_matrix, row: int, fusion_weight: float,
-               distances: sp.csr_matrix | None = None, answers: Sequence[str] | None = None) -> Candidates | None:
+               distances: sp.csr_matrix | None = None, answers: Sequence[str] | None = None,
+               sound: sp.csr_matrix | None = None) -> Candidates | None:
     """The winner and 1-best of ``row`` with their features; None when the cut has no 1-best or no candidate.
 
     ``adjacency`` is in the batch's row order; ``distances`` (same sparsity, DTW distance over the graph
-    threshold) is optional: without it the ``distance`` feature is 0.
+    threshold) is optional: without it the ``distance`` feature is 0. ``sound`` (same order,
+    :meth:`~choral.pipeline.graph.store.CutGraph.sound_distances`) gives ``source_distance``; without it a winner in a
+    group formed by sound is never exempt from the veto when ``unheard_reach`` > 0.
     """
     entry = batch.entries[row]
     if not entry.hypotheses:
@@ -215,9 +224,16 @@ def candidates(batch: SupportBatch, adjacency: sp.csr_matrix, row: int, fusion_w
             float(np.log1p(batch.degree[row])),
         ])
 
+    by_sound = formed_by_sound(entry.group)
+    source = np.inf
+    if by_sound and sound is not None:  # the nearest annotated reading of the winner in the group, edge or not
+        pairs = range(sound.indptr[row], sound.indptr[row + 1])
+        readings = [float(sound.data[k]) for k in pairs
+                    if batch.entries[int(sound.indices[k])].reference == texts[winner]]
+        source = min(readings, default=np.inf)
     return Candidates(winner, one_best, features(winner), features(one_best),
                       len(texts[winner].split()), len(texts[one_best].split()),
-                      any(w not in batch.heard for w in texts[winner].split()), formed_by_sound(entry.group))
+                      any(w not in batch.heard for w in texts[winner].split()), by_sound, source)
 
 
 def probability(beta: Sequence[float] | np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -344,6 +360,8 @@ class RuleSettings(Protocol):
     def unheard_confidence(self) -> float: ...
     @property
     def unheard_anywhere(self) -> bool: ...
+    @property
+    def unheard_reach(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -358,13 +376,14 @@ class Rule:
     veto: float = 8.0                     # > 0: never replace when log P_teacher(w) < log P_teacher(b) - veto
     unheard_confidence: float = 0.5       # no veto (unheard words): replace only when p(w) > this as well
     unheard_anywhere: bool = True         # no veto on unheard words in every group, not only those formed by sound
+    unheard_reach: float = 1.5            # by sound: an annotated reading of w within this x the learned threshold
 
     @classmethod
     def of(cls, config: RuleSettings) -> "Rule":
         """The rule a :class:`~.config.PropagateConfig` asks for."""
         return cls(tuple(config.calibration), config.decision, float(config.replace_margin),
                    tuple(config.error_model), float(config.error_margin), float(config.teacher_veto),
-                   float(config.unheard_confidence), bool(config.unheard_anywhere))
+                   float(config.unheard_confidence), bool(config.unheard_anywhere), float(config.unheard_reach))
 
 
 @dataclass(frozen=True)
@@ -413,7 +432,7 @@ def training_rows(found: Candidates, texts: Sequence[str], reference: str) -> tu
 
 def calibrated_results(batch: SupportBatch, adjacency: sp.csr_matrix, rows: Sequence[int],
                        results: Sequence[CutResult], rule: Rule, fusion_weight: float,
-                       distances: sp.csr_matrix | None = None) -> list[CutResult]:
+                       distances: sp.csr_matrix | None = None, sound: sp.csr_matrix | None = None) -> list[CutResult]:
     """The engine's ``results`` for ``rows`` with the calibrated decision and confidence applied.
 
     References stay (confidence 1). A cut without candidates keeps the engine's answer.
@@ -425,7 +444,7 @@ def calibrated_results(batch: SupportBatch, adjacency: sp.csr_matrix, rows: Sequ
         if entry.reference is not None:
             out.append(result)
             continue
-        found = candidates(batch, adjacency, row, fusion_weight, distances, answers)
+        found = candidates(batch, adjacency, row, fusion_weight, distances, answers, sound)
         if found is None:
             out.append(result)
             continue
@@ -453,12 +472,16 @@ def relative_distances(weighted: sp.csr_matrix) -> sp.csr_matrix:
     return out
 
 
-def finisher(adjacency: sp.csr_matrix, distances: sp.csr_matrix | None, rule: Rule,
-             fusion_weight: float) -> Callable[[SupportBatch, list[int], list[CutResult]], list[CutResult]]:
+Finish = Callable[[SupportBatch, list[int], list[CutResult]], list[CutResult]]
+
+
+def finisher(adjacency: sp.csr_matrix, distances: sp.csr_matrix | None, rule: Rule, fusion_weight: float,
+             sound: sp.csr_matrix | None = None) -> Finish:
     """The engine's ``finish`` hook: the calibrated decision on each batch (whole-manifest matrices)."""
     def finish(batch: SupportBatch, indices: list[int], results: list[CutResult]) -> list[CutResult]:
         index = np.asarray(indices, dtype=np.int64)
         sub_distances = distances[index][:, index] if distances is not None else None
+        sub_sound = sound[index][:, index] if sound is not None else None
         return calibrated_results(batch, adjacency[index][:, index], range(len(index)), results, rule,
-                                  fusion_weight, sub_distances)
+                                  fusion_weight, sub_distances, sub_sound)
     return finish

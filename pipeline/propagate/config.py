@@ -42,6 +42,7 @@ class PropagateConfig:
     teacher_veto: float = 8.0           # > 0: never replace when log P_teacher(winner) < log P_teacher(1-best) - this
     unheard_confidence: float = 0.5     # a winner the teacher has no veto on (unheard words) needs calibrated p > this
     unheard_anywhere: bool = True       # no veto on unheard words in word groups too (not only groups formed by sound)
+    unheard_reach: float = 1.5          # by sound: only with an annotated reading within this x the threshold
     # issue 12 part 4 (options, measured in benchmarks/generalisation/RESULTS.md's Ablations)
     nearest_only: bool = False          # with nearest > 0: the k nearest edges alone, no threshold edges
     consensus: int = 0                  # word-level combinations of the neighbourhood per cut (0: off)
@@ -73,6 +74,8 @@ class PropagateConfig:
                                              f"({', '.join(ERROR_FEATURES)}), not {len(self.error_model)}")
         if self.error_margin < 0:
             raise ConfigError("error_margin", f"must be >= 0 (expected words saved), not {self.error_margin}")
+        if self.unheard_reach < 0:
+            raise ConfigError("unheard_reach", f"must be 0 (no limit) or positive, not {self.unheard_reach}")
         if not 0.0 <= self.unheard_confidence < 1.0:
             raise ConfigError("unheard_confidence", f"must be in [0, 1), not {self.unheard_confidence}")
         if self.teacher_veto < 0:

@@ -150,7 +150,7 @@ def propagate_manifest(
         distances = relative_distances(graph.adjacency(graph.threshold * config.threshold_scale, weighted=True,
                                                        nearest=config.nearest,
                                                        threshold_edges=not config.nearest_only))
-        finish = finisher(adjacency, distances, Rule.of(config), config.fusion_weight)
+        finish = finisher(adjacency, distances, Rule.of(config), config.fusion_weight, graph.sound_distances())
     progress.task("propagating", len(entries))
     results = rescorer(entries, adjacency, config, scorer, progress, finish=finish)
 

@@ -219,7 +219,10 @@ def test_no_teacher_veto_on_unheard_words_but_the_winner_must_be_more_likely_rig
     assert not decide(found, Rule(veto=8.0)).replaced                 # the teacher vetoes: 11.9 nats below
     word_group = Candidates(0, 1, x_winner, x_best, 8, 3, unheard=True)     # unheard words in a word group
     assert not decide(word_group, Rule(veto=8.0, unheard_anywhere=False)).replaced
-    unheard = Candidates(0, 1, x_winner, x_best, 8, 3, unheard=True, by_sound=True)
+    unheard = Candidates(0, 1, x_winner, x_best, 8, 3, unheard=True, by_sound=True, source_distance=1.2)
+    far = Candidates(0, 1, x_winner, x_best, 8, 3, unheard=True, by_sound=True, source_distance=1.6)
+    assert not decide(far, Rule(veto=8.0)).replaced                     # its annotated reading is beyond 1.5
+    assert decide(far, Rule(veto=8.0, unheard_reach=0.0)).replaced      # 0: no limit
     decision = decide(unheard, Rule(veto=8.0))
     assert decision.replaced and decision.confidence > 0.5
     assert decide(found, Rule(veto=0.0)).replaced
