@@ -280,7 +280,7 @@ def tune_params(
                    threshold_scale=base.threshold_scale * scale)
     calibration: dict = {"fitted": False, "n_rows": 0}
     if grid.calibrate and base.calibrate:
-        x, y = _crossfit_rows(sub_entries, annotated_rows, fold, folds, graph, rows, best, scorer, executor)
+        x, y = _crossfit_rows(sub_entries, annotated_rows, fold, folds, graph, rows, best, scorer, executor, heard)
         fit = fit_scaling if grid.calibration_fit == "scale" else fit_calibration
         beta = fit(x, y, base.calibration, grid.calibration_strength)
         best = replace(best, calibration=tuple(round(float(b), 6) for b in beta))
@@ -335,14 +335,16 @@ def select_key(per_cut: dict[Key, np.ndarray], default_key: Key, selection: str)
 
 def _crossfit_rows(entries: list, annotated_rows: np.ndarray, fold: np.ndarray, folds: int, graph,
                    rows: np.ndarray, config: PropagateConfig, scorer: Scorer | None,
-                   executor: Executor | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   executor: Executor | None = None,
+                   heard: frozenset[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Calibration rows of every annotated cut, propagated with its fold's references hidden (one item per fold,
-    concatenated in fold order)."""
+    concatenated in fold order); ``heard``: the search's vocabulary (computed from ``entries`` when not given)."""
     threshold = graph.threshold * config.threshold_scale
     adjacency = graph.adjacency(threshold, weighted=config.weighted_edges, nearest=config.nearest)[rows][:, rows]
     distances = relative_distances(graph.adjacency(threshold, weighted=True, nearest=config.nearest)[rows][:, rows])
     inputs = CrossfitInputs(list(entries), adjacency, distances, config,
-                            [annotated_rows[fold == f] for f in range(folds)], heard_words(entries))
+                            [annotated_rows[fold == f] for f in range(folds)],
+                            heard_words(entries) if heard is None else heard)
     answers = run_items(executor, crossfit_item, inputs, list(range(folds)), scorer, lambda _: None)
     features = [x for part, _ in answers for x in part]
     labels = [y for _, part in answers for y in part]
