@@ -45,6 +45,7 @@ class GraphConfig:
     min_positive: int = MIN_POSITIVE    # annotated positive pairs trusted alone (fewer: confident pairs join)
     sound_nearest: int = 3   # in groups formed by sound (choral group's step 5): link each cut to its k nearest
     sound_reach: float = 2.0  # ... when within this multiple of the threshold (0: at any distance)
+    isolated_reach: float = 0.0  # word groups: a cut without an edge links to its nearest within this x (0: off)
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -59,6 +60,8 @@ class GraphConfig:
             raise ConfigError("sound_nearest", f"must be non-negative, not {self.sound_nearest}")
         if self.sound_reach < 0:
             raise ConfigError("sound_reach", f"must be non-negative, not {self.sound_reach}")
+        if self.isolated_reach < 0:
+            raise ConfigError("isolated_reach", f"must be 0 (off) or positive, not {self.isolated_reach}")
 
 
 @dataclass(frozen=True)
@@ -258,7 +261,7 @@ def build_graph(
     log.info("graph: %s distances of %d pairs in %.1f s; threshold %.4g by rule %s (from %d pairs)",
              config.metric, len(pair_a), distance_seconds, fit.threshold, fit.rule, fit.n_pairs)
     graph = CutGraph(np.asarray(table.ids), pair_a, pair_b, distances, fit.threshold, config.metric,
-                     pair_sound, config.sound_nearest, config.sound_reach)
+                     pair_sound, config.sound_nearest, config.sound_reach, config.isolated_reach)
     adjacency = graph.adjacency()
     degree = np.diff(adjacency.indptr)
     graph.save(output)

@@ -157,15 +157,19 @@ class Candidates:
     unheard: bool = False       # the winner has a word no n-best hypothesis of the batch has (never said)
     by_sound: bool = False      # the cut's group was formed by sound (``choral group``'s step 5)
     source_distance: float = np.inf   # by sound: d / learned threshold to the nearest annotated reading of the winner
+    fluency: float = 0.0        # the teacher's log-probability of its 1-best per word (nats; near 0: a fluent reading)
 
     def exempt(self, rule: "Rule") -> bool:
         """Whether the teacher has no veto on the winner: unheard words, in a word group (``unheard_anywhere``) or
-        in a group formed by sound with an annotated reading of the winner within ``unheard_reach``."""
+        in a group formed by sound with an annotated reading of the winner within ``unheard_reach`` or a teacher
+        unsure of its own reading (``fluency < -unheard_fluency``)."""
         if not self.unheard:
             return False
         if not self.by_sound:
             return rule.unheard_anywhere
-        return rule.unheard_reach <= 0 or self.source_distance <= rule.unheard_reach
+        if rule.unheard_reach <= 0 or self.source_distance <= rule.unheard_reach:
+            return True
+        return rule.unheard_fluency > 0 and self.fluency < -rule.unheard_fluency
 
 
 def fused_row(batch: SupportBatch, row: int, fusion_weight: float) -> np.ndarray:
@@ -235,9 +239,10 @@ def candidates(batch: SupportBatch, adjacency: sp.csr_matrix, row: int, fusion_w
         readings = [float(sound.data[k]) for k in pairs
                     if batch.entries[int(sound.indices[k])].reference == texts[winner]]
         source = min(readings, default=np.inf)
+    fluency = float(entry.scores[0]) / max(len(entry.hypotheses[0].split()), 1) if len(entry.scores) else 0.0
     return Candidates(winner, one_best, features(winner), features(one_best),
                       len(texts[winner].split()), len(texts[one_best].split()),
-                      any(w not in batch.heard for w in texts[winner].split()), by_sound, source)
+                      any(w not in batch.heard for w in texts[winner].split()), by_sound, source, fluency)
 
 
 def probability(beta: Sequence[float] | np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -366,6 +371,8 @@ class RuleSettings(Protocol):
     def unheard_anywhere(self) -> bool: ...
     @property
     def unheard_reach(self) -> float: ...
+    @property
+    def unheard_fluency(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -380,14 +387,16 @@ class Rule:
     veto: float = 8.0                     # > 0: never replace when log P_teacher(w) < log P_teacher(b) - veto
     unheard_confidence: float = 0.5       # no veto (unheard words): replace only when p(w) > this as well
     unheard_anywhere: bool = True         # no veto on unheard words in every group, not only those formed by sound
-    unheard_reach: float = 1.5            # by sound: an annotated reading of w within this x the learned threshold
+    unheard_reach: float = 1.3            # by sound: an annotated reading of w within this x the learned threshold ...
+    unheard_fluency: float = 0.8          # ... or a 1-best the teacher scores below -this nats per word (0: off)
 
     @classmethod
     def of(cls, config: RuleSettings) -> "Rule":
         """The rule a :class:`~.config.PropagateConfig` asks for."""
         return cls(tuple(config.calibration), config.decision, float(config.replace_margin),
                    tuple(config.error_model), float(config.error_margin), float(config.teacher_veto),
-                   float(config.unheard_confidence), bool(config.unheard_anywhere), float(config.unheard_reach))
+                   float(config.unheard_confidence), bool(config.unheard_anywhere), float(config.unheard_reach),
+                   float(config.unheard_fluency))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from choral.pipeline.group.acoustic import group_singletons, mutual_neighbours
 from choral.pipeline.grouped import formed_by_sound
 from choral.pipeline.manifest import read_cuts, write_cuts
 from choral.pipeline.propagate import PropagateConfig, propagate_manifest
-from choral.pipeline.propagate.calibrate import Candidates, Rule, decide
+from choral.pipeline.propagate.calibrate import Candidates, Rule, candidates, decide
 from choral.pipeline.propagate.engine import heard_words, propagate_batch
 from choral.pipeline.propagate.labels import CutEntry, build_group_labels, fused_scores
 from choral.pipeline.synthetic import SyntheticCorpus
@@ -221,7 +221,7 @@ def test_no_teacher_veto_on_unheard_words_but_the_winner_must_be_more_likely_rig
     assert not decide(word_group, Rule(veto=8.0, unheard_anywhere=False)).replaced
     unheard = Candidates(0, 1, x_winner, x_best, 8, 3, unheard=True, by_sound=True, source_distance=1.2)
     far = Candidates(0, 1, x_winner, x_best, 8, 3, unheard=True, by_sound=True, source_distance=1.6)
-    assert not decide(far, Rule(veto=8.0)).replaced                     # its annotated reading is beyond 1.5
+    assert not decide(far, Rule(veto=8.0)).replaced                     # its annotated reading is beyond 1.3
     assert decide(far, Rule(veto=8.0, unheard_reach=0.0)).replaced      # 0: no limit
     decision = decide(unheard, Rule(veto=8.0))
     assert decision.replaced and decision.confidence > 0.5
@@ -231,6 +231,31 @@ def test_no_teacher_veto_on_unheard_words_but_the_winner_must_be_more_likely_rig
     assert not decide(unheard, Rule(veto=8.0, unheard_confidence=decision.confidence)).replaced
     with pytest.raises(ConfigError, match="unheard_confidence"):
         PropagateConfig(unheard_confidence=1.0)
+
+
+def test_beyond_the_reach_only_a_teacher_unsure_of_its_own_reading_loses_its_veto() -> None:
+    x_winner = np.array([1.0, -0.1, -12.0, -0.2, 0.7, 0.7, 1.2, 0.0, 0.7])
+    x_best = np.array([1.0, -3.0, -0.1, -3.0, 0.0, 0.0, 0.0, 1.0, 0.7])
+
+    def far(fluency: float) -> Candidates:
+        return Candidates(0, 1, x_winner, x_best, 8, 3, unheard=True, by_sound=True, source_distance=1.8,
+                          fluency=fluency)
+
+    assert decide(far(-1.5), Rule(veto=8.0)).replaced                   # 1.5 nats/word: the teacher is unsure
+    assert not decide(far(-0.4), Rule(veto=8.0)).replaced               # a fluent reading keeps its veto
+    assert not decide(far(-1.5), Rule(veto=8.0, unheard_fluency=0.0)).replaced   # 0: the reach alone
+    assert not decide(far(-1.5), Rule(veto=8.0, unheard_fluency=2.0)).replaced
+    word_group = Candidates(0, 1, x_winner, x_best, 8, 3, unheard=True, fluency=-0.1)
+    assert decide(word_group, Rule(veto=8.0)).replaced                  # word groups: unheard_anywhere decides
+    with pytest.raises(ConfigError, match="unheard_fluency"):
+        PropagateConfig(unheard_fluency=-1.0)
+    # candidates() reads the fluency from the teacher's score of the 1-best over its word count
+    entries = [_entry("r", "a0000001", ["the potter shaped a vase"], "the potter shaped a vase"),
+               CutEntry("c", "a0000001", ["sun set in", "sun sat"], ["sun set in", "sun sat"], np.array([-4.5, -6.0]))]
+    adjacency = sp.csr_matrix(np.array([[0.0, 1.0], [1.0, 0.0]]))
+    batch = propagate_batch(entries, adjacency, np.zeros(2, dtype=np.int64), PropagateConfig())
+    found = candidates(batch, adjacency, 1, 0.0)
+    assert found is not None and found.fluency == pytest.approx(-1.5) and found.by_sound
 
 
 def test_heard_words_are_the_batch_hypotheses_words_unless_given() -> None:
