@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from ..progress import NullProgress, Progress
 from ..text import TextNormalizer
 from .metrics import Metric, get_metric, metric_names
 from .store import ArrayReader, CutGraph
-from .threshold import MIN_POSITIVE, ThresholdFit, evaluate_threshold, learn_threshold
+from .threshold import MIN_POSITIVE, ThresholdFit, bimodal_split, evaluate_threshold, learn_threshold
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ class GraphConfig:
     min_positive: int = MIN_POSITIVE    # annotated positive pairs trusted alone (fewer: confident pairs join)
     sound_nearest: int = 3   # in groups formed by sound (choral group's step 5): link each cut to its k nearest
     sound_reach: float = 2.0  # ... when within this multiple of the threshold (0: at any distance)
-    isolated_reach: float = 0.0  # word groups: a cut without an edge links to its nearest within this x (0: off)
+    isolated_reach: float = 1.75  # word groups: a cut without an edge links to its nearest within this x (0: off)
+    sound_scale: Literal["threshold", "split"] = "threshold"  # the sound reaches' unit (split: two modes' split)
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -60,6 +62,8 @@ class GraphConfig:
             raise ConfigError("sound_nearest", f"must be non-negative, not {self.sound_nearest}")
         if self.sound_reach < 0:
             raise ConfigError("sound_reach", f"must be non-negative, not {self.sound_reach}")
+        if self.sound_scale not in ("split", "threshold"):
+            raise ConfigError("sound_scale", f"must be split or threshold, not {self.sound_scale!r}")
         if self.isolated_reach < 0:
             raise ConfigError("isolated_reach", f"must be 0 (off) or positive, not {self.isolated_reach}")
 
@@ -260,8 +264,12 @@ def build_graph(
     fit = choose_threshold(table, pair_a[word], pair_b[word], distances[word], config)
     log.info("graph: %s distances of %d pairs in %.1f s; threshold %.4g by rule %s (from %d pairs)",
              config.metric, len(pair_a), distance_seconds, fit.threshold, fit.rule, fit.n_pairs)
+    sound_threshold = bimodal_split(distances[pair_sound]) if config.sound_scale == "split" else None
+    if pair_sound.any():
+        log.info("graph: %d pairs formed by sound; their scale %s", int(pair_sound.sum()),
+                 f"{sound_threshold:.4g} (two modes)" if sound_threshold is not None else "the learned threshold")
     graph = CutGraph(np.asarray(table.ids), pair_a, pair_b, distances, fit.threshold, config.metric,
-                     pair_sound, config.sound_nearest, config.sound_reach, config.isolated_reach)
+                     pair_sound, config.sound_nearest, config.sound_reach, config.isolated_reach, sound_threshold)
     adjacency = graph.adjacency()
     degree = np.diff(adjacency.indptr)
     graph.save(output)

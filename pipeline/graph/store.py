@@ -45,6 +45,13 @@ class CutGraph:
     sound_nearest: int = 0                 # such pairs also link each cut to its k nearest ...
     sound_reach: float = 0.0               # ... when within this multiple of the threshold (0: any distance)
     isolated_reach: float = 0.0            # word groups: a cut with no edge links to its nearest within this x (0: off)
+    sound_threshold: float | None = None   # the scale of pairs formed by sound (None: the learned threshold)
+
+    @property
+    def sound_scale(self) -> float:
+        """The distance the sound reaches multiply: the split of the sound pairs' two modes
+        (:func:`~.threshold.bimodal_split`) where the graph found one, else the learned threshold."""
+        return self.sound_threshold if self.sound_threshold is not None else self.threshold
 
     @property
     def n_cuts(self) -> int:
@@ -88,8 +95,8 @@ class CutGraph:
         if self.pair_sound is None or self.sound_nearest < 1 or not self.pair_sound.any():
             return mask
         mask = self.pair_sound & self.nearest_pairs(self.sound_nearest)
-        if self.sound_reach > 0:
-            mask &= self.distances <= self.sound_reach * threshold
+        if self.sound_reach > 0:  # tune's scale of the threshold moves the reach in proportion
+            mask &= self.distances <= self.sound_reach * self.sound_scale * threshold / max(self.threshold, 1e-30)
         return mask
 
     def isolated_edges(self, threshold: float, keep: np.ndarray) -> np.ndarray:
@@ -125,7 +132,7 @@ class CutGraph:
         if self.pair_sound is None or not self.pair_sound.any():
             return sp.csr_matrix((self.n_cuts, self.n_cuts))
         a, b = self.pair_a[self.pair_sound], self.pair_b[self.pair_sound]
-        d = self.distances[self.pair_sound] / max(self.threshold, 1e-30) + 1e-12
+        d = self.distances[self.pair_sound] / max(self.sound_scale, 1e-30) + 1e-12
         return sp.csr_matrix((np.concatenate([d, d]), (np.concatenate([a, b]), np.concatenate([b, a]))),
                              shape=(self.n_cuts, self.n_cuts))
 
@@ -165,6 +172,7 @@ class CutGraph:
                     sound_nearest=np.int64(self.sound_nearest),
                     sound_reach=np.float64(self.sound_reach),
                     isolated_reach=np.float64(self.isolated_reach),
+                    sound_threshold=np.float64(np.nan if self.sound_threshold is None else self.sound_threshold),
                 )
 
     @classmethod
@@ -187,9 +195,17 @@ class CutGraph:
                     sound_nearest=int(data["sound_nearest"]) if "sound_nearest" in data.files else 0,
                     sound_reach=float(data["sound_reach"]) if "sound_reach" in data.files else 0.0,
                     isolated_reach=float(data["isolated_reach"]) if "isolated_reach" in data.files else 0.0,
+                    sound_threshold=_optional(data, "sound_threshold"),
                 )
         except (OSError, KeyError, ValueError) as error:
             raise InputError(path, f"not a choral graph file ({error})") from None
+
+
+def _optional(data: np.lib.npyio.NpzFile, name: str) -> float | None:
+    """A stored float that may be absent (older files) or NaN (none found)."""
+    if name not in data.files or not np.isfinite(float(data[name])):
+        return None
+    return float(data[name])
 
 
 def load_adjacency(path: str | Path) -> tuple[np.ndarray, sp.csr_matrix]:

@@ -150,3 +150,41 @@ def learn_threshold(distances: np.ndarray, annotated_pair: np.ndarray, annotated
         fit = fit_f1_threshold(distances[pseudo], agree[pseudo], "confident-teacher")
         return ThresholdFit(**{**fit.to_dict(), **counts})
     return quantile_threshold(distances, quantile)
+
+
+# A split counts as two modes when it explains at least this share of the log-distances' variance (a normal
+# distribution, one mode, gives at most 2 / pi = 0.64 at its mean).
+MIN_SEPARATION = 0.7
+MIN_SPLIT_PAIRS = 50
+
+
+def bimodal_split(distances: np.ndarray, min_separation: float = MIN_SEPARATION,
+                  min_pairs: int = MIN_SPLIT_PAIRS) -> float | None:
+    """The distance between two modes of ``distances``, or None when they do not form two.
+
+    Otsu's split of ``x = log d``: over every cut point ``k`` of the sorted values, the between-class variance
+
+        sigma_B^2(k) = w_0 w_1 (mu_0 - mu_1)^2,    w_0 = k / n,  w_1 = 1 - w_0,
+
+    is largest at the split that best separates a low and a high mode; its *separation*
+    ``eta = sigma_B^2 / sigma^2`` (share of the variance explained) is 2 / pi for a normal distribution and tends
+    to 1 for two well-parted modes. The split (the midpoint of the two values around it, back in distances) is
+    returned when ``eta >= min_separation`` over at least ``min_pairs`` finite distances.
+
+    Used for groups formed by sound (``choral group``'s step 5): they hold readings of several sentences, so their
+    pair distances part into *same sentence* and *another sentence*, a scale that needs no annotated pair and
+    does not move with the handful of pairs a small pool's learned threshold rests on.
+    """
+    x = np.log(np.asarray(distances, dtype=np.float64))
+    x = np.sort(x[np.isfinite(x)])
+    n = len(x)
+    if n < max(min_pairs, 2) or x[-1] == x[0]:
+        return None
+    k = np.arange(1, n)
+    below = np.cumsum(x)[:-1]
+    mean_low, mean_high = below / k, (x.sum() - below) / (n - k)
+    between = (k / n) * (1 - k / n) * (mean_low - mean_high) ** 2
+    best = int(np.argmax(between))
+    if between[best] / x.var() < min_separation:
+        return None
+    return float(np.exp(0.5 * (x[best] + x[best + 1])))

@@ -373,6 +373,8 @@ class RuleSettings(Protocol):
     def unheard_reach(self) -> float: ...
     @property
     def unheard_fluency(self) -> float: ...
+    @property
+    def replace_floor(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -389,6 +391,7 @@ class Rule:
     unheard_anywhere: bool = True         # no veto on unheard words in every group, not only those formed by sound
     unheard_reach: float = 1.3            # by sound: an annotated reading of w within this x the learned threshold ...
     unheard_fluency: float = 0.8          # ... or a 1-best the teacher scores below -this nats per word (0: off)
+    replace_floor: float = 0.1            # never replace with a winner whose calibrated p is below this
 
     @classmethod
     def of(cls, config: RuleSettings) -> "Rule":
@@ -396,7 +399,7 @@ class Rule:
         return cls(tuple(config.calibration), config.decision, float(config.replace_margin),
                    tuple(config.error_model), float(config.error_margin), float(config.teacher_veto),
                    float(config.unheard_confidence), bool(config.unheard_anywhere), float(config.unheard_reach),
-                   float(config.unheard_fluency))
+                   float(config.unheard_fluency), float(config.replace_floor))
 
 
 @dataclass(frozen=True)
@@ -413,7 +416,7 @@ def decide(found: Candidates, rule: Rule) -> Decision:
     by the margin), else the teacher's 1-best; the confidence is the calibrated p of the answer."""
     p_winner = float(probability(rule.beta, found.x_winner))
     p_best = float(probability(rule.beta, found.x_one_best))
-    if found.winner == found.one_best or _vetoed(found, rule):
+    if found.winner == found.one_best or _vetoed(found, rule) or p_winner < rule.replace_floor:
         return Decision(found.one_best, p_best, False)
     if found.exempt(rule) and p_winner <= rule.unheard_confidence:
         return Decision(found.one_best, p_best, False)

@@ -44,6 +44,7 @@ class PropagateConfig:
     unheard_anywhere: bool = True       # no veto on unheard words in word groups too (not only groups formed by sound)
     unheard_reach: float = 1.3          # by sound: only with an annotated reading within this x the threshold ...
     unheard_fluency: float = 0.8        # ... or a teacher 1-best below -this nats per word (0: reach alone)
+    replace_floor: float = 0.1          # never replace the 1-best with a winner whose calibrated p is below this
     # issue 12 part 4 (options, measured in benchmarks/generalisation/RESULTS.md's Ablations)
     nearest_only: bool = False          # with nearest > 0: the k nearest edges alone, no threshold edges
     consensus: int = 0                  # word-level combinations of the neighbourhood per cut (0: off)
@@ -79,6 +80,8 @@ class PropagateConfig:
             raise ConfigError("unheard_reach", f"must be 0 (no limit) or positive, not {self.unheard_reach}")
         if self.unheard_fluency < 0:
             raise ConfigError("unheard_fluency", f"must be 0 (off) or positive (nats/word), not {self.unheard_fluency}")
+        if not 0.0 <= self.replace_floor < 1.0:
+            raise ConfigError("replace_floor", f"must be in [0, 1), not {self.replace_floor}")
         if not 0.0 <= self.unheard_confidence < 1.0:
             raise ConfigError("unheard_confidence", f"must be in [0, 1), not {self.unheard_confidence}")
         if self.teacher_veto < 0:

@@ -281,10 +281,12 @@ def tune_params(
     calibration: dict = {"fitted": False, "n_rows": 0}
     if grid.calibrate and base.calibrate:
         x, y = _crossfit_rows(sub_entries, annotated_rows, fold, folds, graph, rows, best, scorer, executor, heard)
+        n_correct = int(np.sum(y))
+        identified = min(n_correct, len(y) - n_correct) >= grid.calibration_min_each
         fit = fit_scaling if grid.calibration_fit == "scale" else fit_calibration
-        beta = fit(x, y, base.calibration, grid.calibration_strength)
+        beta = fit(x, y, base.calibration, grid.calibration_strength) if identified else np.asarray(base.calibration)
         best = replace(best, calibration=tuple(round(float(b), 6) for b in beta))
-        calibration = {"fitted": True, "n_rows": int(len(y)), "n_correct": int(np.sum(y)),
+        calibration = {"fitted": identified, "n_rows": int(len(y)), "n_correct": n_correct,
                        "fit": grid.calibration_fit, "strength": grid.calibration_strength,
                        "prior": describe(base.calibration),
                        "beta": describe(beta), "features": list(FEATURES),

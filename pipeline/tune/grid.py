@@ -29,6 +29,7 @@ class TuneConfig:
     calibrate: bool = True              # cross-fit the calibration model (propagate.calibration) on annotated cuts
     calibration_fit: Literal["scale", "full"] = "scale"  # scale: a beta_0 + b (2 numbers); full: every coefficient
     calibration_strength: float = 0.25  # kappa: pull toward the prior (larger: trust the prior more)
+    calibration_min_each: int = 3       # fit only with at least this many right and this many wrong rows (else prior)
     min_annotated: int = 10             # fewer annotated cuts: no grid search (the base values hold)
     nearest: tuple[int, ...] = ()       # k-nearest edge counts tried, each a whole search (empty: the base's k)
     max_cuts: int = 3_000               # cuts of annotated groups searched in full (the whole grid); above: a sample
@@ -44,6 +45,8 @@ class TuneConfig:
         if self.min_annotated < 2:
             raise ConfigError("min_annotated", f"must be at least 2 (cross-validation needs two folds), "
                                                f"not {self.min_annotated}")
+        if self.calibration_min_each < 0:
+            raise ConfigError("calibration_min_each", f"must be 0 or a positive count, not {self.calibration_min_each}")
         if not self.calibration_strength > 0:
             raise ConfigError("calibration_strength", f"must be positive, not {self.calibration_strength}")
         for axis in GRID_AXES:

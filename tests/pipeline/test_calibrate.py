@@ -101,9 +101,14 @@ def test_decide_by_expected_word_errors() -> None:
     x_w, x_b = found.x_winner.copy(), found.x_one_best.copy()
     x_w[index["votes"]] = np.log1p(3)
     many = Candidates(1, 0, x_w, x_b, 4, 4)  # E[e(w)] = 1/4, E[e(b)] = 1
-    decision = decide(many, Rule(beta=tuple(beta), kind="errors", error_model=tuple(gamma), error_margin=0.5))
+    rule = Rule(beta=tuple(beta), kind="errors", error_model=tuple(gamma), error_margin=0.5, replace_floor=0.0)
+    decision = decide(many, rule)
     assert decision.replaced and decision.confidence == pytest.approx(0.02)
-    assert not decide(many, Rule(beta=tuple(beta), kind="errors", error_model=tuple(gamma), error_margin=0.8)).replaced
+    assert not decide(many, replace(rule, error_margin=0.8)).replaced
+    # the default floor: a winner with p 0.02 < 0.1 never replaces, whatever the errors it saves
+    assert not decide(many, replace(rule, replace_floor=0.1)).replaced
+    with pytest.raises(ConfigError, match="replace_floor"):
+        PropagateConfig(replace_floor=1.0)
 
 
 def test_teacher_veto_keeps_texts_the_teacher_finds_far_less_likely() -> None:

@@ -10,6 +10,7 @@ import scipy.sparse as sp
 
 from choral.pipeline.errors import ConfigError
 from choral.pipeline.graph import CutGraph, GraphConfig, build_graph
+from choral.pipeline.graph.threshold import bimodal_split
 from choral.pipeline.group import GroupingConfig, group_hypotheses, group_manifest
 from choral.pipeline.group.acoustic import group_singletons, mutual_neighbours
 from choral.pipeline.grouped import formed_by_sound
@@ -117,7 +118,7 @@ def test_unreadable_readings_are_grouped_by_sound_and_linked(small_corpus: Synth
     assert (np.diff(loose.indptr)[sound_cuts] >= 1).all()
     tight = float(np.median(graph.distances[graph.pair_sound])) / 2
     off = CutGraph(graph.cut_ids, graph.pair_a, graph.pair_b, graph.distances, graph.threshold, graph.metric,
-                   graph.pair_sound, 0, graph.sound_reach)
+                   graph.pair_sound, 0, graph.sound_reach, graph.isolated_reach)
     with_sound, without = graph.adjacency(threshold=tight).toarray(), off.adjacency(threshold=tight).toarray()
     assert with_sound.sum() > without.sum()
     word_pairs = ~graph.pair_sound  # word-grouped pairs are linked by the threshold alone either way
@@ -185,6 +186,43 @@ def test_sound_edges_reach_and_files_written_before_them(tmp_path: Path) -> None
     assert legacy.adjacency().nnz == 2
     with pytest.raises(ConfigError, match="sound_reach"):
         GraphConfig(sound_reach=-1.0)
+
+
+def test_the_sound_scale_is_the_split_of_two_modes_and_moves_the_reaches(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    same, other = rng.normal(np.log(140), 0.12, 300), rng.normal(np.log(240), 0.08, 900)
+    split = bimodal_split(np.exp(np.concatenate([same, other])))
+    assert split is not None and 165 < split < 205                       # between the modes, closer to neither
+    assert bimodal_split(np.exp(rng.normal(np.log(200), 0.2, 1200))) is None       # one mode: no split
+    assert bimodal_split(np.array([140.0, 240.0, 250.0])) is None                 # too few pairs
+    # a sound group (cuts 0-2) whose reaches count in the split (10), not the learned threshold (4)
+    a, b, d = np.array([0, 0, 1]), np.array([1, 2, 2]), np.array([12.0, 25.0, 30.0])
+    sound = np.ones(3, dtype=bool)
+    graph = CutGraph(np.array(list("abc")), a, b, d, 4.0, "dtw-frames", sound, 1, 2.0, 0.0, 10.0)
+    edges = graph.adjacency().toarray()
+    assert edges[0, 1] == 1 and edges[0, 2] == 0                          # 12 <= 2 x 10; 25 > 20
+    assert graph.adjacency(threshold=5.0).toarray()[0, 2] == 1           # tune's scale 1.25 moves the reach: 25
+    assert graph.sound_distances().toarray()[0, 1] == pytest.approx(1.2)
+    graph.save(tmp_path / "graph.npz")
+    assert CutGraph.load(tmp_path / "graph.npz").sound_threshold == 10.0
+    none = CutGraph(graph.cut_ids, a, b, d, 4.0, "dtw-frames", sound, 1, 2.0)
+    none.save(tmp_path / "none.npz")
+    assert CutGraph.load(tmp_path / "none.npz").sound_scale == 4.0      # no split found: the learned threshold
+    with pytest.raises(ConfigError, match="sound_scale"):
+        GraphConfig(sound_scale="median")  # type: ignore[arg-type]
+
+
+def test_a_word_group_cut_without_edges_links_to_its_nearest_within_the_isolated_reach() -> None:
+    # one word group: 0-1 linked (0.5); 2's nearest is 1 (1.6), then 0 (1.9); 3's nearest is 2 at 2.5
+    pairs = [(0, 1, 0.5), (1, 2, 1.6), (0, 2, 1.9), (2, 3, 2.5), (0, 3, 3.0), (1, 3, 3.2)]
+    a, b, d = (np.array([p[i] for p in pairs]) for i in range(3))
+    graph = CutGraph(np.array(list("abcd")), a, b, d, 1.0, "dtw-frames", np.zeros(6, dtype=bool), 0, 0.0, 2.0)
+    edges = graph.adjacency().toarray()
+    assert edges[1, 2] == 1 and edges[0, 2] == 0                          # only the nearest of an isolated cut
+    assert edges[2, 3] == 0 and edges[3].sum() == 0                       # 3's nearest is beyond 2 x 1
+    assert CutGraph(graph.cut_ids, a, b, d, 1.0, "dtw-frames", None, 0, 0.0, 0.0).adjacency().nnz == 2   # off
+    with pytest.raises(ConfigError, match="isolated_reach"):
+        GraphConfig(isolated_reach=-1.0)
 
 
 def _entry(cut_id: str, group: str, hypotheses: list[str], reference: str | None = None) -> CutEntry:
