@@ -60,6 +60,13 @@ def graph(
     sound_reach: float = typer.Option(GraphConfig.sound_reach, min=0.0,
                                       help="... when the pair is within this multiple of the threshold "
                                            "(0: at any distance)."),
+    sound_scale: str = typer.Option(GraphConfig.sound_scale,
+                                    help="What the sound reaches multiply: 'threshold' (the learned one) or 'split' "
+                                         "(the split between the two modes of the sound pairs' distances, when "
+                                         "they have two; else the threshold)."),
+    isolated_reach: float = typer.Option(GraphConfig.isolated_reach, min=0.0,
+                                         help="In groups formed by words: link a cut that has no edge to its nearest "
+                                              "cut when within this multiple of the threshold (0: off)."),
     digits: Digits = typer.Option(DEFAULT_DIGITS, help=DIGITS_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the outputs are up to date."),
 ) -> None:
@@ -71,7 +78,8 @@ def graph(
     with stage_errors("graph"):
         config = GraphConfig(metric=metric, window=window, threshold=threshold,
                              confidence=confidence, quantile=quantile, sound_nearest=sound_nearest,
-                             sound_reach=sound_reach)
+                             sound_reach=sound_reach, sound_scale=sound_scale,  # type: ignore[arg-type]
+                             isolated_reach=isolated_reach)
         normalizer = TextNormalizer(digits=digits.value)
         with progress_bar() as progress:
             summary = build_graph(grouped, output, threshold_file, config, normalizer, force=force, progress=progress)

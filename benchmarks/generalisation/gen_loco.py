@@ -41,6 +41,7 @@ class Candidate:
     propagate: tuple[tuple[str, object], ...] = ()    # PropagateConfig fields set over the config's
     nearest: tuple[int, ...] = ()                     # k-nearest counts tune tries (empty: the config's)
     group: tuple[tuple[str, object], ...] = ()        # GroupingConfig fields set over the config's
+    graph: tuple[tuple[str, object], ...] = ()        # GraphConfig fields set over the config's
 
     def __post_init__(self) -> None:
         if not self.tune and self.fusion_weight is not None:
@@ -71,7 +72,19 @@ CANDIDATES.update({c.name: c for c in (
 )})
 CANDIDATES["no-sound"] = Candidate("no-sound", group=(("acoustic_neighbours", 0),),
                                    description="no grouping by sound: cuts word overlap leaves alone stay alone")
-ABLATIONS: tuple[str, ...] = ("consensus", "knn", "knn-only", "rounds", "length-norm", "no-sound")
+# The do-no-harm and robustness choices of the latest round, each switched off (or, for the split, on).
+CANDIDATES.update({c.name: c for c in (
+    Candidate("no-isolated", graph=(("isolated_reach", 0.0),),
+              description="no link from a word-group cut without edges to its nearest"),
+    Candidate("sound-split", graph=(("sound_scale", "split"), ("sound_reach", 1.5)),
+              propagate=(("unheard_reach", 0.9),),
+              description="sound reaches in the split of the sound pairs' two modes (reach 1.5, unheard 0.9)"),
+    Candidate("no-fluency", propagate=(("unheard_fluency", 0.0),),
+              description="beyond the reach, no exemption for a teacher unsure of its reading"),
+    Candidate("no-floor", propagate=(("replace_floor", 0.0),), description="no floor on the winner's p"),
+)})
+ABLATIONS: tuple[str, ...] = ("consensus", "knn", "knn-only", "rounds", "length-norm", "no-sound", "no-isolated",
+                              "sound-split", "no-fluency", "no-floor")
 
 
 def select_candidates(names: Sequence[str]) -> tuple[Candidate, ...]:

@@ -114,10 +114,11 @@ def read_pool(plan: PoolPlan, run_dir: Path, oov_rate: float, seconds: float) ->
 
 def run_stages(decoded: Path, out: Path, config_path: Path, scorer, *, tune: bool = True,
                fusion_weight: tuple[float, ...] | None = None, propagate: tuple = (), nearest: tuple[int, ...] = (),
-               started: float | None = None, group: tuple = ()) -> tuple[dict[str, Slice], dict, dict]:
+               started: float | None = None, group: tuple = (), graph: tuple = ()
+               ) -> tuple[dict[str, Slice], dict, dict]:
     """group -> graph -> tune -> propagate -> eval on a decoded manifest, in ``out``; returns the per-condition
     slices, the threshold fit (threshold.json) and the tuned values (empty when not tuned). ``propagate``:
-    (key, value) overrides of the config's propagate section (``group``: of its group section); ``nearest``: k
+    (key, value) overrides of the config's propagate section (``group``, ``graph``: of those sections); ``nearest``: k
     values tune tries; the run's
     seconds since ``started`` go to ``seconds.json`` when propagate computed."""
     from choral.pipeline.evaluate import evaluate, write_report
@@ -130,7 +131,7 @@ def run_stages(decoded: Path, out: Path, config_path: Path, scorer, *, tune: boo
     config = load_run_config(config_path)
     normalizer = config.normalizer
     group_manifest(decoded, out / "grouped.jsonl.gz", replace(config.group, **dict(group)), normalizer)
-    build_graph(out / "grouped.jsonl.gz", out / "graph.npz", None, config.graph, normalizer)
+    build_graph(out / "grouped.jsonl.gz", out / "graph.npz", None, replace(config.graph, **dict(graph)), normalizer)
     base = replace(config.propagate, **dict(propagate))
     shared = scorer if config.scorer and base.share_candidates else None
     params = base
@@ -176,7 +177,7 @@ def run_candidate(key: RunKey, candidate: Candidate, pool_run: Path, config_path
                     writer.write(cut)
     return run_stages(decoded, out, config_path, scorer, tune=candidate.tune, fusion_weight=candidate.fusion_weight,
                       propagate=tuple(candidate.propagate), nearest=tuple(candidate.nearest or ()), started=started,
-                      group=tuple(candidate.group))[0]
+                      group=tuple(candidate.group), graph=tuple(candidate.graph))[0]
 
 
 def _stability_run(decoded: Path, out: Path, *, config_path: Path, scorer) -> tuple[dict[str, Slice], dict, dict]:

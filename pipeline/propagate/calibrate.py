@@ -81,10 +81,18 @@ the development draw (30% annotated) the errors rule alone gave prompts without 
 sentence's reference at p 0.1-0.5, harming 2.4-6.2% of the unseen-words pool's cuts. ``unheard_anywhere`` was
 chosen on that draw too: the all-pools mean reduction 24.87% -> 25.21% at 10% annotated and 39.75% -> 41.94% at
 30%, with the same harmed cuts and no condition over the bound. In a group formed by sound the exemption also
-needs an annotated reading of the winner within ``unheard_reach`` (1.5) times the learned threshold of the cut,
-edge or not (``Candidates.source_distance``): over the development draw's runs every harmed replacement of this
-kind had its reading at 1.55-2.08 and 299 of 314 helpful ones below 1.5 (all-pools mean 25.21% -> 23.11% at 10%,
-41.94% -> 40.27% at 30%, where its one harmed cut and the one condition over the bound went).
+needs an annotated reading of the winner within ``unheard_reach`` (1.3) times the learned threshold of the cut,
+edge or not (``Candidates.source_distance``), *or* a teacher unsure of its own reading: its 1-best scores below
+``-unheard_fluency`` (0.8) nats per word (``Candidates.fluency`` = ``log P_teacher(b) / |b|``). A reading of words the
+teacher never heard is a struggle (-0.55 to -4 nats per word over the development runs' helpful replacements beyond
+the reach), while the harmed cuts there were template readings the teacher mostly got right (-0.35 to -0.70): over
+draws 13-15 (no reach: 178 helped, 7 harmed) the reach 1.3 alone kept 106 helped and 0 harmed, with the fluency
+169 and 0; the reach 1.5 with it 174 and 2 (``benchmarks/generalisation/README.md``).
+
+Any replacement also needs ``p(w) >= replace_floor`` (0.1): the errors rule otherwise swaps texts that neither the
+evidence nor the teacher thinks likely (p 0.001-0.09), deletions and another name in a template: a coin toss that,
+over the development and fresh draws' runs (13-19), helped 27 cuts and harmed 15. With the floor those runs kept 565
+of 592 helped cuts and 12 of 27 harmed ones, and 99.3% of the word errors saved (2,705 of 2,724).
 
 Either way, the confidence written is ``p`` of the answer (calibrated exact correctness). Annotated
 cuts keep their reference (confidence 1).

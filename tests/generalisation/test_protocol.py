@@ -337,6 +337,7 @@ def test_pool_config_keeps_the_base_settings_and_points_at_the_pool(gen, tmp_pat
 # ---- ablations (issue 12 part 4) -----------------------------------------------------------------------------
 
 def test_ablation_methods_are_candidates_that_change_one_thing(gen) -> None:
+    from choral.pipeline.graph import GraphConfig
     from choral.pipeline.group import GroupingConfig
     from choral.pipeline.propagate import PropagateConfig
     from choral.pipeline.tune import TuneConfig
@@ -346,7 +347,9 @@ def test_ablation_methods_are_candidates_that_change_one_thing(gen) -> None:
         assert method.tune and method.fusion_weight is None and name not in gen.loco.DEFAULT_CANDIDATES
         PropagateConfig(**dict(method.propagate))      # every override is a valid propagate setting
         GroupingConfig(**dict(method.group))           # ... and group setting
+        GraphConfig(**dict(method.graph))              # ... and graph setting
         TuneConfig(nearest=method.nearest)
+    assert dict(gen.loco.CANDIDATES["no-isolated"].graph) == {"isolated_reach": 0.0}
 
 
 def test_ablation_verdict_follows_the_loco_criteria(gen) -> None:
