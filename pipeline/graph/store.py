@@ -111,6 +111,8 @@ class CutGraph:
         if self.isolated_reach <= 0 or not len(self.distances):
             return mask
         word = ~self.pair_sound if self.pair_sound is not None else np.ones(len(self.distances), dtype=bool)
+        if not word.any():  # every pair is in a group formed by sound
+            return mask
         linked = np.zeros(self.n_cuts, dtype=bool)
         linked[self.pair_a[keep]] = True
         linked[self.pair_b[keep]] = True

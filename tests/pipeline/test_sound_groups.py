@@ -221,6 +221,8 @@ def test_a_word_group_cut_without_edges_links_to_its_nearest_within_the_isolated
     assert edges[1, 2] == 1 and edges[0, 2] == 0                          # only the nearest of an isolated cut
     assert edges[2, 3] == 0 and edges[3].sum() == 0                       # 3's nearest is beyond 2 x 1
     assert CutGraph(graph.cut_ids, a, b, d, 1.0, "dtw-frames", None, 0, 0.0, 0.0).adjacency().nnz == 2   # off
+    all_sound = CutGraph(graph.cut_ids, a, b, d, 1.0, "dtw-frames", np.ones(6, dtype=bool), 0, 0.0, 2.0)
+    assert all_sound.adjacency().nnz == 2                                  # no word group: nothing to link
     with pytest.raises(ConfigError, match="isolated_reach"):
         GraphConfig(isolated_reach=-1.0)
 
