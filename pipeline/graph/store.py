@@ -116,15 +116,11 @@ class CutGraph:
         linked = np.zeros(self.n_cuts, dtype=bool)
         linked[self.pair_a[keep]] = True
         linked[self.pair_b[keep]] = True
-        a, b, d = self.pair_a[word], self.pair_b[word], self.distances[word]
-        ends = np.concatenate([a, b])
-        distance = np.concatenate([d, d])
-        index = np.concatenate([np.flatnonzero(word), np.flatnonzero(word)])
-        order = np.lexsort((distance, ends))  # by cut, then by distance: the first row of each cut is its nearest
-        sorted_ends = ends[order]
-        first = order[np.r_[True, sorted_ends[1:] != sorted_ends[:-1]]]
-        lonely = ~linked[ends[first]] & (distance[first] <= self.isolated_reach * threshold)
-        mask[index[first[lonely]]] = True
+        word_pairs = np.flatnonzero(word)
+        pair, cut, rank = _ranked_by_cut(self.pair_a[word], self.pair_b[word], self.distances[word])
+        nearest = word_pairs[pair[rank == 0]]              # each word-group cut's nearest candidate
+        lonely = ~linked[cut[rank == 0]] & (self.distances[nearest] <= self.isolated_reach * threshold)
+        mask[nearest[lonely]] = True
         return mask
 
     def sound_distances(self) -> sp.csr_matrix:
@@ -140,16 +136,9 @@ class CutGraph:
 
     def nearest_pairs(self, k: int) -> np.ndarray:
         """Mask of pairs that are among the ``k`` closest candidates of either of their cuts."""
-        n_pairs = len(self.distances)
-        ends = np.concatenate([self.pair_a, self.pair_b])
-        pair_index = np.concatenate([np.arange(n_pairs), np.arange(n_pairs)])
-        distance = np.concatenate([self.distances, self.distances])
-        order = np.lexsort((distance, ends))  # by cut, then by distance
-        sorted_ends = ends[order]
-        first = np.searchsorted(sorted_ends, sorted_ends, side="left")
-        rank = np.arange(len(order)) - first
-        mask = np.zeros(n_pairs, dtype=bool)
-        mask[pair_index[order[rank < k]]] = True
+        pair, _, rank = _ranked_by_cut(self.pair_a, self.pair_b, self.distances)
+        mask = np.zeros(len(self.distances), dtype=bool)
+        mask[pair[rank < k]] = True
         return mask
 
     def save(self, path: str | Path) -> None:
@@ -201,6 +190,16 @@ class CutGraph:
                 )
         except (OSError, KeyError, ValueError) as error:
             raise InputError(path, f"not a choral graph file ({error})") from None
+
+
+def _ranked_by_cut(a: np.ndarray, b: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair listed under both its cuts, sorted by cut then distance: (pair index, cut, rank of the pair
+    among that cut's pairs, 0 = its nearest)."""
+    ends = np.concatenate([a, b])
+    order = np.lexsort((np.concatenate([d, d]), ends))
+    sorted_ends = ends[order]
+    rank = np.arange(len(order)) - np.searchsorted(sorted_ends, sorted_ends, side="left")
+    return np.concatenate([np.arange(len(d)), np.arange(len(d))])[order], sorted_ends, rank
 
 
 def _optional(data: np.lib.npyio.NpzFile, name: str) -> float | None:
