@@ -35,6 +35,7 @@ class PropagateConfig:
     batch_cuts: int = 50_000            # cuts solved together (whole groups; bounds memory)
     calibrate: bool = True              # decide and score confidence with the calibrated model (calibrate.py)
     calibration: tuple[float, ...] = PRIOR  # beta, one per calibrate.FEATURES (tune fits it; default: the prior)
+    prior_calibration: tuple[float, ...] = PRIOR  # the beta tune adapted (replace_floor also asks it)
     decision: Literal["errors", "exact"] = "errors"  # replace the 1-best by expected word errors, or exact p
     replace_margin: float = 0.05        # exact: replace only when p(winner) > p(1-best) + this margin
     error_model: tuple[float, ...] = ERROR_PRIOR  # gamma, one per calibrate.ERROR_FEATURES (the Poisson model)
@@ -45,6 +46,7 @@ class PropagateConfig:
     unheard_reach: float = 1.3          # by sound: only with an annotated reading within this x the threshold ...
     unheard_fluency: float = 0.8        # ... or a teacher 1-best below -this nats per word (0: reach alone)
     replace_floor: float = 0.1          # never replace the 1-best with a winner whose calibrated p is below this
+    correction_edits: int = 1           # word group: no teacher veto on a winner this many word edits away (0: off)
     # issue 12 part 4 (options, measured in benchmarks/generalisation/RESULTS.md's Ablations)
     nearest_only: bool = False          # with nearest > 0: the k nearest edges alone, no threshold edges
     consensus: int = 0                  # word-level combinations of the neighbourhood per cut (0: off)
@@ -69,6 +71,9 @@ class PropagateConfig:
         if len(self.calibration) != len(FEATURES):
             raise ConfigError("calibration", f"needs {len(FEATURES)} coefficients ({', '.join(FEATURES)}), "
                                              f"not {len(self.calibration)}")
+        if len(self.prior_calibration) != len(FEATURES):
+            raise ConfigError("prior_calibration", f"needs {len(FEATURES)} coefficients ({', '.join(FEATURES)}), "
+                                                   f"not {len(self.prior_calibration)}")
         if self.decision not in ("errors", "exact"):
             raise ConfigError("decision", f"must be errors or exact, not {self.decision!r}")
         if len(self.error_model) != len(ERROR_FEATURES):
@@ -80,6 +85,8 @@ class PropagateConfig:
             raise ConfigError("unheard_reach", f"must be 0 (no limit) or positive, not {self.unheard_reach}")
         if self.unheard_fluency < 0:
             raise ConfigError("unheard_fluency", f"must be 0 (off) or positive (nats/word), not {self.unheard_fluency}")
+        if self.correction_edits < 0:
+            raise ConfigError("correction_edits", f"must be 0 (off) or a word count, not {self.correction_edits}")
         if not 0.0 <= self.replace_floor < 1.0:
             raise ConfigError("replace_floor", f"must be in [0, 1), not {self.replace_floor}")
         if not 0.0 <= self.unheard_confidence < 1.0:

@@ -291,7 +291,8 @@ def tune_params(
         identified = min(n_correct, len(y) - n_correct) >= grid.calibration_min_each
         fit = fit_scaling if grid.calibration_fit == "scale" else fit_calibration
         beta = fit(x, y, base.calibration, grid.calibration_strength) if identified else np.asarray(base.calibration)
-        best = replace(best, calibration=tuple(round(float(b), 6) for b in beta))
+        best = replace(best, calibration=tuple(round(float(b), 6) for b in beta),
+                       prior_calibration=tuple(base.calibration))
         calibration = {"fitted": identified, "n_rows": int(len(y)), "n_correct": n_correct,
                        "fit": grid.calibration_fit, "strength": grid.calibration_strength,
                        "prior": describe(base.calibration),

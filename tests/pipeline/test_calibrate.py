@@ -101,12 +101,19 @@ def test_decide_by_expected_word_errors() -> None:
     x_w, x_b = found.x_winner.copy(), found.x_one_best.copy()
     x_w[index["votes"]] = np.log1p(3)
     many = Candidates(1, 0, x_w, x_b, 4, 4)  # E[e(w)] = 1/4, E[e(b)] = 1
-    rule = Rule(beta=tuple(beta), kind="errors", error_model=tuple(gamma), error_margin=0.5, replace_floor=0.0)
+    rule = Rule(beta=tuple(beta), kind="errors", error_model=tuple(gamma), error_margin=0.5, replace_floor=0.0,
+                floor_beta=tuple(beta))
     decision = decide(many, rule)
     assert decision.replaced and decision.confidence == pytest.approx(0.02)
     assert not decide(many, replace(rule, error_margin=0.8)).replaced
     # the default floor: a winner with p 0.02 < 0.1 never replaces, whatever the errors it saves
     assert not decide(many, replace(rule, replace_floor=0.1)).replaced
+    # the floor reads the larger p of the pool's fit and the prior it adapted: a fit that put every replacement
+    # under the floor does not stop one the prior believes (p 0.5 here), and the confidence stays the fit's p
+    believing = np.zeros(len(FEATURES))
+    believing[index["votes"]] = 0.0
+    decision = decide(many, replace(rule, replace_floor=0.1, floor_beta=tuple(believing)))
+    assert decision.replaced and decision.confidence == pytest.approx(0.02)
     with pytest.raises(ConfigError, match="replace_floor"):
         PropagateConfig(replace_floor=1.0)
 
@@ -129,6 +136,34 @@ def test_teacher_veto_keeps_texts_the_teacher_finds_far_less_likely() -> None:
         assert not decide(far, replace(rule, veto=8.0)).replaced, kind    # beyond it
     with pytest.raises(ConfigError, match="teacher_veto"):
         PropagateConfig(teacher_veto=-1.0)
+
+
+def test_a_correction_of_one_word_in_a_word_group_is_free_of_the_veto() -> None:
+    """``correction_edits``: a winner that changes at most that many words of the 1-best, in a word group, is not
+    vetoed by the teacher, but like an unheard winner it must then be more likely right than not; a winner the
+    veto would not have stopped gains no such bar; in a group formed by sound the veto holds."""
+    teacher = FEATURES.index("teacher")
+
+    def vetoed_winner(p_winner: float, edits: int, by_sound: bool = False,
+                      gap: float = 11.7) -> tuple[Candidates, Rule]:
+        found, beta = _found(p_winner, 0.1)
+        x_w, x_b = found.x_winner.copy(), found.x_one_best.copy()
+        x_w[teacher], x_b[teacher] = -0.3 - gap, -0.3   # "call three four seven eight" -> "... five ...": -11 nats
+        gamma = np.zeros(len(ERROR_FEATURES))
+        gamma[ERROR_FEATURES.index("is_teacher")] = 2.0
+        x_b[FEATURES.index("is_teacher")] = 1.0
+        found = Candidates(1, 0, x_w, x_b, 5, 5, by_sound=by_sound, edits=edits)
+        return found, Rule(beta=tuple(beta), error_model=tuple(gamma), error_margin=0.5, veto=8.0)
+
+    found, rule = vetoed_winner(0.9, edits=1)
+    assert found.corrects(rule) and decide(found, rule).replaced
+    assert not decide(found, replace(rule, correction_edits=0)).replaced      # off: the veto holds
+    assert decide(*vetoed_winner(0.9, edits=2)).replaced is False             # two words: another sentence
+    assert decide(*vetoed_winner(0.9, edits=1, by_sound=True)).replaced is False
+    assert decide(*vetoed_winner(0.4, edits=1)).replaced is False             # vetoed and not p > 0.5
+    assert decide(*vetoed_winner(0.4, edits=1, gap=2.0)).replaced             # no veto to lift: no extra bar
+    with pytest.raises(ConfigError, match="correction_edits"):
+        PropagateConfig(correction_edits=-1)
 
 
 def test_fit_error_model_recovers_a_poisson_rate() -> None:
@@ -178,6 +213,7 @@ def test_candidates_features_and_calibrated_results() -> None:
     replaced = calibrated_results(batch, adjacency, range(4), results, _exact(trusting, 0.0), config.fusion_weight)
     unchanged = calibrated_results(batch, adjacency, range(4), results, _exact(kept, 0.0), config.fusion_weight)
     assert found.words_winner == found.words_one_best == 3
+    assert found.edits == 1 and not found.by_sound                          # 'a b d' -> 'a b c': one substitution
     assert replaced[3].text == "a b c" and unchanged[3].text == "a b d"
     assert replaced[0].text == "a b c" and replaced[0].confidence == 1.0 and replaced[0].source == "reference"
     assert unchanged[3].confidence == pytest.approx(float(probability(kept, found.x_one_best)))

@@ -11,6 +11,7 @@ from choral.pipeline.graph import build_graph
 from choral.pipeline.group import group_manifest
 from choral.pipeline.manifest import read_cuts
 from choral.pipeline.propagate import PropagateConfig, load_params, propagate_manifest
+from choral.pipeline.propagate.calibrate import PRIOR
 from choral.pipeline.synthetic import SyntheticConfig, generate
 from choral.pipeline.text import TextNormalizer
 from choral.pipeline.tune import TuneConfig, parse_grid, report_path, tune_params, tune_stage
@@ -197,12 +198,14 @@ def test_tune_stage_below_min_annotated_holds_the_base_values_and_fits_the_calib
     n = sum(any(s.text for s in c.supervisions) for c in read_cuts(grouped))
     assert 2 <= n
     params = tmp_path / "params.yaml"
-    base = PropagateConfig(alpha=0.5, fusion_weight=0.2)
+    prior = tuple(round(0.8 * b, 6) for b in PRIOR)   # a user's own prior: tune adapts it and keeps it
+    base = PropagateConfig(alpha=0.5, fusion_weight=0.2, calibration=prior)
     grid = replace(SMALL_GRID, alpha=(0.5, 0.9, 0.99), fusion_weight=(0.0, 0.2, 0.7), min_annotated=n + 1)
     held = tune_stage(grouped, graph, params, base=base, grid=grid)
     assert held.tuned is not None and held.tuned.n_combinations == 1 and held.n_annotated == n
     chosen = load_params(params)
-    assert replace(chosen, calibration=base.calibration) == base
+    assert replace(chosen, calibration=base.calibration, prior_calibration=base.prior_calibration) == base
+    assert chosen.prior_calibration == prior != chosen.calibration   # the floor of the decision reads both
     report = json.loads((tmp_path / "params.json").read_text())
     assert report["calibration"]["fitted"] and report["calibration"]["fit"] == "scale"
     assert len(report["grid"]) == 1
