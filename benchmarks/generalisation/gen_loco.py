@@ -82,13 +82,11 @@ CANDIDATES.update({c.name: c for c in (
     Candidate("no-fluency", propagate=(("unheard_fluency", 0.0),),
               description="beyond the reach, no exemption for a teacher unsure of its reading"),
     Candidate("no-floor", propagate=(("replace_floor", 0.0),), description="no floor on the winner's p"),
-    Candidate("no-correction", propagate=(("correction_edits", 0),),
-              description="the teacher's veto also on a one-word correction in a word group"),
-    Candidate("correction-2", propagate=(("correction_edits", 2),),
-              description="no teacher veto on a correction of up to two words in a word group"),
+    Candidate("correction", propagate=(("correction_edits", 1),),
+              description="no teacher veto on a one-word correction in a word group (p > 0.5)"),
 )})
 ABLATIONS: tuple[str, ...] = ("consensus", "knn", "knn-only", "rounds", "length-norm", "no-sound", "no-isolated",
-                              "sound-split", "no-fluency", "no-floor", "no-correction", "correction-2")
+                              "sound-split", "no-fluency", "no-floor", "correction")
 
 
 def select_candidates(names: Sequence[str]) -> tuple[Candidate, ...]:
