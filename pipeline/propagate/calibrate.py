@@ -34,22 +34,15 @@ candidate equals the reference. A pool has few such rows (~30-40 at 10% annotate
 offered, both maximum a-posteriori estimates solved by Newton's method (:func:`fit_calibration`: the
 objective is strictly convex for ``kappa > 0``; with no row the answer is the prior itself):
 
-- ``scale`` (:func:`fit_scaling`): the prior's score is rescaled,
+- ``scale`` (the default, :func:`fit_scaling`): the prior's score is rescaled,
   ``beta = a beta_0 + b e_bias``, with ``(b, a)`` fitted on the rows ``(1, beta_0 . x_r)`` and shrunk
   toward ``(0, 1)``. Two numbers learn the pool's base rate (how often its teacher is exactly right,
   which no feature can know: on prompts with words the teacher never saw it is never exactly right)
   and how sharp the evidence is; the ranking of candidates, hence the decision at margin 0, stays the
   prior's, so a handful of annotated cuts cannot turn it around (``a`` is kept >= :data:`MIN_SLOPE`).
-- ``full`` (the default, kappa 0.5; :func:`fit_calibration` on all coefficients): every coefficient moves,
+- ``full`` (:func:`fit_calibration` on all coefficients): every coefficient moves,
 
       beta = argmin  sum_r [ -y_r log p_r - (1 - y_r) log(1 - p_r) ]  +  (kappa / 2) ||beta - beta_0||^2.
-
-  The decision's ranking is the expected-errors model's (not adapted), so moving the ranking of ``p`` only moves
-  the bars it sets (``replace_floor``, ``unheard_confidence``). ``scale`` left the generator pools under-confident
-  (the 0.7-0.9 bins right 94-96% over the fresh draws): on the development draw at 10% annotated its ECE was 0.112
-  on the generator pool and 0.077 over both, ``full`` 0.036 and 0.022 (at 20%: 0.072 -> 0.021), with the same
-  labels; over fresh draws 14-24 the generator pools' mean ECE 0.059 -> 0.046 and the mean reduction 21.63% ->
-  21.67%. Below ``calibration_min_each`` right or wrong rows (0-5% annotated there) the prior stays either way.
 
 **Expected word errors** (:func:`expected_errors`): exact correctness is the wrong target for the decision
 when no candidate can be exactly right (prompts with words the teacher never saw): there a neighbour's

@@ -27,8 +27,8 @@ class TuneConfig:
     seed: int = 0                       # of the fold assignment
     selection: Literal["one-se", "min"] = "one-se"   # one-se: closest to the base values within 1 SE of the best
     calibrate: bool = True              # cross-fit the calibration model (propagate.calibration) on annotated cuts
-    calibration_fit: Literal["scale", "full"] = "full"  # full: every coefficient; scale: a beta_0 + b (2 numbers)
-    calibration_strength: float = 0.5   # kappa: pull toward the prior (larger: trust the prior more)
+    calibration_fit: Literal["scale", "full"] = "scale"  # scale: a beta_0 + b (2 numbers); full: every coefficient
+    calibration_strength: float = 0.25  # kappa: pull toward the prior (larger: trust the prior more)
     calibration_min_each: int = 3       # fit only with at least this many right and this many wrong rows (else prior)
     min_annotated: int = 10             # fewer annotated cuts: no grid search (the base values hold)
     nearest: tuple[int, ...] = ()       # k-nearest edge counts tried, each a whole search (empty: the base's k)

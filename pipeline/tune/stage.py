@@ -10,9 +10,8 @@ Few annotated cuts: with fewer than :data:`MIN_ANNOTATED` (what cross-validation
 ``grid.min_annotated`` the grid is not searched (the base values hold: a handful of held-out cuts
 cannot tell the grid's points apart, and a search on them moves parameters on noise; on the
 protocol's development draw 6 annotated cuts did not lower the WER and raised the ECE, 12 did lower
-it), but the calibration is still cross-fitted on them (``grid.calibration_fit``, when the held-out rows
-hold ``calibration_min_each`` right and wrong candidates; ``scale`` moves two numbers, never the prior's
-ranking of candidates, ``full``, the default, every coefficient with a pull toward the prior).
+it), but the calibration is still cross-fitted on them (``grid.calibration_fit``; the default
+``scale`` moves two numbers, never the prior's ranking of candidates).
 
 With ``tune.nearest`` (k-nearest edge counts), the whole search runs once per ``k`` on the
 same folds and the ``k`` with the lowest held-out WER wins (ties: the base's own ``k``, then

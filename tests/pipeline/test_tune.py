@@ -111,7 +111,7 @@ def test_tune_stage_sidecar_keeps_the_run_dirs_format(tmp_path: Path) -> None:
                                        "threshold_scale": [1.0]},
                               "base": json.loads(json.dumps(asdict(PropagateConfig(alpha=0.5)))),
                               "folds": 2, "seed": 0, "selection": "one-se", "calibrate": True,
-                              "calibration_strength": 0.5, "calibration_fit": "full", "min_annotated": 2,
+                              "calibration_strength": 0.25, "calibration_fit": "scale", "min_annotated": 2,
                               "normalizer": asdict(TextNormalizer()), "scorer": None}
 
 
@@ -207,15 +207,10 @@ def test_tune_stage_below_min_annotated_holds_the_base_values_and_fits_the_calib
     assert replace(chosen, calibration=base.calibration, prior_calibration=base.prior_calibration) == base
     assert chosen.prior_calibration == prior != chosen.calibration   # the floor of the decision reads both
     report = json.loads((tmp_path / "params.json").read_text())
-    assert report["calibration"]["fitted"] and report["calibration"]["fit"] == "full"    # the default
+    assert report["calibration"]["fitted"] and report["calibration"]["fit"] == "scale"
     assert len(report["grid"]) == 1
-    # full: every coefficient moves on its own (no common ratio to the prior)
-    ratio = np.asarray(chosen.calibration[1:]) / np.asarray(base.calibration[1:])
-    assert not np.allclose(ratio, ratio[0], atol=1e-4)
     # scale: the chosen coefficients are a * prior + b * bias
-    tune_stage(grouped, graph, params, base=base, grid=replace(grid, calibration_fit="scale"))
-    scaled = load_params(params)
-    ratio = np.asarray(scaled.calibration[1:]) / np.asarray(base.calibration[1:])
+    ratio = np.asarray(chosen.calibration[1:]) / np.asarray(base.calibration[1:])
     assert np.allclose(ratio, ratio[0], atol=1e-4) and ratio[0] > 0
     searched = tune_stage(grouped, graph, params, base=base, grid=replace(grid, min_annotated=n))
     assert searched.tuned is not None and searched.tuned.n_combinations == 9
