@@ -124,6 +124,7 @@ cuts keep their reference (confidence 1).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Protocol, Sequence
 
@@ -192,6 +193,7 @@ class Candidates:
     source_distance: float = np.inf   # by sound: d / learned threshold to the nearest annotated reading of the winner
     fluency: float = 0.0        # the teacher's log-probability of its 1-best per word (nats; near 0: a fluent reading)
     edits: int = 0              # word edits (substitutions, insertions, deletions) from the 1-best to the winner
+    echoes: int = 0             # other cuts of the group whose own answer (reference, else 1-best) is this 1-best
 
     def exempt(self, rule: "Rule") -> bool:
         """Whether the teacher has no veto on the winner: unheard words, in a word group (``unheard_anywhere``) or
@@ -206,9 +208,10 @@ class Candidates:
         return rule.unheard_fluency > 0 and self.fluency < -rule.unheard_fluency
 
     def corrects(self, rule: "Rule") -> bool:
-        """Whether the winner, in a word group, changes at most ``correction_edits`` words of the 1-best: a
-        correction the teacher's veto may not block (the winner still needs ``p > unheard_confidence``)."""
-        return not self.by_sound and 0 < self.edits <= rule.correction_edits
+        """Whether the winner, in a word group, changes at most ``correction_edits`` words of a 1-best that no
+        other cut of the group answers: a correction the teacher's veto may not block (the winner still needs
+        ``p > unheard_confidence``). A 1-best another reading of the group also gives is a sentence of the pool."""
+        return not self.by_sound and 0 < self.edits <= rule.correction_edits and self.echoes == 0
 
 
 def fused_row(batch: SupportBatch, row: int, fusion_weight: float) -> np.ndarray:
@@ -224,15 +227,23 @@ def _answers(batch: SupportBatch) -> list[str]:
             for e in batch.entries]
 
 
+def answer_counts(batch: SupportBatch, answers: Sequence[str] | None = None) -> Counter[tuple[str, str]]:
+    """How many cuts of each group give each answer (reference, else teacher 1-best): ``candidates``' ``answered``."""
+    answers = _answers(batch) if answers is None else answers
+    return Counter((entry.group, answer) for entry, answer in zip(batch.entries, answers))
+
+
 def candidates(batch: SupportBatch, adjacency: sp.csr_matrix, row: int, fusion_weight: float,
                distances: sp.csr_matrix | None = None, answers: Sequence[str] | None = None,
-               sound: sp.csr_matrix | None = None) -> Candidates | None:
+               sound: sp.csr_matrix | None = None,
+               answered: Mapping[tuple[str, str], int] | None = None) -> Candidates | None:
     """The winner and 1-best of ``row`` with their features; None when the cut has no 1-best or no candidate.
 
     ``adjacency`` is in the batch's row order; ``distances`` (same sparsity, DTW distance over the graph
     threshold) is optional: without it the ``distance`` feature is 0. ``sound`` (same order,
     :meth:`~choral.pipeline.graph.store.CutGraph.sound_distances`) gives ``source_distance``; without it a winner in a
-    group formed by sound is never exempt from the veto when ``unheard_reach`` > 0.
+    group formed by sound is never exempt from the veto when ``unheard_reach`` > 0. ``answered`` counts the batch's
+    (group, answer) pairs (:func:`answer_counts`) for ``echoes``; without it ``echoes`` is 0.
     """
     entry = batch.entries[row]
     if not entry.hypotheses:
@@ -280,9 +291,13 @@ def candidates(batch: SupportBatch, adjacency: sp.csr_matrix, row: int, fusion_w
         source = min(readings, default=np.inf)
     fluency = float(entry.scores[0]) / max(len(entry.hypotheses[0].split()), 1) if len(entry.scores) else 0.0
     edits = word_errors(texts[one_best], texts[winner]) if winner != one_best else 0
+    echoes = 0
+    if answered is not None:
+        echoes = answered.get((entry.group, texts[one_best]), 0) - int(answers[row] == texts[one_best])
     return Candidates(winner, one_best, features(winner), features(one_best),
                       len(texts[winner].split()), len(texts[one_best].split()),
-                      any(w not in batch.heard for w in texts[winner].split()), by_sound, source, fluency, edits)
+                      any(w not in batch.heard for w in texts[winner].split()), by_sound, source, fluency, edits,
+                      echoes)
 
 
 def probability(beta: Sequence[float] | np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -505,13 +520,14 @@ def calibrated_results(batch: SupportBatch, adjacency: sp.csr_matrix, rows: Sequ
     References stay (confidence 1). A cut without candidates keeps the engine's answer.
     """
     answers = _answers(batch)
+    answered = answer_counts(batch, answers)
     out = []
     for row, result in zip(rows, results):
         entry = batch.entries[row]
         if entry.reference is not None:
             out.append(result)
             continue
-        found = candidates(batch, adjacency, row, fusion_weight, distances, answers, sound)
+        found = candidates(batch, adjacency, row, fusion_weight, distances, answers, sound, answered)
         if found is None:
             out.append(result)
             continue

@@ -14,6 +14,7 @@ from choral.pipeline.propagate.calibrate import (
     PRIOR,
     Candidates,
     Rule,
+    answer_counts,
     calibrated_results,
     candidates,
     decide,
@@ -163,6 +164,9 @@ def test_a_correction_of_one_word_in_a_word_group_is_free_of_the_veto() -> None:
     assert decide(*vetoed_winner(0.9, edits=1, by_sound=True)).replaced is False
     assert decide(*vetoed_winner(0.4, edits=1)).replaced is False             # vetoed and not p > 0.5
     assert decide(*vetoed_winner(0.4, edits=1, gap=2.0)).replaced             # no veto to lift: no extra bar
+    # a 1-best another cut of the group also answers is a sentence of the pool ("forty" vs "fifty"): the veto holds
+    echoed, rule = vetoed_winner(0.9, edits=1)
+    assert not decide(replace(echoed, echoes=1), rule).replaced
     with pytest.raises(ConfigError, match="correction_edits"):
         PropagateConfig(correction_edits=-1)
 
@@ -215,6 +219,11 @@ def test_candidates_features_and_calibrated_results() -> None:
     unchanged = calibrated_results(batch, adjacency, range(4), results, _exact(kept, 0.0), config.fusion_weight)
     assert found.words_winner == found.words_one_best == 3
     assert found.edits == 1 and not found.by_sound                          # 'a b d' -> 'a b c': one substitution
+    assert found.echoes == 0                                                # without the batch's answer counts
+    answered = answer_counts(batch)
+    assert answered[("g", "a b c")] == 3 and answered[("g", "a b d")] == 1
+    assert candidates(batch, adjacency, 3, config.fusion_weight, answered=answered).echoes == 0  # its own only
+    assert candidates(batch, adjacency, 1, config.fusion_weight, answered=answered).echoes == 2  # c0 and c2 too
     assert replaced[3].text == "a b c" and unchanged[3].text == "a b d"
     assert replaced[0].text == "a b c" and replaced[0].confidence == 1.0 and replaced[0].source == "reference"
     assert unchanged[3].confidence == pytest.approx(float(probability(kept, found.x_one_best)))
