@@ -82,11 +82,11 @@ CANDIDATES.update({c.name: c for c in (
     Candidate("no-fluency", propagate=(("unheard_fluency", 0.0),),
               description="beyond the reach, no exemption for a teacher unsure of its reading"),
     Candidate("no-floor", propagate=(("replace_floor", 0.0),), description="no floor on the winner's p"),
-    Candidate("correction", propagate=(("correction_edits", 1),),
-              description="no teacher veto on a one-word correction in a word group (p > 0.5)"),
+    Candidate("no-correction", propagate=(("correction_edits", 0),),
+              description="the teacher's veto also on one-word corrections in word groups"),
 )})
 ABLATIONS: tuple[str, ...] = ("consensus", "knn", "knn-only", "rounds", "length-norm", "no-sound", "no-isolated",
-                              "sound-split", "no-fluency", "no-floor", "correction")
+                              "sound-split", "no-fluency", "no-floor", "no-correction")
 
 
 def select_candidates(names: Sequence[str]) -> tuple[Candidate, ...]:

@@ -46,7 +46,7 @@ class PropagateConfig:
     unheard_reach: float = 1.3          # by sound: only with an annotated reading within this x the threshold ...
     unheard_fluency: float = 0.8        # ... or a teacher 1-best below -this nats per word (0: reach alone)
     replace_floor: float = 0.1          # never replace the 1-best with a winner whose calibrated p is below this
-    correction_edits: int = 0           # word group: no teacher veto on a winner this many word edits away (0: off)
+    correction_edits: int = 1           # word group: no teacher veto on a winner this many word edits away (0: off)
     # issue 12 part 4 (options, measured in benchmarks/generalisation/RESULTS.md's Ablations)
     nearest_only: bool = False          # with nearest > 0: the k nearest edges alone, no threshold edges
     consensus: int = 0                  # word-level combinations of the neighbourhood per cut (0: off)

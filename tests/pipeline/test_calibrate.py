@@ -140,7 +140,7 @@ def test_teacher_veto_keeps_texts_the_teacher_finds_far_less_likely() -> None:
 
 
 def test_a_correction_of_one_word_in_a_word_group_is_free_of_the_veto() -> None:
-    """``correction_edits`` (an option): a winner that changes at most that many words of the 1-best, in a word
+    """``correction_edits``: a winner that changes at most that many words of the 1-best, in a word
     group, is not vetoed by the teacher, but like an unheard winner it must then be more likely right than not; a
     winner the veto would not have stopped gains no such bar; in a group formed by sound the veto holds."""
     teacher = FEATURES.index("teacher")
@@ -158,8 +158,8 @@ def test_a_correction_of_one_word_in_a_word_group_is_free_of_the_veto() -> None:
 
     found, rule = vetoed_winner(0.9, edits=1)
     assert found.corrects(rule) and decide(found, rule).replaced
-    assert not decide(found, replace(rule, correction_edits=0)).replaced      # off (the default): the veto holds
-    assert Rule().correction_edits == PropagateConfig().correction_edits == 0
+    assert not decide(found, replace(rule, correction_edits=0)).replaced      # off: the veto holds
+    assert Rule().correction_edits == PropagateConfig().correction_edits == 1     # the default
     assert decide(*vetoed_winner(0.9, edits=2)).replaced is False             # two words: another sentence
     assert decide(*vetoed_winner(0.9, edits=1, by_sound=True)).replaced is False
     assert decide(*vetoed_winner(0.4, edits=1)).replaced is False             # vetoed and not p > 0.5
