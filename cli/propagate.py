@@ -96,5 +96,6 @@ def propagate(
         ("source: teacher", f"{sources.get('teacher', 0):,}"),
         ("changed from teacher 1-best", f"{summary.changed:,}"),
         ("taken from a neighbour", f"{summary.shared:,}"),
+        ("  of them: nearest annotated reading", f"{summary.retrieved:,}"),
         ("time", f"{summary.seconds:.1f} s"),
     ]))

@@ -338,7 +338,7 @@ def _run_stages(
                                     rescorer=rescore if executor is None else parallel_rescorer(executor))
     record("propagate", "skipped" if propagated.skipped else "ran", propagated.seconds,
            "" if propagated.skipped else f"{propagated.changed:,} transcripts changed, "
-           f"{propagated.shared:,} from neighbours")
+           f"{propagated.shared:,} from neighbours ({propagated.retrieved:,} from the nearest annotated reading)")
     if not wanted("export"):
         return _finish(summary, paths, started)
 

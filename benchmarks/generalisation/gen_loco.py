@@ -84,9 +84,12 @@ CANDIDATES.update({c.name: c for c in (
     Candidate("no-floor", propagate=(("replace_floor", 0.0),), description="no floor on the winner's p"),
     Candidate("no-correction", propagate=(("correction_edits", 0),),
               description="the teacher's veto also on one-word corrections in word groups"),
+    Candidate("no-retrieve", propagate=(("retrieve_reach", 0.0),),
+              description="no retrieval of a struggling cut's nearest annotated reading from another group"),
 )})
 ABLATIONS: tuple[str, ...] = ("consensus", "knn", "knn-only", "rounds", "length-norm", "no-sound", "no-isolated",
-                              "sound-split", "no-fluency", "no-floor", "no-correction")
+                              "sound-split", "no-fluency", "no-floor", "no-correction",
+                              "no-retrieve")
 
 
 def select_candidates(names: Sequence[str]) -> tuple[Candidate, ...]:

@@ -27,6 +27,7 @@ from ..manifest import array_storage_files, check_readable, write_json
 from ..meta import StageRecord, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
 from ..text import TextNormalizer
+from .annotated import nearest_annotated
 from .metrics import Metric, get_metric, metric_names
 from .store import ArrayReader, CutGraph
 from .threshold import MIN_POSITIVE, ThresholdFit, bimodal_split, evaluate_threshold, learn_threshold
@@ -48,6 +49,7 @@ class GraphConfig:
     sound_reach: float = 2.0  # ... when within this multiple of the threshold (0: at any distance)
     isolated_reach: float = 1.75  # word groups: a cut without an edge links to its nearest within this x (0: off)
     sound_scale: Literal["threshold", "split"] = "threshold"  # the sound reaches' unit (split: two modes' split)
+    annotated_nearest: int = 32  # measure each cut against its k cosine-nearest annotated cuts, any group (0: off)
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -66,6 +68,8 @@ class GraphConfig:
             raise ConfigError("sound_scale", f"must be split or threshold, not {self.sound_scale!r}")
         if self.isolated_reach < 0:
             raise ConfigError("isolated_reach", f"must be 0 (off) or positive, not {self.isolated_reach}")
+        if self.annotated_nearest < 0:
+            raise ConfigError("annotated_nearest", f"must be 0 (off) or a count, not {self.annotated_nearest}")
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,43 @@ def distances_by_groups(table: _CutTable, pair_a: np.ndarray, pair_b: np.ndarray
     return np.concatenate(parts)
 
 
+def pooled_vectors(grouped: Path, table: _CutTable, metric: Metric) -> np.ndarray:
+    """``(n, d)`` pooled embeddings of the cuts, in table order: the metric's own series when it reads them, else
+    each cut's ``custom.embedding``."""
+    if metric.field == "embedding":
+        return np.stack(table.series).astype(np.float64)
+    reader = ArrayReader(grouped)
+    try:
+        return np.stack([reader.load(record.cut, "embedding").reshape(-1) for record in iter_grouped(grouped)])
+    finally:
+        reader.close()
+
+
+def annotated_pairs(grouped: Path, table: _CutTable, config: GraphConfig, executor: Executor | None,
+                    progress: Progress = NullProgress()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each cut against its ``annotated_nearest`` cosine-nearest annotated cuts (:mod:`.annotated`), any group:
+    the pairs and their distances under the graph's metric."""
+    annotated = np.asarray([r is not None for r in table.references])
+    metric = get_metric(config.metric)
+    if config.annotated_nearest == 0 or not annotated.any() or not table.ids:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0)
+    a, b = nearest_annotated(pooled_vectors(grouped, table, metric), annotated, config.annotated_nearest)
+    progress.task(f"{config.metric} distances to annotated cuts (pairs)", len(a))
+    if executor is None or len(a) == 0:
+        return a, b, pair_distances(table, a, b, config, progress)
+    bounds = np.linspace(0, len(a), 4 * executor.workers + 1).astype(np.int64)
+    items = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        if stop > start:
+            members = np.unique(np.concatenate([a[start:stop], b[start:stop]]))
+            items.append(([table.series[i] for i in members], np.searchsorted(members, a[start:stop]),
+                          np.searchsorted(members, b[start:stop])))
+    distances = np.concatenate(executor.map(_metric_distances, items, config))
+    progress.advance(len(a))
+    return a, b, distances
+
+
 def choose_threshold(table: _CutTable, pair_a: np.ndarray, pair_b: np.ndarray, distances: np.ndarray,
                      config: GraphConfig) -> ThresholdFit:
     """Apply the documented rules in order: user, annotated, confident-teacher, quantile."""
@@ -268,8 +309,13 @@ def build_graph(
     if pair_sound.any():
         log.info("graph: %d pairs formed by sound; their scale %s", int(pair_sound.sum()),
                  f"{sound_threshold:.4g} (two modes)" if sound_threshold is not None else "the learned threshold")
+    try:
+        near_a, near_b, near_d = annotated_pairs(grouped, table, config, executor, progress)
+    except ValueError as error:
+        raise InputError(grouped, str(error)) from None
     graph = CutGraph(np.asarray(table.ids), pair_a, pair_b, distances, fit.threshold, config.metric,
-                     pair_sound, config.sound_nearest, config.sound_reach, config.isolated_reach, sound_threshold)
+                     pair_sound, config.sound_nearest, config.sound_reach, config.isolated_reach, sound_threshold,
+                     near_a, near_b, near_d)
     adjacency = graph.adjacency()
     degree = np.diff(adjacency.indptr)
     graph.save(output)

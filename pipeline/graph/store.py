@@ -46,6 +46,9 @@ class CutGraph:
     sound_reach: float = 0.0               # ... when within this multiple of the threshold (0: any distance)
     isolated_reach: float = 0.0            # word groups: a cut with no edge links to its nearest within this x (0: off)
     sound_threshold: float | None = None   # the scale of pairs formed by sound (None: the learned threshold)
+    annotated_a: np.ndarray | None = None  # cross-group pairs (cut, one of its nearest annotated cuts) ...
+    annotated_b: np.ndarray | None = None  # ... (:mod:`.annotated`; None: not measured) ...
+    annotated_distances: np.ndarray | None = None  # ... and their distances, for propagate's retrieval
 
     @property
     def sound_scale(self) -> float:
@@ -164,6 +167,9 @@ class CutGraph:
                     sound_reach=np.float64(self.sound_reach),
                     isolated_reach=np.float64(self.isolated_reach),
                     sound_threshold=np.float64(np.nan if self.sound_threshold is None else self.sound_threshold),
+                    annotated_a=_or_empty(self.annotated_a, np.int64),
+                    annotated_b=_or_empty(self.annotated_b, np.int64),
+                    annotated_distances=_or_empty(self.annotated_distances, np.float64),
                 )
 
     @classmethod
@@ -187,6 +193,11 @@ class CutGraph:
                     sound_reach=float(data["sound_reach"]) if "sound_reach" in data.files else 0.0,
                     isolated_reach=float(data["isolated_reach"]) if "isolated_reach" in data.files else 0.0,
                     sound_threshold=_optional(data, "sound_threshold"),
+                    # graphs written before the retrieval have no annotated pairs
+                    annotated_a=data["annotated_a"] if "annotated_a" in data.files else None,
+                    annotated_b=data["annotated_b"] if "annotated_b" in data.files else None,
+                    annotated_distances=(data["annotated_distances"] if "annotated_distances" in data.files
+                                         else None),
                 )
         except (OSError, KeyError, ValueError) as error:
             raise InputError(path, f"not a choral graph file ({error})") from None
@@ -200,6 +211,11 @@ def _ranked_by_cut(a: np.ndarray, b: np.ndarray, d: np.ndarray) -> tuple[np.ndar
     sorted_ends = ends[order]
     rank = np.arange(len(order)) - np.searchsorted(sorted_ends, sorted_ends, side="left")
     return np.concatenate([np.arange(len(d)), np.arange(len(d))])[order], sorted_ends, rank
+
+
+def _or_empty(values: np.ndarray | None, dtype: type) -> np.ndarray:
+    """``values``, or an empty array of ``dtype`` (what :meth:`CutGraph.save` writes for arrays not measured)."""
+    return np.zeros(0, dtype=dtype) if values is None else values
 
 
 def _optional(data: np.lib.npyio.NpzFile, name: str) -> float | None:

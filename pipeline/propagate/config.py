@@ -13,6 +13,7 @@ from typing import Literal
 from ..config import check_finite, from_mapping, read_yaml_mapping
 from ..errors import ConfigError, InputError
 from .calibrate import ERROR_FEATURES, ERROR_PRIOR, FEATURES, PRIOR
+from .retrieve import RETRIEVE_PRIOR
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class PropagateConfig:
     unheard_fluency: float = 0.8        # ... or a teacher 1-best below -this nats per word (0: reach alone)
     replace_floor: float = 0.1          # never replace the 1-best with a winner whose calibrated p is below this
     correction_edits: int = 1           # word group: no teacher veto on a winner this many word edits away (0: off)
+    retrieve_reach: float = 1.5         # a struggling 1-best takes its nearest annotated reading within this x (0: off)
+    retrieve_ratio: float = 0.8         # ... when that reading is nearer than this x any reading of another text ...
+    retrieve_fluency: float = 0.3       # ... and the teacher scores its 1-best below -this nats per word
+    retrieve_calibration: tuple[float, ...] = RETRIEVE_PRIOR  # (c0, c1): p = sigma(c0 + c1 d / threshold)
     # issue 12 part 4 (options, measured in benchmarks/generalisation/RESULTS.md's Ablations)
     nearest_only: bool = False          # with nearest > 0: the k nearest edges alone, no threshold edges
     consensus: int = 0                  # word-level combinations of the neighbourhood per cut (0: off)
@@ -85,6 +90,15 @@ class PropagateConfig:
             raise ConfigError("unheard_reach", f"must be 0 (no limit) or positive, not {self.unheard_reach}")
         if self.unheard_fluency < 0:
             raise ConfigError("unheard_fluency", f"must be 0 (off) or positive (nats/word), not {self.unheard_fluency}")
+        if self.retrieve_reach < 0:
+            raise ConfigError("retrieve_reach", f"must be 0 (off) or positive, not {self.retrieve_reach}")
+        if not 0.0 < self.retrieve_ratio <= 1.0:
+            raise ConfigError("retrieve_ratio", f"must be in (0, 1], not {self.retrieve_ratio}")
+        if self.retrieve_fluency < 0:
+            raise ConfigError("retrieve_fluency", f"must be >= 0 (nats per word), not {self.retrieve_fluency}")
+        if len(self.retrieve_calibration) != 2:
+            raise ConfigError("retrieve_calibration", f"needs 2 coefficients (c0, c1), "
+                                                      f"not {len(self.retrieve_calibration)}")
         if self.correction_edits < 0:
             raise ConfigError("correction_edits", f"must be 0 (off) or a word count, not {self.correction_edits}")
         if not 0.0 <= self.replace_floor < 1.0:

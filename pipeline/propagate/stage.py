@@ -29,6 +29,7 @@ from .calibrate import Rule, finisher, relative_distances
 from .config import PropagateConfig
 from .engine import rescore
 from .labels import CutEntry
+from .retrieve import retrieve
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class PropagateSummary:
     sources: dict[str, int] | None = None
     changed: int = 0
     shared: int = 0
+    retrieved: int = 0      # labels taken from the nearest annotated reading in another group (:mod:`.retrieve`)
     n_edges: int = 0
     seconds: float = 0.0
 
@@ -78,9 +80,14 @@ def subgraph(graph: CutGraph, rows: np.ndarray) -> CutGraph:
     position = np.full(graph.n_cuts, -1, dtype=np.int64)
     position[rows] = np.arange(len(rows))
     inside = position[graph.pair_a] >= 0
+    annotated = {}
+    if graph.annotated_a is not None and graph.annotated_b is not None and graph.annotated_distances is not None:
+        both = (position[graph.annotated_a] >= 0) & (position[graph.annotated_b] >= 0)  # these pairs cross groups
+        annotated = dict(annotated_a=position[graph.annotated_a[both]], annotated_b=position[graph.annotated_b[both]],
+                         annotated_distances=graph.annotated_distances[both])
     return replace(graph, cut_ids=graph.cut_ids[rows], pair_a=position[graph.pair_a[inside]],
                    pair_b=position[graph.pair_b[inside]], distances=graph.distances[inside],
-                   pair_sound=graph.pair_sound[inside] if graph.pair_sound is not None else None)
+                   pair_sound=graph.pair_sound[inside] if graph.pair_sound is not None else None, **annotated)
 
 
 def read_grouped_and_graph(grouped: Path, graph_file: Path, normalizer: TextNormalizer,
@@ -133,7 +140,8 @@ def propagate_manifest(
 ) -> PropagateSummary:
     """Read the grouped manifest and graph, rescore every cut, write ``rescored.jsonl.gz``.
 
-    ``rescorer`` (:func:`.engine.rescore`'s signature) lets an executor run the batches elsewhere."""
+    ``rescorer`` (:func:`.engine.rescore`'s signature) lets an executor run the batches elsewhere. With the
+    calibrated decision, :func:`.retrieve.retrieve` then runs over the whole manifest (its pairs cross groups)."""
     grouped, graph_file, output = check_readable(grouped), check_readable(graph_file), Path(output)
     record = StageRecord.create("propagate", inputs=[grouped, graph_file, *getattr(scorer, "inputs", [])],
                                 params={"propagate": asdict(config), "normalizer": asdict(normalizer),
@@ -153,6 +161,11 @@ def propagate_manifest(
         finish = finisher(adjacency, distances, Rule.of(config), config.fusion_weight, graph.sound_distances())
     progress.task("propagating", len(entries))
     results = rescorer(entries, adjacency, config, scorer, progress, finish=finish)
+    retrieved = 0
+    if config.calibrate:  # a struggling 1-best may take its nearest annotated reading from another group
+        kept = results
+        results = retrieve(entries, results, graph, config)
+        retrieved = sum(a is not b for a, b in zip(kept, results))
 
     progress.task("writing rescored manifest", len(entries))
     with CutWriter(output) as writer:  # each line passed through as JSON, with custom.choral added
@@ -169,5 +182,5 @@ def propagate_manifest(
         r.source == "propagated" and normalizer(r.text) not in set(e.hypotheses) for r, e in zip(results, entries)
     )
     return PropagateSummary(output=output, skipped=False, n_cuts=len(results), sources=dict(sources),
-                            changed=changed, shared=shared, n_edges=int(adjacency.nnz // 2),
+                            changed=changed, shared=shared, retrieved=retrieved, n_edges=int(adjacency.nnz // 2),
                             seconds=time.perf_counter() - started)

@@ -131,3 +131,20 @@ def test_nearest_neighbours_join_the_threshold_edges() -> None:
     assert (one == one.T).all() and one[3, 0] == 0 and one[3, 1] == 0
     two = graph.adjacency(nearest=2).toarray()
     assert two[3, 1] == 1 and two[3, 0] == 0 and (two >= one).all()
+
+
+def test_graph_measures_each_cut_against_its_nearest_annotated_cuts(grouped: Path, tmp_path: Path) -> None:
+    build_graph(grouped, tmp_path / "graph.npz", config=GraphConfig(annotated_nearest=2))
+    graph = CutGraph.load(tmp_path / "graph.npz")
+    cuts = read_cuts(grouped)
+    annotated = np.array([any(s.text for s in c.supervisions) for c in cuts])
+    assert graph.annotated_a is not None and graph.annotated_b is not None and graph.annotated_distances is not None
+    assert np.all(annotated[graph.annotated_b]) and not np.any(graph.annotated_a == graph.annotated_b)
+    assert np.all(np.bincount(graph.annotated_a, minlength=len(cuts)) == 2)    # k = 2 partners for every cut
+    from choral.kernels import dtw
+    series = [np.asarray(c.load_custom("embedding"), dtype=np.float64) for c in cuts]
+    direct = dtw.paired(series, graph.annotated_a, graph.annotated_b)
+    assert np.allclose(graph.annotated_distances, direct)                      # the graph's own metric
+    build_graph(grouped, tmp_path / "off.npz", config=GraphConfig(annotated_nearest=0))
+    off = CutGraph.load(tmp_path / "off.npz").annotated_a
+    assert off is not None and len(off) == 0

@@ -1,0 +1,95 @@
+"""Retrieval of the nearest annotated reading across groups (graph.annotated + propagate.retrieve)."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from choral.pipeline.errors import ConfigError
+from choral.pipeline.fields import CutResult
+from choral.pipeline.graph import CutGraph
+from choral.pipeline.graph.annotated import nearest_annotated
+from choral.pipeline.propagate import PropagateConfig
+from choral.pipeline.propagate.retrieve import nearest_readings, retrieve
+from choral.pipeline.propagate.stage import subgraph
+
+
+def test_nearest_annotated_ranks_by_centred_cosine_and_skips_itself() -> None:
+    vectors = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0], [0.1, 0.9]])
+    annotated = np.array([True, False, True, True, False])
+    a, b = nearest_annotated(vectors, annotated, 1)
+    nearest = dict(zip(a.tolist(), b.tolist()))
+    assert nearest[1] == 0 and nearest[4] == 2        # unannotated cuts: their most similar annotated cut
+    assert nearest[0] != 0 and nearest[2] != 2        # annotated cuts are never their own partner
+    a, b = nearest_annotated(vectors, annotated, 5)   # k above the annotated count: all but oneself
+    assert len(a) == 2 * 3 + 3 * 2 and not np.any(a == b)  # 2 unannotated x 3, 3 annotated x 2
+    empty = nearest_annotated(vectors, np.zeros(5, dtype=bool), 3)
+    assert len(empty[0]) == len(empty[1]) == 0
+
+
+def _graph(pairs: list[tuple[int, int, float]], n: int) -> CutGraph:
+    a, b, d = (np.array(column) for column in zip(*pairs))
+    empty = np.zeros(0, dtype=np.int64)
+    return CutGraph(np.array([f"c{i}" for i in range(n)]), empty, empty, np.zeros(0), 10.0, "dtw-vector",
+                    annotated_a=a.astype(np.int64), annotated_b=b.astype(np.int64),
+                    annotated_distances=d.astype(np.float64))
+
+
+def _entries(fluency: float = -1.0) -> list:
+    from choral.pipeline.propagate.labels import CutEntry
+    return [
+        CutEntry("c0", "g0", ["x y z", "x y w"], ["X y z", "X y w"], np.array([3 * fluency, 3 * fluency - 2])),
+        CutEntry("c1", "g1", ["a b c"], ["a b c"], np.array([-9.0]), reference="a b c", reference_original="A b c"),
+        CutEntry("c2", "g2", ["d e f"], ["d e f"], np.array([-9.0]), reference="d e f", reference_original="D e f"),
+    ]
+
+
+def _results(entries: list) -> list[CutResult]:
+    return [CutResult(e.reference_original or e.originals[0], 1.0 if e.reference else 0.4, e.originals[0],
+                      "reference" if e.reference else "teacher") for e in entries]
+
+
+def test_struggling_one_best_takes_its_clearly_nearest_annotated_reading() -> None:
+    entries, config = _entries(), PropagateConfig()
+    graph = _graph([(0, 1, 5.0), (0, 2, 20.0), (1, 2, 30.0), (2, 1, 30.0)], 3)   # d1 0.5, d2 2.0 thresholds
+    nearest, first, second = nearest_readings(graph, [e.reference for e in entries])
+    assert nearest[0] == 1 and first[0] == pytest.approx(0.5) and second[0] == pytest.approx(2.0)
+    out = retrieve(entries, _results(entries), graph, config)
+    c0, c1 = config.retrieve_calibration
+    assert out[0].text == "A b c" and out[0].source == "propagated" and out[0].teacher_text == "X y z"
+    assert out[0].confidence == pytest.approx(1 / (1 + np.exp(-(c0 + c1 * 0.5))), abs=1e-6)
+    assert out[1:] == _results(entries)[1:]           # annotated cuts keep their reference
+
+
+@pytest.mark.parametrize("case", ["fluent", "far", "ambiguous", "off", "replaced", "same text"])
+def test_retrieval_leaves_the_label_alone(case: str) -> None:
+    entries, config = _entries(-0.1 if case == "fluent" else -1.0), PropagateConfig()
+    near, other = {"far": 16.0}.get(case, 5.0), {"ambiguous": 6.0}.get(case, 20.0)
+    graph = _graph([(0, 1, near), (0, 2, other)], 3)
+    results = _results(entries)
+    if case == "off":
+        config = PropagateConfig(retrieve_reach=0.0)
+    if case == "replaced":
+        results[0] = replace(results[0], text="X y w", source="propagated")
+    if case == "same text":
+        entries[1] = replace(entries[1], reference="x y z", reference_original="X y z")
+    assert retrieve(entries, results, graph, config)[0] == results[0]
+
+
+def test_graph_keeps_annotated_pairs_and_subgraph_keeps_those_inside(tmp_path: Path) -> None:
+    graph = _graph([(0, 1, 5.0), (0, 2, 20.0), (2, 1, 7.0)], 3)
+    graph.save(tmp_path / "graph.npz")
+    loaded = CutGraph.load(tmp_path / "graph.npz")
+    assert loaded.annotated_a is not None and loaded.annotated_distances is not None
+    assert loaded.annotated_a.tolist() == [0, 0, 2] and loaded.annotated_distances.tolist() == [5.0, 20.0, 7.0]
+    inside = subgraph(loaded, np.array([0, 2]))
+    assert inside.annotated_a.tolist() == [0] and inside.annotated_b.tolist() == [1]   # (0, 2) renumbered
+    assert inside.annotated_distances.tolist() == [20.0]
+
+
+@pytest.mark.parametrize("key, value", [("retrieve_reach", -1.0), ("retrieve_ratio", 0.0), ("retrieve_ratio", 1.5),
+                                        ("retrieve_fluency", -0.1), ("retrieve_calibration", (1.0,))])
+def test_bad_retrieval_settings_name_the_key(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=key):
+        PropagateConfig(**{key: value})
