@@ -67,6 +67,9 @@ def graph(
     isolated_reach: float = typer.Option(GraphConfig.isolated_reach, min=0.0,
                                          help="In groups formed by words: link a cut that has no edge to its nearest "
                                               "cut when within this multiple of the threshold (0: off)."),
+    annotated_nearest: int = typer.Option(GraphConfig.annotated_nearest, min=0,
+                                          help="Also measure every cut against its k annotated cuts most similar "
+                                               "by pooled embedding, in any group (propagate's retrieval; 0: off)."),
     digits: Digits = typer.Option(DEFAULT_DIGITS, help=DIGITS_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the outputs are up to date."),
 ) -> None:
@@ -79,7 +82,7 @@ def graph(
         config = GraphConfig(metric=metric, window=window, threshold=threshold,
                              confidence=confidence, quantile=quantile, sound_nearest=sound_nearest,
                              sound_reach=sound_reach, sound_scale=sound_scale,  # type: ignore[arg-type]
-                             isolated_reach=isolated_reach)
+                             isolated_reach=isolated_reach, annotated_nearest=annotated_nearest)
         normalizer = TextNormalizer(digits=digits.value)
         with progress_bar() as progress:
             summary = build_graph(grouped, output, threshold_file, config, normalizer, force=force, progress=progress)

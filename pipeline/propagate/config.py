@@ -49,8 +49,8 @@ class PropagateConfig:
     replace_floor: float = 0.1          # never replace the 1-best with a winner whose calibrated p is below this
     correction_edits: int = 1           # word group: no teacher veto on a winner this many word edits away (0: off)
     retrieve_reach: float = 1.5         # a struggling 1-best takes its nearest annotated reading within this x (0: off)
-    retrieve_ratio: float = 0.8         # ... when that reading is nearer than this x any reading of another text ...
-    retrieve_fluency: float = 0.3       # ... and the teacher scores its 1-best below -this nats per word
+    retrieve_ratio: float = 0.75        # ... when that reading is nearer than this x any reading of another text ...
+    retrieve_fluency: float = 0.35      # ... and the teacher scores its 1-best below -this nats per word
     retrieve_calibration: tuple[float, ...] = RETRIEVE_PRIOR  # (c0, c1): p = sigma(c0 + c1 d / threshold)
     # issue 12 part 4 (options, measured in benchmarks/generalisation/RESULTS.md's Ablations)
     nearest_only: bool = False          # with nearest > 0: the k nearest edges alone, no threshold edges
