@@ -199,18 +199,22 @@ class Candidates:
     fluency: float = 0.0        # the teacher's log-probability of its 1-best per word (nats; near 0: a fluent reading)
     edits: int = 0              # word edits (substitutions, insertions, deletions) from the 1-best to the winner
     echoes: int = 0             # other cuts of the group whose own answer (reference, else 1-best) is this 1-best
+    rival_distance: float = np.inf    # d / threshold to the nearest measured annotated reading of another text
 
     def exempt(self, rule: "Rule") -> bool:
         """Whether the teacher has no veto on the winner: unheard words, in a word group (``unheard_anywhere``) or
         in a group formed by sound with an annotated reading of the winner within ``unheard_reach`` or a teacher
-        unsure of its own reading (``fluency < -unheard_fluency``)."""
+        unsure of its own reading (``fluency < -unheard_fluency``) whose winner's annotated reading is nearer than
+        ``unheard_rival`` times any annotated reading of another text."""
         if not self.unheard:
             return False
         if not self.by_sound:
             return rule.unheard_anywhere
         if rule.unheard_reach <= 0 or self.source_distance <= rule.unheard_reach:
             return True
-        return rule.unheard_fluency > 0 and self.fluency < -rule.unheard_fluency
+        if rule.unheard_fluency <= 0 or self.fluency >= -rule.unheard_fluency:
+            return False
+        return rule.unheard_rival <= 0 or self.source_distance <= rule.unheard_rival * self.rival_distance
 
     def corrects(self, rule: "Rule") -> bool:
         """Whether the winner, in a word group, changes at most ``correction_edits`` words of a 1-best that no
@@ -241,14 +245,17 @@ def answer_counts(batch: SupportBatch, answers: Sequence[str] | None = None) -> 
 def candidates(batch: SupportBatch, adjacency: sp.csr_matrix, row: int, fusion_weight: float,
                distances: sp.csr_matrix | None = None, answers: Sequence[str] | None = None,
                sound: sp.csr_matrix | None = None,
-               answered: Mapping[tuple[str, str], int] | None = None) -> Candidates | None:
+               answered: Mapping[tuple[str, str], int] | None = None,
+               readings: Sequence[Sequence[tuple[float, str]]] | None = None) -> Candidates | None:
     """The winner and 1-best of ``row`` with their features; None when the cut has no 1-best or no candidate.
 
     ``adjacency`` is in the batch's row order; ``distances`` (same sparsity, DTW distance over the graph
     threshold) is optional: without it the ``distance`` feature is 0. ``sound`` (same order,
     :meth:`~choral.pipeline.graph.store.CutGraph.sound_distances`) gives ``source_distance``; without it a winner in a
     group formed by sound is never exempt from the veto when ``unheard_reach`` > 0. ``answered`` counts the batch's
-    (group, answer) pairs (:func:`answer_counts`) for ``echoes``; without it ``echoes`` is 0.
+    (group, answer) pairs (:func:`answer_counts`) for ``echoes``; without it ``echoes`` is 0. ``readings`` (batch order)
+    lists each cut's measured annotated readings in any group, ``(d / threshold, reference)``
+    (:func:`.retrieve.annotated_readings`), for ``rival_distance``; without it that is ``inf``.
     """
     entry = batch.entries[row]
     if not entry.hypotheses:
@@ -291,18 +298,20 @@ def candidates(batch: SupportBatch, adjacency: sp.csr_matrix, row: int, fusion_w
     source = np.inf
     if by_sound and sound is not None:  # the nearest annotated reading of the winner in the group, edge or not
         pairs = range(sound.indptr[row], sound.indptr[row + 1])
-        readings = [float(sound.data[k]) for k in pairs
-                    if batch.entries[int(sound.indices[k])].reference == texts[winner]]
-        source = min(readings, default=np.inf)
+        own = [float(sound.data[k]) for k in pairs if batch.entries[int(sound.indices[k])].reference == texts[winner]]
+        source = min(own, default=np.inf)
     fluency = float(entry.scores[0]) / max(len(entry.hypotheses[0].split()), 1) if len(entry.scores) else 0.0
     edits = word_errors(texts[one_best], texts[winner]) if winner != one_best else 0
     echoes = 0
     if answered is not None:
         echoes = answered.get((entry.group, texts[one_best]), 0) - int(answers[row] == texts[one_best])
+    rival = np.inf
+    if by_sound and readings is not None:
+        rival = min((d for d, text in readings[row] if text != texts[winner]), default=np.inf)
     return Candidates(winner, one_best, features(winner), features(one_best),
                       len(texts[winner].split()), len(texts[one_best].split()),
                       any(w not in batch.heard for w in texts[winner].split()), by_sound, source, fluency, edits,
-                      echoes)
+                      echoes, rival)
 
 
 def probability(beta: Sequence[float] | np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -435,6 +444,9 @@ class RuleSettings(Protocol):
     def unheard_reach(self) -> float: ...
     @property
     def unheard_fluency(self) -> float: ...
+
+    @property
+    def unheard_rival(self) -> float: ...
     @property
     def replace_floor(self) -> float: ...
     @property
@@ -458,6 +470,7 @@ class Rule:
     replace_floor: float = 0.1            # never replace with a winner whose calibrated p is below this
     correction_edits: int = 1             # word group: no veto on a winner this many word edits from the 1-best
     floor_beta: tuple[float, ...] = PRIOR  # the floor reads the larger p of beta and this (the prior tune adapted)
+    unheard_rival: float = 1.0            # fluency beyond the reach: w's reading within this x another text's (0: off)
 
     @classmethod
     def of(cls, config: RuleSettings) -> "Rule":
@@ -466,7 +479,7 @@ class Rule:
                    tuple(config.error_model), float(config.error_margin), float(config.teacher_veto),
                    float(config.unheard_confidence), bool(config.unheard_anywhere), float(config.unheard_reach),
                    float(config.unheard_fluency), float(config.replace_floor), int(config.correction_edits),
-                   tuple(config.prior_calibration))
+                   tuple(config.prior_calibration), unheard_rival=float(config.unheard_rival))
 
 
 @dataclass(frozen=True)
@@ -519,7 +532,8 @@ def training_rows(found: Candidates, texts: Sequence[str], reference: str) -> tu
 
 def calibrated_results(batch: SupportBatch, adjacency: sp.csr_matrix, rows: Sequence[int],
                        results: Sequence[CutResult], rule: Rule, fusion_weight: float,
-                       distances: sp.csr_matrix | None = None, sound: sp.csr_matrix | None = None) -> list[CutResult]:
+                       distances: sp.csr_matrix | None = None, sound: sp.csr_matrix | None = None,
+                       readings: Sequence[Sequence[tuple[float, str]]] | None = None) -> list[CutResult]:
     """The engine's ``results`` for ``rows`` with the calibrated decision and confidence applied.
 
     References stay (confidence 1). A cut without candidates keeps the engine's answer.
@@ -532,7 +546,7 @@ def calibrated_results(batch: SupportBatch, adjacency: sp.csr_matrix, rows: Sequ
         if entry.reference is not None:
             out.append(result)
             continue
-        found = candidates(batch, adjacency, row, fusion_weight, distances, answers, sound, answered)
+        found = candidates(batch, adjacency, row, fusion_weight, distances, answers, sound, answered, readings)
         if found is None:
             out.append(result)
             continue
@@ -564,12 +578,14 @@ Finish = Callable[[SupportBatch, list[int], list[CutResult]], list[CutResult]]
 
 
 def finisher(adjacency: sp.csr_matrix, distances: sp.csr_matrix | None, rule: Rule, fusion_weight: float,
-             sound: sp.csr_matrix | None = None) -> Finish:
-    """The engine's ``finish`` hook: the calibrated decision on each batch (whole-manifest matrices)."""
+             sound: sp.csr_matrix | None = None,
+             readings: Sequence[Sequence[tuple[float, str]]] | None = None) -> Finish:
+    """The engine's ``finish`` hook: the calibrated decision on each batch (whole-manifest matrices and readings)."""
     def finish(batch: SupportBatch, indices: list[int], results: list[CutResult]) -> list[CutResult]:
         index = np.asarray(indices, dtype=np.int64)
         sub_distances = distances[index][:, index] if distances is not None else None
         sub_sound = sound[index][:, index] if sound is not None else None
+        sub_readings = [readings[i] for i in index] if readings is not None else None
         return calibrated_results(batch, adjacency[index][:, index], range(len(index)), results, rule,
-                                  fusion_weight, sub_distances, sub_sound)
+                                  fusion_weight, sub_distances, sub_sound, sub_readings)
     return finish

@@ -45,7 +45,8 @@ class PropagateConfig:
     unheard_confidence: float = 0.5     # a winner the teacher has no veto on (unheard words) needs calibrated p > this
     unheard_anywhere: bool = True       # no veto on unheard words in word groups too (not only groups formed by sound)
     unheard_reach: float = 1.3          # by sound: only with an annotated reading within this x the threshold ...
-    unheard_fluency: float = 0.8        # ... or a teacher 1-best below -this nats per word (0: reach alone)
+    unheard_fluency: float = 0.8        # ... or a teacher 1-best below -this nats per word (0: reach alone) ...
+    unheard_rival: float = 1.0          # ... with w's annotated reading within this x any other text's (0: off)
     replace_floor: float = 0.1          # never replace the 1-best with a winner whose calibrated p is below this
     correction_edits: int = 1           # word group: no teacher veto on a winner this many word edits away (0: off)
     retrieve_reach: float = 1.5         # a struggling 1-best takes its nearest annotated reading within this x (0: off)
@@ -99,6 +100,8 @@ class PropagateConfig:
         if len(self.retrieve_calibration) != 2:
             raise ConfigError("retrieve_calibration", f"needs 2 coefficients (c0, c1), "
                                                       f"not {len(self.retrieve_calibration)}")
+        if self.unheard_rival < 0:
+            raise ConfigError("unheard_rival", f"must be 0 (off) or positive, not {self.unheard_rival}")
         if self.correction_edits < 0:
             raise ConfigError("correction_edits", f"must be 0 (off) or a word count, not {self.correction_edits}")
         if not 0.0 <= self.replace_floor < 1.0:

@@ -47,7 +47,7 @@ from ..fields import CutResult
 from ..graph import CutGraph
 from .labels import CutEntry
 
-__all__ = ["RETRIEVE_PRIOR", "RetrieveSettings", "nearest_readings", "retrieve"]
+__all__ = ["RETRIEVE_PRIOR", "RetrieveSettings", "annotated_readings", "nearest_readings", "retrieve"]
 
 # (c_0, c_1): a logistic fit (intercept only, pull 1 toward 0) of exact correctness over the labels the default rule
 # takes on the dev draw (10% and 30%) and fresh draws 14-19: 114 labels, 92% exactly right (p 0.90); on fresh draws
@@ -69,6 +69,23 @@ class RetrieveSettings(Protocol):
 
     @property
     def retrieve_calibration(self) -> tuple[float, ...]: ...
+
+
+def annotated_readings(graph: CutGraph, references: Sequence[str | None],
+                       scale: float | None = None) -> list[list[tuple[float, str]]]:
+    """Per cut: its measured annotated readings in any group, ``(distance / scale, reference)``, nearest first
+    (``scale``: the learned threshold unless given). ``references`` are the normalised references, in graph order."""
+    out: list[list[tuple[float, str]]] = [[] for _ in range(graph.n_cuts)]
+    if graph.annotated_a is None or graph.annotated_b is None or graph.annotated_distances is None:
+        return out
+    unit = max(graph.threshold if scale is None else scale, 1e-30)
+    order = np.lexsort((graph.annotated_distances, graph.annotated_a))   # by cut, then distance
+    for cut, partner, distance in zip(graph.annotated_a[order], graph.annotated_b[order],
+                                      graph.annotated_distances[order]):
+        reference = references[partner]
+        if reference is not None:
+            out[cut].append((float(distance) / unit, reference))
+    return out
 
 
 def nearest_readings(graph: CutGraph, references: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ from .calibrate import Rule, finisher, relative_distances
 from .config import PropagateConfig
 from .engine import rescore
 from .labels import CutEntry
-from .retrieve import retrieve
+from .retrieve import annotated_readings, retrieve
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,9 @@ def propagate_manifest(
         distances = relative_distances(graph.adjacency(graph.threshold * config.threshold_scale, weighted=True,
                                                        nearest=config.nearest,
                                                        threshold_edges=not config.nearest_only))
-        finish = finisher(adjacency, distances, Rule.of(config), config.fusion_weight, graph.sound_distances())
+        readings = annotated_readings(graph, [e.reference for e in entries], graph.sound_scale)
+        finish = finisher(adjacency, distances, Rule.of(config), config.fusion_weight, graph.sound_distances(),
+                          readings)
     progress.task("propagating", len(entries))
     results = rescorer(entries, adjacency, config, scorer, progress, finish=finish)
     retrieved = 0

@@ -11,7 +11,7 @@ from choral.pipeline.fields import CutResult
 from choral.pipeline.graph import CutGraph
 from choral.pipeline.graph.annotated import nearest_annotated
 from choral.pipeline.propagate import PropagateConfig
-from choral.pipeline.propagate.retrieve import nearest_readings, retrieve
+from choral.pipeline.propagate.retrieve import annotated_readings, nearest_readings, retrieve
 from choral.pipeline.propagate.stage import subgraph
 
 
@@ -93,3 +93,11 @@ def test_graph_keeps_annotated_pairs_and_subgraph_keeps_those_inside(tmp_path: P
 def test_bad_retrieval_settings_name_the_key(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=key):
         PropagateConfig(**{key: value})
+
+
+def test_annotated_readings_list_each_cuts_measured_references_nearest_first() -> None:
+    graph = _graph([(0, 2, 20.0), (0, 1, 5.0), (2, 1, 7.0)], 3)
+    references = [None, "a b c", "d e f"]
+    readings = annotated_readings(graph, references)
+    assert readings[0] == [(0.5, "a b c"), (2.0, "d e f")] and readings[1] == [] and readings[2] == [(0.7, "a b c")]
+    assert annotated_readings(graph, references, scale=5.0)[0][0] == (1.0, "a b c")   # the sound scale's unit

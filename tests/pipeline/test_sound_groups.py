@@ -307,3 +307,30 @@ def test_heard_words_are_the_batch_hypotheses_words_unless_given() -> None:
     given = frozenset({"play", "potter"})   # tune: the words of every searched cut, not just the fold's groups
     batch = propagate_batch(entries, adjacency, np.zeros(2, dtype=np.int64), PropagateConfig(), heard=given)
     assert batch.heard == given
+
+
+def test_beyond_the_reach_the_winners_reading_must_be_nearer_than_any_other_texts() -> None:
+    x_winner = np.array([1.0, -0.1, -12.0, -0.2, 0.7, 0.7, 1.2, 0.0, 0.7])
+    x_best = np.array([1.0, -3.0, -0.1, -3.0, 0.0, 0.0, 0.0, 1.0, 0.7])
+
+    def far(rival: float) -> Candidates:
+        return Candidates(0, 1, x_winner, x_best, 8, 3, unheard=True, by_sound=True, source_distance=1.8,
+                          fluency=-1.5, rival_distance=rival)
+
+    assert decide(far(2.0), Rule(veto=8.0)).replaced                    # the winner's reading is the nearest
+    assert not decide(far(1.5), Rule(veto=8.0)).replaced                # another text's reading is nearer
+    assert decide(far(1.5), Rule(veto=8.0, unheard_rival=0.0)).replaced  # 0: off
+    assert decide(far(1.5), Rule(veto=8.0, unheard_rival=1.25)).replaced
+    within = Candidates(0, 1, x_winner, x_best, 8, 3, unheard=True, by_sound=True, source_distance=1.2,
+                        fluency=-0.1, rival_distance=0.5)
+    assert decide(within, Rule(veto=8.0)).replaced                      # within the reach: no rival test
+    with pytest.raises(ConfigError, match="unheard_rival"):
+        PropagateConfig(unheard_rival=-1.0)
+    # candidates() reads the rival from the cut's measured annotated readings of other texts
+    entries = [_entry("r", "a0000001", ["the potter shaped a vase"], "the potter shaped a vase"),
+               CutEntry("c", "a0000001", ["sun set in", "sun sat"], ["sun set in", "sun sat"], np.array([-4.5, -6.0]))]
+    adjacency = sp.csr_matrix(np.array([[0.0, 1.0], [1.0, 0.0]]))
+    batch = propagate_batch(entries, adjacency, np.zeros(2, dtype=np.int64), PropagateConfig())
+    readings = [[], [(1.1, "the potter shaped a vase"), (1.4, "a kettle boiled over"), (2.0, "sun set in")]]
+    found = candidates(batch, adjacency, 1, 0.0, readings=readings)
+    assert found is not None and found.rival_distance == pytest.approx(1.4)   # not the winner's own text
