@@ -86,10 +86,12 @@ CANDIDATES.update({c.name: c for c in (
               description="the teacher's veto also on one-word corrections in word groups"),
     Candidate("no-retrieve", propagate=(("retrieve_reach", 0.0),),
               description="no retrieval of a struggling cut's nearest annotated reading from another group"),
+    Candidate("no-rival", propagate=(("unheard_rival", 0.0),),
+              description="beyond the reach, an unsure teacher loses its veto whoever's reading is nearer"),
 )})
 ABLATIONS: tuple[str, ...] = ("consensus", "knn", "knn-only", "rounds", "length-norm", "no-sound", "no-isolated",
                               "sound-split", "no-fluency", "no-floor", "no-correction",
-                              "no-retrieve")
+                              "no-retrieve", "no-rival")
 
 
 def select_candidates(names: Sequence[str]) -> tuple[Candidate, ...]:
