@@ -222,16 +222,21 @@ def annotated_pairs(grouped: Path, table: _CutTable, config: GraphConfig, execut
         return empty, empty, np.zeros(0)
     a, b = nearest_annotated(pooled_vectors(grouped, table, metric), annotated, config.annotated_nearest)
     progress.task(f"{config.metric} distances to annotated cuts (pairs)", len(a))
-    if executor is None or len(a) == 0:
-        return a, b, pair_distances(table, a, b, config, progress)
-    bounds = np.linspace(0, len(a), 4 * executor.workers + 1).astype(np.int64)
-    items = []
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        if stop > start:
-            members = np.unique(np.concatenate([a[start:stop], b[start:stop]]))
-            items.append(([table.series[i] for i in members], np.searchsorted(members, a[start:stop]),
-                          np.searchsorted(members, b[start:stop])))
-    distances = np.concatenate(executor.map(_metric_distances, items, config))
+    # one star per annotated cut (it against every cut that chose it): the pairs of one call share an end, which the
+    # frame kernel tiles without waste; the pairs in cut order would cross the whole pool (9x slower on the
+    # accented pool: 66 s against 7 s for 95,040 pairs)
+    order = np.argsort(b, kind="stable")
+    starts = np.flatnonzero(np.r_[True, b[order][1:] != b[order][:-1]]) if len(order) else np.zeros(0, np.int64)
+    stars = np.split(order, starts[1:])
+    items = [([table.series[int(b[rows[0]])], *(table.series[i] for i in a[rows])],
+              np.zeros(len(rows), dtype=np.int64), np.arange(1, len(rows) + 1)) for rows in stars if len(rows)]
+    if executor is None:
+        parts = [_metric_distances(config, item) for item in items]
+    else:
+        parts = executor.map(_metric_distances, items, config)
+    distances = np.zeros(len(a))
+    for rows, part in zip((rows for rows in stars if len(rows)), parts):
+        distances[rows] = part
     progress.advance(len(a))
     return a, b, distances
 
