@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InputError
 from ..fields import CutResult
 from ..graph import CutGraph
-from ..grouped import GroupedFields, iter_grouped_fields
+from ..grouped import GroupedFields, formed_by_sound, iter_grouped_fields
 from ..manifest import CutWriter, check_readable, iter_cut_dicts
 from ..meta import StageRecord, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
@@ -158,7 +158,11 @@ def propagate_manifest(
         distances = relative_distances(graph.adjacency(graph.threshold * config.threshold_scale, weighted=True,
                                                        nearest=config.nearest,
                                                        threshold_edges=not config.nearest_only))
-        readings = annotated_readings(graph, [e.reference for e in entries], graph.sound_scale)
+        # the rival test reads them only for unannotated cuts of groups formed by sound: the rest stay empty, so the
+        # decision hook (shipped to every worker on an executor) carries no more than it needs
+        readings = [found if entry.reference is None and formed_by_sound(entry.group) else []
+                    for found, entry in zip(annotated_readings(graph, [e.reference for e in entries],
+                                                               graph.sound_scale), entries)]
         finish = finisher(adjacency, distances, Rule.of(config), config.fusion_weight, graph.sound_distances(),
                           readings)
     progress.task("propagating", len(entries))
