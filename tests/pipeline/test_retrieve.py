@@ -101,3 +101,15 @@ def test_annotated_readings_list_each_cuts_measured_references_nearest_first() -
     readings = annotated_readings(graph, references)
     assert readings[0] == [(0.5, "a b c"), (2.0, "d e f")] and readings[1] == [] and readings[2] == [(0.7, "a b c")]
     assert annotated_readings(graph, references, scale=5.0)[0][0] == (1.0, "a b c")   # the sound scale's unit
+
+
+def test_a_graph_written_before_the_retrieval_retrieves_nothing(tmp_path: Path) -> None:
+    _graph([(0, 1, 5.0)], 3).save(tmp_path / "new.npz")
+    with np.load(tmp_path / "new.npz") as data:
+        old = {k: data[k] for k in data.files if not k.startswith("annotated_")}
+    np.savez(tmp_path / "old.npz", **old)
+    graph = CutGraph.load(tmp_path / "old.npz")
+    assert graph.annotated_a is None
+    entries = _entries()
+    assert retrieve(entries, _results(entries), graph, PropagateConfig()) == _results(entries)
+    assert annotated_readings(graph, [e.reference for e in entries]) == [[], [], []]
