@@ -9,7 +9,7 @@ matrix per tile of consecutive sequences, so the order the pairs reach it decide
 
 Both run on the same pairs of an existing run directory's ``grouped.jsonl.gz`` with the graph's metric, one thread
 (``OMP_NUM_THREADS`` and the kernel's threads pinned to 1). Prints the median seconds of ``--repeats`` runs (in
-alternating order; the stars also pay for the nearest search and for reading the pooled embeddings), the speed
+alternating order; the stars also pay for the nearest search), the speed
 ratio, and the largest relative difference between the two sets of distances.
 
     .venv/bin/python benchmarks/annotated_pairs.py runs/accented --metric dtw-frames
@@ -48,9 +48,9 @@ def main() -> None:
     grouped = args.run_dir / "grouped.jsonl.gz"
     config = replace(GraphConfig(), metric=args.metric, annotated_nearest=args.k)
     metric = get_metric(config.metric)
-    table = _read_table(grouped, metric, TextNormalizer(), NullProgress())
+    table = _read_table(grouped, metric, TextNormalizer(), NullProgress(), pooled=True)
     annotated = np.asarray([r is not None for r in table.references])
-    a, b = nearest_annotated(pooled_vectors(grouped, table, metric), annotated, config.annotated_nearest)
+    a, b = nearest_annotated(pooled_vectors(table, metric), annotated, config.annotated_nearest)
     print(f"{len(table.ids):,} cuts, {int(annotated.sum()):,} annotated, {len(a):,} pairs "
           f"({config.metric}, k {args.k})")
     times: dict[str, list[float]] = {"stars": [], "cut order": []}
@@ -59,7 +59,7 @@ def main() -> None:
         for name in (("stars", "cut order") if repeat % 2 == 0 else ("cut order", "stars")):
             started = time.perf_counter()
             if name == "stars":
-                _, _, out[name] = annotated_pairs(grouped, table, config, None)
+                _, _, out[name] = annotated_pairs(table, config, None)
             else:
                 out[name] = pair_distances(table, a, b, config)
             times[name].append(time.perf_counter() - started)

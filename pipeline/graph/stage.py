@@ -99,6 +99,7 @@ class _CutTable:
     references: list[str | None]
     top_texts: list[str]
     top_posteriors: np.ndarray
+    pooled: list[np.ndarray] = field(default_factory=list)  # pooled embeddings, when the metric reads others
 
 
 def _top_posterior(scores: list[float]) -> float:
@@ -107,8 +108,10 @@ def _top_posterior(scores: list[float]) -> float:
     return float(1.0 / np.exp(values - values[0]).sum())
 
 
-def _read_table(grouped: Path, metric: Metric, normalizer: TextNormalizer, progress: Progress) -> _CutTable:
-    """Every cut's group, the array the metric reads (checked against what it declares) and text fields."""
+def _read_table(grouped: Path, metric: Metric, normalizer: TextNormalizer, progress: Progress,
+                pooled: bool = False) -> _CutTable:
+    """Every cut's group, the array the metric reads (checked against what it declares) and text fields; with
+    ``pooled``, also each cut's pooled ``custom.embedding`` when the metric reads another array (same pass)."""
     name = metric.field
     table = _CutTable([], [], [], [], [], np.zeros(0))
     posteriors: list[float] = []
@@ -116,6 +119,8 @@ def _read_table(grouped: Path, metric: Metric, normalizer: TextNormalizer, progr
     for record in iter_grouped(grouped):
         cut, hypotheses, reference = record.cut, record.hypotheses, record.reference
         series = reader.load(cut, name)
+        if pooled and name != "embedding":
+            table.pooled.append(reader.load(cut, "embedding").reshape(-1))
         if series.ndim != metric.ndim:
             raise InputError(grouped, f"custom.{name} must be {metric.ndim}-D, found shape {series.shape}",
                              cut_id=cut.id)
@@ -199,19 +204,13 @@ def distances_by_groups(table: _CutTable, pair_a: np.ndarray, pair_b: np.ndarray
     return np.concatenate(parts)
 
 
-def pooled_vectors(grouped: Path, table: _CutTable, metric: Metric) -> np.ndarray:
+def pooled_vectors(table: _CutTable, metric: Metric) -> np.ndarray:
     """``(n, d)`` pooled embeddings of the cuts, in table order: the metric's own series when it reads them, else
-    each cut's ``custom.embedding``."""
-    if metric.field == "embedding":
-        return np.stack(table.series).astype(np.float64)
-    reader = ArrayReader(grouped)
-    try:
-        return np.stack([reader.load(record.cut, "embedding").reshape(-1) for record in iter_grouped(grouped)])
-    finally:
-        reader.close()
+    those :func:`_read_table` read beside them (``pooled=True``)."""
+    return np.stack(table.series if metric.field == "embedding" else table.pooled).astype(np.float64)
 
 
-def annotated_pairs(grouped: Path, table: _CutTable, config: GraphConfig, executor: Executor | None,
+def annotated_pairs(table: _CutTable, config: GraphConfig, executor: Executor | None,
                     progress: Progress = NullProgress()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each cut against its ``annotated_nearest`` cosine-nearest annotated cuts (:mod:`.annotated`), any group:
     the pairs and their distances under the graph's metric."""
@@ -220,7 +219,7 @@ def annotated_pairs(grouped: Path, table: _CutTable, config: GraphConfig, execut
     if config.annotated_nearest == 0 or not annotated.any() or not table.ids:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0)
-    a, b = nearest_annotated(pooled_vectors(grouped, table, metric), annotated, config.annotated_nearest)
+    a, b = nearest_annotated(pooled_vectors(table, metric), annotated, config.annotated_nearest)
     progress.task(f"{config.metric} distances to annotated cuts (pairs)", len(a))
     # one star per annotated cut (it against every cut that chose it): the pairs of one call share an end, which the
     # frame kernel tiles without waste; the pairs in cut order would cross the whole pool (9x slower on the
@@ -289,7 +288,7 @@ def build_graph(
     started = time.perf_counter()
 
     progress.task("loading embeddings", None)
-    table = _read_table(grouped, get_metric(config.metric), normalizer, progress)
+    table = _read_table(grouped, get_metric(config.metric), normalizer, progress, pooled=config.annotated_nearest > 0)
     pair_a, pair_b, n_groups = within_group_pairs(table.groups)
 
     progress.task(f"{config.metric} distances (pairs)", len(pair_a))
@@ -315,7 +314,7 @@ def build_graph(
         log.info("graph: %d pairs formed by sound; their scale %s", int(pair_sound.sum()),
                  f"{sound_threshold:.4g} (two modes)" if sound_threshold is not None else "the learned threshold")
     try:
-        near_a, near_b, near_d = annotated_pairs(grouped, table, config, executor, progress)
+        near_a, near_b, near_d = annotated_pairs(table, config, executor, progress)
     except ValueError as error:
         raise InputError(grouped, str(error)) from None
     graph = CutGraph(np.asarray(table.ids), pair_a, pair_b, distances, fit.threshold, config.metric,

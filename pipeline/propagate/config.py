@@ -91,8 +91,9 @@ class PropagateConfig:
             raise ConfigError("unheard_reach", f"must be 0 (no limit) or positive, not {self.unheard_reach}")
         if self.unheard_fluency < 0:
             raise ConfigError("unheard_fluency", f"must be 0 (off) or positive (nats/word), not {self.unheard_fluency}")
-        if self.retrieve_reach < 0:
-            raise ConfigError("retrieve_reach", f"must be 0 (off) or positive, not {self.retrieve_reach}")
+        for name in ("retrieve_reach", "unheard_rival"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be 0 (off) or positive, not {getattr(self, name)}")
         if not 0.0 < self.retrieve_ratio <= 1.0:
             raise ConfigError("retrieve_ratio", f"must be in (0, 1], not {self.retrieve_ratio}")
         if self.retrieve_fluency < 0:
@@ -100,8 +101,6 @@ class PropagateConfig:
         if len(self.retrieve_calibration) != 2:
             raise ConfigError("retrieve_calibration", f"needs 2 coefficients (c0, c1), "
                                                       f"not {len(self.retrieve_calibration)}")
-        if self.unheard_rival < 0:
-            raise ConfigError("unheard_rival", f"must be 0 (off) or positive, not {self.unheard_rival}")
         if self.correction_edits < 0:
             raise ConfigError("correction_edits", f"must be 0 (off) or a word count, not {self.correction_edits}")
         if not 0.0 <= self.replace_floor < 1.0:

@@ -71,20 +71,32 @@ class RetrieveSettings(Protocol):
     def retrieve_calibration(self) -> tuple[float, ...]: ...
 
 
-def annotated_readings(graph: CutGraph, references: Sequence[str | None],
-                       scale: float | None = None) -> list[list[tuple[float, str]]]:
-    """Per cut: its measured annotated readings in any group, ``(distance / scale, reference)``, nearest first
-    (``scale``: the learned threshold unless given). ``references`` are the normalised references, in graph order."""
-    out: list[list[tuple[float, str]]] = [[] for _ in range(graph.n_cuts)]
+def _by_cut(graph: CutGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The annotated pairs ``(cut, annotated cut, distance)`` sorted by cut, then distance (None: not stored)."""
     if graph.annotated_a is None or graph.annotated_b is None or graph.annotated_distances is None:
+        return None
+    order = np.lexsort((graph.annotated_distances, graph.annotated_a))
+    return graph.annotated_a[order], graph.annotated_b[order], graph.annotated_distances[order]
+
+
+def annotated_readings(graph: CutGraph, references: Sequence[str | None], scale: float | None = None,
+                       rows: np.ndarray | None = None) -> list[list[tuple[float, str]]]:
+    """Per cut: its measured annotated readings in any group, ``(distance / scale, reference)``, nearest first
+    (``scale``: the learned threshold unless given). ``references`` are the normalised references, in graph order;
+    ``rows`` (a boolean mask) lists only those cuts' readings, the others' stay empty."""
+    out: list[list[tuple[float, str]]] = [[] for _ in range(graph.n_cuts)]
+    pairs = _by_cut(graph)
+    if pairs is None:
         return out
     unit = max(graph.threshold if scale is None else scale, 1e-30)
-    order = np.lexsort((graph.annotated_distances, graph.annotated_a))   # by cut, then distance
-    for cut, partner, distance in zip(graph.annotated_a[order], graph.annotated_b[order],
-                                      graph.annotated_distances[order]):
+    cuts, partners, distances = pairs
+    if rows is not None:
+        wanted = rows[cuts]
+        cuts, partners, distances = cuts[wanted], partners[wanted], distances[wanted]
+    for cut, partner, distance in zip(cuts.tolist(), partners.tolist(), (distances / unit).tolist()):
         reference = references[partner]
         if reference is not None:
-            out[cut].append((float(distance) / unit, reference))
+            out[cut].append((distance, reference))
     return out
 
 
@@ -96,16 +108,21 @@ def nearest_readings(graph: CutGraph, references: Sequence[str | None]) -> tuple
     nearest = np.full(n, -1, dtype=np.int64)
     first = np.full(n, np.inf)
     second = np.full(n, np.inf)
-    if graph.annotated_a is None or graph.annotated_b is None or graph.annotated_distances is None:
+    pairs = _by_cut(graph)
+    if pairs is None or len(pairs[0]) == 0:
         return nearest, first, second
-    scale = max(graph.threshold, 1e-30)
-    order = np.lexsort((graph.annotated_distances, graph.annotated_a))   # by cut, then distance
-    for cut, partner, distance in zip(graph.annotated_a[order], graph.annotated_b[order],
-                                      graph.annotated_distances[order] / scale):
-        if nearest[cut] < 0:
-            nearest[cut], first[cut] = partner, distance
-        elif np.isinf(second[cut]) and references[partner] != references[nearest[cut]]:
-            second[cut] = distance
+    cuts, partners, distances = pairs
+    distances = distances / max(graph.threshold, 1e-30)
+    codes: dict[str | None, int] = {}
+    text = np.asarray([codes.setdefault(references[int(p)], len(codes)) for p in partners])   # a code per text
+    start = np.r_[True, cuts[1:] != cuts[:-1]]
+    starts = np.flatnonzero(start)
+    run = np.cumsum(start) - 1                      # each pair's cut, as a run index
+    nearest[cuts[starts]] = partners[starts]
+    first[cuts[starts]] = distances[starts]
+    other = np.flatnonzero(text != text[starts][run])   # pairs whose text is not the nearest's
+    runs, at = np.unique(run[other], return_index=True)  # the first (nearest) of them per cut
+    second[cuts[starts[runs]]] = distances[other[at]]
     return nearest, first, second
 
 

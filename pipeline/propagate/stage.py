@@ -160,9 +160,8 @@ def propagate_manifest(
                                                        threshold_edges=not config.nearest_only))
         # the rival test reads them only for unannotated cuts of groups formed by sound: the rest stay empty, so the
         # decision hook (shipped to every worker on an executor) carries no more than it needs
-        readings = [found if entry.reference is None and formed_by_sound(entry.group) else []
-                    for found, entry in zip(annotated_readings(graph, [e.reference for e in entries],
-                                                               graph.sound_scale), entries)]
+        by_sound = np.asarray([entry.reference is None and formed_by_sound(entry.group) for entry in entries], bool)
+        readings = annotated_readings(graph, [e.reference for e in entries], graph.sound_scale, rows=by_sound)
         finish = finisher(adjacency, distances, Rule.of(config), config.fusion_weight, graph.sound_distances(),
                           readings)
     progress.task("propagating", len(entries))

@@ -252,9 +252,21 @@ def test_fusion_in_a_sound_group_ignores_the_teacher_and_admits_only_own_texts_a
     assert int(np.argmax(words)) == own and np.isfinite(words[labels.index["other junk"]])
 
 
+# a winner the teacher scores 12 nats below its 1-best, and that 1-best (calibrate.FEATURES order)
+_X_WINNER = np.array([1.0, -0.1, -12.0, -0.2, 0.7, 0.7, 1.2, 0.0, 0.7])
+_X_BEST = np.array([1.0, -3.0, -0.1, -3.0, 0.0, 0.0, 0.0, 1.0, 0.7])
+
+
+def _annotated_and_unsure():
+    """A group formed by sound: an annotated reading and a cut whose teacher scores -1.5 nats per word."""
+    entries = [_entry("r", "a0000001", ["the potter shaped a vase"], "the potter shaped a vase"),
+               CutEntry("c", "a0000001", ["sun set in", "sun sat"], ["sun set in", "sun sat"], np.array([-4.5, -6.0]))]
+    adjacency = sp.csr_matrix(np.array([[0.0, 1.0], [1.0, 0.0]]))
+    return propagate_batch(entries, adjacency, np.zeros(2, dtype=np.int64), PropagateConfig()), adjacency
+
+
 def test_no_teacher_veto_on_unheard_words_but_the_winner_must_be_more_likely_right() -> None:
-    x_winner = np.array([1.0, -0.1, -12.0, -0.2, 0.7, 0.7, 1.2, 0.0, 0.7])
-    x_best = np.array([1.0, -3.0, -0.1, -3.0, 0.0, 0.0, 0.0, 1.0, 0.7])
+    x_winner, x_best = _X_WINNER, _X_BEST
     found = Candidates(0, 1, x_winner, x_best, 8, 3)
     assert not decide(found, Rule(veto=8.0)).replaced                 # the teacher vetoes: 11.9 nats below
     word_group = Candidates(0, 1, x_winner, x_best, 8, 3, unheard=True)     # unheard words in a word group
@@ -274,8 +286,7 @@ def test_no_teacher_veto_on_unheard_words_but_the_winner_must_be_more_likely_rig
 
 
 def test_beyond_the_reach_only_a_teacher_unsure_of_its_own_reading_loses_its_veto() -> None:
-    x_winner = np.array([1.0, -0.1, -12.0, -0.2, 0.7, 0.7, 1.2, 0.0, 0.7])
-    x_best = np.array([1.0, -3.0, -0.1, -3.0, 0.0, 0.0, 0.0, 1.0, 0.7])
+    x_winner, x_best = _X_WINNER, _X_BEST
 
     def far(fluency: float) -> Candidates:
         return Candidates(0, 1, x_winner, x_best, 8, 3, unheard=True, by_sound=True, source_distance=1.8,
@@ -290,10 +301,7 @@ def test_beyond_the_reach_only_a_teacher_unsure_of_its_own_reading_loses_its_vet
     with pytest.raises(ConfigError, match="unheard_fluency"):
         PropagateConfig(unheard_fluency=-1.0)
     # candidates() reads the fluency from the teacher's score of the 1-best over its word count
-    entries = [_entry("r", "a0000001", ["the potter shaped a vase"], "the potter shaped a vase"),
-               CutEntry("c", "a0000001", ["sun set in", "sun sat"], ["sun set in", "sun sat"], np.array([-4.5, -6.0]))]
-    adjacency = sp.csr_matrix(np.array([[0.0, 1.0], [1.0, 0.0]]))
-    batch = propagate_batch(entries, adjacency, np.zeros(2, dtype=np.int64), PropagateConfig())
+    batch, adjacency = _annotated_and_unsure()
     found = candidates(batch, adjacency, 1, 0.0)
     assert found is not None and found.fluency == pytest.approx(-1.5) and found.by_sound
 
@@ -310,8 +318,7 @@ def test_heard_words_are_the_batch_hypotheses_words_unless_given() -> None:
 
 
 def test_beyond_the_reach_the_winners_reading_must_be_nearer_than_any_other_texts() -> None:
-    x_winner = np.array([1.0, -0.1, -12.0, -0.2, 0.7, 0.7, 1.2, 0.0, 0.7])
-    x_best = np.array([1.0, -3.0, -0.1, -3.0, 0.0, 0.0, 0.0, 1.0, 0.7])
+    x_winner, x_best = _X_WINNER, _X_BEST
 
     def far(rival: float) -> Candidates:
         return Candidates(0, 1, x_winner, x_best, 8, 3, unheard=True, by_sound=True, source_distance=1.8,
@@ -327,10 +334,7 @@ def test_beyond_the_reach_the_winners_reading_must_be_nearer_than_any_other_text
     with pytest.raises(ConfigError, match="unheard_rival"):
         PropagateConfig(unheard_rival=-1.0)
     # candidates() reads the rival from the cut's measured annotated readings of other texts
-    entries = [_entry("r", "a0000001", ["the potter shaped a vase"], "the potter shaped a vase"),
-               CutEntry("c", "a0000001", ["sun set in", "sun sat"], ["sun set in", "sun sat"], np.array([-4.5, -6.0]))]
-    adjacency = sp.csr_matrix(np.array([[0.0, 1.0], [1.0, 0.0]]))
-    batch = propagate_batch(entries, adjacency, np.zeros(2, dtype=np.int64), PropagateConfig())
+    batch, adjacency = _annotated_and_unsure()
     readings = [[], [(1.1, "the potter shaped a vase"), (1.4, "a kettle boiled over"), (2.0, "sun set in")]]
     found = candidates(batch, adjacency, 1, 0.0, readings=readings)
     assert found is not None and found.rival_distance == pytest.approx(1.4)   # not the winner's own text
