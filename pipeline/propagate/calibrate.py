@@ -74,7 +74,7 @@ never replaces ``b`` when ``log P_teacher(w) < log P_teacher(b) - V``. A linear 
 log-likelihood ratio with everything else, so a neighbour's text the teacher finds e^V times less likely than
 its own reading (another prompt, read by a neighbour) can still win on support; the veto keeps such texts out.
 There is no veto when the winner has a word the teacher never says (no n-best hypothesis of the batch has
-it: :func:`.engine.heard_words`), in a group formed by sound (``choral group``'s step 5) and, with
+it: :func:`.labels.heard_words`), in a group formed by sound (``choral group``'s step 5) and, with
 ``unheard_anywhere`` (the default), in word groups too (a template read with a new name). Such cuts' hypotheses share
 too few words with anything because the teacher cannot read them, and it finds a correct annotated neighbour's
 text with words it never heard hundreds of nats less likely than its own wrong reading (-200 to -420 against

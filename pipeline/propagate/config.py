@@ -13,7 +13,7 @@ from typing import Literal
 from ..config import check_finite, from_mapping, read_yaml_mapping
 from ..errors import ConfigError, InputError
 from .calibrate import ERROR_FEATURES, ERROR_PRIOR, FEATURES, PRIOR
-from .retrieve import RETRIEVE_PRIOR
+from .retrieve import RETRIEVE_PRIOR, RETRIEVE_UNHEARD_PRIOR
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,9 @@ class PropagateConfig:
     retrieve_ratio: float = 0.75        # ... when that reading is nearer than this x any reading of another text ...
     retrieve_fluency: float = 0.35      # ... and the teacher scores its 1-best below -this nats per word
     retrieve_calibration: tuple[float, ...] = RETRIEVE_PRIOR  # (c0, c1): p = sigma(c0 + c1 d / threshold)
+    retrieve_unheard_reach: float = 0.0  # or any 1-best, within this x, if the reading adds only unheard words (0: off)
+    retrieve_unheard_ratio: float = 0.95  # ... and is nearer than this x any reading of another text
+    retrieve_unheard_calibration: tuple[float, ...] = RETRIEVE_UNHEARD_PRIOR  # its (c0, c1)
     # issue 12 part 4 (options, measured in benchmarks/generalisation/RESULTS.md's Ablations)
     nearest_only: bool = False          # with nearest > 0: the k nearest edges alone, no threshold edges
     consensus: int = 0                  # word-level combinations of the neighbourhood per cut (0: off)
@@ -91,16 +94,17 @@ class PropagateConfig:
             raise ConfigError("unheard_reach", f"must be 0 (no limit) or positive, not {self.unheard_reach}")
         if self.unheard_fluency < 0:
             raise ConfigError("unheard_fluency", f"must be 0 (off) or positive (nats/word), not {self.unheard_fluency}")
-        for name in ("retrieve_reach", "unheard_rival"):
+        for name in ("retrieve_reach", "unheard_rival", "retrieve_unheard_reach"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, f"must be 0 (off) or positive, not {getattr(self, name)}")
-        if not 0.0 < self.retrieve_ratio <= 1.0:
-            raise ConfigError("retrieve_ratio", f"must be in (0, 1], not {self.retrieve_ratio}")
+        for name in ("retrieve_ratio", "retrieve_unheard_ratio"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ConfigError(name, f"must be in (0, 1], not {getattr(self, name)}")
         if self.retrieve_fluency < 0:
             raise ConfigError("retrieve_fluency", f"must be >= 0 (nats per word), not {self.retrieve_fluency}")
-        if len(self.retrieve_calibration) != 2:
-            raise ConfigError("retrieve_calibration", f"needs 2 coefficients (c0, c1), "
-                                                      f"not {len(self.retrieve_calibration)}")
+        for name in ("retrieve_calibration", "retrieve_unheard_calibration"):
+            if len(getattr(self, name)) != 2:
+                raise ConfigError(name, f"needs 2 coefficients (c0, c1), not {len(getattr(self, name))}")
         if self.correction_edits < 0:
             raise ConfigError("correction_edits", f"must be 0 (off) or a word count, not {self.correction_edits}")
         if not 0.0 <= self.replace_floor < 1.0:

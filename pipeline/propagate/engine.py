@@ -71,6 +71,7 @@ from .labels import (
     GroupLabels,
     build_group_labels,
     fused_scores,
+    heard_words,
     log_posterior,
     own_log_posteriors,
     prior_row,
@@ -163,15 +164,6 @@ class BatchPriors:
     prior: np.ndarray        # Y: one-hot reference (annotated) or teacher posterior over the own n-best
     teacher: np.ndarray      # teacher log-posterior of the own n-best per label column (-inf elsewhere)
     annotated: np.ndarray    # rows with a reference: the seeds
-
-
-def heard_words(entries: Sequence[CutEntry]) -> frozenset[str]:
-    """Every word of the entries' n-best hypotheses: the words this teacher says somewhere in the batch.
-
-    A reference word outside it is one the teacher never produces here (a word it never heard in training),
-    so its likelihood of a text with that word says nothing about whether the text is right
-    (:mod:`.calibrate`: no veto then, in a group formed by sound)."""
-    return frozenset(word for entry in entries for text in entry.hypotheses for word in text.split())
 
 
 def text_length(text: str) -> int:

@@ -20,6 +20,7 @@ always kept, by prior mass).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
@@ -37,6 +38,15 @@ class CutEntry:
     scores: np.ndarray               # teacher log-probabilities of the n-best
     reference: str | None = None     # normalised reference (annotated cuts only)
     reference_original: str | None = None
+
+
+def heard_words(entries: Sequence[CutEntry]) -> frozenset[str]:
+    """Every word of the entries' n-best hypotheses: the words this teacher says somewhere in the batch.
+
+    A reference word outside it is one the teacher never produces here (a word it never heard in training),
+    so its likelihood of a text with that word says nothing about whether the text is right (:mod:`.calibrate`:
+    no veto then, in a group formed by sound; :mod:`.retrieve`: a fluent 1-best is no evidence against it)."""
+    return frozenset(word for entry in entries for text in entry.hypotheses for word in text.split())
 
 
 def teacher_weight(entry: CutEntry, fusion_weight: float) -> float:

@@ -34,6 +34,26 @@ conditions that were over the bound without it (+0.28 and +1.38 points, noisy re
 heard) came under it. Looser settings saved more and harmed more: ``phi`` 0.3 with ``rho`` 0.8 put a right-but-unsure
 template reading ("remove onions from my shopping list", -0.31 nats per word) under another prompt's reference 0.79 of
 the way to the next, one condition +1.28 points.
+
+**The unheard path.** A fluent 1-best can still be wrong when the prompt has a word the teacher never says: it then
+says the nearest words it knows ("what time is it in port" for "... in prague"), sure of them. So ``i`` also takes
+``r_1`` when
+
+    added(r_1, b) != {},     added(r_1, b) ∩ H = {},     |dropped(r_1, b)| <= |added(r_1, b)|,
+    d_1 <= R_u,     d_1 <= rho_u * d_2,
+
+whatever the fluency, where ``added`` are the words of ``r_1`` not in ``b``, ``dropped`` the words of ``b`` not in
+``r_1``, and ``H`` every word of the manifest's n-best lists (:func:`.labels.heard_words`): ``r_1`` only puts words
+the teacher cannot say where it said others (a substitution, not a rewrite), so the teacher's certainty is no
+evidence against it. ``R_u`` = ``retrieve_unheard_reach`` (2.25) and ``rho_u`` = ``retrieve_unheard_ratio`` (0.95);
+the confidence is ``sigma(c_0 + c_1 d_1)`` with ``retrieve_unheard_calibration`` = :data:`RETRIEVE_UNHEARD_PRIOR`
+(exactness falls with the distance here). Chosen in session 9 on fresh draws 14-19 (12 pools, 3,240 unannotated
+cuts), replaying the path over ``R_u`` 1-3, ``rho_u`` 0.75-1, with and without the substitution test and a text
+test: no setting with a reach above 1.25 harmed no cut, and the most words saved with at most one harmed cut is
+``R_u`` 2.25 (2.5 saves 2 words more), ``rho_u`` 0.95, with the substitution test: 178 labels, 150 with fewer word
+errors and one with more (a noisy "play some cazz music by bob boin" took "... blues music by stevie wonder",
+reading "... techno music by bob dylan"); the unseen-words pools' word errors 6,783 -> 6,550, the generator pools'
+untouched (their 1-bests rarely miss a word the teacher never says).
 """
 
 from __future__ import annotations
@@ -45,14 +65,18 @@ import numpy as np
 
 from ..fields import CutResult
 from ..graph import CutGraph
-from .labels import CutEntry
+from .labels import CutEntry, heard_words
 
-__all__ = ["RETRIEVE_PRIOR", "RetrieveSettings", "annotated_readings", "nearest_readings", "retrieve"]
+__all__ = ["RETRIEVE_PRIOR", "RETRIEVE_UNHEARD_PRIOR", "RetrieveSettings", "annotated_readings", "nearest_readings",
+           "retrieve", "unheard_only"]
 
 # (c_0, c_1): a logistic fit (intercept only, pull 1 toward 0) of exact correctness over the labels the default rule
 # takes on the dev draw (10% and 30%) and fresh draws 14-19: 114 labels, 92% exactly right (p 0.90); on fresh draws
 # 20-24 and 26-28 (200 labels) 95% were right, a calibration error of 0.048 on those labels alone.
 RETRIEVE_PRIOR: tuple[float, float] = (2.215, 0.0)
+# (c_0, c_1) of the unheard path: a logistic fit (pull 1 toward 0 on the slope) of exact correctness over the labels
+# it takes on fresh draws 14-19 (178 labels, 71% exactly right: 92% within 0.75 thresholds, 50% beyond 1.75).
+RETRIEVE_UNHEARD_PRIOR: tuple[float, float] = (2.351, -1.264)
 
 
 class RetrieveSettings(Protocol):
@@ -69,6 +93,15 @@ class RetrieveSettings(Protocol):
 
     @property
     def retrieve_calibration(self) -> tuple[float, ...]: ...
+
+    @property
+    def retrieve_unheard_reach(self) -> float: ...
+
+    @property
+    def retrieve_unheard_ratio(self) -> float: ...
+
+    @property
+    def retrieve_unheard_calibration(self) -> tuple[float, ...]: ...
 
 
 def _by_cut(graph: CutGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -126,28 +159,43 @@ def nearest_readings(graph: CutGraph, references: Sequence[str | None]) -> tuple
     return nearest, first, second
 
 
+def unheard_only(reading: str, best: str, heard: frozenset[str]) -> bool:
+    """Whether ``reading`` differs from ``best`` by words the teacher never says: it adds at least one word, every
+    word it adds is unheard, and it drops no more of ``best``'s words than it adds (a substitution, not a rewrite)."""
+    reading_words, best_words = reading.split(), best.split()
+    in_reading, in_best = set(reading_words), set(best_words)
+    added = [word for word in reading_words if word not in in_best]
+    dropped = [word for word in best_words if word not in in_reading]
+    return bool(added) and len(dropped) <= len(added) and all(word not in heard for word in added)
+
+
 def retrieve(entries: Sequence[CutEntry], results: Sequence[CutResult], graph: CutGraph,
              settings: RetrieveSettings) -> list[CutResult]:
     """``results`` with the retrieval applied (the module docstring's rule); entries, results and the graph are in
     the same (manifest) order."""
-    if settings.retrieve_reach <= 0:
+    if settings.retrieve_reach <= 0 and settings.retrieve_unheard_reach <= 0:
         return list(results)
     nearest, first, second = nearest_readings(graph, [e.reference for e in entries])
+    heard = heard_words(entries) if settings.retrieve_unheard_reach > 0 else frozenset()
     c0, c1 = settings.retrieve_calibration
     out = list(results)
     for row, (entry, result) in enumerate(zip(entries, results)):
         source = nearest[row]
         if entry.reference is not None or source < 0 or not entry.hypotheses or result.text != result.teacher_text:
             continue
-        fluency = float(entry.scores[0]) / max(len(entry.hypotheses[0].split()), 1)
-        if fluency >= -settings.retrieve_fluency:
-            continue
-        if first[row] > settings.retrieve_reach or first[row] > settings.retrieve_ratio * second[row]:
-            continue
         reading = entries[source]
-        if reading.reference == entry.hypotheses[0] or reading.reference_original is None:
+        if reading.reference is None or reading.reference == entry.hypotheses[0] or reading.reference_original is None:
             continue
-        confidence = float(1.0 / (1.0 + np.exp(-(c0 + c1 * first[row]))))
+        fluency = float(entry.scores[0]) / max(len(entry.hypotheses[0].split()), 1)
+        unsure = (fluency < -settings.retrieve_fluency and first[row] <= settings.retrieve_reach
+                  and first[row] <= settings.retrieve_ratio * second[row])
+        unheard = (not unsure and first[row] <= settings.retrieve_unheard_reach
+                   and first[row] <= settings.retrieve_unheard_ratio * second[row]
+                   and unheard_only(reading.reference, entry.hypotheses[0], heard))
+        if not (unsure or unheard):
+            continue
+        a, b = (c0, c1) if unsure else settings.retrieve_unheard_calibration
+        confidence = float(1.0 / (1.0 + np.exp(-(a + b * first[row]))))
         out[row] = replace(result, text=reading.reference_original, confidence=round(confidence, 6),
                            source="propagated")
     return out

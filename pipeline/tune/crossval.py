@@ -62,7 +62,7 @@ from ..manifest import check_readable
 from ..progress import NullProgress, Progress
 from ..propagate import PropagateConfig, read_grouped_and_graph
 from ..propagate.calibrate import FEATURES, describe, fit_calibration, fit_scaling, relative_distances
-from ..propagate.engine import heard_words
+from ..propagate.labels import heard_words
 from ..teacher.contracts import Scorer
 from ..text import TextNormalizer
 from ..wer import pooled_word_errors

@@ -77,6 +77,34 @@ def test_retrieval_leaves_the_label_alone(case: str) -> None:
     assert retrieve(entries, results, graph, config)[0] == results[0]
 
 
+def _unheard_entries(reference: str) -> list:
+    """A fluent 1-best ``x y z`` (the teacher also says ``w``) and one annotated reading of ``reference``."""
+    from choral.pipeline.propagate.labels import CutEntry
+    return [CutEntry("c0", "g0", ["x y z", "x y w"], ["X y z", "X y w"], np.array([-0.3, -4.0])),
+            CutEntry("c1", "g1", ["x y"], ["x y"], np.array([-9.0]), reference=reference,
+                     reference_original=reference.capitalize()),
+            CutEntry("c2", "g2", ["d e f"], ["d e f"], np.array([-9.0]), reference="d e f", reference_original="D e f")]
+
+
+@pytest.mark.parametrize("case", ["takes", "heard word", "only removes", "rewrite", "ambiguous", "far", "off"])
+def test_a_fluent_one_best_takes_a_reading_that_adds_only_unheard_words(case: str) -> None:
+    reference = {"heard word": "x y w", "only removes": "x y", "rewrite": "q"}.get(case, "x y q")  # q: never heard
+    entries = _unheard_entries(reference)
+    reach = 0.0 if case == "off" else 2.0
+    config = PropagateConfig(retrieve_unheard_reach=reach, retrieve_unheard_ratio=0.9)
+    near, other = {"far": 21.0}.get(case, 18.0), {"ambiguous": 19.0}.get(case, 40.0)   # over the threshold 10
+    graph = _graph([(0, 1, near), (0, 2, other)], 3)
+    results = _results(entries)
+    out = retrieve(entries, results, graph, config)
+    assert retrieve(entries, results, graph, replace(config, retrieve_unheard_reach=0.0)) == results  # fluent
+    if case == "takes":
+        assert out[0].text == "X y q" and out[0].source == "propagated" and out[0].teacher_text == "X y z"
+        a, b = config.retrieve_unheard_calibration                 # its own calibration, falling with distance
+        assert out[0].confidence == pytest.approx(1 / (1 + np.exp(-(a + b * 1.8))), abs=1e-6)
+    else:
+        assert out == results
+
+
 def test_graph_keeps_annotated_pairs_and_subgraph_keeps_those_inside(tmp_path: Path) -> None:
     graph = _graph([(0, 1, 5.0), (0, 2, 20.0), (2, 1, 7.0)], 3)
     graph.save(tmp_path / "graph.npz")
@@ -89,7 +117,9 @@ def test_graph_keeps_annotated_pairs_and_subgraph_keeps_those_inside(tmp_path: P
 
 
 @pytest.mark.parametrize("key, value", [("retrieve_reach", -1.0), ("retrieve_ratio", 0.0), ("retrieve_ratio", 1.5),
-                                        ("retrieve_fluency", -0.1), ("retrieve_calibration", (1.0,))])
+                                        ("retrieve_fluency", -0.1), ("retrieve_calibration", (1.0,)),
+                                        ("retrieve_unheard_reach", -1.0), ("retrieve_unheard_ratio", 0.0),
+                                        ("retrieve_unheard_ratio", 1.01), ("retrieve_unheard_calibration", (1.0,))])
 def test_bad_retrieval_settings_name_the_key(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=key):
         PropagateConfig(**{key: value})

@@ -17,8 +17,8 @@ from choral.pipeline.grouped import formed_by_sound
 from choral.pipeline.manifest import read_cuts, write_cuts
 from choral.pipeline.propagate import PropagateConfig, propagate_manifest
 from choral.pipeline.propagate.calibrate import Candidates, Rule, candidates, decide
-from choral.pipeline.propagate.engine import heard_words, propagate_batch
-from choral.pipeline.propagate.labels import CutEntry, build_group_labels, fused_scores
+from choral.pipeline.propagate.engine import propagate_batch
+from choral.pipeline.propagate.labels import CutEntry, build_group_labels, fused_scores, heard_words
 from choral.pipeline.synthetic import SyntheticCorpus
 
 
