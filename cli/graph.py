@@ -67,6 +67,10 @@ def graph(
     isolated_reach: float = typer.Option(GraphConfig.isolated_reach, min=0.0,
                                          help="In groups formed by words: link a cut that has no edge to its nearest "
                                               "cut when within this multiple of the threshold (0: off)."),
+    threshold_prior: str = typer.Option(GraphConfig.threshold_prior,
+                                        help="'split': a threshold learned from fewer than 10 positive pairs is "
+                                             "shrunk toward the split of the group pairs' distances into two modes, "
+                                             "weight n/10 on the learned one; 'none': used as learned."),
     annotated_nearest: int = typer.Option(GraphConfig.annotated_nearest, min=0,
                                           help="Also measure every cut against its k annotated cuts most similar "
                                                "by pooled embedding, in any group (propagate's retrieval; 0: off)."),
@@ -82,7 +86,8 @@ def graph(
         config = GraphConfig(metric=metric, window=window, threshold=threshold,
                              confidence=confidence, quantile=quantile, sound_nearest=sound_nearest,
                              sound_reach=sound_reach, sound_scale=sound_scale,  # type: ignore[arg-type]
-                             isolated_reach=isolated_reach, annotated_nearest=annotated_nearest)
+                             isolated_reach=isolated_reach, annotated_nearest=annotated_nearest,
+                             threshold_prior=threshold_prior)  # type: ignore[arg-type]
         normalizer = TextNormalizer(digits=digits.value)
         with progress_bar() as progress:
             summary = build_graph(grouped, output, threshold_file, config, normalizer, force=force, progress=progress)

@@ -88,12 +88,14 @@ CANDIDATES.update({c.name: c for c in (
               description="no retrieval of a struggling cut's nearest annotated reading from another group"),
     Candidate("no-unheard-retrieve", propagate=(("retrieve_unheard_reach", 0.0),),
               description="retrieval only for 1-bests the teacher is unsure of, not sure ones missing unheard words"),
+    Candidate("no-split-prior", graph=(("threshold_prior", "none"),),
+              description="a threshold learned from fewer than 10 positive pairs is used as learned, not shrunk"),
     Candidate("no-rival", propagate=(("unheard_rival", 0.0),),
               description="beyond the reach, an unsure teacher loses its veto whoever's reading is nearer"),
 )})
 ABLATIONS: tuple[str, ...] = ("consensus", "knn", "knn-only", "rounds", "length-norm", "no-sound", "no-isolated",
                               "sound-split", "no-fluency", "no-floor", "no-correction",
-                              "no-retrieve", "no-unheard-retrieve", "no-rival")
+                              "no-retrieve", "no-unheard-retrieve", "no-split-prior", "no-rival")
 
 
 def select_candidates(names: Sequence[str]) -> tuple[Candidate, ...]:

@@ -45,6 +45,8 @@ class GraphConfig:
     confidence: float = 0.9
     quantile: float = 0.2
     min_positive: int = MIN_POSITIVE    # annotated positive pairs trusted alone (fewer: confident pairs join)
+    threshold_prior: Literal["split", "none"] = "split"  # split: a fit on < min_positive positive pairs is shrunk
+    #                                                       toward the split of the word-group distances (threshold.py)
     sound_nearest: int = 3   # in groups formed by sound (choral group's step 5): link each cut to its k nearest
     sound_reach: float = 2.0  # ... when within this multiple of the threshold (0: at any distance)
     isolated_reach: float = 1.75  # word groups: a cut without an edge links to its nearest within this x (0: off)
@@ -58,6 +60,8 @@ class GraphConfig:
             raise ConfigError("window", f"must be a non-negative radius, not {self.window}")
         if not 0.0 < self.quantile < 1.0:
             raise ConfigError("quantile", f"must lie strictly between 0 and 1, not {self.quantile}")
+        if self.threshold_prior not in ("split", "none"):
+            raise ConfigError("threshold_prior", f"must be split or none, not {self.threshold_prior!r}")
         if self.min_positive < 1:
             raise ConfigError("min_positive", f"must be at least 1, not {self.min_positive}")
         if self.sound_nearest < 0:
@@ -257,7 +261,7 @@ def choose_threshold(table: _CutTable, pair_a: np.ndarray, pair_b: np.ndarray, d
     top = np.asarray(table.top_texts, dtype=object)
     agree = top[pair_a] == top[pair_b]
     return learn_threshold(distances, both_annotated, labelled_positive, both_confident, agree, config.quantile,
-                           config.min_positive)
+                           config.min_positive, config.threshold_prior)
 
 
 def build_graph(

@@ -53,7 +53,7 @@ class PropagateConfig:
     retrieve_ratio: float = 0.75        # ... when that reading is nearer than this x any reading of another text ...
     retrieve_fluency: float = 0.35      # ... and the teacher scores its 1-best below -this nats per word
     retrieve_calibration: tuple[float, ...] = RETRIEVE_PRIOR  # (c0, c1): p = sigma(c0 + c1 d / threshold)
-    retrieve_unheard_reach: float = 0.0  # or any 1-best, within this x, if the reading adds only unheard words (0: off)
+    retrieve_unheard_reach: float = 2.25  # or any 1-best, within this x, if the reading adds only unheard words
     retrieve_unheard_ratio: float = 0.95  # ... and is nearer than this x any reading of another text
     retrieve_unheard_calibration: tuple[float, ...] = RETRIEVE_UNHEARD_PRIOR  # its (c0, c1)
     # issue 12 part 4 (options, measured in benchmarks/generalisation/RESULTS.md's Ablations)

@@ -99,7 +99,7 @@ def test_a_fluent_one_best_takes_a_reading_that_adds_only_unheard_words(case: st
     assert retrieve(entries, results, graph, replace(config, retrieve_unheard_reach=0.0)) == results  # fluent
     if case == "takes":
         assert out[0].text == "X y q" and out[0].source == "propagated" and out[0].teacher_text == "X y z"
-        a, b = config.retrieve_unheard_calibration                 # its own calibration, falling with distance
+        a, b = config.retrieve_unheard_calibration                 # its own calibration
         assert out[0].confidence == pytest.approx(1 / (1 + np.exp(-(a + b * 1.8))), abs=1e-6)
     else:
         assert out == results

@@ -72,3 +72,30 @@ def test_learn_threshold_few_annotated_positives_join_confident_pairs() -> None:
     assert teacher_only.rule == "confident-teacher" and teacher_only.n_annotated_pairs == 0
     fallback = learn_threshold(distances, np.zeros(8, bool), positive, np.zeros(8, bool), agree, 0.5)
     assert fallback.rule == "quantile"
+
+
+def test_a_fit_on_few_positive_pairs_is_shrunk_toward_the_split_of_the_distances() -> None:
+    from choral.pipeline.graph.threshold import bimodal_split, learn_threshold
+
+    # one annotated positive pair, very close (0.5); the group pairs part into ~1-2 (same sentence) and ~10-20
+    distances = np.array([0.5, 1.0, 1.5, 2.0, 10.0, 12.0, 15.0, 20.0])
+    annotated = np.array([True] + [False] * 7)
+    positive = np.array([True] + [False] * 7)
+    nothing = np.zeros(8, dtype=bool)
+    as_learned = learn_threshold(distances, annotated, positive, nothing, nothing, 0.2)
+    assert as_learned.rule == "annotated" and as_learned.threshold == 0.5 and as_learned.fitted is None
+    shrunk = learn_threshold(distances, annotated, positive, nothing, nothing, 0.2, prior="split")
+    split = bimodal_split(distances, min_separation=0.0, min_pairs=2)
+    assert split is not None and 2.0 < split < 10.0
+    assert shrunk.fitted == 0.5 and shrunk.split == split
+    assert shrunk.threshold == pytest.approx(0.1 * 0.5 + 0.9 * split)   # 1 of min_positive 10 positive pairs
+    enough = learn_threshold(distances, annotated, positive, nothing, nothing, 0.2, min_positive=1, prior="split")
+    assert enough.threshold == 0.5 and enough.fitted is None                # enough positive pairs: as learned
+
+
+def test_an_unknown_threshold_prior_names_the_key() -> None:
+    from choral.pipeline.errors import ConfigError
+    from choral.pipeline.graph import GraphConfig
+
+    with pytest.raises(ConfigError, match="threshold_prior"):
+        GraphConfig(threshold_prior="median")  # type: ignore[arg-type]
