@@ -204,7 +204,8 @@ def bimodal_split(distances: np.ndarray, min_separation: float = MIN_SEPARATION,
     pair distances part into *same sentence* and *another sentence*, a scale that needs no annotated pair and
     does not move with the handful of pairs a small pool's learned threshold rests on.
     """
-    x = np.log(np.asarray(distances, dtype=np.float64))
+    with np.errstate(divide="ignore"):                  # a distance of 0 (a repeated recording) is left out
+        x = np.log(np.asarray(distances, dtype=np.float64))
     x = np.sort(x[np.isfinite(x)])
     n = len(x)
     if n < max(min_pairs, 2) or x[-1] == x[0]:

@@ -39,21 +39,23 @@ the way to the next, one condition +1.28 points.
 says the nearest words it knows ("what time is it in port" for "... in prague"), sure of them. So ``i`` also takes
 ``r_1`` when
 
-    added(r_1, b) != {},     added(r_1, b) ∩ H = {},     |dropped(r_1, b)| <= |added(r_1, b)|,
+    added(r_1, b) != {},     added(r_1, b) ∩ H = {},     |dropped(r_1, b)| = |added(r_1, b)|,
     d_1 <= R_u,     d_1 <= rho_u * d_2,
 
 whatever the fluency, where ``added`` are the words of ``r_1`` not in ``b``, ``dropped`` the words of ``b`` not in
 ``r_1``, and ``H`` every word of the manifest's n-best lists (:func:`.labels.heard_words`): ``r_1`` only puts words
-the teacher cannot say where it said others (a substitution, not a rewrite), so the teacher's certainty is no
-evidence against it. ``R_u`` = ``retrieve_unheard_reach`` (2.25) and ``rho_u`` = ``retrieve_unheard_ratio`` (0.95);
-the confidence is ``sigma(c_0 + c_1 d_1)`` with ``retrieve_unheard_calibration`` = :data:`RETRIEVE_UNHEARD_PRIOR`
-(0.71, the rate at which these labels were exactly right). Chosen in session 9 on fresh draws 14-19 (12 pools,
-3,240 unannotated cuts), replaying the path over ``R_u`` 1-3, ``rho_u`` 0.75-1, with and without the substitution
-test and a text test: no setting with a reach above 1.25 harmed no cut, and the most words saved with at most one
-harmed cut is ``R_u`` 2.25 (2.5 saves 2 words more), ``rho_u`` 0.95, with the substitution test: 178 labels, 150
-with fewer word errors and one with more (a noisy "play some cazz music by bob boin" took "... blues music by stevie
-wonder", reading "... techno music by bob dylan"); the unseen-words pools' word errors 6,783 -> 6,550, the generator
-pools' untouched (their 1-bests rarely miss a word the teacher never says).
+the teacher cannot say where it said others, word for word, so the teacher's certainty is no evidence against it.
+``R_u`` = ``retrieve_unheard_reach`` (2.25) and ``rho_u`` = ``retrieve_unheard_ratio`` (0.95); the confidence is
+``sigma(c_0 + c_1 d_1)`` with ``retrieve_unheard_calibration`` = :data:`RETRIEVE_UNHEARD_PRIOR` (0.80, the rate at
+which these labels were exactly right). Chosen in session 9 on fresh draws 14-19 (12 pools, 3,240 unannotated cuts),
+replaying the path over ``R_u`` 1-3, ``rho_u`` 0.75-1, with and without a substitution test and a text test: no
+setting with a reach above 1.25 harmed no cut, and the most words saved with at most one harmed cut was ``R_u`` 2.25
+(2.5 saves 2 words more), ``rho_u`` 0.95, with the test ``|dropped| <= |added|``. On the next development draws (13,
+20-24, 26-28: 18 pools) that test harmed 11 cuts, 7 of them in one draw where a template with two unheard slots gave
+"navigate to the air in houston" another prompt's "navigate to the ferry terminal in santiago"; the word-for-word
+test (``=``) harmed 1 there and 1 on draws 14-19, against 6 for ``>=``, and saved 416 word errors over the 27 pools
+(``<=``: 675, ``>=``: 569). It is the default; the generator pools are untouched (their 1-bests rarely miss a word
+the teacher never says).
 """
 
 from __future__ import annotations
@@ -74,10 +76,11 @@ __all__ = ["RETRIEVE_PRIOR", "RETRIEVE_UNHEARD_PRIOR", "RetrieveSettings", "anno
 # takes on the dev draw (10% and 30%) and fresh draws 14-19: 114 labels, 92% exactly right (p 0.90); on fresh draws
 # 20-24 and 26-28 (200 labels) 95% were right, a calibration error of 0.048 on those labels alone.
 RETRIEVE_PRIOR: tuple[float, float] = (2.215, 0.0)
-# (c_0, c_1) of the unheard path: the rate at which its labels were exactly right on fresh draws 14-19 (178 labels,
-# 71%). Exactness falls with the distance (92% within 0.75 thresholds, 50% beyond 1.75), but a slope fitted there
-# calibrated worse on draws 20-24 (136 labels, ECE over them 0.177) than the constant (0.088).
-RETRIEVE_UNHEARD_PRIOR: tuple[float, float] = (0.912, 0.0)
+# (c_0, c_1) of the unheard path: the rate at which its labels were exactly right on the development draws (13, 14-24,
+# 26-28: 350 labels, 80%; 75% on draws 14-19, 84% on the others). Exactness falls with the distance (92% within 0.75
+# thresholds, 50% beyond 1.75 on draws 14-19), but a slope fitted there calibrated those labels worse on draws 20-24
+# (ECE over them 0.177) than a constant (0.088).
+RETRIEVE_UNHEARD_PRIOR: tuple[float, float] = (1.386, 0.0)
 
 
 class RetrieveSettings(Protocol):
@@ -162,12 +165,12 @@ def nearest_readings(graph: CutGraph, references: Sequence[str | None]) -> tuple
 
 def unheard_only(reading: str, best: str, heard: frozenset[str]) -> bool:
     """Whether ``reading`` differs from ``best`` by words the teacher never says: it adds at least one word, every
-    word it adds is unheard, and it drops no more of ``best``'s words than it adds (a substitution, not a rewrite)."""
+    word it adds is unheard, and it drops as many of ``best``'s words as it adds (a word-for-word substitution)."""
     reading_words, best_words = reading.split(), best.split()
     in_reading, in_best = set(reading_words), set(best_words)
     added = [word for word in reading_words if word not in in_best]
     dropped = [word for word in best_words if word not in in_reading]
-    return bool(added) and len(dropped) <= len(added) and all(word not in heard for word in added)
+    return bool(added) and len(dropped) == len(added) and all(word not in heard for word in added)
 
 
 def retrieve(entries: Sequence[CutEntry], results: Sequence[CutResult], graph: CutGraph,

@@ -78,7 +78,7 @@ def test_retrieval_leaves_the_label_alone(case: str) -> None:
 
 
 def _unheard_entries(reference: str) -> list:
-    """A fluent 1-best ``x y z`` (the teacher also says ``w``) and one annotated reading of ``reference``."""
+    """A fluent 1-best ``x y z`` (the teacher also says ``w``, never ``q`` or ``r``) and an annotated ``reference``."""
     from choral.pipeline.propagate.labels import CutEntry
     return [CutEntry("c0", "g0", ["x y z", "x y w"], ["X y z", "X y w"], np.array([-0.3, -4.0])),
             CutEntry("c1", "g1", ["x y"], ["x y"], np.array([-9.0]), reference=reference,
@@ -86,9 +86,11 @@ def _unheard_entries(reference: str) -> list:
             CutEntry("c2", "g2", ["d e f"], ["d e f"], np.array([-9.0]), reference="d e f", reference_original="D e f")]
 
 
-@pytest.mark.parametrize("case", ["takes", "heard word", "only removes", "rewrite", "ambiguous", "far", "off"])
+@pytest.mark.parametrize("case", ["takes", "heard word", "only removes", "rewrite", "adds more", "ambiguous", "far",
+                                  "off"])
 def test_a_fluent_one_best_takes_a_reading_that_adds_only_unheard_words(case: str) -> None:
-    reference = {"heard word": "x y w", "only removes": "x y", "rewrite": "q"}.get(case, "x y q")  # q: never heard
+    reference = {"heard word": "x y w", "only removes": "x y", "rewrite": "q",
+                 "adds more": "x y q r"}.get(case, "x y q")
     entries = _unheard_entries(reference)
     reach = 0.0 if case == "off" else 2.0
     config = PropagateConfig(retrieve_unheard_reach=reach, retrieve_unheard_ratio=0.9)
