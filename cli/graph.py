@@ -68,9 +68,9 @@ def graph(
                                          help="In groups formed by words: link a cut that has no edge to its nearest "
                                               "cut when within this multiple of the threshold (0: off)."),
     threshold_prior: str = typer.Option(GraphConfig.threshold_prior,
-                                        help="'split': a threshold learned from fewer than 10 positive pairs is "
-                                             "shrunk toward the split of the group pairs' distances into two modes, "
-                                             "weight n/10 on the learned one; 'none': used as learned."),
+                                        help="'split': a threshold learned from fewer than 10 positive pairs and "
+                                             "below the split of the group pairs' distances into two modes is pulled "
+                                             "up toward it, weight n/10 on the learned one; 'none': used as learned."),
     annotated_nearest: int = typer.Option(GraphConfig.annotated_nearest, min=0,
                                           help="Also measure every cut against its k annotated cuts most similar "
                                                "by pooled embedding, in any group (propagate's retrieval; 0: off)."),

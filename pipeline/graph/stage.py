@@ -45,8 +45,8 @@ class GraphConfig:
     confidence: float = 0.9
     quantile: float = 0.2
     min_positive: int = MIN_POSITIVE    # annotated positive pairs trusted alone (fewer: confident pairs join)
-    threshold_prior: Literal["split", "none"] = "split"  # split: a fit on < min_positive positive pairs is shrunk
-    #                                                       toward the split of the word-group distances (threshold.py)
+    threshold_prior: Literal["split", "none"] = "split"  # split: a fit on < min_positive positive pairs below the
+    #                                                      split of the word-group distances is pulled up (threshold.py)
     sound_nearest: int = 3   # in groups formed by sound (choral group's step 5): link each cut to its k nearest
     sound_reach: float = 2.0  # ... when within this multiple of the threshold (0: at any distance)
     isolated_reach: float = 1.75  # word groups: a cut without an edge links to its nearest within this x (0: off)

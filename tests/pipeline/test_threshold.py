@@ -91,6 +91,9 @@ def test_a_fit_on_few_positive_pairs_is_shrunk_toward_the_split_of_the_distances
     assert shrunk.threshold == pytest.approx(0.1 * 0.5 + 0.9 * split)   # 1 of min_positive 10 positive pairs
     enough = learn_threshold(distances, annotated, positive, nothing, nothing, 0.2, min_positive=1, prior="split")
     assert enough.threshold == 0.5 and enough.fitted is None                # enough positive pairs: as learned
+    far = np.array([True] + [False] * 4 + [True] + [False] * 2)            # positive pairs at 0.5 and 12: F1 at 12
+    above = learn_threshold(distances, annotated | far, positive | far, nothing, nothing, 0.2, prior="split")
+    assert above.threshold > split and above.fitted is None                 # above the split: kept as learned
 
 
 def test_an_unknown_threshold_prior_names_the_key() -> None:
