@@ -45,6 +45,9 @@ def tune(
     min_annotated: int = typer.Option(TuneConfig().min_annotated, min=2, help=(
         "Fewest annotated cuts to search the grid on; below it the propagate values given here hold and only "
         "the calibration is fitted.")),
+    answer_strength: float = typer.Option(TuneConfig().answer_strength, min=0.0, help=(
+        "Pull toward its prior of the answer model, which gives the confidence written for a label: rescaled on "
+        "the held-out annotated cuts' answers (0: the prior as it is). It moves no label.")),
     teacher: Optional[str] = typer.Option(None, help=teacher_help(
         " that scores transcripts borrowed from neighbours, as `choral propagate --teacher` will",
         "Without it they get a fixed floor score.")),
@@ -70,7 +73,8 @@ def tune(
                            "threshold_scale": threshold_scale}, TuneConfig(folds=folds, seed=seed,
                                                                               min_annotated=min_annotated,
                                                                               max_cuts=max_cuts,
-                                                                              sample_cuts=sample_cuts))
+                                                                              sample_cuts=sample_cuts,
+                                                                              answer_strength=answer_strength))
         base = PropagateConfig(algorithm=algorithm)  # type: ignore[arg-type]
         normalizer = TextNormalizer(digits=digits.value)
         with progress_bar() as progress:

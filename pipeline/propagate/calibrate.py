@@ -129,8 +129,19 @@ the group also answers, against 2 of 47 helpful ones (none on the small pools). 
 (harm unchanged), fresh draws 14-24 generator pools 21.63% -> 24.10% with no pool's harm rate raised. In a group
 formed by sound the veto holds (noisy readings there took other prompts' references).
 
-Either way, the confidence written is ``p`` of the answer (calibrated exact correctness). Annotated
-cuts keep their reference (confidence 1).
+Either way, the label is decided with ``beta``; the confidence written is the **answer model**'s
+(``answer_calibration``, ``beta_a`` over the same features, of the answer's row):
+
+    confidence = sigma(beta_a . x(i, answer)).
+
+``beta`` is fitted on every candidate a cut weighs, winners it rejects included, and a pool only rescales the
+prior, so that a handful of annotated cuts cannot turn a decision around; ``choral eval``'s ECE judges the
+confidence of the answers alone, and ``p`` was under-confident there on generator pools (a right and certain
+teacher reading without an annotated neighbour and a split fused share at p 0.01-0.05: fresh draw 36's generator
+pool ECE 0.134). ``beta_a``'s prior (:data:`ANSWER_PRIOR`) is fitted on the answers of development draws 35-40
+(``benchmarks/generalisation/fit_answer_prior.py``) and ``choral tune`` rescales it on the pool's held-out answers
+(``scale``, strength ``tune.answer_strength``). It is applied after the decision: it moves no label, only the
+confidence written (``answer_calibration: []`` writes ``p``). Annotated cuts keep their reference (confidence 1).
 """
 
 from __future__ import annotations
@@ -159,6 +170,14 @@ _EPS = 1e-12
 # unseen-words) re-annotated at 10%, tuned as choral run tunes them; every unannotated cut's winner and 1-best
 # (540 cuts, 573 rows, 214 right). Not the reported draw (seeds 12), not the accented benchmark.
 PRIOR: tuple[float, ...] = (-0.476, 3.916, -0.621, 1.946, 1.245, 1.448, -0.570, 0.299, 1.325)
+
+# beta_a's prior: fitted by benchmarks/generalisation/fit_answer_prior.py (pull 1 toward 0) on the answers of the
+# unannotated cuts of development draws 35-40 (prompt and cut seeds 35-40; both pools at 10% annotated, decided as
+# choral run decides them: 3,240 answers, 1,479 right). Left out one draw at a time and rescaled per pool on its
+# held-out tune answers (strength 1), the ECE of those answers fell 0.050 -> 0.042 on average over the 12 pools
+# (worst 0.134 -> 0.073; generator pools 0.066 -> 0.046, unseen-words pools 0.033 -> 0.037, about the 0.033 that a
+# perfectly calibrated confidence shows on 270 answers). Not the reported draws (12, 32-34, the large pools).
+ANSWER_PRIOR: tuple[float, ...] = (1.439, 1.777, -0.308, 3.839, 0.699, 3.000, 0.095, -0.956, 1.808)
 
 ERROR_FEATURES: tuple[str, ...] = (*FEATURES, "words")
 # gamma: fitted by benchmarks/generalisation/fit_prior.py (`fit`, pull 1 toward 0 except the intercept) on the
@@ -433,6 +452,8 @@ class RuleSettings(Protocol):
     @property
     def prior_calibration(self) -> tuple[float, ...]: ...
     @property
+    def answer_calibration(self) -> tuple[float, ...]: ...
+    @property
     def decision(self) -> str: ...
     @property
     def replace_margin(self) -> float: ...
@@ -476,6 +497,7 @@ class Rule:
     correction_edits: int = 1             # word group: no veto on a winner this many word edits from the 1-best
     floor_beta: tuple[float, ...] = PRIOR  # the floor reads the larger p of beta and this (the prior tune adapted)
     unheard_rival: float = 1.0            # fluency beyond the reach: w's reading within this x another text's (0: off)
+    answer_beta: tuple[float, ...] = ()   # the answer model: the confidence written is sigma(this . x) (empty: p)
 
     @classmethod
     def of(cls, config: RuleSettings) -> "Rule":
@@ -484,7 +506,8 @@ class Rule:
                    tuple(config.error_model), float(config.error_margin), float(config.teacher_veto),
                    float(config.unheard_confidence), bool(config.unheard_anywhere), float(config.unheard_reach),
                    float(config.unheard_fluency), float(config.replace_floor), int(config.correction_edits),
-                   tuple(config.prior_calibration), unheard_rival=float(config.unheard_rival))
+                   tuple(config.prior_calibration), unheard_rival=float(config.unheard_rival),
+                   answer_beta=tuple(float(b) for b in config.answer_calibration))
 
 
 @dataclass(frozen=True)
@@ -562,7 +585,11 @@ def calibrated_results(batch: SupportBatch, adjacency: sp.csr_matrix, rows: Sequ
             text = batch.texts_of(row)[1][decision.column]
         # a calibrated probability means nothing past 6 decimals; rounding keeps the written labels identical
         # across executors whose solvers differ in the last bits
-        out.append(replace(result, text=text, confidence=round(decision.confidence, 6)))
+        confidence = decision.confidence
+        if rule.answer_beta:
+            x = found.x_winner if decision.replaced else found.x_one_best
+            confidence = float(probability(rule.answer_beta, x))
+        out.append(replace(result, text=text, confidence=round(confidence, 6)))
     return out
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from ..config import check_finite, from_mapping, read_yaml_mapping
 from ..errors import ConfigError, InputError
-from .calibrate import ERROR_FEATURES, ERROR_PRIOR, FEATURES, PRIOR
+from .calibrate import ANSWER_PRIOR, ERROR_FEATURES, ERROR_PRIOR, FEATURES, PRIOR
 from .retrieve import RETRIEVE_PRIOR, RETRIEVE_UNHEARD_PRIOR
 
 
@@ -37,6 +37,7 @@ class PropagateConfig:
     calibrate: bool = True              # decide and score confidence with the calibrated model (calibrate.py)
     calibration: tuple[float, ...] = PRIOR  # beta, one per calibrate.FEATURES (tune fits it; default: the prior)
     prior_calibration: tuple[float, ...] = PRIOR  # the beta tune adapted (replace_floor also asks it)
+    answer_calibration: tuple[float, ...] = ANSWER_PRIOR  # beta_a: the confidence written (tune rescales it; []: p)
     decision: Literal["errors", "exact"] = "errors"  # replace the 1-best by expected word errors, or exact p
     replace_margin: float = 0.05        # exact: replace only when p(winner) > p(1-best) + this margin
     error_model: tuple[float, ...] = ERROR_PRIOR  # gamma, one per calibrate.ERROR_FEATURES (the Poisson model)
@@ -83,6 +84,9 @@ class PropagateConfig:
         if len(self.prior_calibration) != len(FEATURES):
             raise ConfigError("prior_calibration", f"needs {len(FEATURES)} coefficients ({', '.join(FEATURES)}), "
                                                    f"not {len(self.prior_calibration)}")
+        if len(self.answer_calibration) not in (0, len(FEATURES)):
+            raise ConfigError("answer_calibration", f"needs {len(FEATURES)} coefficients ({', '.join(FEATURES)}) "
+                                                    f"or none, not {len(self.answer_calibration)}")
         if self.decision not in ("errors", "exact"):
             raise ConfigError("decision", f"must be errors or exact, not {self.decision!r}")
         if len(self.error_model) != len(ERROR_FEATURES):

@@ -39,6 +39,12 @@ identified and only the prior's pull stops it. On fresh draw 17 such a fit (33 r
 the prior by 0.5 and shifted it by -2.8, which held right replacements at p 0.1-0.3, under the
 ``unheard_confidence`` bar: its unseen-words pool gained 0.18% where the prior gives 18%.
 
+Answer model (``answer_strength`` > 0): with the fitted beta each held-out cut is decided as ``choral propagate``
+will decide it, and the base config's answer model (``propagate.answer_calibration``, by default
+``calibrate.ANSWER_PRIOR``) is rescaled (``scale``, two numbers) on its answer's features and whether the answer is
+its reference: the confidence written for a label is calibrated on answers, which beta's rows (every candidate
+weighed) are not. It moves no label.
+
 Confidence check: for the winning parameters the held-out cuts' confidences
 are binned, and the report shows the WER of the cuts kept at each confidence
 threshold (it should fall as the threshold rises).
@@ -61,7 +67,7 @@ from ..grouped import iter_grouped_fields
 from ..manifest import check_readable
 from ..progress import NullProgress, Progress
 from ..propagate import PropagateConfig, read_grouped_and_graph
-from ..propagate.calibrate import FEATURES, describe, fit_calibration, fit_scaling, relative_distances
+from ..propagate.calibrate import FEATURES, Rule, decide, describe, fit_calibration, fit_scaling, relative_distances
 from ..propagate.labels import heard_words
 from ..teacher.contracts import Scorer
 from ..text import TextNormalizer
@@ -286,7 +292,8 @@ def tune_params(
                    threshold_scale=base.threshold_scale * scale)
     calibration: dict = {"fitted": False, "n_rows": 0}
     if grid.calibrate and base.calibrate:
-        x, y = _crossfit_rows(sub_entries, annotated_rows, fold, folds, graph, rows, best, scorer, executor, heard)
+        x, y, held = _crossfit_rows(sub_entries, annotated_rows, fold, folds, graph, rows, best, scorer, executor,
+                                    heard)
         n_correct = int(np.sum(y))
         identified = min(n_correct, len(y) - n_correct) >= grid.calibration_min_each
         fit = fit_scaling if grid.calibration_fit == "scale" else fit_calibration
@@ -298,6 +305,16 @@ def tune_params(
                        "prior": describe(base.calibration),
                        "beta": describe(beta), "features": list(FEATURES),
                        "rows": [[round(float(v), 5) for v in row] + [int(t)] for row, t in zip(x, y)]}
+        x_answer, right = answer_rows(held, Rule.of(best))
+        fitted = grid.answer_strength > 0 and bool(best.answer_calibration)
+        if fitted:
+            answer_beta = fit_scaling(x_answer, right, best.answer_calibration, grid.answer_strength)
+            best = replace(best, answer_calibration=tuple(round(float(b), 6) for b in answer_beta))
+        calibration["answers"] = {"fitted": fitted, "strength": grid.answer_strength,
+                                  "n_answers": int(len(right)), "n_right": int(np.sum(right)),
+                                  "beta": describe(best.answer_calibration) if best.answer_calibration else None,
+                                  "rows": [[round(float(v), 5) for v in row] + [int(r)]
+                                           for row, r in zip(x_answer, right)]}
     curve = _confidence_curve(hypotheses[best_key], {int(k): r for k, r in zip(annotated_rows, references)})
     best_wer, teacher_wer = edits[best_key] / max(total_words, 1), teacher_edits / max(total_words, 1)
     header = (f"# choral propagate parameters chosen by `choral tune` on {grouped}\n"
@@ -345,9 +362,10 @@ def select_key(per_cut: dict[Key, np.ndarray], default_key: Key, selection: str)
 def _crossfit_rows(entries: list, annotated_rows: np.ndarray, fold: np.ndarray, folds: int, graph,
                    rows: np.ndarray, config: PropagateConfig, scorer: Scorer | None,
                    executor: Executor | None = None,
-                   heard: frozenset[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   heard: frozenset[str] | None = None) -> tuple[np.ndarray, np.ndarray, list]:
     """Calibration rows of every annotated cut, propagated with its fold's references hidden (one item per fold,
-    concatenated in fold order); ``heard``: the search's vocabulary (computed from ``entries`` when not given)."""
+    concatenated in fold order), and each cut's candidates with whether its winner and 1-best are right;
+    ``heard``: the search's vocabulary (computed from ``entries`` when not given)."""
     threshold = graph.threshold * config.threshold_scale
     adjacency = graph.adjacency(threshold, weighted=config.weighted_edges, nearest=config.nearest)[rows][:, rows]
     distances = relative_distances(graph.adjacency(threshold, weighted=True, nearest=config.nearest)[rows][:, rows])
@@ -355,9 +373,22 @@ def _crossfit_rows(entries: list, annotated_rows: np.ndarray, fold: np.ndarray, 
                             [annotated_rows[fold == f] for f in range(folds)],
                             heard_words(entries) if heard is None else heard)
     answers = run_items(executor, crossfit_item, inputs, list(range(folds)), scorer, lambda _: None)
-    features = [x for part, _ in answers for x in part]
-    labels = [y for _, part in answers for y in part]
-    return np.asarray(features, dtype=np.float64).reshape(-1, len(FEATURES)), np.asarray(labels, dtype=np.float64)
+    features = [x for part, _, _ in answers for x in part]
+    labels = [y for _, part, _ in answers for y in part]
+    held = [h for _, _, part in answers for h in part]
+    return (np.asarray(features, dtype=np.float64).reshape(-1, len(FEATURES)), np.asarray(labels, dtype=np.float64),
+            held)
+
+
+def answer_rows(held: list, rule: Rule) -> tuple[np.ndarray, np.ndarray]:
+    """Each held-out cut decided under ``rule`` (the fitted beta, the config's decision): its answer's feature row
+    and whether that answer is its reference (the answer model's rows)."""
+    x, right = [], []
+    for found, winner_right, best_right in held:
+        decision = decide(found, rule)
+        x.append(found.x_winner if decision.replaced else found.x_one_best)
+        right.append(winner_right if decision.replaced else best_right)
+    return np.asarray(x, dtype=np.float64).reshape(-1, len(FEATURES)), np.asarray(right, dtype=np.float64)
 
 
 def _confidence_curve(held_out: list[tuple[int, str, float]], references: dict[int, str]) -> list[dict]:

@@ -183,9 +183,10 @@ class CrossfitInputs:
     heard: frozenset[str] | None = None   # as :attr:`SearchInputs.heard`
 
 
-def crossfit_item(scorer: Scorer | None, inputs: CrossfitInputs, fold: int) -> tuple[list, list]:
+def crossfit_item(scorer: Scorer | None, inputs: CrossfitInputs, fold: int) -> tuple[list, list, list]:
     """Calibration feature rows and labels of one fold's held-out cuts, propagated with their references hidden
-    (:func:`~choral.pipeline.propagate.calibrate.training_rows`)."""
+    (:func:`~choral.pipeline.propagate.calibrate.training_rows`), and per cut its candidates with whether its
+    winner and its 1-best are right (what the answer map is fitted on once the rows have fitted beta)."""
     entries, config = inputs.entries, inputs.config
     held_out = inputs.held_out[fold]
     view = fold_view(entries, held_out)
@@ -196,12 +197,15 @@ def crossfit_item(scorer: Scorer | None, inputs: CrossfitInputs, fold: int) -> t
                             scorer=scorer, score_rows=local_held_out, heard=inputs.heard)
     features: list = []
     labels: list = []
+    answers: list = []
     for k, r in zip(held_out, local_held_out):
         found = candidates(batch, local_adjacency, r, config.fusion_weight, local_distances)
         reference = entries[k].reference
         if found is None or reference is None:
             continue
-        x, y = training_rows(found, batch.texts_of(r)[0], reference)
+        texts = batch.texts_of(r)[0]
+        x, y = training_rows(found, texts, reference)
         features.extend(x)
         labels.extend(y)
-    return features, labels
+        answers.append((found, texts[found.winner] == reference, texts[found.one_best] == reference))
+    return features, labels, answers

@@ -30,6 +30,7 @@ class TuneConfig:
     calibration_fit: Literal["scale", "full"] = "scale"  # scale: a beta_0 + b (2 numbers); full: every coefficient
     calibration_strength: float = 0.25  # kappa: pull toward the prior (larger: trust the prior more)
     calibration_min_each: int = 3       # fit only with at least this many right and this many wrong rows (else prior)
+    answer_strength: float = 1.0        # > 0: rescale the answer model (propagate.answer_calibration), this pull
     min_annotated: int = 10             # fewer annotated cuts: no grid search (the base values hold)
     nearest: tuple[int, ...] = ()       # k-nearest edge counts tried, each a whole search (empty: the base's k)
     max_cuts: int = 3_000               # cuts of annotated groups searched in full (the whole grid); above: a sample
@@ -47,6 +48,8 @@ class TuneConfig:
                                                f"not {self.min_annotated}")
         if self.calibration_min_each < 0:
             raise ConfigError("calibration_min_each", f"must be 0 or a positive count, not {self.calibration_min_each}")
+        if not self.answer_strength >= 0:
+            raise ConfigError("answer_strength", f"must be >= 0 (0: no answer model), not {self.answer_strength}")
         if not self.calibration_strength > 0:
             raise ConfigError("calibration_strength", f"must be positive, not {self.calibration_strength}")
         for axis in GRID_AXES:

@@ -81,6 +81,8 @@ def tune_stage(
                                         "calibrate": grid.calibrate,
                                         "calibration_strength": grid.calibration_strength,
                                         "calibration_fit": grid.calibration_fit,
+                                        "calibration_min_each": grid.calibration_min_each,
+                                        "answer_strength": grid.answer_strength,
                                         "min_annotated": grid.min_annotated,
                                         "normalizer": asdict(normalizer),
                                         "scorer": getattr(scorer, "name", None)}

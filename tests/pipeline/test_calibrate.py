@@ -7,6 +7,7 @@ import scipy.sparse as sp
 from choral.pipeline.errors import ConfigError
 from choral.pipeline.propagate import PropagateConfig, propagate_batch
 from choral.pipeline.propagate.calibrate import (
+    ANSWER_PRIOR,
     ERROR_FEATURES,
     ERROR_PRIOR,
     FEATURES,
@@ -242,3 +243,30 @@ def test_config_checks_the_calibration() -> None:
         PropagateConfig(decision="vote")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="error_margin"):
         PropagateConfig(error_margin=-1.0)
+
+
+def test_the_answer_model_rewrites_the_confidence_and_no_label() -> None:
+    """With an answer model the confidence written is sigma(beta_a . x) of the answer's features; the decision
+    (made with beta) and so every label stay as they were."""
+    entries, adjacency = _group()
+    config = PropagateConfig(alpha=0.9, fusion_weight=0.3)
+    batch = propagate_batch(entries, adjacency, np.diff(adjacency.indptr), config)
+    results = fuse(batch, range(4), config.fusion_weight, config)
+    found = candidates(batch, adjacency, 3, config.fusion_weight)
+    assert found is not None
+    trusting = np.zeros(len(FEATURES))
+    trusting[FEATURES.index("votes")] = 2.0
+    answer_beta = np.zeros(len(FEATURES))
+    answer_beta[FEATURES.index("bias")] = 3.0
+    plain = calibrated_results(batch, adjacency, range(4), results, _exact(trusting, 0.0), config.fusion_weight)
+    rule = replace(_exact(trusting, 0.0), answer_beta=tuple(answer_beta))
+    modelled = calibrated_results(batch, adjacency, range(4), results, rule, config.fusion_weight)
+    assert [r.text for r in modelled] == [r.text for r in plain] and plain[3].text == "a b c"
+    assert modelled[0].confidence == 1.0                                     # a reference keeps confidence 1
+    assert modelled[3].confidence == pytest.approx(float(probability(answer_beta, found.x_winner)), abs=1e-6)
+    assert modelled[3].confidence != plain[3].confidence
+    assert Rule.of(PropagateConfig(answer_calibration=tuple(answer_beta))).answer_beta == tuple(answer_beta)
+    assert Rule.of(PropagateConfig()).answer_beta == ANSWER_PRIOR and Rule().answer_beta == ()
+    assert Rule.of(PropagateConfig(answer_calibration=())).answer_beta == ()
+    with pytest.raises(ConfigError, match="answer_calibration"):
+        PropagateConfig(answer_calibration=(0.5, 1.0))

@@ -11,7 +11,7 @@ from choral.pipeline.graph import build_graph
 from choral.pipeline.group import group_manifest
 from choral.pipeline.manifest import read_cuts
 from choral.pipeline.propagate import PropagateConfig, load_params, propagate_manifest
-from choral.pipeline.propagate.calibrate import PRIOR
+from choral.pipeline.propagate.calibrate import ANSWER_PRIOR, PRIOR
 from choral.pipeline.synthetic import SyntheticConfig, generate
 from choral.pipeline.text import TextNormalizer
 from choral.pipeline.tune import TuneConfig, parse_grid, report_path, tune_params, tune_stage
@@ -111,7 +111,8 @@ def test_tune_stage_sidecar_keeps_the_run_dirs_format(tmp_path: Path) -> None:
                                        "threshold_scale": [1.0]},
                               "base": json.loads(json.dumps(asdict(PropagateConfig(alpha=0.5)))),
                               "folds": 2, "seed": 0, "selection": "one-se", "calibrate": True,
-                              "calibration_strength": 0.25, "calibration_fit": "scale", "min_annotated": 2,
+                              "calibration_strength": 0.25, "calibration_fit": "scale", "calibration_min_each": 3,
+                              "answer_strength": 1.0, "min_annotated": 2,
                               "normalizer": asdict(TextNormalizer()), "scorer": None}
 
 
@@ -204,7 +205,8 @@ def test_tune_stage_below_min_annotated_holds_the_base_values_and_fits_the_calib
     held = tune_stage(grouped, graph, params, base=base, grid=grid)
     assert held.tuned is not None and held.tuned.n_combinations == 1 and held.n_annotated == n
     chosen = load_params(params)
-    assert replace(chosen, calibration=base.calibration, prior_calibration=base.prior_calibration) == base
+    assert replace(chosen, calibration=base.calibration, prior_calibration=base.prior_calibration,
+                   answer_calibration=base.answer_calibration) == base
     assert chosen.prior_calibration == prior != chosen.calibration   # the floor of the decision reads both
     report = json.loads((tmp_path / "params.json").read_text())
     assert report["calibration"]["fitted"] and report["calibration"]["fit"] == "scale"
@@ -287,3 +289,34 @@ def test_tune_reads_only_the_sampled_groups(tmp_path: Path) -> None:
     grid = replace(TuneConfig(fusion_weight=(0.0, 0.3)), max_cuts=200, sample_cuts=120)
     tune_params(grouped, graph_file, tmp_path / "params.yaml", grid=grid, folds=3)
     assert json.loads((tmp_path / "params.json").read_text())["search"]["sampled_cuts"] == len(entries)
+
+
+def test_tune_rescales_the_answer_model_on_held_out_answers_and_keeps_the_labels(tmp_path: Path) -> None:
+    """By default tune rescales the answer model (``ANSWER_PRIOR``) on the held-out answers (their features and
+    exactness in params.json); strength 0 keeps the prior, an empty answer model writes the decision's p. The
+    labels propagate writes are the same every way, the confidences are not."""
+    grouped, graph = grouped_and_graph(tmp_path, 0.3)
+    on, kept, none = tmp_path / "on.yaml", tmp_path / "kept.yaml", tmp_path / "none.yaml"
+    tune_params(grouped, graph, on, grid=SMALL_GRID)
+    tune_params(grouped, graph, kept, grid=replace(SMALL_GRID, answer_strength=0.0))
+    tune_params(grouped, graph, none, grid=SMALL_GRID, base=PropagateConfig(answer_calibration=()))
+    report_on = json.loads(report_path(on).read_text())["calibration"]["answers"]
+    report_kept = json.loads(report_path(kept).read_text())["calibration"]["answers"]
+    assert report_on["fitted"] and report_on["n_answers"] == len(report_on["rows"]) > 0
+    assert not report_kept["fitted"] and report_kept["rows"] == report_on["rows"]   # the same answers
+    assert load_params(kept).answer_calibration == ANSWER_PRIOR
+    assert load_params(none).answer_calibration == ()
+    chosen = load_params(on)
+    ratio = np.asarray(chosen.answer_calibration[1:]) / np.asarray(ANSWER_PRIOR[1:])   # scale: a * prior + b * bias
+    assert np.allclose(ratio, ratio[0], atol=1e-4) and ratio[0] > 0
+    assert replace(chosen, answer_calibration=ANSWER_PRIOR) == load_params(kept)
+    written = {}
+    for name, path in (("on", on), ("kept", kept), ("none", none)):
+        propagate_manifest(grouped, graph, tmp_path / f"{name}.jsonl.gz", config=load_params(path))
+        written[name] = {c.id: c.custom["choral"][0] for c in read_cuts(tmp_path / f"{name}.jsonl.gz")}
+    texts = [{k: v["text"] for k, v in labels.items()} for labels in written.values()]
+    assert texts[0] == texts[1] == texts[2]
+    assert any(written["on"][k]["confidence"] != written["kept"][k]["confidence"] for k in written["on"])
+    assert any(written["none"][k]["confidence"] != written["kept"][k]["confidence"] for k in written["on"])
+    with pytest.raises(Exception, match="answer_strength"):
+        TuneConfig(answer_strength=-1.0)
