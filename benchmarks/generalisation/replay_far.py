@@ -26,9 +26,10 @@ from choral.pipeline.text import TextNormalizer
 from choral.pipeline.wer import word_errors
 
 POOLS: tuple[str, ...] = ("generator", "unseen-words")
-FLUENCY: tuple[float, ...] = (0.35, 0.5, 0.8)
+FLUENCY: tuple[float, ...] = (0.35, 0.5, 0.8, 0.9, 1.0, 1.1, 1.2, 1.5)
 REACH: tuple[float, ...] = (1.75, 2.0, 2.25, 2.5, 3.0)
 RATIO: tuple[float, ...] = (0.85, 0.9, 0.95, 1.0)
+# the default is the setting that saves the most word errors with no harmed cut (with the word test)
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -93,8 +94,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"fluency {fluency:g} reach {reach:g} ratio {ratio:g}: every reading "
                       f"{replay(rows, fluency, reach, ratio, False)}, with an unheard word "
                       f"{replay(rows, fluency, reach, ratio, True)}")
-    right = [r for r in rows if r["fluency"] < -0.8 and r["first"] <= 2.25 and r["ratio"] <= 0.9 and r["unheard"]]
-    print(f"the default (0.8, 2.25, 0.9, word test): {sum(r['right'] for r in right)} of {len(right)} exactly right")
+    right = [r for r in rows if r["fluency"] < -1.0 and r["first"] <= 2.5 and r["ratio"] <= 0.9 and r["unheard"]]
+    print(f"the default (1.0, 2.5, 0.9, word test): {sum(r['right'] for r in right)} of {len(right)} exactly right")
 
 
 if __name__ == "__main__":

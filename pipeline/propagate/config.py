@@ -57,9 +57,9 @@ class PropagateConfig:
     retrieve_unheard_reach: float = 2.25  # or any 1-best, within this x, if the reading adds only unheard words
     retrieve_unheard_ratio: float = 0.95  # ... and is nearer than this x any reading of another text
     retrieve_unheard_calibration: tuple[float, ...] = RETRIEVE_UNHEARD_PRIOR  # its (c0, c1)
-    retrieve_far_reach: float = 2.25    # or a 1-best below -retrieve_far_fluency, within this x (0: off) ...
+    retrieve_far_reach: float = 2.5     # or a 1-best below -retrieve_far_fluency, within this x (0: off) ...
     retrieve_far_ratio: float = 0.9     # ... nearer than this x any other text's, if the reading has an unheard word
-    retrieve_far_fluency: float = 0.8   # nats per word
+    retrieve_far_fluency: float = 1.0   # nats per word
     retrieve_far_calibration: tuple[float, ...] = RETRIEVE_FAR_PRIOR  # its (c0, c1)
     # issue 12 part 4 (options, measured in benchmarks/generalisation/RESULTS.md's Ablations)
     nearest_only: bool = False          # with nearest > 0: the k nearest edges alone, no threshold edges

@@ -64,15 +64,18 @@ also takes ``r_1`` when
 
     fluency(b) < -phi_f,     d_1 <= R_f,     d_1 <= rho_f * d_2,     r_1 has a word not in H,
 
-with ``phi_f`` = ``retrieve_far_fluency`` (0.8), ``R_f`` = ``retrieve_far_reach`` (2.25), ``rho_f`` =
+with ``phi_f`` = ``retrieve_far_fluency`` (1.0), ``R_f`` = ``retrieve_far_reach`` (2.5), ``rho_f`` =
 ``retrieve_far_ratio`` (0.9): the reading must carry a word no n-best says, so a template prompt the teacher can
 read (whose right 1-best is only noisy) is not handed another prompt's reference. Confidence
-``retrieve_far_calibration`` (:data:`RETRIEVE_FAR_PRIOR`, 0.74: the rate at which such labels were exactly right).
+``retrieve_far_calibration`` (:data:`RETRIEVE_FAR_PRIOR`, 0.80: the rate at which such labels were exactly right).
 Chosen in session 11 on development draws 35-40 (12 pools, 3,240 unannotated cuts; never a reported pool), replaying
-the path on the cuts the other paths leave on their 1-best over ``phi_f`` 0.35-0.8, ``R_f`` 1.75-3, ``rho_f``
-0.85-1, with and without the unheard-word test: 98 cuts changed, 79 to fewer word errors and 6 to more, 596 word
-errors saved, all in unseen-words pools (without the word test 125, 98, 11 and 649; ``rho_f`` 0.95 178, 123, 15 and
-764; ``phi_f`` 0.35 164, 109, 35 and 655).
+the path (``benchmarks/generalisation/replay_far.py``) on the cuts the other paths leave on their 1-best over
+``phi_f`` 0.35-1.5, ``R_f`` 1.75-3, ``rho_f`` 0.85-1, with and without the unheard-word test: the most word errors
+saved with no harmed cut (session 8's criterion) is ``phi_f`` 1.0, ``R_f`` 2.5, ``rho_f`` 0.9 with the test: 81 cuts
+changed, 71 to fewer word errors, none to more, 560 word errors saved, all in unseen-words pools. The first choice,
+``phi_f`` 0.8 with ``R_f`` 2.25 (the most saved at about 0.2% harmed cuts: 98 changed, 79 helped, 6 harmed, 596
+saved), harmed two cuts of one condition on held-out draws 32 and 34: the six dev harms were template commands with
+an unheard name (a noisy "find the nearest launderette" given "play dolly parton") at -0.83 to -0.97 nats per word.
 """
 
 from __future__ import annotations
@@ -98,8 +101,8 @@ RETRIEVE_PRIOR: tuple[float, float] = (2.215, 0.0)
 # thresholds, 50% beyond 1.75 on draws 14-19), but a slope fitted there calibrated those labels worse on draws 20-24
 # (ECE over them 0.177) than a constant (0.088).
 RETRIEVE_UNHEARD_PRIOR: tuple[float, float] = (1.386, 0.0)
-# The far path's (c0, c1): 73 of the 98 labels it gave on development draws 35-40 were exactly right (0.745).
-RETRIEVE_FAR_PRIOR: tuple[float, float] = (1.071, 0.0)
+# The far path's (c0, c1): 65 of the 81 labels it gave on development draws 35-40 were exactly right (0.802).
+RETRIEVE_FAR_PRIOR: tuple[float, float] = (1.401, 0.0)
 
 
 class RetrieveSettings(Protocol):
