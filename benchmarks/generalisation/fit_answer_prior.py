@@ -38,68 +38,28 @@ import numpy as np  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from fit_prior import ece  # noqa: E402
+from fit_prior import decision_rows, ece  # noqa: E402
 
-from choral.pipeline.propagate.calibrate import (  # noqa: E402
-    FEATURES,
-    Rule,
-    candidates,
-    decide,
-    fit_calibration,
-    fit_scaling,
-    probability,
-)
+from choral.pipeline.propagate.calibrate import FEATURES, fit_calibration, fit_scaling, probability  # noqa: E402
 
 POOLS: tuple[str, ...] = ("generator", "unseen-words")
 STRENGTHS: tuple[float, ...] = (0.25, 1.0, 4.0)
 
 
 def answer_rows(out: Path) -> list[dict]:
-    """Propagate ``out`` (a pool's run directory) with its params.yaml; each decided unannotated cut's answer row."""
+    """Each decided unannotated cut of ``out`` (a pool's run directory, propagated with its params.yaml): its answer's
+    features, the decision's p and whether the answer is the reference (from ``fit_prior.decision_rows``)."""
     from run_protocol import pool_scorer
 
-    from choral.pipeline.manifest import iter_cuts
-    from choral.pipeline.propagate import load_params, read_grouped_and_graph
-    from choral.pipeline.propagate.calibrate import relative_distances
-    from choral.pipeline.propagate.engine import rescore
     from choral.pipeline.references import read_references
     from choral.pipeline.run_config import load_run_config
 
     config_path = out / "config.yaml"
-    config = load_run_config(config_path)
-    normalizer = config.normalizer
-    references = {k: normalizer(v.text) for k, v in read_references(config.eval.references).items()}
-    params = load_params(out / "params.yaml", base=config.propagate)
-    entries, graph = read_grouped_and_graph(out / "grouped.jsonl.gz", out / "graph.npz", normalizer)
-    accent = {cut.id: (cut.custom or {}).get("accent") for cut in iter_cuts(out / "grouped.jsonl.gz")}
-    threshold = graph.threshold * params.threshold_scale
-    adjacency = graph.adjacency(threshold, weighted=params.weighted_edges, nearest=params.nearest)
-    distances = relative_distances(graph.adjacency(threshold, weighted=True, nearest=params.nearest))
-    sound = graph.sound_distances()
-    rule = Rule.of(params)
-    rows: list[dict] = []
-
-    def record(batch, indices, results):
-        index = np.asarray(indices, dtype=np.int64)
-        sub_adjacency, sub_distances, sub_sound = adjacency[index][:, index], distances[index][:, index], \
-            sound[index][:, index]
-        for r, entry in enumerate(batch.entries):
-            if entry.reference is not None:
-                continue
-            found = candidates(batch, sub_adjacency, r, params.fusion_weight, sub_distances, sound=sub_sound)
-            if found is None:
-                continue
-            decision = decide(found, rule)
-            texts = batch.labels_of[entry.group].texts
-            answer = texts[decision.column]
-            rows.append({"cut": entry.cut_id, "accent": accent[entry.cut_id],
-                         "x": [round(float(v), 5) for v in (found.x_winner if decision.replaced else found.x_one_best)],
-                         "p": round(decision.confidence, 6), "y": int(answer == references[entry.cut_id])})
-        return results
-
-    scorer = pool_scorer(out, config_path)
-    rescore(entries, adjacency, params, scorer if params.share_candidates else None, finish=record)
-    return rows
+    references = {k: v.text for k, v in read_references(load_run_config(config_path).eval.references).items()}
+    rows = decision_rows(out, config_path, pool_scorer(out, config_path), references)
+    return [{"cut": r["cut"], "accent": r["accent"], "p": r["p"],
+             "x": r["x_winner"] if r["replaced"] else r["x_one_best"],
+             "y": r["y_winner"] if r["replaced"] else r["y_one_best"]} for r in rows]
 
 
 def collect(args: argparse.Namespace) -> None:

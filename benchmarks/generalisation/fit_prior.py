@@ -76,7 +76,7 @@ def decision_rows(out: Path, config_path: Path, scorer, references: dict[str, st
     """Propagate ``out``'s grouped cuts with its params.yaml and record each unannotated cut's decision row."""
     from choral.pipeline.manifest import iter_cuts
     from choral.pipeline.propagate import load_params, read_grouped_and_graph
-    from choral.pipeline.propagate.calibrate import Rule, relative_distances
+    from choral.pipeline.propagate.calibrate import Rule, decide, relative_distances
     from choral.pipeline.propagate.engine import rescore
     from choral.pipeline.run_config import load_run_config
     from choral.pipeline.wer import word_errors
@@ -107,7 +107,9 @@ def decision_rows(out: Path, config_path: Path, scorer, references: dict[str, st
             labels = batch.labels_of[entry.group]
             reference = normalizer(references[entry.cut_id])
             winner, best = labels.texts[found.winner], labels.texts[found.one_best]
+            decision = decide(found, rule)   # what the run answered: fit_answer_prior.py reads it
             rows.append({"cut": entry.cut_id, "accent": accent[entry.cut_id],
+                         "replaced": decision.replaced, "p": round(decision.confidence, 6),
                          "x_winner": [round(float(v), 5) for v in found.x_winner],
                          "x_one_best": [round(float(v), 5) for v in found.x_one_best],
                          "same": found.winner == found.one_best, "unheard": found.exempt(rule),

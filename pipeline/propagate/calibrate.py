@@ -543,6 +543,11 @@ def decide(found: Candidates, rule: Rule) -> Decision:
     return Decision(found.one_best, p_best, False)
 
 
+def answer_features(found: Candidates, decision: Decision) -> np.ndarray:
+    """The feature row of the candidate ``decision`` answered (what the answer model reads)."""
+    return found.x_winner if decision.replaced else found.x_one_best
+
+
 def _vetoed(found: Candidates, rule: Rule) -> bool:
     """The teacher's veto: its log-likelihood of the winner is more than ``rule.veto`` nats below its 1-best's."""
     teacher = FEATURES.index("teacher")
@@ -587,8 +592,7 @@ def calibrated_results(batch: SupportBatch, adjacency: sp.csr_matrix, rows: Sequ
         # across executors whose solvers differ in the last bits
         confidence = decision.confidence
         if rule.answer_beta:
-            x = found.x_winner if decision.replaced else found.x_one_best
-            confidence = float(probability(rule.answer_beta, x))
+            confidence = float(probability(rule.answer_beta, answer_features(found, decision)))
         out.append(replace(result, text=text, confidence=round(confidence, 6)))
     return out
 

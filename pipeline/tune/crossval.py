@@ -67,7 +67,16 @@ from ..grouped import iter_grouped_fields
 from ..manifest import check_readable
 from ..progress import NullProgress, Progress
 from ..propagate import PropagateConfig, read_grouped_and_graph
-from ..propagate.calibrate import FEATURES, Rule, decide, describe, fit_calibration, fit_scaling, relative_distances
+from ..propagate.calibrate import (
+    FEATURES,
+    Rule,
+    answer_features,
+    decide,
+    describe,
+    fit_calibration,
+    fit_scaling,
+    relative_distances,
+)
 from ..propagate.labels import heard_words
 from ..teacher.contracts import Scorer
 from ..text import TextNormalizer
@@ -386,7 +395,7 @@ def answer_rows(held: list, rule: Rule) -> tuple[np.ndarray, np.ndarray]:
     x, right = [], []
     for found, winner_right, best_right in held:
         decision = decide(found, rule)
-        x.append(found.x_winner if decision.replaced else found.x_one_best)
+        x.append(answer_features(found, decision))
         right.append(winner_right if decision.replaced else best_right)
     return np.asarray(x, dtype=np.float64).reshape(-1, len(FEATURES)), np.asarray(right, dtype=np.float64)
 

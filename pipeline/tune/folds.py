@@ -186,7 +186,7 @@ class CrossfitInputs:
 def crossfit_item(scorer: Scorer | None, inputs: CrossfitInputs, fold: int) -> tuple[list, list, list]:
     """Calibration feature rows and labels of one fold's held-out cuts, propagated with their references hidden
     (:func:`~choral.pipeline.propagate.calibrate.training_rows`), and per cut its candidates with whether its
-    winner and its 1-best are right (what the answer map is fitted on once the rows have fitted beta)."""
+    winner and its 1-best are right (what the answer model is fitted on once the rows have fitted beta)."""
     entries, config = inputs.entries, inputs.config
     held_out = inputs.held_out[fold]
     view = fold_view(entries, held_out)
