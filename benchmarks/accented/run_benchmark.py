@@ -81,6 +81,7 @@ VARIANTS = (
             tune_nearest=(2, 4, 8)),
     Variant("3 propagation rounds (soft seeds)", propagate=(("rounds", 3),)),
     Variant("length-normalised teacher scores", propagate=(("length_norm", True),)),
+    Variant("no scored retrieval (session 12)", propagate=(("retrieve_scored_reach", 0.0),)),
 )
 
 

@@ -85,12 +85,14 @@ CANDIDATES.update({c.name: c for c in (
     Candidate("no-correction", propagate=(("correction_edits", 0),),
               description="the teacher's veto also on one-word corrections in word groups"),
     Candidate("no-retrieve", propagate=(("retrieve_reach", 0.0), ("retrieve_unheard_reach", 0.0),
-                                        ("retrieve_far_reach", 0.0)),
+                                        ("retrieve_far_reach", 0.0), ("retrieve_scored_reach", 0.0)),
               description="no retrieval of a struggling cut's nearest annotated reading from another group"),
     Candidate("no-unheard-retrieve", propagate=(("retrieve_unheard_reach", 0.0),),
               description="retrieval only for 1-bests the teacher is unsure of, not sure ones missing unheard words"),
     Candidate("no-far-retrieve", propagate=(("retrieve_far_reach", 0.0),),
               description="no far retrieval path for the teacher's worst readings (session 11)"),
+    Candidate("no-scored-retrieve", propagate=(("retrieve_scored_reach", 0.0),),
+              description="no scored retrieval: the teacher never checks a nearest annotated reading (session 12)"),
     Candidate("no-split-prior", graph=(("threshold_prior", "none"),),
               description="a threshold learned from fewer than 10 positive pairs is used as learned, not shrunk"),
     Candidate("no-rival", propagate=(("unheard_rival", 0.0),),
@@ -98,7 +100,8 @@ CANDIDATES.update({c.name: c for c in (
 )})
 ABLATIONS: tuple[str, ...] = ("consensus", "knn", "knn-only", "rounds", "length-norm", "no-sound", "no-isolated",
                               "sound-split", "no-fluency", "no-floor", "no-correction",
-                              "no-retrieve", "no-unheard-retrieve", "no-far-retrieve", "no-split-prior", "no-rival")
+                              "no-retrieve", "no-unheard-retrieve", "no-far-retrieve", "no-scored-retrieve",
+                              "no-split-prior", "no-rival")
 
 
 def select_candidates(names: Sequence[str]) -> tuple[Candidate, ...]:

@@ -13,7 +13,7 @@ from typing import Literal
 from ..config import check_finite, from_mapping, read_yaml_mapping
 from ..errors import ConfigError, InputError
 from .calibrate import ANSWER_PRIOR, ERROR_FEATURES, ERROR_PRIOR, FEATURES, PRIOR
-from .retrieve import RETRIEVE_FAR_PRIOR, RETRIEVE_PRIOR, RETRIEVE_UNHEARD_PRIOR
+from .retrieve import RETRIEVE_FAR_PRIOR, RETRIEVE_PRIOR, RETRIEVE_SCORED_PRIOR, RETRIEVE_UNHEARD_PRIOR
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,9 @@ class PropagateConfig:
     retrieve_far_ratio: float = 0.9     # ... nearer than this x any other text's, if the reading has an unheard word
     retrieve_far_fluency: float = 1.0   # nats per word
     retrieve_far_calibration: tuple[float, ...] = RETRIEVE_FAR_PRIOR  # its (c0, c1)
+    retrieve_scored_reach: float = 2.5  # or any 1-best, within this x (0: off), with a scorer, when the teacher ...
+    retrieve_scored_margin: float = 8.0  # ... scores the reading no more than this many nats below its 1-best
+    retrieve_scored_calibration: tuple[float, ...] = RETRIEVE_SCORED_PRIOR  # its (c0, c1)
     # issue 12 part 4 (options, measured in benchmarks/generalisation/RESULTS.md's Ablations)
     nearest_only: bool = False          # with nearest > 0: the k nearest edges alone, no threshold edges
     consensus: int = 0                  # word-level combinations of the neighbourhood per cut (0: off)
@@ -102,7 +105,8 @@ class PropagateConfig:
             raise ConfigError("unheard_reach", f"must be 0 (no limit) or positive, not {self.unheard_reach}")
         if self.unheard_fluency < 0:
             raise ConfigError("unheard_fluency", f"must be 0 (off) or positive (nats/word), not {self.unheard_fluency}")
-        for name in ("retrieve_reach", "unheard_rival", "retrieve_unheard_reach", "retrieve_far_reach"):
+        for name in ("retrieve_reach", "unheard_rival", "retrieve_unheard_reach", "retrieve_far_reach",
+                     "retrieve_scored_reach", "retrieve_scored_margin"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, f"must be 0 (off) or positive, not {getattr(self, name)}")
         for name in ("retrieve_ratio", "retrieve_unheard_ratio", "retrieve_far_ratio"):
@@ -111,7 +115,8 @@ class PropagateConfig:
         for name in ("retrieve_fluency", "retrieve_far_fluency"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, f"must be >= 0 (nats per word), not {getattr(self, name)}")
-        for name in ("retrieve_calibration", "retrieve_unheard_calibration", "retrieve_far_calibration"):
+        for name in ("retrieve_calibration", "retrieve_unheard_calibration", "retrieve_far_calibration",
+                     "retrieve_scored_calibration"):
             if len(getattr(self, name)) != 2:
                 raise ConfigError(name, f"needs 2 coefficients (c0, c1), not {len(getattr(self, name))}")
         if self.correction_edits < 0:

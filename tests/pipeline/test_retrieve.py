@@ -178,3 +178,46 @@ def test_the_far_path_takes_a_distant_reading_with_unheard_words_for_the_worst_r
 def test_bad_far_retrieval_settings_name_the_key(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=key):
         PropagateConfig(**{key: value})
+
+
+class _Scorer:
+    """Teacher log-likelihoods from a table (text -> score), recording what it was asked."""
+
+    def __init__(self, table: dict[str, float]) -> None:
+        self.table, self.asked = table, []
+
+    def __call__(self, cut_id: str, texts) -> list[float]:
+        self.asked.append((cut_id, list(texts)))
+        return [self.table[text] for text in texts]
+
+
+@pytest.mark.parametrize("case", ["takes", "unlikely", "no scorer", "off", "too far", "not finite"])
+def test_the_scored_path_takes_a_reading_the_teacher_finds_about_as_likely_as_its_one_best(case: str) -> None:
+    """A fluent 1-best (no distance path applies) takes its nearest annotated reading within 2.5 thresholds when the
+    teacher scores that reading no more than 8 nats below the 1-best; the scorer sees the reading and the 1-best."""
+    entries = _entries(fluency=-0.1)
+    reading_score = {"unlikely": -13.5, "not finite": float("nan")}.get(case, -12.0)   # the 1-best scores -5
+    scorer = None if case == "no scorer" else _Scorer({"a b c": reading_score, "x y z": -5.0})
+    config = PropagateConfig(retrieve_scored_reach=0.0) if case == "off" else PropagateConfig()
+    far = case == "too far"
+    graph = _graph([(0, 1, 30.0 if far else 18.0), (0, 2, 34.0 if far else 24.0)], 3)   # threshold 10: d1 1.8 or 3
+    results = _results(entries)
+    assert retrieve(entries, results, graph, config) == results                    # no scorer: the path is off
+    out = retrieve(entries, results, graph, config, scorer)
+    if case == "takes":
+        a, b = config.retrieve_scored_calibration
+        assert scorer is not None and scorer.asked == [("c0", ["a b c", "x y z"])]
+        assert out[0].text == "A b c" and out[0].teacher_text == "X y z" and out[0].source == "propagated"
+        assert out[0].confidence == pytest.approx(1 / (1 + np.exp(-(a + b * 1.8))), abs=1e-6)
+        assert out[1:] == results[1:]
+    else:
+        assert out == results
+        if case in ("off", "too far"):
+            assert scorer is not None and scorer.asked == []                        # nothing scored in vain
+
+
+@pytest.mark.parametrize("key, value", [("retrieve_scored_reach", -1.0), ("retrieve_scored_margin", -0.5),
+                                        ("retrieve_scored_calibration", (1.0, 2.0, 3.0))])
+def test_bad_scored_retrieval_settings_name_the_key(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=key):
+        PropagateConfig(**{key: value})
