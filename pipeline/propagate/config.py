@@ -64,6 +64,7 @@ class PropagateConfig:
     retrieve_scored_reach: float = 2.5  # or any 1-best, within this x (0: off), with a scorer, when the teacher ...
     retrieve_scored_margin: float = 8.0  # ... scores the reading no more than this many nats below its 1-best
     retrieve_scored_calibration: tuple[float, ...] = RETRIEVE_SCORED_PRIOR  # its (c0, c1)
+    retrieve_scored_alone: bool = True  # ... only when no graph neighbour is labelled with the cut's 1-best
     # issue 12 part 4 (options, measured in benchmarks/generalisation/RESULTS.md's Ablations)
     nearest_only: bool = False          # with nearest > 0: the k nearest edges alone, no threshold edges
     consensus: int = 0                  # word-level combinations of the neighbourhood per cut (0: off)

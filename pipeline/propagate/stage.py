@@ -169,7 +169,7 @@ def propagate_manifest(
     retrieved = 0
     if config.calibrate:  # a struggling 1-best may take its nearest annotated reading from another group
         kept = results
-        results = retrieve(entries, results, graph, config, scorer)
+        results = retrieve(entries, results, graph, config, scorer, adjacency)
         retrieved = sum(a is not b for a, b in zip(kept, results))
 
     progress.task("writing rescored manifest", len(entries))

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from choral.pipeline.errors import ConfigError
 from choral.pipeline.fields import CutResult
@@ -191,20 +192,30 @@ class _Scorer:
         return [self.table[text] for text in texts]
 
 
-@pytest.mark.parametrize("case", ["takes", "unlikely", "no scorer", "off", "too far", "not finite"])
+@pytest.mark.parametrize("case", ["takes", "unlikely", "no scorer", "off", "too far", "not finite", "confirmed",
+                                  "confirmed, test off", "other neighbour"])
 def test_the_scored_path_takes_a_reading_the_teacher_finds_about_as_likely_as_its_one_best(case: str) -> None:
     """A fluent 1-best (no distance path applies) takes its nearest annotated reading within 2.5 thresholds when the
-    teacher scores that reading no more than 8 nats below the 1-best; the scorer sees the reading and the 1-best."""
+    teacher scores that reading no more than 8 nats below the 1-best and no graph neighbour is labelled with the
+    1-best; the scorer sees the reading and the 1-best (threshold 10)."""
     entries = _entries(fluency=-0.1)
     reading_score = {"unlikely": -13.5, "not finite": float("nan")}.get(case, -12.0)   # the 1-best scores -5
     scorer = None if case == "no scorer" else _Scorer({"a b c": reading_score, "x y z": -5.0})
     config = PropagateConfig(retrieve_scored_reach=0.0) if case == "off" else PropagateConfig()
+    adjacency = None
+    if case.startswith("confirmed") or case == "other neighbour":   # c3, a neighbour of c0, reads c0's 1-best or not
+        from choral.pipeline.propagate.labels import CutEntry
+        hypothesis = "u v" if case == "other neighbour" else "x y z"
+        entries.append(CutEntry("c3", "g0", [hypothesis], [hypothesis], np.array([-1.0])))
+        adjacency = sp.csr_matrix((np.ones(2), ([0, 3], [3, 0])), shape=(4, 4))
+        if case == "confirmed, test off":
+            config = replace(config, retrieve_scored_alone=False)
     far = case == "too far"
-    graph = _graph([(0, 1, 30.0 if far else 18.0), (0, 2, 34.0 if far else 24.0)], 3)   # threshold 10: d1 1.8 or 3
+    graph = _graph([(0, 1, 30.0 if far else 18.0), (0, 2, 34.0 if far else 24.0)], len(entries))   # d1 1.8 or 3
     results = _results(entries)
     assert retrieve(entries, results, graph, config) == results                    # no scorer: the path is off
-    out = retrieve(entries, results, graph, config, scorer)
-    if case == "takes":
+    out = retrieve(entries, results, graph, config, scorer, adjacency)
+    if case in ("takes", "confirmed, test off", "other neighbour"):
         a, b = config.retrieve_scored_calibration
         assert scorer is not None and scorer.asked == [("c0", ["a b c", "x y z"])]
         assert out[0].text == "A b c" and out[0].teacher_text == "X y z" and out[0].source == "propagated"
