@@ -88,13 +88,14 @@ the reading against the cut's own audio. With a scorer (the stage's teacher scor
 teacher veto, ``teacher_veto``): the teacher finds the annotated reading about as likely as what it said. Both are
 scored by the scorer (not the n-best's beam score), so the comparison is of like with like. Confidence
 ``retrieve_scored_calibration`` (:data:`RETRIEVE_SCORED_PRIOR`, 0.935: the rate at which such labels were exactly
-right on draws 41-50). Chosen in session 12 on development draws 41-46 (12 pools, 3,240 unannotated cuts; never a reported pool),
-replaying the path on the cuts the other paths leave on their 1-best (``benchmarks/generalisation/replay_scored.py``)
-over the margin 4-10 nats in total and 0.5-2 nats per word, with and without asking the teacher to rank ``r_1`` above
-every other measured annotated text: the most word errors saved with no harmed cut on draws 41, 42, 44 and 45 was 8
-nats (26 changed, all helped, 75 saved; 9 nats harmed one), and on draws 43 and 46 it changed 17, all helped, 39
-saved (a bound per word harmed one there: "wake me up at eleven ..." given "... at ten ...", 0.95 nats per word but
-8.6 in total). All 43 were generator pools (21 of them noisy readings); the reach binds nothing up to 2.25.
+right on draws 41-50). Chosen in session 12 on development draws 41-46 (12 pools, 3,240 unannotated cuts; never a
+reported pool), replaying the path on the cuts the other paths leave on their 1-best
+(``benchmarks/generalisation/replay_scored.py``) over the margin 4-10 nats in total and 0.5-2 nats per word, with and
+without asking the teacher to rank ``r_1`` above every other measured annotated text: the most word errors saved with no
+harmed cut on draws 41, 42, 44 and 45 was 8 nats (26 changed, all helped, 75 saved; 9 nats harmed one), and on draws 43
+and 46 it changed 17, all helped, 39 saved (a bound per word harmed one there: "wake me up at eleven ..." given "... at
+ten ...", 0.95 nats per word but 8.6 in total). All 43 were generator pools (21 of them noisy readings); the reach
+binds nothing up to 2.25.
 
 The agreement test (``retrieve_scored_alone``, the last condition) came after the path's first run on the reported
 pools of ``benchmarks/generalisation``: it harmed one cut there, a right and certain "wake me up at nine in the
