@@ -305,7 +305,10 @@ def retrieve(entries: Sequence[CutEntry], results: Sequence[CutResult], graph: C
 def _unconfirmed(entries: Sequence[CutEntry], results: Sequence[CutResult], rows: Sequence[int],
                  adjacency: sp.csr_matrix) -> list[int]:
     """The ``rows`` none of whose neighbours in ``adjacency`` is labelled with the row's own 1-best: an annotated
-    neighbour reading it, or an unannotated one whose label is that text."""
+    neighbour reading it, or an unannotated one whose label is that text. ``results`` are the decision's labels,
+    before any retrieval. (``replay_scored.py`` reads a run's final labels with the scored path off, which include
+    the other paths' retrievals, and the graph's own threshold edges rather than the tuned propagation graph: on
+    development draws 41-50 the path changed 63 labels end to end, 62 in the replay.)"""
     kept = []
     for row in rows:
         best, original = entries[row].hypotheses[0], entries[row].originals[0]
