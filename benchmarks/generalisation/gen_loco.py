@@ -91,6 +91,8 @@ CANDIDATES.update({c.name: c for c in (
               description="retrieval only for 1-bests the teacher is unsure of, not sure ones missing unheard words"),
     Candidate("no-far-retrieve", propagate=(("retrieve_far_reach", 0.0),),
               description="no far retrieval path for the teacher's worst readings (session 11)"),
+    Candidate("far-hub", propagate=(("retrieve_far_hub", 2.0),),
+              description="the far path skips a hub reading (the nearest of over 2x its share of cuts; session 12)"),
     Candidate("no-scored-retrieve", propagate=(("retrieve_scored_reach", 0.0),),
               description="no scored retrieval: the teacher never checks a nearest annotated reading (session 12)"),
     Candidate("no-split-prior", graph=(("threshold_prior", "none"),),
@@ -100,7 +102,7 @@ CANDIDATES.update({c.name: c for c in (
 )})
 ABLATIONS: tuple[str, ...] = ("consensus", "knn", "knn-only", "rounds", "length-norm", "no-sound", "no-isolated",
                               "sound-split", "no-fluency", "no-floor", "no-correction",
-                              "no-retrieve", "no-unheard-retrieve", "no-far-retrieve", "no-scored-retrieve",
+                              "no-retrieve", "no-unheard-retrieve", "no-far-retrieve", "far-hub", "no-scored-retrieve",
                               "no-split-prior", "no-rival")
 
 

@@ -61,6 +61,7 @@ class PropagateConfig:
     retrieve_far_ratio: float = 0.9     # ... nearer than this x any other text's, if the reading has an unheard word
     retrieve_far_fluency: float = 1.0   # nats per word
     retrieve_far_calibration: tuple[float, ...] = RETRIEVE_FAR_PRIOR  # its (c0, c1)
+    retrieve_far_hub: float = 0.0       # ... if the reading is the nearest of at most this x its share of cuts (0: off)
     retrieve_scored_reach: float = 2.5  # or any 1-best, within this x (0: off), with a scorer, when the teacher ...
     retrieve_scored_margin: float = 8.0  # ... scores the reading no more than this many nats below its 1-best
     retrieve_scored_calibration: tuple[float, ...] = RETRIEVE_SCORED_PRIOR  # its (c0, c1)
@@ -107,7 +108,7 @@ class PropagateConfig:
         if self.unheard_fluency < 0:
             raise ConfigError("unheard_fluency", f"must be 0 (off) or positive (nats/word), not {self.unheard_fluency}")
         for name in ("retrieve_reach", "unheard_rival", "retrieve_unheard_reach", "retrieve_far_reach",
-                     "retrieve_scored_reach", "retrieve_scored_margin"):
+                     "retrieve_scored_reach", "retrieve_scored_margin", "retrieve_far_hub"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, f"must be 0 (off) or positive, not {getattr(self, name)}")
         for name in ("retrieve_ratio", "retrieve_unheard_ratio", "retrieve_far_ratio"):

@@ -77,6 +77,14 @@ changed, 71 to fewer word errors, none to more, 560 word errors saved, all in un
 saved), harmed two cuts of one condition on held-out draws 32 and 34: the six dev harms were template commands with
 an unheard name (a noisy "find the nearest launderette" given "play dolly parton") at -0.83 to -0.97 nats per word.
 
+``retrieve_far_hub`` (off by default) also asks the reading not to be a hub: the nearest annotated reading of at most
+that many times its share of the unannotated cuts (:func:`hub_ratios`). On development draws 41-50 the far path's 8
+harmed labels all came from hubs (short template commands such as "what time is it in montreal": the nearest reading of
+74 cuts at the median, against 7 for a right label's reading); a bound of 2 removed all 8 and 11 right labels (81 of
+1,256 word errors saved). A rule written down before draws 51-54 were made (keep it if there it harms no more and costs
+at most 10% of the path's saved words) rejected it: there it removed no harmed label and 9 right ones, 67 of 431 words
+(``benchmarks/generalisation/replay_hub.py``; ablation ``far-hub``).
+
 **The scored path.** A fluent 1-best that is wrong by a word or two ("dial three nine ..." heard as "call ...", a noisy
 "turn office" for a thermostat command) has its annotated reading in another group when its words put it there; the
 distances alone cannot tell it from a right 1-best near another prompt of its template. The teacher can: it scores
@@ -122,7 +130,7 @@ from ..teacher.scoring import prefetch
 from .labels import CutEntry, heard_words
 
 __all__ = ["RETRIEVE_FAR_PRIOR", "RETRIEVE_PRIOR", "RETRIEVE_SCORED_PRIOR", "RETRIEVE_UNHEARD_PRIOR",
-           "RetrieveSettings", "annotated_readings",
+           "RetrieveSettings", "annotated_readings", "hub_ratios",
            "nearest_readings", "retrieve", "unheard_only"]
 
 # (c_0, c_1): a logistic fit (intercept only, pull 1 toward 0) of exact correctness over the labels the default rule
@@ -176,6 +184,9 @@ class RetrieveSettings(Protocol):
 
     @property
     def retrieve_far_calibration(self) -> tuple[float, ...]: ...
+
+    @property
+    def retrieve_far_hub(self) -> float: ...
 
     @property
     def retrieve_scored_reach(self) -> float: ...
@@ -245,6 +256,20 @@ def nearest_readings(graph: CutGraph, references: Sequence[str | None]) -> tuple
     return nearest, first, second
 
 
+def hub_ratios(nearest: np.ndarray, annotated: Sequence[bool]) -> np.ndarray:
+    """Per cut: how many unannotated cuts have it as their nearest annotated reading, over the number each annotated
+    cut would have if they were spread evenly (``n_unannotated / n_annotated``); 0 for cuts nobody's nearest.
+
+    A hub (a reading near everything: a short template command among sentences) is the nearest of many cuts of other
+    prompts; a reading of a prompt read in a few conditions is the nearest of about those few."""
+    mask = np.asarray(annotated, dtype=bool)
+    n_annotated, n_unannotated = int(mask.sum()), int((~mask).sum())
+    counts = np.zeros(len(nearest), dtype=np.float64)
+    taken = nearest[(nearest >= 0) & ~mask]
+    np.add.at(counts, taken, 1.0)
+    return counts * n_annotated / max(n_unannotated, 1)
+
+
 def unheard_only(reading: str, best: str, heard: frozenset[str]) -> bool:
     """Whether ``reading`` differs from ``best`` by words the teacher never says: it adds at least one word, every
     word it adds is unheard, and it drops as many of ``best``'s words as it adds (a word-for-word substitution)."""
@@ -268,6 +293,7 @@ def retrieve(entries: Sequence[CutEntry], results: Sequence[CutResult], graph: C
     nearest, first, second = nearest_readings(graph, [e.reference for e in entries])
     heard = (heard_words(entries) if settings.retrieve_unheard_reach > 0 or settings.retrieve_far_reach > 0
              else frozenset())
+    hubness = hub_ratios(nearest, [e.reference is not None for e in entries])
     c0, c1 = settings.retrieve_calibration
     out = list(results)
     to_score: list[int] = []   # rows the distances leave alone, for the scored path
@@ -287,6 +313,7 @@ def retrieve(entries: Sequence[CutEntry], results: Sequence[CutResult], graph: C
         far = (not unsure and not unheard and settings.retrieve_far_reach > 0
                and fluency < -settings.retrieve_far_fluency and first[row] <= settings.retrieve_far_reach
                and first[row] <= settings.retrieve_far_ratio * second[row]
+               and (settings.retrieve_far_hub <= 0 or hubness[source] <= settings.retrieve_far_hub)
                and any(word not in heard for word in reading.reference.split()))
         if not (unsure or unheard or far):
             if scored_on and first[row] <= settings.retrieve_scored_reach:

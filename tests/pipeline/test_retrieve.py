@@ -232,3 +232,28 @@ def test_the_scored_path_takes_a_reading_the_teacher_finds_about_as_likely_as_it
 def test_bad_scored_retrieval_settings_name_the_key(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=key):
         PropagateConfig(**{key: value})
+
+
+def test_hub_ratios_count_each_annotated_cut_as_nearest_over_its_even_share() -> None:
+    from choral.pipeline.propagate.retrieve import hub_ratios
+    nearest = np.array([3, 3, 3, 4, -1, 3, 0])                    # cuts 3, 4 (and 6) annotated
+    annotated = [False, False, False, True, True, False, True]
+    ratios = hub_ratios(nearest, annotated)                       # 4 unannotated with a nearest, 3 annotated cuts
+    assert ratios[3] == pytest.approx(4 * 3 / 4)                  # nearest of cuts 0, 1, 2, 5; annotated 4 -> 3 ignored
+    assert ratios[4] == 0.0 and ratios[0] == 0.0                  # cut 6 (annotated) does not count for cut 0
+
+
+@pytest.mark.parametrize("bound, takes", [(0.0, True), (2.0, True), (1.5, False)])
+def test_the_far_path_leaves_a_hub_reading_alone(bound: float, takes: bool) -> None:
+    """The far path's reading c1 is the nearest of the one unannotated cut, with 2 annotated cuts: its hub ratio is
+    1 x 2 / 1 = 2; a bound below it keeps the 1-best (0: no bound)."""
+    from choral.pipeline.propagate.labels import CutEntry
+    entries = [CutEntry("c0", "g0", ["x y z", "x y w"], ["X y z", "X y w"], np.array([-3.6, -5.6])),
+               CutEntry("c1", "g1", ["a b c"], ["a b c"], np.array([-9.0]), reference="a b q",
+                        reference_original="A b q"),
+               CutEntry("c2", "g2", ["d e f"], ["d e f"], np.array([-9.0]), reference="d e f",
+                        reference_original="D e f")]
+    graph = _graph([(0, 1, 18.0), (0, 2, 21.0)], 3)
+    results = _results(entries)
+    out = retrieve(entries, results, graph, PropagateConfig(retrieve_far_hub=bound, retrieve_unheard_reach=0.0))
+    assert (out[0].text == "A b q") is takes
