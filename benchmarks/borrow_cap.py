@@ -44,8 +44,9 @@ def counting(scorer):
     return score, count
 
 
-def run(run_dir: Path, config: PropagateConfig, teacher: str, out: Path) -> tuple[float, int]:
-    scorer, count = counting(teacher_scorer(run_dir / "grouped.jsonl.gz", teacher))
+def run(run_dir: Path, config: PropagateConfig, teacher: str, out: Path, memo: bool = True) -> tuple[float, int]:
+    """Seconds of one propagate with a fresh scorer (``memo``: also the run's score memo), and the texts it scored."""
+    scorer, count = counting(teacher_scorer(run_dir / "grouped.jsonl.gz", teacher, memo=memo))
     started = time.perf_counter()
     propagate_manifest(run_dir / "grouped.jsonl.gz", run_dir / "graph.npz", out, config, scorer=scorer, force=True)
     return time.perf_counter() - started, count["texts"]

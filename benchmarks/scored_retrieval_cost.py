@@ -21,36 +21,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
+from borrow_cap import run
 
 from choral.pipeline.evaluate import evaluate
 from choral.pipeline.manifest import iter_cuts
-from choral.pipeline.propagate import PropagateConfig, load_params, propagate_manifest
-from choral.pipeline.teacher import teacher_scorer
-
-
-def counting(scorer: Callable[[str, Sequence[str]], Sequence[float]]) -> tuple[Callable, dict[str, int]]:
-    """``scorer`` that also counts the texts it is asked to score (one at a time: no batched prefetch)."""
-    count = {"texts": 0}
-
-    def score(cut_id: str, texts: Sequence[str]) -> Sequence[float]:
-        count["texts"] += len(texts)
-        return scorer(cut_id, texts)
-
-    return score, count
-
-
-def run_once(run_dir: Path, config: PropagateConfig, teacher: str, out: Path) -> tuple[float, int]:
-    """Seconds of one propagate with a fresh scorer (no memo), and the texts it scored."""
-    scorer, count = counting(teacher_scorer(run_dir / "grouped.jsonl.gz", teacher, memo=False))
-    started = time.perf_counter()
-    propagate_manifest(run_dir / "grouped.jsonl.gz", run_dir / "graph.npz", out, config, scorer=scorer, force=True)
-    return time.perf_counter() - started, count["texts"]
+from choral.pipeline.propagate import PropagateConfig, load_params
 
 
 def main() -> None:
@@ -74,7 +53,7 @@ def main() -> None:
         for repeat in range(args.repeats):
             for name in (list(variants) if repeat % 2 == 0 else list(reversed(variants))):
                 outs[name] = Path(tmp) / f"{name}.jsonl.gz"
-                elapsed, texts = run_once(args.run_dir, variants[name], args.teacher, outs[name])
+                elapsed, texts = run(args.run_dir, variants[name], args.teacher, outs[name], memo=False)
                 seconds[name].append(elapsed)
                 scored_texts[name] = texts
                 print(f"{name:7s} run {repeat + 1}: {elapsed:6.1f} s, {texts:,} texts scored", flush=True)

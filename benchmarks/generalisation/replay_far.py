@@ -14,33 +14,28 @@ and for readings with at least one word no n-best of the pool says (the far path
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from replay_common import dev_rows, read_jsonl, read_references
 
 from choral.pipeline.graph import CutGraph
 from choral.pipeline.text import TextNormalizer
 from choral.pipeline.wer import word_errors
 
-POOLS: tuple[str, ...] = ("generator", "unseen-words")
 FLUENCY: tuple[float, ...] = (0.35, 0.5, 0.8, 0.9, 1.0, 1.1, 1.2, 1.5)
 REACH: tuple[float, ...] = (1.75, 2.0, 2.25, 2.5, 3.0)
 RATIO: tuple[float, ...] = (0.85, 0.9, 0.95, 1.0)
 # the default is the setting that saves the most word errors with no harmed cut (with the word test)
 
 
-def _jsonl(path: Path) -> list[dict]:
-    with gzip.open(path, "rt") as f:
-        return [json.loads(line) for line in f]
-
 
 def pool_rows(data: Path, run: Path, normalize: TextNormalizer) -> list[dict]:
     """One row per unannotated cut still on its 1-best whose nearest annotated reading reads another text."""
-    references = {r["id"]: normalize(r["text"]) for r in _jsonl(data / "references.jsonl.gz")}
-    cuts = _jsonl(run / "rescored.jsonl.gz")
+    references = read_references(data, normalize)
+    cuts = read_jsonl(run / "rescored.jsonl.gz")
     graph = CutGraph.load(run / "graph.npz")
     threshold = json.loads((run / "threshold.json").read_text())["threshold"]
     ids = [str(c) for c in graph.cut_ids]
@@ -80,13 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("draws", nargs="+", type=Path, help="development draws' data folders (run_protocol --data)")
     args = parser.parse_args(argv)
-    normalize = TextNormalizer()
-    rows = []
-    for draw in args.draws:
-        if draw.resolve().name in ("data", "large", "draw32", "draw33", "draw34"):
-            parser.error(f"{draw}: a reported draw; replay development draws only")
-        for pool in POOLS:
-            rows += pool_rows(draw / pool, draw / "runs" / pool, normalize)
+    rows = dev_rows(parser, args.draws, pool_rows)
     print(f"{len(rows)} cuts on their 1-best with a nearest annotated reading of another text")
     for fluency in FLUENCY:
         for reach in REACH:

@@ -16,11 +16,10 @@ many of them were harmed (more word errors than the 1-best) or exactly right, an
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 from pathlib import Path
 
 import numpy as np
+from replay_common import dev_rows, read_jsonl, read_references
 
 from choral.pipeline.graph import CutGraph
 from choral.pipeline.propagate import load_params
@@ -28,22 +27,16 @@ from choral.pipeline.propagate.retrieve import hub_ratios, nearest_readings
 from choral.pipeline.text import TextNormalizer
 from choral.pipeline.wer import word_errors
 
-POOLS: tuple[str, ...] = ("generator", "unseen-words")
 BOUNDS: tuple[float, ...] = (1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
 PATHS: dict[str, str] = {"unsure": "retrieve_calibration", "unheard": "retrieve_unheard_calibration",
                          "far": "retrieve_far_calibration", "scored": "retrieve_scored_calibration"}
-REPORTED: tuple[str, ...] = ("data", "large", "draw32", "draw33", "draw34")
 
-
-def _jsonl(path: Path) -> list[dict]:
-    with gzip.open(path, "rt") as f:
-        return [json.loads(line) for line in f]
 
 
 def pool_rows(data: Path, run: Path, normalize: TextNormalizer) -> list[dict]:
     """One row per unannotated cut a retrieval path relabelled: its path, its reading's hub ratio, the outcome."""
-    references = {r["id"]: normalize(r["text"]) for r in _jsonl(data / "references.jsonl.gz")}
-    cuts = _jsonl(run / "rescored.jsonl.gz")
+    references = read_references(data, normalize)
+    cuts = read_jsonl(run / "rescored.jsonl.gz")
     graph = CutGraph.load(run / "graph.npz")
     params = load_params(run / "params.yaml")
     signature = {round(float(1 / (1 + np.exp(-getattr(params, key)[0]))), 4): path for path, key in PATHS.items()}
@@ -77,13 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("draws", nargs="+", type=Path, help="development draws' data folders (run_protocol --data)")
     args = parser.parse_args(argv)
-    normalize = TextNormalizer()
-    rows = []
-    for draw in args.draws:
-        if draw.resolve().name in REPORTED:
-            parser.error(f"{draw}: a reported draw; replay development draws only")
-        for pool in POOLS:
-            rows += pool_rows(draw / pool, draw / "runs" / pool, normalize)
+    rows = dev_rows(parser, args.draws, pool_rows)
     for path in PATHS:
         mine = [r for r in rows if r["path"] == path]
         print(f"{path}: {len(mine)} labels, {sum(r['harmed'] for r in mine)} harmed, "

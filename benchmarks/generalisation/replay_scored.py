@@ -15,35 +15,29 @@ then with the agreement test (``retrieve_scored_alone``: no neighbour in the gra
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from replay_common import dev_rows, read_jsonl, read_references
 
 from choral.pipeline.graph import CutGraph
 from choral.pipeline.teacher.registry import teacher_scorer
 from choral.pipeline.text import TextNormalizer
 from choral.pipeline.wer import word_errors
 
-POOLS: tuple[str, ...] = ("generator", "unseen-words")
 TOTAL: tuple[float, ...] = (4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0)       # nats below the 1-best
 PER_WORD: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)       # nats per word of the reading
 REACH: float = 2.5
-REPORTED: tuple[str, ...] = ("data", "large", "draw32", "draw33", "draw34")
 
-
-def _jsonl(path: Path) -> list[dict]:
-    with gzip.open(path, "rt") as f:
-        return [json.loads(line) for line in f]
 
 
 def pool_rows(data: Path, run: Path, normalize: TextNormalizer) -> list[dict]:
     """One row per unannotated cut still on its 1-best whose nearest annotated reading (within the reach) reads
     another text: the teacher's scores of that reading, of the 1-best and of the best other measured text."""
-    references = {r["id"]: normalize(r["text"]) for r in _jsonl(data / "references.jsonl.gz")}
-    cuts = _jsonl(run / "rescored.jsonl.gz")
+    references = read_references(data, normalize)
+    cuts = read_jsonl(run / "rescored.jsonl.gz")
     graph = CutGraph.load(run / "graph.npz")
     threshold = json.loads((run / "threshold.json").read_text())["threshold"]
     ids = [str(c) for c in graph.cut_ids]
@@ -92,13 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("draws", nargs="+", type=Path, help="development draws' data folders (run_protocol --data)")
     args = parser.parse_args(argv)
-    normalize = TextNormalizer()
-    rows = []
-    for draw in args.draws:
-        if draw.resolve().name in REPORTED:
-            parser.error(f"{draw}: a reported draw; replay development draws only")
-        for pool in POOLS:
-            rows += pool_rows(draw / pool, draw / "runs" / pool, normalize)
+    rows = dev_rows(parser, args.draws, pool_rows)
     print(f"{len(rows)} cuts on their 1-best with a nearest annotated reading of another text within {REACH:g}")
     for per_word, bounds in ((False, TOTAL), (True, PER_WORD)):
         for bound in bounds:

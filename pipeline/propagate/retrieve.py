@@ -293,7 +293,8 @@ def retrieve(entries: Sequence[CutEntry], results: Sequence[CutResult], graph: C
     nearest, first, second = nearest_readings(graph, [e.reference for e in entries])
     heard = (heard_words(entries) if settings.retrieve_unheard_reach > 0 or settings.retrieve_far_reach > 0
              else frozenset())
-    hubness = hub_ratios(nearest, [e.reference is not None for e in entries])
+    hubness = (hub_ratios(nearest, [e.reference is not None for e in entries]) if settings.retrieve_far_hub > 0
+               else None)
     c0, c1 = settings.retrieve_calibration
     out = list(results)
     to_score: list[int] = []   # rows the distances leave alone, for the scored path
@@ -313,7 +314,7 @@ def retrieve(entries: Sequence[CutEntry], results: Sequence[CutResult], graph: C
         far = (not unsure and not unheard and settings.retrieve_far_reach > 0
                and fluency < -settings.retrieve_far_fluency and first[row] <= settings.retrieve_far_reach
                and first[row] <= settings.retrieve_far_ratio * second[row]
-               and (settings.retrieve_far_hub <= 0 or hubness[source] <= settings.retrieve_far_hub)
+               and (hubness is None or hubness[source] <= settings.retrieve_far_hub)
                and any(word not in heard for word in reading.reference.split()))
         if not (unsure or unheard or far):
             if scored_on and first[row] <= settings.retrieve_scored_reach:

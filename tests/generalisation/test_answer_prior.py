@@ -4,7 +4,6 @@ draws are refused."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +11,10 @@ import pytest
 
 from choral.pipeline.propagate.calibrate import FEATURES, probability
 
-PROTOCOL = Path(__file__).resolve().parents[2] / "benchmarks" / "generalisation"
-
 
 @pytest.fixture(scope="module")
-def fit_answer_prior():
-    sys.path.insert(0, str(PROTOCOL))
-    try:
-        import fit_answer_prior
-        yield fit_answer_prior
-    finally:
-        sys.path.remove(str(PROTOCOL))
+def fit_answer_prior(protocol_script):
+    return protocol_script("fit_answer_prior")
 
 
 def _draw(root: Path, name: str, rng: np.random.Generator, truth: np.ndarray) -> Path:

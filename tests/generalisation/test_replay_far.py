@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-PROTOCOL = Path(__file__).resolve().parents[2] / "benchmarks" / "generalisation"
-
 
 @pytest.fixture(scope="module")
-def replay_far():
-    sys.path.insert(0, str(PROTOCOL))
-    try:
-        import replay_far
-        yield replay_far
-    finally:
-        sys.path.remove(str(PROTOCOL))
+def replay_far(protocol_script):
+    return protocol_script("replay_far")
 
 
 def test_replay_counts_changed_helped_harmed_and_saved(replay_far) -> None:
