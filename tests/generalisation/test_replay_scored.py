@@ -1,0 +1,36 @@
+"""replay_scored.py's and replay_hub.py's dev replays: which rows a bound takes or removes; reported draws refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def replay_scored(protocol_script):
+    return protocol_script("replay_scored")
+
+
+@pytest.fixture(scope="module")
+def replay_hub(protocol_script):
+    return protocol_script("replay_hub")
+
+
+def test_scored_replay_counts_by_total_or_per_word_margin_ranked_and_alone(replay_scored) -> None:
+    rows = [
+        {"margin": -6.0, "words": 8, "first": True, "alone": True, "before": 1, "after": 0},
+        {"margin": -9.0, "words": 9, "first": True, "alone": True, "before": 0, "after": 1},    # 1 nat per word
+        {"margin": -3.0, "words": 4, "first": False, "alone": True, "before": 2, "after": 0},
+        {"margin": -2.0, "words": 5, "first": True, "alone": False, "before": 0, "after": 2},
+    ]
+    assert replay_scored.replay(rows, 8.0, False, False) == (3, 2, 1, 1)
+    assert replay_scored.replay(rows, 8.0, False, False, True) == (2, 2, 0, 3)      # the agreement test
+    assert replay_scored.replay(rows, 8.0, False, True) == (2, 1, 1, -1)           # ranked first only
+    assert replay_scored.replay(rows, 1.0, True, False) == (4, 2, 2, 0)            # per word: the 9-nat row too
+
+
+@pytest.mark.parametrize("script", ["replay_scored", "replay_hub"])
+def test_reported_draws_are_refused(protocol_script, script: str, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        protocol_script(script).main([str(tmp_path / "large")])
