@@ -12,9 +12,10 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Collection
+from typing import Callable, Collection, Sequence
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..errors import InputError
 from ..fields import CutResult
@@ -25,7 +26,7 @@ from ..meta import StageRecord, is_up_to_date, write_meta
 from ..progress import NullProgress, Progress
 from ..teacher.contracts import Scorer, is_reproducible
 from ..text import TextNormalizer
-from .calibrate import Rule, finisher, relative_distances
+from .calibrate import Finish, Rule, finisher, relative_distances
 from .config import PropagateConfig
 from .engine import rescore
 from .labels import CutEntry
@@ -126,6 +127,33 @@ def read_grouped_and_graph(grouped: Path, graph_file: Path, normalizer: TextNorm
     return entries, graph
 
 
+def propagation_adjacency(graph: CutGraph, config: PropagateConfig) -> sp.csr_matrix:
+    """The graph propagation runs on: threshold (and k-nearest) edges at ``threshold_scale`` x the learned
+    threshold."""
+    return graph.adjacency(graph.threshold * config.threshold_scale, weighted=config.weighted_edges,
+                           nearest=config.nearest, threshold_edges=not config.nearest_only)
+
+
+def decision_inputs(entries: Sequence[CutEntry], graph: CutGraph, config: PropagateConfig
+                    ) -> tuple[sp.csr_matrix, sp.csr_matrix | None, list[list[tuple[float, str]]]]:
+    """What the calibrated decision reads beside the adjacency, over the whole manifest: edge distances over the
+    threshold, the sound distances of groups formed by sound, and the measured annotated readings of their cuts."""
+    distances = relative_distances(graph.adjacency(graph.threshold * config.threshold_scale, weighted=True,
+                                                   nearest=config.nearest, threshold_edges=not config.nearest_only))
+    # the rival test reads them only for unannotated cuts of groups formed by sound: the rest stay empty, so the
+    # decision hook (shipped to every worker on an executor) carries no more than it needs
+    by_sound = np.asarray([entry.reference is None and formed_by_sound(entry.group) for entry in entries], bool)
+    readings = annotated_readings(graph, [e.reference for e in entries], graph.sound_scale, rows=by_sound)
+    return distances, graph.sound_distances(), readings
+
+
+def calibrated_finisher(entries: Sequence[CutEntry], graph: CutGraph, config: PropagateConfig,
+                        adjacency: sp.csr_matrix) -> Finish:
+    """The engine's ``finish`` hook of the calibrated decision (:func:`.calibrate.finisher`) over ``graph``."""
+    distances, sound, readings = decision_inputs(entries, graph, config)
+    return finisher(adjacency, distances, Rule.of(config), config.fusion_weight, sound, readings)
+
+
 def propagate_manifest(
     grouped: str | Path,
     graph_file: str | Path,
@@ -151,19 +179,8 @@ def propagate_manifest(
         return PropagateSummary(output=output, skipped=True)
     started = time.perf_counter()
     entries, graph = read_grouped_and_graph(grouped, graph_file, normalizer, progress)
-    adjacency = graph.adjacency(graph.threshold * config.threshold_scale, weighted=config.weighted_edges,
-                                nearest=config.nearest, threshold_edges=not config.nearest_only)
-    finish = None
-    if config.calibrate:
-        distances = relative_distances(graph.adjacency(graph.threshold * config.threshold_scale, weighted=True,
-                                                       nearest=config.nearest,
-                                                       threshold_edges=not config.nearest_only))
-        # the rival test reads them only for unannotated cuts of groups formed by sound: the rest stay empty, so the
-        # decision hook (shipped to every worker on an executor) carries no more than it needs
-        by_sound = np.asarray([entry.reference is None and formed_by_sound(entry.group) for entry in entries], bool)
-        readings = annotated_readings(graph, [e.reference for e in entries], graph.sound_scale, rows=by_sound)
-        finish = finisher(adjacency, distances, Rule.of(config), config.fusion_weight, graph.sound_distances(),
-                          readings)
+    adjacency = propagation_adjacency(graph, config)
+    finish = calibrated_finisher(entries, graph, config, adjacency) if config.calibrate else None
     progress.task("propagating", len(entries))
     results = rescorer(entries, adjacency, config, scorer, progress, finish=finish)
     retrieved = 0

@@ -1,0 +1,176 @@
+"""Which step of propagation changed each label, and whether it helped or harmed: a census over development draws.
+
+Each pool's run is replayed in-process with the parameters its ``propagate`` stage recorded (the sidecar of
+``rescored.jsonl.gz``, tune's choice included) and the run's teacher scorer (its score memo is reused). A label that
+differs from the teacher's 1-best is attributed to
+
+- the in-group decision (:mod:`choral.pipeline.propagate.calibrate`), as ``decision/plain`` (the teacher's veto
+  allowed it), ``decision/exempt`` (a winner with a word no n-best says: no veto) or ``decision/corrects`` (a one-word
+  correction the veto may not block);
+- or the retrieval path that first takes it (:mod:`choral.pipeline.propagate.retrieve`), the paths switched on one at
+  a time in their order: ``retrieve/unsure``, ``retrieve/unheard``, ``retrieve/far``, ``retrieve/scored``.
+
+It prints, per step, the labels changed, helped, harmed and word errors saved, then every harmed label (pool,
+condition, step, texts, confidence), and with ``--rows FILE`` writes every changed label's row as JSON lines for
+offline study. Development draws only (the reported draws are refused):
+
+    .venv/bin/python benchmarks/generalisation/harm_census.py benchmarks/generalisation/data/draw4[1-9]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")  # before numpy / torch load: the machine is shared
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from dataclasses import fields, replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from replay_common import dev_rows, read_jsonl, read_references  # noqa: E402
+
+from choral.pipeline.fields import CutResult  # noqa: E402
+from choral.pipeline.propagate.calibrate import (  # noqa: E402
+    FEATURES,
+    Rule,
+    SupportBatch,
+    _answers,
+    _vetoed,
+    answer_counts,
+    candidates,
+    finisher,
+)
+from choral.pipeline.propagate.config import PropagateConfig  # noqa: E402
+from choral.pipeline.propagate.engine import rescore  # noqa: E402
+from choral.pipeline.propagate.retrieve import retrieve  # noqa: E402
+from choral.pipeline.propagate.stage import (  # noqa: E402
+    decision_inputs,
+    propagation_adjacency,
+    read_grouped_and_graph,
+)
+from choral.pipeline.teacher.registry import teacher_scorer  # noqa: E402
+from choral.pipeline.text import TextNormalizer  # noqa: E402
+from choral.pipeline.wer import word_errors  # noqa: E402
+
+# retrieval's paths in the order retrieve() tries them, each with the settings that switch it off
+PATHS: tuple[tuple[str, dict], ...] = (
+    ("unsure", {"retrieve_reach": 0.0}),
+    ("unheard", {"retrieve_unheard_reach": 0.0}),
+    ("far", {"retrieve_far_reach": 0.0}),
+    ("scored", {"retrieve_scored_reach": 0.0}),
+)
+TEACHER = FEATURES.index("teacher")
+
+
+def run_config(run: Path) -> PropagateConfig:
+    """The PropagateConfig the run's propagate stage recorded in its sidecar."""
+    params = json.loads((run / "rescored.jsonl.gz.meta.json").read_text())["params"]["propagate"]
+    known = {f.name for f in fields(PropagateConfig)}
+    return PropagateConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if k in known})
+
+
+def decision_kinds(entries: list, graph, config: PropagateConfig, adjacency, scorer) -> tuple[list[CutResult], dict]:
+    """The decision's labels and, per row it changed, how (plain / exempt / corrects) with the features read."""
+    distances, sound, readings = decision_inputs(entries, graph, config)
+    base = finisher(adjacency, distances, Rule.of(config), config.fusion_weight, sound, readings)
+    rule = Rule.of(config)
+    kinds: dict[int, dict] = {}
+
+    def finish(batch: SupportBatch, indices: list[int], results: list[CutResult]) -> list[CutResult]:
+        out = base(batch, indices, results)
+        index = np.asarray(indices, dtype=np.int64)
+        sub = adjacency[index][:, index]
+        sub_distances = distances[index][:, index]
+        sub_sound = sound[index][:, index] if sound is not None else None
+        sub_readings = [readings[i] for i in index]
+        answers = _answers(batch)
+        answered = answer_counts(batch, answers)
+        for r, result in enumerate(out):
+            if batch.entries[r].reference is not None or result.text == result.teacher_text:
+                continue
+            found = candidates(batch, sub, r, config.fusion_weight, sub_distances, answers, sub_sound, answered,
+                               sub_readings)
+            if found is None:
+                continue
+            vetoed = _vetoed(found, rule)
+            kind = "corrects" if vetoed else "exempt" if found.exempt(rule) else "plain"
+            kinds[int(index[r])] = {"kind": kind, "edits": found.edits, "by_sound": found.by_sound,
+                                    "unheard": found.unheard, "fluency": found.fluency,
+                                    "teacher_margin": float(found.x_winner[TEACHER] - found.x_one_best[TEACHER])}
+        return out
+
+    return rescore(entries, adjacency, config, scorer, finish=finish), kinds
+
+
+def pool_rows(data: Path, run: Path, normalize: TextNormalizer) -> list[dict]:
+    """One row per unannotated cut whose final label is not its teacher 1-best."""
+    references = read_references(data, normalize)
+    condition = {c["id"]: c["supervisions"][0].get("custom", {}).get("accent", "?")
+                 for c in read_jsonl(data / "cuts.jsonl.gz")}
+    config = run_config(run)
+    scorer = teacher_scorer(run / "grouped.jsonl.gz", "default")
+    entries, graph = read_grouped_and_graph(run / "grouped.jsonl.gz", run / "graph.npz", normalize)
+    adjacency = propagation_adjacency(graph, config)
+    decided, kinds = decision_kinds(entries, graph, config, adjacency, scorer)
+    step = {row: f"decision/{k['kind']}" for row, k in kinds.items()}
+    off = {key: value for _, settings in PATHS for key, value in settings.items()}
+    previous = decided
+    for name, settings in PATHS:  # switch the paths on one at a time, in retrieve's order
+        for key in settings:
+            off.pop(key)
+        now = retrieve(entries, decided, graph, replace(config, **off), scorer, adjacency)
+        for row, (a, b) in enumerate(zip(previous, now)):
+            if a.text != b.text and row not in step:
+                step[row] = f"retrieve/{name}"
+        previous = now
+    rows = []
+    for row, (entry, result) in enumerate(zip(entries, previous)):
+        if entry.reference is not None or result.text == result.teacher_text:
+            continue
+        reference, best, label = references[entry.cut_id], entry.hypotheses[0], normalize(result.text)
+        before, after = word_errors(reference, best), word_errors(reference, label)
+        rows.append({"pool": str(data), "cut": entry.cut_id, "condition": condition.get(entry.cut_id, "?"),
+                     "step": step.get(row, "?"), "confidence": result.confidence, "before": before, "after": after,
+                     "reference": reference, "best": best, "label": label, "words": len(reference.split()),
+                     **kinds.get(row, {})})
+    return rows
+
+
+def summary(rows: list[dict]) -> str:
+    """Per step: changed, helped, harmed, word errors saved."""
+    by: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by[r["step"]].append(r)
+    lines = ["| step | changed | helped | harmed | words saved |", "|---|---:|---:|---:|---:|"]
+    for name in sorted(by) + ["all"]:
+        group = rows if name == "all" else by[name]
+        lines.append(f"| {name} | {len(group)} | {sum(r['after'] < r['before'] for r in group)} | "
+                     f"{sum(r['after'] > r['before'] for r in group)} | "
+                     f"{sum(r['before'] - r['after'] for r in group)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("draws", nargs="+", type=Path, help="development draw folders (each with <pool>/ and runs/)")
+    parser.add_argument("--rows", type=Path, help="write every changed label's row here (JSON lines)")
+    args = parser.parse_args()
+    rows = dev_rows(parser, args.draws, pool_rows)
+    print(summary(rows))
+    print("\nharmed labels:")
+    for r in sorted((r for r in rows if r["after"] > r["before"]), key=lambda r: (r["step"], r["pool"])):
+        print(f"- {r['pool']} {r['condition']} {r['step']} p={r['confidence']:.3f} "
+              f"errors {r['before']}->{r['after']}: ref '{r['reference']}' | 1-best '{r['best']}' | "
+              f"label '{r['label']}'")
+    if args.rows:
+        with args.rows.open("w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+
+
+if __name__ == "__main__":
+    main()
