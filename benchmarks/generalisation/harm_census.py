@@ -12,9 +12,12 @@ differs from the teacher's 1-best is attributed to
 
 It prints, per step, the labels changed, helped, harmed and word errors saved, then every harmed label (pool,
 condition, step, texts, confidence), and with ``--rows FILE`` writes every changed label's row as JSON lines for
-offline study. Development draws only (the reported draws are refused):
+offline study. ``--set key=value`` (repeatable) replays with a propagate setting changed, e.g. a retrieval option
+the runs were made without. Development draws only (the reported draws are refused):
 
     .venv/bin/python benchmarks/generalisation/harm_census.py benchmarks/generalisation/data/draw4[1-9]
+    .venv/bin/python benchmarks/generalisation/harm_census.py benchmarks/generalisation/data/draw4[1-8] \\
+        --set retrieve_hub_scale=20
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dataclasses import fields, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 from replay_common import dev_rows, read_jsonl, read_references  # noqa: E402
 
 from choral.pipeline.fields import CutResult  # noqa: E402
@@ -46,7 +50,8 @@ from choral.pipeline.propagate.calibrate import (  # noqa: E402
 )
 from choral.pipeline.propagate.config import PropagateConfig  # noqa: E402
 from choral.pipeline.propagate.engine import rescore  # noqa: E402
-from choral.pipeline.propagate.retrieve import retrieve  # noqa: E402
+from choral.pipeline.propagate.labels import heard_words  # noqa: E402
+from choral.pipeline.propagate.retrieve import hub_ratios, nearest_readings, retrieve  # noqa: E402
 from choral.pipeline.propagate.stage import (  # noqa: E402
     decision_inputs,
     propagation_adjacency,
@@ -66,11 +71,21 @@ PATHS: tuple[tuple[str, dict], ...] = (
 TEACHER = FEATURES.index("teacher")
 
 
-def run_config(run: Path) -> PropagateConfig:
-    """The PropagateConfig the run's propagate stage recorded in its sidecar."""
+def run_config(run: Path, overrides: dict | None = None) -> PropagateConfig:
+    """The PropagateConfig the run's propagate stage recorded in its sidecar, with ``overrides`` applied."""
     params = json.loads((run / "rescored.jsonl.gz.meta.json").read_text())["params"]["propagate"]
     known = {f.name for f in fields(PropagateConfig)}
-    return PropagateConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if k in known})
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if k in known}
+    return PropagateConfig(**{**values, **(overrides or {})})
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``key=value`` for a PropagateConfig field, the value read as YAML (a number, a bool, a list)."""
+    key, sep, value = text.partition("=")
+    if not sep or key not in {f.name for f in fields(PropagateConfig)}:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected key=value with a propagate setting as key")
+    parsed = yaml.safe_load(value)
+    return key, tuple(parsed) if isinstance(parsed, list) else parsed
 
 
 def decision_kinds(entries: list, graph, config: PropagateConfig, adjacency, scorer) -> tuple[list[CutResult], dict]:
@@ -106,12 +121,13 @@ def decision_kinds(entries: list, graph, config: PropagateConfig, adjacency, sco
     return rescore(entries, adjacency, config, scorer, finish=finish), kinds
 
 
-def pool_rows(data: Path, run: Path, normalize: TextNormalizer) -> list[dict]:
+def pool_rows(data: Path, run: Path, normalize: TextNormalizer, overrides: dict | None = None) -> list[dict]:
     """One row per unannotated cut whose final label is not its teacher 1-best."""
     references = read_references(data, normalize)
-    condition = {c["id"]: c["supervisions"][0].get("custom", {}).get("accent", "?")
-                 for c in read_jsonl(data / "cuts.jsonl.gz")}
-    config = run_config(run)
+    cuts = read_jsonl(data / "cuts.jsonl.gz")
+    condition = {c["id"]: c["supervisions"][0].get("custom", {}).get("accent", "?") for c in cuts}
+    duration = {c["id"]: float(c["duration"]) for c in cuts}
+    config = run_config(run, overrides)
     scorer = teacher_scorer(run / "grouped.jsonl.gz", "default")
     entries, graph = read_grouped_and_graph(run / "grouped.jsonl.gz", run / "graph.npz", normalize)
     adjacency = propagation_adjacency(graph, config)
@@ -127,16 +143,33 @@ def pool_rows(data: Path, run: Path, normalize: TextNormalizer) -> list[dict]:
             if a.text != b.text and row not in step:
                 step[row] = f"retrieve/{name}"
         previous = now
+    nearest, first, second = nearest_readings(graph, [e.reference for e in entries])
+    heard = heard_words(entries)
+    hubs = hub_ratios(nearest, [e.reference is not None for e in entries])
     rows = []
     for row, (entry, result) in enumerate(zip(entries, previous)):
         if entry.reference is not None or result.text == result.teacher_text:
             continue
         reference, best, label = references[entry.cut_id], entry.hypotheses[0], normalize(result.text)
         before, after = word_errors(reference, best), word_errors(reference, label)
+        said = {word for text in entry.hypotheses for word in text.split()}
+        source = entries[int(nearest[row])].cut_id if nearest[row] >= 0 else None
+        known = [w for w in label.split() if w in heard]
+        scores = scorer(entry.cut_id, [label, best])
+        shape = {"said": sum(w in said for w in label.split()) / max(len(label.split()), 1),
+                 "said_heard": sum(w in said for w in known) / len(known) if known else None,
+                 "margin": float(scores[0] - scores[1]),
+                 "margin_word": float(scores[0] - scores[1]) / max(len(label.split()), 1),
+                 "length_ratio": len(label.split()) / max(len(best.split()), 1),
+                 "fluency_best": float(entry.scores[0]) / max(len(best.split()), 1),
+                 "source_condition": condition.get(source or "", None),
+                 "hub": float(hubs[nearest[row]]) if nearest[row] >= 0 else None,
+                 "d1": float(first[row]), "d2": float(second[row]),
+                 "duration_ratio": duration[entry.cut_id] / duration[source] if source in duration else None}
         rows.append({"pool": str(data), "cut": entry.cut_id, "condition": condition.get(entry.cut_id, "?"),
                      "step": step.get(row, "?"), "confidence": result.confidence, "before": before, "after": after,
                      "reference": reference, "best": best, "label": label, "words": len(reference.split()),
-                     **kinds.get(row, {})})
+                     **shape, **kinds.get(row, {})})
     return rows
 
 
@@ -154,12 +187,15 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("draws", nargs="+", type=Path, help="development draw folders (each with <pool>/ and runs/)")
     parser.add_argument("--rows", type=Path, help="write every changed label's row here (JSON lines)")
-    args = parser.parse_args()
-    rows = dev_rows(parser, args.draws, pool_rows)
+    parser.add_argument("--set", dest="overrides", action="append", type=parse_override, default=[],
+                        metavar="KEY=VALUE", help="replay with this propagate setting (repeatable)")
+    args = parser.parse_args(argv)
+    overrides = dict(args.overrides)
+    rows = dev_rows(parser, args.draws, lambda data, run, normalize: pool_rows(data, run, normalize, overrides))
     print(summary(rows))
     print("\nharmed labels:")
     for r in sorted((r for r in rows if r["after"] > r["before"]), key=lambda r: (r["step"], r["pool"])):

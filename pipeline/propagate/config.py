@@ -62,6 +62,8 @@ class PropagateConfig:
     retrieve_far_fluency: float = 1.0   # nats per word
     retrieve_far_calibration: tuple[float, ...] = RETRIEVE_FAR_PRIOR  # its (c0, c1)
     retrieve_far_hub: float = 0.0       # ... if the reading is the nearest of at most this x its share of cuts (0: off)
+    retrieve_unsure_hub: float = 0.0    # the unsure path's hub bound, as retrieve_far_hub's (0: off)
+    retrieve_hub_scale: int = 0         # scale readings by their m nearest distances (retrieve.hub_scales; 0: off)
     retrieve_scored_reach: float = 2.5  # or any 1-best, within this x (0: off), with a scorer, when the teacher ...
     retrieve_scored_margin: float = 8.0  # ... scores the reading no more than this many nats below its 1-best
     retrieve_scored_calibration: tuple[float, ...] = RETRIEVE_SCORED_PRIOR  # its (c0, c1)
@@ -108,7 +110,8 @@ class PropagateConfig:
         if self.unheard_fluency < 0:
             raise ConfigError("unheard_fluency", f"must be 0 (off) or positive (nats/word), not {self.unheard_fluency}")
         for name in ("retrieve_reach", "unheard_rival", "retrieve_unheard_reach", "retrieve_far_reach",
-                     "retrieve_scored_reach", "retrieve_scored_margin", "retrieve_far_hub"):
+                     "retrieve_scored_reach", "retrieve_scored_margin", "retrieve_far_hub",
+                     "retrieve_unsure_hub"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, f"must be 0 (off) or positive, not {getattr(self, name)}")
         for name in ("retrieve_ratio", "retrieve_unheard_ratio", "retrieve_far_ratio"):
@@ -138,6 +141,9 @@ class PropagateConfig:
                 raise ConfigError(name, f"must be 0 or a positive count, not {getattr(self, name)}")
         if self.consensus and self.consensus_inputs < 2:
             raise ConfigError("consensus_inputs", f"must be at least 2 to combine, not {self.consensus_inputs}")
+        if self.retrieve_hub_scale < 0:
+            raise ConfigError("retrieve_hub_scale", f"must be 0 (off) or a count of distances, not "
+                                                    f"{self.retrieve_hub_scale}")
         if self.rounds < 1:
             raise ConfigError("rounds", f"must be at least 1, not {self.rounds}")
         if not 0.0 < self.round_confidence <= 1.0:

@@ -1,4 +1,5 @@
-"""replay_scored.py's and replay_hub.py's dev replays: which rows a bound takes or removes; reported draws refused."""
+"""The dev replays (replay_scored, replay_hub, replay_settings, harm_census): which rows a setting takes or removes,
+what they count; reported draws refused."""
 
 from __future__ import annotations
 
@@ -30,7 +31,28 @@ def test_scored_replay_counts_by_total_or_per_word_margin_ranked_and_alone(repla
     assert replay_scored.replay(rows, 1.0, True, False) == (4, 2, 2, 0)            # per word: the 9-nat row too
 
 
-@pytest.mark.parametrize("script", ["replay_scored", "replay_hub"])
+@pytest.mark.parametrize("script", ["replay_scored", "replay_hub", "replay_settings", "harm_census"])
 def test_reported_draws_are_refused(protocol_script, script: str, tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         protocol_script(script).main([str(tmp_path / "large")])
+
+
+def test_settings_replay_counts_only_retrieval_labels(protocol_script) -> None:
+    rows = [{"step": "retrieve/far", "before": 3, "after": 0}, {"step": "retrieve/unsure", "before": 1, "after": 2},
+            {"step": "decision/plain", "before": 4, "after": 0}, {"step": "retrieve/scored", "before": 1, "after": 1}]
+    totals = protocol_script("replay_settings").retrieval_totals(rows)
+    assert totals == {"changed": 3, "helped": 1, "harmed": 1, "saved": 2}
+
+
+def test_census_overrides_name_a_propagate_setting(protocol_script) -> None:
+    import argparse
+    census = protocol_script("harm_census")
+    assert census.parse_override("retrieve_hub_scale=60") == ("retrieve_hub_scale", 60)
+    assert census.parse_override("calibration=[1, 2]") == ("calibration", (1, 2))
+    for bad in ("retrieve_hub_scal=60", "retrieve_hub_scale"):
+        with pytest.raises(argparse.ArgumentTypeError, match="propagate setting"):
+            census.parse_override(bad)
+    replay = protocol_script("replay_settings")
+    assert replay.parse_setting("-") == {}
+    assert replay.parse_setting("retrieve_unsure_hub=4,retrieve_far_hub=4") == {"retrieve_unsure_hub": 4,
+                                                                             "retrieve_far_hub": 4}

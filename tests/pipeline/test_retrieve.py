@@ -122,7 +122,8 @@ def test_graph_keeps_annotated_pairs_and_subgraph_keeps_those_inside(tmp_path: P
 @pytest.mark.parametrize("key, value", [("retrieve_reach", -1.0), ("retrieve_ratio", 0.0), ("retrieve_ratio", 1.5),
                                         ("retrieve_fluency", -0.1), ("retrieve_calibration", (1.0,)),
                                         ("retrieve_unheard_reach", -1.0), ("retrieve_unheard_ratio", 0.0),
-                                        ("retrieve_unheard_ratio", 1.01), ("retrieve_unheard_calibration", (1.0,))])
+                                        ("retrieve_unheard_ratio", 1.01), ("retrieve_unheard_calibration", (1.0,)),
+                                        ("retrieve_unsure_hub", -1.0), ("retrieve_far_hub", -0.5)])
 def test_bad_retrieval_settings_name_the_key(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=key):
         PropagateConfig(**{key: value})
@@ -257,3 +258,50 @@ def test_the_far_path_leaves_a_hub_reading_alone(bound: float, takes: bool) -> N
     results = _results(entries)
     out = retrieve(entries, results, graph, PropagateConfig(retrieve_far_hub=bound, retrieve_unheard_reach=0.0))
     assert (out[0].text == "A b q") is takes
+
+
+def _hub_pool() -> tuple[list, CutGraph]:
+    """c0 (struggling) lies 5 from c1, a hub reading 4 from three other cuts, and 6 from c2, its own prompt's reading,
+    which is far from everything else: without scaling the two are too alike for the ratio test (5 / 6 > 0.75)."""
+    from choral.pipeline.propagate.labels import CutEntry
+    entries = _entries() + [CutEntry(f"c{i}", f"g{i}", ["u v"], ["u v"], np.array([-1.0])) for i in (3, 4, 5)]
+    pairs = [(0, 1, 5.0), (0, 2, 6.0), (1, 2, 30.0), (2, 1, 30.0)]
+    pairs += [(i, 1, 4.0) for i in (3, 4, 5)] + [(i, 2, 30.0) for i in (3, 4, 5)]
+    return entries, _graph(pairs, 6)
+
+
+def test_hub_scales_stretch_a_reading_near_everything_and_shrink_a_lonely_one() -> None:
+    from choral.pipeline.propagate.retrieve import hub_scales
+    _, graph = _hub_pool()
+    scales = hub_scales(graph, 3)      # r_1 = mean(4, 4, 4) = 4, r_2 = mean(6, 30, 30) = 22, median 13
+    assert scales[1] == pytest.approx(13 / 4) and scales[2] == pytest.approx(13 / 22)
+    assert scales[[0, 3, 4, 5]].tolist() == [1.0] * 4                   # unannotated cuts keep their distances
+    assert hub_scales(graph, 0).tolist() == [1.0] * 6                   # off
+    assert hub_scales(graph, 100)[2] == pytest.approx((9.4 + 25.2) / 2 / 25.2)   # fewer than m: all of them
+    nearest, first, second = nearest_readings(graph, [e.reference for e in _hub_pool()[0]], scales)
+    assert nearest[0] == 2 and first[0] == pytest.approx(0.6 * 13 / 22) and second[0] == pytest.approx(0.5 * 13 / 4)
+
+
+def test_hub_scaling_lets_a_cut_take_its_own_prompts_reading_over_a_hub() -> None:
+    entries, graph = _hub_pool()
+    results = _results(entries)
+    config = PropagateConfig(retrieve_unheard_reach=0.0, retrieve_far_reach=0.0)
+    assert retrieve(entries, results, graph, config)[0] == results[0]          # 5 / 6: ambiguous, left alone
+    out = retrieve(entries, results, graph, replace(config, retrieve_hub_scale=3))
+    assert out[0].text == "D e f" and out[0].teacher_text == "X y z"
+
+
+def test_bad_hub_scale_names_the_key() -> None:
+    with pytest.raises(ConfigError, match="retrieve_hub_scale"):
+        PropagateConfig(retrieve_hub_scale=-1)
+
+
+@pytest.mark.parametrize("bound, takes", [(0.0, True), (2.0, True), (1.5, False)])
+def test_the_unsure_path_skips_a_hub_reading_over_its_bound(bound: float, takes: bool) -> None:
+    entries, _ = _hub_pool()
+    pairs = [(0, 1, 5.0), (0, 2, 20.0)] + [(i, 1, 4.0) for i in (3, 4, 5)]   # c1: nearest of all 4 unannotated cuts
+    graph = _graph(pairs, 6)                                                # its share 4 / 2: hub ratio 2
+    results = _results(entries)
+    config = PropagateConfig(retrieve_unheard_reach=0.0, retrieve_far_reach=0.0, retrieve_unsure_hub=bound)
+    out = retrieve(entries, results, graph, config)
+    assert (out[0].text == "A b c") is takes and (out[0] == results[0]) is not takes
