@@ -82,6 +82,8 @@ VARIANTS = (
     Variant("3 propagation rounds (soft seeds)", propagate=(("rounds", 3),)),
     Variant("length-normalised teacher scores", propagate=(("length_norm", True),)),
     Variant("no scored retrieval (session 12)", propagate=(("retrieve_scored_reach", 0.0),)),
+    Variant("no hub bound on retrieval (session 14)",
+            propagate=(("retrieve_unsure_hub", 0.0), ("retrieve_far_hub", 0.0))),
 )
 
 

@@ -93,6 +93,8 @@ CANDIDATES.update({c.name: c for c in (
               description="no far retrieval path for the teacher's worst readings (session 11)"),
     Candidate("far-hub", propagate=(("retrieve_far_hub", 2.0),),
               description="the far path skips a hub reading (the nearest of over 2x its share of cuts; session 12)"),
+    Candidate("no-hub-bound", propagate=(("retrieve_unsure_hub", 0.0), ("retrieve_far_hub", 0.0)),
+              description="the unsure and far paths take hub readings too (no bound 4 on them; session 14)"),
     Candidate("hub-scale", propagate=(("retrieve_hub_scale", 60),),
               description="retrieval reads hub-scaled distances (each reading's 60 nearest; session 14)"),
     Candidate("no-scored-retrieve", propagate=(("retrieve_scored_reach", 0.0),),
@@ -104,8 +106,8 @@ CANDIDATES.update({c.name: c for c in (
 )})
 ABLATIONS: tuple[str, ...] = ("consensus", "knn", "knn-only", "rounds", "length-norm", "no-sound", "no-isolated",
                               "sound-split", "no-fluency", "no-floor", "no-correction",
-                              "no-retrieve", "no-unheard-retrieve", "no-far-retrieve", "far-hub", "hub-scale",
-                              "no-scored-retrieve",
+                              "no-retrieve", "no-unheard-retrieve", "no-far-retrieve", "far-hub", "no-hub-bound",
+                              "hub-scale", "no-scored-retrieve",
                               "no-split-prior", "no-rival")
 
 

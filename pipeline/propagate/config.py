@@ -61,8 +61,8 @@ class PropagateConfig:
     retrieve_far_ratio: float = 0.9     # ... nearer than this x any other text's, if the reading has an unheard word
     retrieve_far_fluency: float = 1.0   # nats per word
     retrieve_far_calibration: tuple[float, ...] = RETRIEVE_FAR_PRIOR  # its (c0, c1)
-    retrieve_far_hub: float = 0.0       # ... if the reading is the nearest of at most this x its share of cuts (0: off)
-    retrieve_unsure_hub: float = 0.0    # the unsure path's hub bound, as retrieve_far_hub's (0: off)
+    retrieve_far_hub: float = 4.0       # ... if the reading is the nearest of at most this x its share of cuts (0: off)
+    retrieve_unsure_hub: float = 4.0    # the unsure path's hub bound, as retrieve_far_hub's (0: off)
     retrieve_hub_scale: int = 0         # scale readings by their m nearest distances (retrieve.hub_scales; 0: off)
     retrieve_scored_reach: float = 2.5  # or any 1-best, within this x (0: off), with a scorer, when the teacher ...
     retrieve_scored_margin: float = 8.0  # ... scores the reading no more than this many nats below its 1-best

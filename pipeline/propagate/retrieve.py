@@ -77,13 +77,18 @@ changed, 71 to fewer word errors, none to more, 560 word errors saved, all in un
 saved), harmed two cuts of one condition on held-out draws 32 and 34: the six dev harms were template commands with
 an unheard name (a noisy "find the nearest launderette" given "play dolly parton") at -0.83 to -0.97 nats per word.
 
-``retrieve_far_hub`` (off by default) also asks the reading not to be a hub: the nearest annotated reading of at most
-that many times its share of the unannotated cuts (:func:`hub_ratios`). On development draws 41-50 the far path's 8
-harmed labels all came from hubs (short template commands such as "what time is it in montreal": the nearest reading of
-74 cuts at the median, against 7 for a right label's reading); a bound of 2 removed all 8 and 11 right labels (81 of
-1,256 word errors saved). A rule written down before draws 51-54 were made (keep it if there it harms no more and costs
-at most 10% of the path's saved words) rejected it: there it removed no harmed label and 9 right ones, 67 of 431 words
-(``benchmarks/generalisation/replay_hub.py``; ablation ``far-hub``).
+**Hubs.** The unsure and far paths skip a reading that is a hub: the nearest annotated reading of more than
+``retrieve_unsure_hub`` / ``retrieve_far_hub`` (4 each; 0: no bound) times its share of the unannotated cuts
+(:func:`hub_ratios`: that count over ``n_unannotated / n_annotated``). A short template command read in noise ("what
+time is it in montreal") is near every cut and, on development draws, gave "play bob dylan" its text in four
+conditions. Session 12 measured a bound of 2 on the far path alone (``benchmarks/generalisation/replay_hub.py``;
+ablation ``far-hub``): it removed every far-path harm on draws 41-50 but cost 15% of the path's saved words on draws
+51-54, where it removed no harm. Session 14 replayed a bound on both paths (``replay_settings.py``, decision and
+retrieval in-process, paths cascading) on development draws 41-48 synthesised again: retrieval's harmed labels 18
+without a bound, 11 with 3 or 4, 13 with 6; word errors saved 1,821 / 1,816 / 1,828 / 1,833. The rule written down
+before draws 61-66 were made (keep the fewest-harms bound, ties to the most saved, if there it harms no more labels and
+keeps at least 95% of the saved words) kept 4: on 61-66 it changed nothing (7 harmed, 1,534 saved, both ways). On
+draws 49-60 it removed 4 right labels (9 of 2,713 words) and no harmed one. Ablation ``no-hub-bound``.
 
 ``retrieve_hub_scale`` (off by default) rescales the distances every path reads by a local scaling of each annotated
 reading (:func:`hub_scales`): ``d'(i, b) = d(i, b) r~ / r_b``, ``r_b`` the mean of ``b``'s ``m`` smallest measured
