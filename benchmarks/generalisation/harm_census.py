@@ -31,6 +31,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 from collections import defaultdict  # noqa: E402
 from dataclasses import fields, replace  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -58,6 +59,7 @@ from choral.pipeline.propagate.stage import (  # noqa: E402
     read_grouped_and_graph,
 )
 from choral.pipeline.teacher.registry import teacher_scorer  # noqa: E402
+from choral.pipeline.teacher.scoring import prefetch  # noqa: E402
 from choral.pipeline.text import TextNormalizer  # noqa: E402
 from choral.pipeline.wer import word_errors  # noqa: E402
 
@@ -146,10 +148,14 @@ def pool_rows(data: Path, run: Path, normalize: TextNormalizer, overrides: dict 
     nearest, first, second = nearest_readings(graph, [e.reference for e in entries])
     heard = heard_words(entries)
     hubs = hub_ratios(nearest, [e.reference is not None for e in entries])
+    changed = [row for row, (entry, result) in enumerate(zip(entries, previous))
+               if entry.reference is None and result.text != result.teacher_text]
+    # the teacher scores every changed label against its 1-best in one batched pass, not one cut at a time
+    prefetch(scorer, [(entries[row].cut_id, [normalize(previous[row].text), entries[row].hypotheses[0]])
+                      for row in changed])
     rows = []
-    for row, (entry, result) in enumerate(zip(entries, previous)):
-        if entry.reference is not None or result.text == result.teacher_text:
-            continue
+    for row in changed:
+        entry, result = entries[row], previous[row]
         reference, best, label = references[entry.cut_id], entry.hypotheses[0], normalize(result.text)
         before, after = word_errors(reference, best), word_errors(reference, label)
         said = {word for text in entry.hypotheses for word in text.split()}
@@ -195,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
                         metavar="KEY=VALUE", help="replay with this propagate setting (repeatable)")
     args = parser.parse_args(argv)
     overrides = dict(args.overrides)
-    rows = dev_rows(parser, args.draws, lambda data, run, normalize: pool_rows(data, run, normalize, overrides))
+    rows = dev_rows(parser, args.draws, partial(pool_rows, overrides=overrides))
     print(summary(rows))
     print("\nharmed labels:")
     for r in sorted((r for r in rows if r["after"] > r["before"]), key=lambda r: (r["step"], r["pool"])):
