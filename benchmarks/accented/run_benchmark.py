@@ -84,6 +84,8 @@ VARIANTS = (
     Variant("no scored retrieval (session 12)", propagate=(("retrieve_scored_reach", 0.0),)),
     Variant("no hub bound on retrieval (session 14)",
             propagate=(("retrieve_unsure_hub", 0.0), ("retrieve_far_hub", 0.0))),
+    Variant("session 14 decision (ratio 0.75, margin 0.1, corrections)",
+            propagate=(("retrieve_ratio", 0.75), ("error_margin", 0.1), ("correction_edits", 1))),
 )
 
 

@@ -82,8 +82,10 @@ CANDIDATES.update({c.name: c for c in (
     Candidate("no-fluency", propagate=(("unheard_fluency", 0.0),),
               description="beyond the reach, no exemption for a teacher unsure of its reading"),
     Candidate("no-floor", propagate=(("replace_floor", 0.0),), description="no floor on the winner's p"),
-    Candidate("no-correction", propagate=(("correction_edits", 0),),
-              description="the teacher's veto also on one-word corrections in word groups"),
+    Candidate("correction", propagate=(("correction_edits", 1),),
+              description="no teacher veto on one-word corrections in word groups (on until session 15)"),
+    Candidate("session-14", propagate=(("retrieve_ratio", 0.75), ("error_margin", 0.1), ("correction_edits", 1)),
+              description="session 14's decision: unsure ratio 0.75, error margin 0.1, one-word corrections"),
     Candidate("no-retrieve", propagate=(("retrieve_reach", 0.0), ("retrieve_unheard_reach", 0.0),
                                         ("retrieve_far_reach", 0.0), ("retrieve_scored_reach", 0.0)),
               description="no retrieval of a struggling cut's nearest annotated reading from another group"),
@@ -105,7 +107,7 @@ CANDIDATES.update({c.name: c for c in (
               description="beyond the reach, an unsure teacher loses its veto whoever's reading is nearer"),
 )})
 ABLATIONS: tuple[str, ...] = ("consensus", "knn", "knn-only", "rounds", "length-norm", "no-sound", "no-isolated",
-                              "sound-split", "no-fluency", "no-floor", "no-correction",
+                              "sound-split", "no-fluency", "no-floor", "correction", "session-14",
                               "no-retrieve", "no-unheard-retrieve", "no-far-retrieve", "far-hub", "no-hub-bound",
                               "hub-scale", "no-scored-retrieve",
                               "no-split-prior", "no-rival")

@@ -487,14 +487,14 @@ class Rule:
     kind: str = "errors"                  # errors | exact
     margin: float = 0.05                  # exact: p(w) must beat p(b) by this
     error_model: tuple[float, ...] = ERROR_PRIOR
-    error_margin: float = 0.1             # errors: E[e(w)] must be below E[e(b)] by this many words
+    error_margin: float = 0.5             # errors: E[e(w)] must be below E[e(b)] by this many words
     veto: float = 8.0                     # > 0: never replace when log P_teacher(w) < log P_teacher(b) - veto
     unheard_confidence: float = 0.5       # no veto (unheard words): replace only when p(w) > this as well
     unheard_anywhere: bool = True         # no veto on unheard words in every group, not only those formed by sound
     unheard_reach: float = 1.3            # by sound: an annotated reading of w within this x the learned threshold ...
     unheard_fluency: float = 0.8          # ... or a 1-best the teacher scores below -this nats per word (0: off)
     replace_floor: float = 0.1            # never replace with a winner whose calibrated p is below this
-    correction_edits: int = 1             # word group: no veto on a winner this many word edits from the 1-best
+    correction_edits: int = 0             # word group: no veto on a winner this many word edits from the 1-best
     floor_beta: tuple[float, ...] = PRIOR  # the floor reads the larger p of beta and this (the prior tune adapted)
     unheard_rival: float = 1.0            # fluency beyond the reach: w's reading within this x another text's (0: off)
     answer_beta: tuple[float, ...] = ()   # the answer model: the confidence written is sigma(this . x) (empty: p)

@@ -41,7 +41,7 @@ class PropagateConfig:
     decision: Literal["errors", "exact"] = "errors"  # replace the 1-best by expected word errors, or exact p
     replace_margin: float = 0.05        # exact: replace only when p(winner) > p(1-best) + this margin
     error_model: tuple[float, ...] = ERROR_PRIOR  # gamma, one per calibrate.ERROR_FEATURES (the Poisson model)
-    error_margin: float = 0.1           # errors: replace only when E[errors(winner)] < E[errors(1-best)] - this
+    error_margin: float = 0.5           # errors: replace only when E[errors(winner)] < E[errors(1-best)] - this
     teacher_veto: float = 8.0           # > 0: never replace when log P_teacher(winner) < log P_teacher(1-best) - this
     unheard_confidence: float = 0.5     # a winner the teacher has no veto on (unheard words) needs calibrated p > this
     unheard_anywhere: bool = True       # no veto on unheard words in word groups too (not only groups formed by sound)
@@ -49,9 +49,9 @@ class PropagateConfig:
     unheard_fluency: float = 0.8        # ... or a teacher 1-best below -this nats per word (0: reach alone) ...
     unheard_rival: float = 1.0          # ... with w's annotated reading within this x any other text's (0: off)
     replace_floor: float = 0.1          # never replace the 1-best with a winner whose calibrated p is below this
-    correction_edits: int = 1           # word group: no teacher veto on a winner this many word edits away (0: off)
+    correction_edits: int = 0           # word group: no teacher veto on a winner this many word edits away (0: off)
     retrieve_reach: float = 1.5         # a struggling 1-best takes its nearest annotated reading within this x (0: off)
-    retrieve_ratio: float = 0.75        # ... when that reading is nearer than this x any reading of another text ...
+    retrieve_ratio: float = 0.6         # ... when that reading is nearer than this x any reading of another text ...
     retrieve_fluency: float = 0.35      # ... and the teacher scores its 1-best below -this nats per word
     retrieve_calibration: tuple[float, ...] = RETRIEVE_PRIOR  # (c0, c1): p = sigma(c0 + c1 d / threshold)
     retrieve_unheard_reach: float = 2.25  # or any 1-best, within this x, if the reading adds only unheard words

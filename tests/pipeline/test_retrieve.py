@@ -262,7 +262,7 @@ def test_the_far_path_leaves_a_hub_reading_alone(bound: float, takes: bool) -> N
 
 def _hub_pool() -> tuple[list, CutGraph]:
     """c0 (struggling) lies 5 from c1, a hub reading 4 from three other cuts, and 6 from c2, its own prompt's reading,
-    which is far from everything else: without scaling the two are too alike for the ratio test (5 / 6 > 0.75)."""
+    which is far from everything else: without scaling the two are too alike for the ratio test (5 / 6 > 0.6)."""
     from choral.pipeline.propagate.labels import CutEntry
     entries = _entries() + [CutEntry(f"c{i}", f"g{i}", ["u v"], ["u v"], np.array([-1.0])) for i in (3, 4, 5)]
     pairs = [(0, 1, 5.0), (0, 2, 6.0), (1, 2, 30.0), (2, 1, 30.0)]
