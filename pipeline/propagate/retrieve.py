@@ -50,8 +50,8 @@ whatever the fluency, where ``added`` are the words of ``r_1`` not in ``b``, ``d
 ``r_1``, and ``H`` every word of the manifest's n-best lists (:func:`.labels.heard_words`): ``r_1`` only puts words the
 teacher cannot say where it said others, word for word, so the teacher's certainty is no evidence against it. ``R_u`` =
 ``retrieve_unheard_reach`` (2.25) and ``rho_u`` = ``retrieve_unheard_ratio`` (0.95); the confidence is
-``sigma(c_0 + c_1 d_1)`` with ``retrieve_unheard_calibration`` = :data:`RETRIEVE_UNHEARD_PRIOR` (0.687, the rate at which these labels
-were exactly right on development draws 41-66; 0.80 until session 15). Chosen in session 9 on fresh draws 14-19 (12
+``sigma(c_0 + c_1 d_1)`` with ``retrieve_unheard_calibration`` = :data:`RETRIEVE_UNHEARD_PRIOR` (0.687, the rate at
+which these labels were exactly right on development draws 41-66; 0.80 until session 15). Chosen in session 9 on fresh draws 14-19 (12
 pools, 3,240 unannotated cuts), replaying the path over ``R_u`` 1-3, ``rho_u`` 0.75-1, with and without a substitution
 test and a text test: no setting with a reach above 1.25 harmed no cut, and the most words saved with at most one harmed
 cut was ``R_u`` 2.25 (2.5 saves 2 words more), ``rho_u`` 0.95, with the test ``|dropped| <= |added|``. On the next
