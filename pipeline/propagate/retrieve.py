@@ -51,15 +51,15 @@ whatever the fluency, where ``added`` are the words of ``r_1`` not in ``b``, ``d
 teacher cannot say where it said others, word for word, so the teacher's certainty is no evidence against it. ``R_u`` =
 ``retrieve_unheard_reach`` (2.25) and ``rho_u`` = ``retrieve_unheard_ratio`` (0.95); the confidence is
 ``sigma(c_0 + c_1 d_1)`` with ``retrieve_unheard_calibration`` = :data:`RETRIEVE_UNHEARD_PRIOR` (0.687, the rate at
-which these labels were exactly right on development draws 41-66; 0.80 until session 15). Chosen in session 9 on fresh draws 14-19 (12
-pools, 3,240 unannotated cuts), replaying the path over ``R_u`` 1-3, ``rho_u`` 0.75-1, with and without a substitution
-test and a text test: no setting with a reach above 1.25 harmed no cut, and the most words saved with at most one harmed
-cut was ``R_u`` 2.25 (2.5 saves 2 words more), ``rho_u`` 0.95, with the test ``|dropped| <= |added|``. On the next
-development draws (13, 20-24, 26-28: 18 pools) that test harmed 11 cuts, 7 of them in one draw where a template with two
-unheard slots gave "navigate to the air in houston" another prompt's "navigate to the ferry terminal in santiago"; the
-word-for-word test (``=``) harmed 1 there and 1 on draws 14-19, against 6 for ``>=``, and saved 416 word errors over the
-27 pools (``<=``: 675, ``>=``: 569). It is the default; the generator pools are untouched (their 1-bests rarely miss a
-word the teacher never says).
+which these labels were exactly right on development draws 41-66; 0.80 until session 15). Chosen in session 9 on fresh
+draws 14-19 (12 pools, 3,240 unannotated cuts), replaying the path over ``R_u`` 1-3, ``rho_u`` 0.75-1, with and without
+a substitution test and a text test: no setting with a reach above 1.25 harmed no cut, and the most words saved with at
+most one harmed cut was ``R_u`` 2.25 (2.5 saves 2 words more), ``rho_u`` 0.95, with the test ``|dropped| <= |added|``.
+On the next development draws (13, 20-24, 26-28: 18 pools) that test harmed 11 cuts, 7 of them in one draw where a
+template with two unheard slots gave "navigate to the air in houston" another prompt's "navigate to the ferry terminal
+in santiago"; the word-for-word test (``=``) harmed 1 there and 1 on draws 14-19, against 6 for ``>=``, and saved 416
+word errors over the 27 pools (``<=``: 675, ``>=``: 569). It is the default; the generator pools are untouched (their
+1-bests rarely miss a word the teacher never says).
 
 **The far path.** A reading the teacher struggles with most (its 1-best below ``-phi_f`` nats per word) is often a
 sentence of words it never heard, read in another voice: its annotated reading lies 1.5-2.2 thresholds away and
