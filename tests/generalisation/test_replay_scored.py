@@ -38,10 +38,19 @@ def test_reported_draws_are_refused(protocol_script, script: str, tmp_path: Path
 
 
 def test_settings_replay_counts_only_retrieval_labels(protocol_script) -> None:
-    rows = [{"step": "retrieve/far", "before": 3, "after": 0}, {"step": "retrieve/unsure", "before": 1, "after": 2},
-            {"step": "decision/plain", "before": 4, "after": 0}, {"step": "retrieve/scored", "before": 1, "after": 1}]
-    totals = protocol_script("replay_settings").retrieval_totals(rows)
-    assert totals == {"changed": 3, "helped": 1, "harmed": 1, "saved": 2}
+    def row(step: str, before: int, after: int, draw: str = "draw41", condition: str = "us-noisy") -> dict:
+        return {"step": step, "before": before, "after": after, "pool": f"data/{draw}/unseen-words",
+                "condition": condition}
+
+    rows = [row("retrieve/far", 3, 0), row("retrieve/unsure", 1, 2), row("decision/plain", 4, 0),
+            row("retrieve/scored", 1, 1)]
+    totals = protocol_script("replay_settings").retrieval_totals
+    assert totals(rows) == {"changed": 3, "helped": 1, "harmed": 1, "saved": 2, "cells": 0}
+    # every step (--steps all); a cell is a draw x condition with two harmed labels or more
+    rows += [row("decision/exempt", 2, 5), row("decision/plain", 0, 1, "draw42"), row("retrieve/far", 1, 2, "draw42",
+                                                                                     "us-control")]
+    assert totals(rows, "") == {"changed": 7, "helped": 2, "harmed": 4, "saved": 1, "cells": 1}
+    assert totals(rows) == {"changed": 4, "helped": 1, "harmed": 2, "saved": 1, "cells": 0}
 
 
 def test_census_overrides_name_a_propagate_setting(protocol_script) -> None:
