@@ -168,7 +168,7 @@ def pool_rows(data: Path, run: Path, normalize: TextNormalizer, overrides: dict 
                  "margin_word": float(scores[0] - scores[1]) / max(len(label.split()), 1),
                  "length_ratio": len(label.split()) / max(len(best.split()), 1),
                  "fluency_best": float(entry.scores[0]) / max(len(best.split()), 1),
-                 "source_condition": condition.get(source or "", None),
+                 "source": source, "source_condition": condition.get(source or "", None),
                  "hub": float(hubs[nearest[row]]) if nearest[row] >= 0 else None,
                  "d1": float(first[row]), "d2": float(second[row]),
                  "duration_ratio": duration[entry.cut_id] / duration[source] if source in duration else None}
