@@ -36,7 +36,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
-from replay_common import dev_rows, read_jsonl, read_references  # noqa: E402
+from replay_common import conditions, dev_rows, read_jsonl, read_references  # noqa: E402
 
 from choral.pipeline.fields import CutResult  # noqa: E402
 from choral.pipeline.propagate.calibrate import (  # noqa: E402
@@ -127,7 +127,7 @@ def pool_rows(data: Path, run: Path, normalize: TextNormalizer, overrides: dict 
     """One row per unannotated cut whose final label is not its teacher 1-best."""
     references = read_references(data, normalize)
     cuts = read_jsonl(data / "cuts.jsonl.gz")
-    condition = {c["id"]: c["supervisions"][0].get("custom", {}).get("accent", "?") for c in cuts}
+    condition = conditions(cuts)
     duration = {c["id"]: float(c["duration"]) for c in cuts}
     config = run_config(run, overrides)
     scorer = teacher_scorer(run / "grouped.jsonl.gz", "default")

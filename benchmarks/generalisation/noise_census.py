@@ -1,12 +1,12 @@
 """How noisy each reading is, and which changed labels join two noisy readings: evidence for the next harm step.
 
-A cut's noise is read from its audio as an energy-percentile SNR: with ``P_t`` the mean power of 25 ms frames every
-10 ms,
+A cut's noise is read from its audio as an energy-percentile SNR: with ``E_t`` the energy in dB of 10 ms frames
+(:func:`choral.pipeline.segment.frame_energies`, the segmenter's),
 
-    snr_db = 10 log10( P_90 / P_10 ),
+    snr_db = E_90 - E_10,
 
-the 90th percentile of the frame powers (speech) over the 10th (the floor between words and at the edges). Clean
-synthesis has near-silent floors (50-90 dB); the protocol's ``us-noisy`` condition (white noise at 10 dB over the
+the 90th percentile of the frame energies (speech) less the 10th (the floor between words and at the edges). Clean
+synthesis has near-silent floors (60-90 dB); the protocol's ``us-noisy`` condition (white noise at 10 dB over the
 whole clip) reads 10-17 dB. It prints each condition's SNR range over the given draws and, with ``--rows`` (the JSON
 lines ``harm_census.py --rows`` writes; they carry each label's source reading), the changed / helped / harmed /
 saved labels split by whether the cut and its source reading are below ``--below`` dB, per step. Development draws
@@ -27,34 +27,35 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from replay_common import POOLS, REPORTED, read_jsonl
+from replay_common import POOLS, REPORTED, conditions, read_jsonl
+
+from choral.pipeline.segment import SAMPLING_RATE, frame_energies
 
 
-def energy_snr_db(samples: np.ndarray, sample_rate: int, frame: float = 0.025, hop: float = 0.010) -> float:
-    """``10 log10(P_90 / P_10)`` of the frame powers (the module docstring); a clip shorter than a frame is one frame.
+def energy_snr_db(samples: np.ndarray, sample_rate: int) -> float:
+    """``E_90 - E_10`` of the 10 ms frame energies (the module docstring) of 16 kHz audio.
 
     Shapes: ``samples`` (n,) or (n, channels) -> the first channel is read."""
+    if sample_rate != SAMPLING_RATE:
+        raise ValueError(f"energy_snr_db reads {SAMPLING_RATE} Hz audio, not {sample_rate} Hz")
     x = np.asarray(samples, dtype=np.float64)
-    x = x[:, 0] if x.ndim > 1 else x
-    size, step = max(int(frame * sample_rate), 1), max(int(hop * sample_rate), 1)
-    if len(x) < size:
-        x = np.pad(x, (0, size - len(x)))
-    frames = np.lib.stride_tricks.sliding_window_view(x, size)[::step]      # (frames, size)
-    power = (frames ** 2).mean(axis=1) + 1e-10
-    return float(10.0 * np.log10(np.percentile(power, 90) / np.percentile(power, 10)))
+    energies = frame_energies(x[:, 0] if x.ndim > 1 else x)
+    if len(energies) == 0:
+        return 0.0
+    return float(np.percentile(energies, 90) - np.percentile(energies, 10))
 
 
 def pool_snr(data: Path) -> tuple[dict[str, float], dict[str, str]]:
     """Each cut's SNR and condition (``custom.accent``) of one protocol pool."""
-    snr, condition = {}, {}
-    for cut in read_jsonl(data / "cuts.jsonl.gz"):
+    snr = {}
+    cuts = read_jsonl(data / "cuts.jsonl.gz")
+    for cut in cuts:
         source = Path(cut["recording"]["sources"][0]["source"])
         # run_protocol writes paths relative to the working directory it ran in (the repository root)
         path = source if source.is_absolute() or not (data / source).exists() else data / source
         samples, rate = sf.read(path, dtype="float32")
         snr[cut["id"]] = energy_snr_db(samples, rate)
-        condition[cut["id"]] = cut["supervisions"][0].get("custom", {}).get("accent", "?")
-    return snr, condition
+    return snr, conditions(cuts)
 
 
 def split(rows: list[dict], snr: dict[str, float], below: float) -> dict[tuple[str, bool, bool], list[int]]:

@@ -24,6 +24,11 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
+def conditions(cuts: Sequence[dict]) -> dict[str, str]:
+    """Each protocol cut's condition (its first supervision's ``custom.accent``; ``?`` when it has none)."""
+    return {c["id"]: c["supervisions"][0].get("custom", {}).get("accent", "?") for c in cuts}
+
+
 def read_references(data: Path, normalize: TextNormalizer) -> dict[str, str]:
     """A pool's normalised references by cut id."""
     return {r["id"]: normalize(r["text"]) for r in read_jsonl(data / "references.jsonl.gz")}
