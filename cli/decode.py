@@ -80,6 +80,9 @@ def decode(
     precision: str = typer.Option("auto", help=PRECISION_HELP),
     workers: int = typer.Option(_DEFAULT.workers, min=0, help="Processes that load audio and compute features "
                                                                "ahead of the model (0: the decoding process does)."),
+    measure_snr: bool = typer.Option(_DEFAULT.measure_snr, "--measure-snr/--no-measure-snr",
+                                     help="Write each cut's energy-percentile SNR (custom.snr_db, dB), which "
+                                          "propagate's noisy_pair_snr reads (one more read of the audio)."),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if the output is up to date."),
 ) -> None:
     """Decode cuts with the teacher transducer: n-best hypotheses with log-probabilities and pooled embeddings."""
@@ -87,7 +90,7 @@ def decode(
         config = DecodeConfig(nbest=nbest, beam=beam, search_temperature=search_temperature,
                               batch_duration=batch_duration, save_frames=save_frames,
                               on_error=on_error, min_duration=min_duration,  # type: ignore[arg-type]
-                              max_duration=max_duration, workers=workers)
+                              max_duration=max_duration, workers=workers, measure_snr=measure_snr)
         with _progress_bar() as progress:
             summary = decode_manifest(cuts, out_dir, teacher, config, force=force, progress=progress,
                                       on_batch=progress.show, device=check_device_spec(device),

@@ -6,6 +6,8 @@ Outputs in ``OUT_DIR``, all written atomically (temporary name, renamed when com
   best first, total log-probabilities), ``custom.embedding`` (lhotse ``Array``) and,
   with ``save_frames``, ``custom.frames`` (``TemporalArray`` of encoder frames, 40 ms shift);
 - ``embeddings.h5``: the arrays (lhotse numpy_hdf5 storage);
+  and, with ``measure_snr`` (the default) for a cut with a recording, ``custom.snr_db``: the energy-percentile SNR
+  read from the audio (:mod:`.noise`), which propagate's ``noisy_pair_snr`` reads;
 - ``failed.jsonl``: one ``{"id", "reason"}`` line per cut whose audio is missing,
   unreadable or empty, or which lasts less than ``min_duration`` or more than
   ``max_duration`` seconds (with ``on_error="fail"`` the first such cut is an
@@ -54,6 +56,7 @@ from .manifest import (
     write_failures,
 )
 from .meta import StageRecord, files_digest, is_up_to_date, write_meta
+from .noise import cut_snr_db
 from .progress import NullProgress, Progress
 from .teacher.contracts import AudioError, DecodeResult, Teacher
 from .teacher.features import cut_features
@@ -83,6 +86,8 @@ class DecodeConfig:
     max_duration: float = 30.0
     # processes that load audio and compute features ahead of the model (0: in the decoding process)
     workers: int = 0
+    # write each decoded cut's energy-percentile SNR (custom.snr_db, :mod:`.noise`): one more read of its audio
+    measure_snr: bool = True
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -293,6 +298,15 @@ def _decode_batch(teacher: Teacher, batch: list[Cut], failures: dict[str, str]) 
     return []
 
 
+def _snr_of(cut: Cut, cuts_path: Path) -> float:
+    """The cut's ``custom.snr_db``; audio the teacher just read but this cannot is an InputError naming the cut."""
+    try:
+        return cut_snr_db(cut)
+    except AudioError as error:
+        raise InputError(cuts_path, f"cannot measure its SNR: {error.failures.get(cut.id, error)}",
+                         cut_id=cut.id) from None
+
+
 def decode_manifest(
     cuts_path: str | Path,
     out_dir: str | Path,
@@ -399,6 +413,8 @@ def decode_manifest(
                 if config.save_frames:
                     custom["frames"] = store(arrays, "frames/" + key, result.frames.astype(np.float32),
                                              frame_shift=FRAME_SHIFT, temporal_dim=0, start=cut.start)
+                if config.measure_snr and getattr(cut, "has_recording", False):  # (a teacher may read features)
+                    custom["snr_db"] = _snr_of(cut, cuts_path)
                 cut.custom = custom
                 writer.write(cut)
                 summary.audio_seconds += cut.duration

@@ -3,6 +3,7 @@
 - ``custom["nbest"]``: ``[{"text", "tokens", "score"}]``, best first (teacher log-probabilities);
 - ``custom["embedding"]``: lhotse ``Array``, the pooled utterance vector;
 - ``custom["frames"]``: optional lhotse ``TemporalArray`` of encoder frames;
+- ``custom["snr_db"]``: optional energy-percentile SNR of the audio in dB (:mod:`.noise`), written by decode;
 - ``custom["group"]``: group id assigned by ``choral group``;
 - ``custom["choral"]``: the pseudo-label written by ``choral propagate`` (:class:`CutResult`), stored
   as a one-element list so lhotse leaves it alone; its ``source`` is one of :data:`SOURCES`;
@@ -79,6 +80,17 @@ def joined_text(texts: Iterable[object]) -> str | None:
     """The annotated rule: the non-blank texts joined by a space, or None when there is none."""
     kept = [text for text in texts if isinstance(text, str) and text.strip()]
     return " ".join(kept) if kept else None
+
+
+def snr_db(cut: Cut | Mapping, source: str | Path) -> float | None:
+    """The cut's ``custom.snr_db`` (dB) or None when decode did not measure it; anything but a finite number is an
+    InputError naming the file and cut."""
+    value = custom_field(cut, "snr_db")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(source, f"custom.snr_db must be a finite number of dB, not {value!r}", cut_id=cut_id_of(cut))
+    return float(value)
 
 
 def reference_text(cut: Cut | Mapping) -> str | None:

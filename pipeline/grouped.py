@@ -22,7 +22,7 @@ from pathlib import Path
 from lhotse.cut import Cut
 
 from .errors import InputError
-from .fields import Hypothesis, custom_field, nbest, reference_text
+from .fields import Hypothesis, custom_field, nbest, reference_text, snr_db
 from .manifest import iter_cut_dicts, iter_cuts
 
 __all__ = ["GroupedCut", "GroupedFields", "formed_by_sound", "group_of", "iter_grouped", "iter_grouped_fields"]
@@ -54,6 +54,7 @@ class GroupedFields:
     group: str
     hypotheses: list[Hypothesis]  # empty for a cut whose group the reader was told to skip
     reference: str | None
+    snr_db: float | None = None   # the audio's energy-percentile SNR (decode's custom.snr_db; None: not measured)
 
 
 def group_of(cut: Cut | Mapping, grouped: Path) -> str:
@@ -79,4 +80,5 @@ def iter_grouped_fields(grouped: Path, keep: Callable[[str], bool] | None = None
         group = group_of(data, grouped)
         wanted = keep is None or keep(group)
         yield GroupedFields(cut_id=str(data["id"]), group=group,
-                            hypotheses=nbest(data, grouped) if wanted else [], reference=reference_text(data))
+                            hypotheses=nbest(data, grouped) if wanted else [], reference=reference_text(data),
+                            snr_db=snr_db(data, grouped) if wanted else None)

@@ -86,6 +86,7 @@ VARIANTS = (
             propagate=(("retrieve_unsure_hub", 0.0), ("retrieve_far_hub", 0.0))),
     Variant("session 14 decision (ratio 0.75, margin 0.1, corrections)",
             propagate=(("retrieve_ratio", 0.75), ("error_margin", 0.1), ("correction_edits", 1))),
+    Variant("no noisy-pair bound (session 16)", propagate=(("noisy_pair_snr", 0.0),)),
 )
 
 

@@ -86,6 +86,8 @@ CANDIDATES.update({c.name: c for c in (
               description="no teacher veto on one-word corrections in word groups (on until session 15)"),
     Candidate("session-14", propagate=(("retrieve_ratio", 0.75), ("error_margin", 0.1), ("correction_edits", 1)),
               description="session 14's decision: unsure ratio 0.75, error margin 0.1, one-word corrections"),
+    Candidate("no-noisy-pairs", propagate=(("noisy_pair_snr", 0.0),),
+              description="a noisy reading may lend its text by sound to a noisy cut (no 20 dB bound; session 16)"),
     Candidate("no-retrieve", propagate=(("retrieve_reach", 0.0), ("retrieve_unheard_reach", 0.0),
                                         ("retrieve_far_reach", 0.0), ("retrieve_scored_reach", 0.0)),
               description="no retrieval of a struggling cut's nearest annotated reading from another group"),
@@ -107,7 +109,7 @@ CANDIDATES.update({c.name: c for c in (
               description="beyond the reach, an unsure teacher loses its veto whoever's reading is nearer"),
 )})
 ABLATIONS: tuple[str, ...] = ("consensus", "knn", "knn-only", "rounds", "length-norm", "no-sound", "no-isolated",
-                              "sound-split", "no-fluency", "no-floor", "correction", "session-14",
+                              "sound-split", "no-fluency", "no-floor", "correction", "session-14", "no-noisy-pairs",
                               "no-retrieve", "no-unheard-retrieve", "no-far-retrieve", "far-hub", "no-hub-bound",
                               "hub-scale", "no-scored-retrieve",
                               "no-split-prior", "no-rival")

@@ -36,6 +36,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
+from noise_census import pool_snr  # noqa: E402
 from replay_common import conditions, dev_rows, read_jsonl, read_references  # noqa: E402
 
 from choral.pipeline.fields import CutResult  # noqa: E402
@@ -110,7 +111,7 @@ def decision_kinds(entries: list, graph, config: PropagateConfig, adjacency, sco
             if batch.entries[r].reference is not None or result.text == result.teacher_text:
                 continue
             found = candidates(batch, sub, r, config.fusion_weight, sub_distances, answers, sub_sound, answered,
-                               sub_readings)
+                               sub_readings, rule.noisy_pair_snr)
             if found is None:
                 continue
             vetoed = _vetoed(found, rule)
@@ -123,8 +124,11 @@ def decision_kinds(entries: list, graph, config: PropagateConfig, adjacency, sco
     return rescore(entries, adjacency, config, scorer, finish=finish), kinds
 
 
-def pool_rows(data: Path, run: Path, normalize: TextNormalizer, overrides: dict | None = None) -> list[dict]:
-    """One row per unannotated cut whose final label is not its teacher 1-best."""
+def pool_rows(data: Path, run: Path, normalize: TextNormalizer, overrides: dict | None = None,
+              snr_from_audio: bool = False) -> list[dict]:
+    """One row per unannotated cut whose final label is not its teacher 1-best. ``snr_from_audio`` gives every cut
+    whose decode did not measure it (runs decoded before ``custom.snr_db``) the SNR decode would write, read from the
+    pool's audio (:func:`noise_census.pool_snr`), so a ``noisy_pair_snr`` setting can be replayed on old runs."""
     references = read_references(data, normalize)
     cuts = read_jsonl(data / "cuts.jsonl.gz")
     condition = conditions(cuts)
@@ -132,6 +136,9 @@ def pool_rows(data: Path, run: Path, normalize: TextNormalizer, overrides: dict 
     config = run_config(run, overrides)
     scorer = teacher_scorer(run / "grouped.jsonl.gz", "default")
     entries, graph = read_grouped_and_graph(run / "grouped.jsonl.gz", run / "graph.npz", normalize)
+    if snr_from_audio:
+        measured = pool_snr(data)[0]
+        entries = [e if e.snr_db is not None else replace(e, snr_db=measured[e.cut_id]) for e in entries]
     adjacency = propagation_adjacency(graph, config)
     decided, kinds = decision_kinds(entries, graph, config, adjacency, scorer)
     step = {row: f"decision/{k['kind']}" for row, k in kinds.items()}
@@ -199,9 +206,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=Path, help="write every changed label's row here (JSON lines)")
     parser.add_argument("--set", dest="overrides", action="append", type=parse_override, default=[],
                         metavar="KEY=VALUE", help="replay with this propagate setting (repeatable)")
+    parser.add_argument("--snr-from-audio", action="store_true",
+                        help="cuts decoded without custom.snr_db get it from the pool's audio (replays noisy_pair_snr)")
     args = parser.parse_args(argv)
     overrides = dict(args.overrides)
-    rows = dev_rows(parser, args.draws, partial(pool_rows, overrides=overrides))
+    rows = dev_rows(parser, args.draws, partial(pool_rows, overrides=overrides, snr_from_audio=args.snr_from_audio))
     print(summary(rows))
     print("\nharmed labels:")
     for r in sorted((r for r in rows if r["after"] > r["before"]), key=lambda r: (r["step"], r["pool"])):

@@ -1,7 +1,8 @@
 """How noisy each reading is, and which changed labels join two noisy readings: evidence for the next harm step.
 
 A cut's noise is read from its audio as an energy-percentile SNR: with ``E_t`` the energy in dB of 10 ms frames
-(:func:`choral.pipeline.segment.frame_energies`, the segmenter's),
+(:func:`choral.pipeline.segment.frame_energies`, the segmenter's; :mod:`choral.pipeline.noise`, which decode writes
+as ``custom.snr_db``),
 
     snr_db = E_90 - E_10,
 
@@ -23,30 +24,30 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from replay_common import POOLS, REPORTED, conditions, read_jsonl
 
-from choral.pipeline.segment import SAMPLING_RATE, frame_energies
+from choral.pipeline import noise
+from choral.pipeline.segment import SAMPLING_RATE
 
 
 def energy_snr_db(samples: np.ndarray, sample_rate: int) -> float:
-    """``E_90 - E_10`` of the 10 ms frame energies (the module docstring) of 16 kHz audio.
+    """:func:`choral.pipeline.noise.energy_snr_db` (decode's ``custom.snr_db``) of 16 kHz audio, refusing another rate.
 
     Shapes: ``samples`` (n,) or (n, channels) -> the first channel is read."""
     if sample_rate != SAMPLING_RATE:
         raise ValueError(f"energy_snr_db reads {SAMPLING_RATE} Hz audio, not {sample_rate} Hz")
     x = np.asarray(samples, dtype=np.float64)
-    energies = frame_energies(x[:, 0] if x.ndim > 1 else x)
-    if len(energies) == 0:
-        return 0.0
-    return float(np.percentile(energies, 90) - np.percentile(energies, 10))
+    return noise.energy_snr_db(x[:, 0] if x.ndim > 1 else x)
 
 
+@cache
 def pool_snr(data: Path) -> tuple[dict[str, float], dict[str, str]]:
-    """Each cut's SNR and condition (``custom.accent``) of one protocol pool."""
+    """Each cut's SNR (rounded as decode rounds it) and condition (``custom.accent``) of one protocol pool."""
     snr = {}
     cuts = read_jsonl(data / "cuts.jsonl.gz")
     for cut in cuts:
@@ -54,7 +55,7 @@ def pool_snr(data: Path) -> tuple[dict[str, float], dict[str, str]]:
         # run_protocol writes paths relative to the working directory it ran in (the repository root)
         path = source if source.is_absolute() or not (data / source).exists() else data / source
         samples, rate = sf.read(path, dtype="float32")
-        snr[cut["id"]] = energy_snr_db(samples, rate)
+        snr[cut["id"]] = round(energy_snr_db(samples, rate), 2)
     return snr, conditions(cuts)
 
 

@@ -54,12 +54,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="overrides under every setting (e.g. today's defaults the runs were made without)")
     parser.add_argument("--steps", choices=("retrieval", "all"), default="retrieval",
                         help="count retrieval's labels (default) or every changed label, the decision's too")
+    parser.add_argument("--snr-from-audio", action="store_true",
+                        help="cuts decoded without custom.snr_db get it from the pool's audio (replays noisy_pair_snr)")
     args = parser.parse_args(argv)
     prefix = "retrieve/" if args.steps == "retrieval" else ""
     print("| setting | changed | helped | harmed | word errors saved | cells with >= 2 harmed |\n"
           "|---|---:|---:|---:|---:|---:|")
     for overrides in args.settings:
-        rows = dev_rows(parser, args.draws, partial(pool_rows, overrides={**args.base, **overrides}))
+        rows = dev_rows(parser, args.draws, partial(pool_rows, overrides={**args.base, **overrides},
+                                                            snr_from_audio=args.snr_from_audio))
         t = retrieval_totals(rows, prefix)
         name = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "as run"
         print(f"| {name} | {t['changed']} | {t['helped']} | {t['harmed']} | {t['saved']} | {t['cells']} |",

@@ -137,6 +137,21 @@ picked by the fewest harmed labels among settings keeping >= 95% of the words sa
 0.5, 0 and 0.6: harmed labels 47 -> 27, words saved 13,249 -> 12,614. On fresh draws 67-74, made after the choice,
 it harmed 8 labels instead of 11 and kept 97.4% of the words saved, so it became the default.
 
+**Noisy pairs** (``noisy_pair_snr`` ``S``, 20 dB; 0: off; session 16). Noise makes readings of different prompts sound
+alike, and in a group formed by sound a noisy cut's nearest annotated reading is often another noisy reading of another
+prompt ("play sob int ric bant" took "fog rolled across the moorland and hid the cottages"). So an annotated reading
+whose audio and the cut's both measure below ``S`` (decode's ``custom.snr_db``, :mod:`choral.pipeline.noise`;
+:func:`.labels.noisy_pair`) gives no ``source_distance``: it cannot exempt the winner from the veto. (Without a
+measured reading of the winner there is no exemption at all; rivals still count, noisy or not.) On development draws
+41-74 (68 pools) the energy SNR put every ``us-noisy`` cut at 10-17 dB and every other one above 62 dB; 11 of the 35
+labels harmed under session 15's defaults joined two noisy readings by sound alone. A rule written before the fresh
+draws existed picked the smallest ``S`` in {15, 20, 25, 30} with the fewest harmed labels keeping >= 99% of the words
+saved (``replay_settings.py --snr-from-audio``): 20 dB, harmed 35 -> 24, saved 16,467 -> 16,452. On fresh draws 75-82
+it harmed 5 labels instead of 7, kept 99.8% of the words, and moved the mean all-pools reduction 26.72% -> 26.68%
+(re-decoded), so it became the default. A cut without ``custom.snr_db`` (decoded by an older choral) is never part of a
+noisy pair. The bound reads a rough figure: a recording that is speech from end to end has no quiet floor and may read
+under ``S`` while clean, and then loses only the sound-only evidence of pairs of such recordings.
+
 Either way, the label is decided with ``beta``; the confidence written is the **answer model**'s
 (``answer_calibration``, ``beta_a`` over the same features, of the answer's row):
 
@@ -164,7 +179,7 @@ import scipy.sparse as sp
 from ..fields import CutResult
 from ..grouped import formed_by_sound
 from ..wer import word_errors
-from .labels import CutEntry, GroupLabels, fused_scores
+from .labels import CutEntry, GroupLabels, fused_scores, noisy_pair
 
 FEATURES: tuple[str, ...] = ("bias", "fused_share", "teacher", "support", "votes", "annotated_votes",
                              "distance", "is_teacher", "degree")
@@ -238,14 +253,15 @@ class Candidates:
         """Whether the teacher has no veto on the winner: unheard words, in a word group (``unheard_anywhere``) or
         in a group formed by sound with an annotated reading of the winner within ``unheard_reach`` or a teacher
         unsure of its own reading (``fluency < -unheard_fluency``) whose winner's annotated reading is nearer than
-        ``unheard_rival`` times any annotated reading of another text."""
+        ``unheard_rival`` times any annotated reading of another text. Without a measured annotated reading of the
+        winner (``source_distance`` inf: none, or only one that ``noisy_pair_snr`` sets aside) there is no exemption."""
         if not self.unheard:
             return False
         if not self.by_sound:
             return rule.unheard_anywhere
         if rule.unheard_reach <= 0 or self.source_distance <= rule.unheard_reach:
             return True
-        if rule.unheard_fluency <= 0 or self.fluency >= -rule.unheard_fluency:
+        if rule.unheard_fluency <= 0 or self.fluency >= -rule.unheard_fluency or not np.isfinite(self.source_distance):
             return False
         return rule.unheard_rival <= 0 or self.source_distance <= rule.unheard_rival * self.rival_distance
 
@@ -279,7 +295,8 @@ def candidates(batch: SupportBatch, adjacency: sp.csr_matrix, row: int, fusion_w
                distances: sp.csr_matrix | None = None, answers: Sequence[str] | None = None,
                sound: sp.csr_matrix | None = None,
                answered: Mapping[tuple[str, str], int] | None = None,
-               readings: Sequence[Sequence[tuple[float, str]]] | None = None) -> Candidates | None:
+               readings: Sequence[Sequence[tuple[float, str]]] | None = None,
+               noisy_snr: float = 0.0) -> Candidates | None:
     """The winner and 1-best of ``row`` with their features; None when the cut has no 1-best or no candidate.
 
     ``adjacency`` is in the batch's row order; ``distances`` (same sparsity, DTW distance over the graph
@@ -288,7 +305,9 @@ def candidates(batch: SupportBatch, adjacency: sp.csr_matrix, row: int, fusion_w
     group formed by sound is never exempt from the veto when ``unheard_reach`` > 0. ``answered`` counts the batch's
     (group, answer) pairs (:func:`answer_counts`) for ``echoes``; without it ``echoes`` is 0. ``readings`` (batch order)
     lists each cut's measured annotated readings in any group, ``(d / threshold, reference)``
-    (:func:`.retrieve.annotated_readings`), for ``rival_distance``; without it that is ``inf``.
+    (:func:`.retrieve.annotated_readings`), for ``rival_distance``; without it that is ``inf``. ``noisy_snr``
+    (``Rule.noisy_pair_snr``, dB; 0: off): an annotated reading is no ``source_distance`` when it and the cut are both
+    below it (:func:`.labels.noisy_pair`).
     """
     entry = batch.entries[row]
     if not entry.hypotheses:
@@ -331,7 +350,8 @@ def candidates(batch: SupportBatch, adjacency: sp.csr_matrix, row: int, fusion_w
     source = np.inf
     if by_sound and sound is not None:  # the nearest annotated reading of the winner in the group, edge or not
         pairs = range(sound.indptr[row], sound.indptr[row + 1])
-        own = [float(sound.data[k]) for k in pairs if batch.entries[int(sound.indices[k])].reference == texts[winner]]
+        own = [float(sound.data[k]) for k in pairs if batch.entries[int(sound.indices[k])].reference == texts[winner]
+               and not noisy_pair(entry, batch.entries[int(sound.indices[k])], noisy_snr)]
         source = min(own, default=np.inf)
     fluency = float(entry.scores[0]) / max(len(entry.hypotheses[0].split()), 1) if len(entry.scores) else 0.0
     edits = word_errors(texts[one_best], texts[winner]) if winner != one_best else 0
@@ -485,6 +505,8 @@ class RuleSettings(Protocol):
     def replace_floor(self) -> float: ...
     @property
     def correction_edits(self) -> int: ...
+    @property
+    def noisy_pair_snr(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -506,6 +528,7 @@ class Rule:
     floor_beta: tuple[float, ...] = PRIOR  # the floor reads the larger p of beta and this (the prior tune adapted)
     unheard_rival: float = 1.0            # fluency beyond the reach: w's reading within this x another text's (0: off)
     answer_beta: tuple[float, ...] = ()   # the answer model: the confidence written is sigma(this . x) (empty: p)
+    noisy_pair_snr: float = 20.0          # by sound: no exemption from a reading when it and the cut are below this dB
 
     @classmethod
     def of(cls, config: RuleSettings) -> "Rule":
@@ -515,7 +538,8 @@ class Rule:
                    float(config.unheard_confidence), bool(config.unheard_anywhere), float(config.unheard_reach),
                    float(config.unheard_fluency), float(config.replace_floor), int(config.correction_edits),
                    tuple(config.prior_calibration), unheard_rival=float(config.unheard_rival),
-                   answer_beta=tuple(float(b) for b in config.answer_calibration))
+                   answer_beta=tuple(float(b) for b in config.answer_calibration),
+                   noisy_pair_snr=float(config.noisy_pair_snr))
 
 
 @dataclass(frozen=True)
@@ -587,7 +611,8 @@ def calibrated_results(batch: SupportBatch, adjacency: sp.csr_matrix, rows: Sequ
         if entry.reference is not None:
             out.append(result)
             continue
-        found = candidates(batch, adjacency, row, fusion_weight, distances, answers, sound, answered, readings)
+        found = candidates(batch, adjacency, row, fusion_weight, distances, answers, sound, answered, readings,
+                           rule.noisy_pair_snr)
         if found is None:
             out.append(result)
             continue

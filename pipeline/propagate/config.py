@@ -68,6 +68,7 @@ class PropagateConfig:
     retrieve_scored_margin: float = 8.0  # ... scores the reading no more than this many nats below its 1-best
     retrieve_scored_calibration: tuple[float, ...] = RETRIEVE_SCORED_PRIOR  # its (c0, c1)
     retrieve_scored_alone: bool = True  # ... only when no graph neighbour is labelled with the cut's 1-best
+    noisy_pair_snr: float = 20.0        # dB: by sound and far, no reading when it and the cut are below this (0: off)
     # issue 12 part 4 (options, measured in benchmarks/generalisation/RESULTS.md's Ablations)
     nearest_only: bool = False          # with nearest > 0: the k nearest edges alone, no threshold edges
     consensus: int = 0                  # word-level combinations of the neighbourhood per cut (0: off)
@@ -124,6 +125,8 @@ class PropagateConfig:
                      "retrieve_scored_calibration"):
             if len(getattr(self, name)) != 2:
                 raise ConfigError(name, f"needs 2 coefficients (c0, c1), not {len(getattr(self, name))}")
+        if self.noisy_pair_snr < 0:
+            raise ConfigError("noisy_pair_snr", f"must be 0 (off) or a level in dB, not {self.noisy_pair_snr}")
         if self.correction_edits < 0:
             raise ConfigError("correction_edits", f"must be 0 (off) or a word count, not {self.correction_edits}")
         if not 0.0 <= self.replace_floor < 1.0:

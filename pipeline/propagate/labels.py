@@ -38,6 +38,14 @@ class CutEntry:
     scores: np.ndarray               # teacher log-probabilities of the n-best
     reference: str | None = None     # normalised reference (annotated cuts only)
     reference_original: str | None = None
+    snr_db: float | None = None      # energy-percentile SNR of the audio (decode's custom.snr_db; None: unknown)
+
+
+def noisy_pair(a: CutEntry, b: CutEntry, below: float) -> bool:
+    """Whether both readings were measured below ``below`` dB (``propagate.noisy_pair_snr``; 0: never): noise makes
+    readings of different prompts sound alike, so one noisy reading is weak evidence about another's words."""
+    return (below > 0 and a.snr_db is not None and b.snr_db is not None
+            and a.snr_db < below and b.snr_db < below)
 
 
 def heard_words(entries: Sequence[CutEntry]) -> frozenset[str]:

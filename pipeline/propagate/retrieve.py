@@ -80,6 +80,9 @@ changed, 71 to fewer word errors, none to more, 560 word errors saved, all in un
 ``phi_f`` 0.8 with ``R_f`` 2.25 (the most saved at about 0.2% harmed cuts: 98 changed, 79 helped, 6 harmed, 596
 saved), harmed two cuts of one condition on held-out draws 32 and 34: the six dev harms were template commands with
 an unheard name (a noisy "find the nearest launderette" given "play dolly parton") at -0.83 to -0.97 nats per word.
+Since session 16 the far path also leaves a noisy pair alone: a cut whose audio and whose nearest annotated reading's
+both measure below ``noisy_pair_snr`` (20 dB; :func:`.labels.noisy_pair`, :mod:`.calibrate`'s "Noisy pairs"), whose
+likeness may be their noise; on development draws 41-74 such far labels had harmed 4 of 16 changed.
 
 **Hubs.** The unsure and far paths skip a reading that is a hub: the nearest annotated reading of more than
 ``retrieve_unsure_hub`` / ``retrieve_far_hub`` (4 each; 0: no bound) times its share of the unannotated cuts
@@ -146,7 +149,7 @@ from ..fields import CutResult
 from ..graph import CutGraph
 from ..teacher.contracts import Scorer
 from ..teacher.scoring import prefetch
-from .labels import CutEntry, heard_words
+from .labels import CutEntry, heard_words, noisy_pair
 
 __all__ = ["RETRIEVE_FAR_PRIOR", "RETRIEVE_PRIOR", "RETRIEVE_SCORED_PRIOR", "RETRIEVE_UNHEARD_PRIOR",
            "RetrieveSettings", "annotated_readings", "hub_ratios", "hub_scales",
@@ -225,6 +228,9 @@ class RetrieveSettings(Protocol):
 
     @property
     def retrieve_scored_alone(self) -> bool: ...
+
+    @property
+    def noisy_pair_snr(self) -> float: ...
 
 
 def _by_cut(graph: CutGraph, scales: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -375,6 +381,7 @@ def retrieve(entries: Sequence[CutEntry], results: Sequence[CutResult], graph: C
                and fluency < -settings.retrieve_far_fluency and first[row] <= settings.retrieve_far_reach
                and first[row] <= settings.retrieve_far_ratio * second[row]
                and _not_hub(hubness, source, settings.retrieve_far_hub)
+               and not noisy_pair(entry, reading, settings.noisy_pair_snr)
                and any(word not in heard for word in reading.reference.split()))
         if not (unsure or unheard or far):
             if scored_on and first[row] <= settings.retrieve_scored_reach:

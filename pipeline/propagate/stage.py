@@ -8,6 +8,7 @@ with one the stage always runs), and redone with ``force``.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
@@ -32,6 +33,8 @@ from .engine import rescore
 from .labels import CutEntry
 from .retrieve import annotated_readings, retrieve
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class PropagateSummary:
@@ -55,7 +58,7 @@ def _entry(record: GroupedFields, normalizer: TextNormalizer) -> CutEntry:
     return CutEntry(cut_id=record.cut_id, group=record.group, hypotheses=[normalizer(text) for text in originals],
                     originals=originals, scores=np.asarray([h.score for h in record.hypotheses]),
                     reference=normalizer(reference) if reference is not None else None,
-                    reference_original=reference)
+                    reference_original=reference, snr_db=record.snr_db)
 
 
 def read_entries(grouped: Path, normalizer: TextNormalizer, progress: Progress = NullProgress()) -> list[CutEntry]:
@@ -179,6 +182,11 @@ def propagate_manifest(
         return PropagateSummary(output=output, skipped=True)
     started = time.perf_counter()
     entries, graph = read_grouped_and_graph(grouped, graph_file, normalizer, progress)
+    unmeasured = sum(e.snr_db is None for e in entries)
+    if config.calibrate and config.noisy_pair_snr > 0 and unmeasured:
+        log.warning("propagate: %d of %d cuts of %s have no custom.snr_db, so noisy_pair_snr %g dB cannot set aside "
+                    "their noisy pairs; decode them again with choral >= this version (decode --measure-snr)",
+                    unmeasured, len(entries), grouped, config.noisy_pair_snr)
     adjacency = propagation_adjacency(graph, config)
     finish = calibrated_finisher(entries, graph, config, adjacency) if config.calibrate else None
     progress.task("propagating", len(entries))

@@ -297,3 +297,24 @@ def test_loader_workers_decode_the_same_and_list_the_same_failures(setup: tuple[
     assert again.skipped
     with pytest.raises(ConfigError):
         DecodeConfig(workers=-1)
+
+
+def test_decode_writes_each_cuts_snr_and_the_option_keys_the_sidecar(setup: tuple[Path, Path, Path]) -> None:
+    """``custom.snr_db`` is :func:`noise.cut_snr_db` of the cut's audio; ``measure_snr`` off writes none, and turning
+    it on or off decodes again (an old decode has no SNR for propagate's noisy_pair_snr to read)."""
+    from choral.pipeline.noise import cut_snr_db
+
+    manifest, checkpoint, run = setup
+    config = DecodeConfig(nbest=2, beam=2)
+    decode_manifest(manifest, run, checkpoint, config)
+    by_id = {c.id: c for c in read_cuts(manifest)}
+    for cut in read_cuts(run / "decoded.jsonl.gz"):
+        assert cut.custom["snr_db"] == cut_snr_db(by_id[cut.id]) and np.isfinite(cut.custom["snr_db"])
+    off = DecodeConfig(nbest=2, beam=2, measure_snr=False)
+    assert not decode_manifest(manifest, run, checkpoint, off).skipped
+    assert all("snr_db" not in c.custom for c in read_cuts(run / "decoded.jsonl.gz"))
+    assert decode_manifest(manifest, run, checkpoint, off).skipped
+    result = CliRunner().invoke(app, ["decode", str(manifest), str(run / "cli"), "--teacher", str(checkpoint),
+                                      "--nbest", "2", "--beam", "2", "--no-measure-snr"])
+    assert result.exit_code == 0, result.output
+    assert all("snr_db" not in c.custom for c in read_cuts(run / "cli" / "decoded.jsonl.gz"))

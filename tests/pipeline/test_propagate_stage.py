@@ -218,3 +218,30 @@ def test_slightly_negative_solver_output_never_gives_nan_confidence(monkeypatch)
                entry("b", ["cool mom", "call mum"], [-0.2, -0.3])]
     results = rescore(entries, complete_graph(2), PropagateConfig())
     assert all(np.isfinite(r.confidence) and 0 <= r.confidence <= 1 for r in results)
+
+
+def test_noisy_pair_snr_reads_snr_and_warns_when_the_manifest_has_none(accented_run, tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    import gzip
+    import json
+    import logging
+
+    from choral.pipeline.propagate.stage import read_entries
+    from choral.pipeline.text import TextNormalizer
+
+    _, out = accented_run
+    config = PropagateConfig(noisy_pair_snr=20.0)
+    with caplog.at_level(logging.WARNING):
+        propagate_manifest(out / "grouped.jsonl.gz", out / "graph.npz", tmp_path / "unmeasured.jsonl.gz", config)
+    assert any("custom.snr_db" in r.getMessage() and "noisy_pair_snr 20 dB" in r.getMessage() for r in caplog.records)
+    measured = tmp_path / "grouped.jsonl.gz"
+    with gzip.open(out / "grouped.jsonl.gz", "rt") as f, gzip.open(measured, "wt") as g:
+        for i, line in enumerate(f):
+            data = json.loads(line)
+            data["custom"]["snr_db"] = 12.0 + i
+            g.write(json.dumps(data) + "\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        propagate_manifest(measured, out / "graph.npz", tmp_path / "measured.jsonl.gz", config)
+    assert not any("snr_db" in r.getMessage() for r in caplog.records)
+    assert [e.snr_db for e in read_entries(measured, TextNormalizer())][:3] == [12.0, 13.0, 14.0]
