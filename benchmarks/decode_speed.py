@@ -31,6 +31,11 @@ and what ``--precision auto``'s guard decides on the first batch. On the CPU flo
 
     .venv/bin/python benchmarks/decode_speed.py --threads 1 --workers 1 2 --cuts 100
     .venv/bin/python benchmarks/decode_speed.py --precision --device cuda --cuts 200
+
+``--snr``: the decode stage end to end with ``measure_snr`` (each cut's energy SNR, ``custom.snr_db``: a second
+read of its audio) against the same stage without it (the peer), runs interleaved, median of ``--repeat``.
+
+    .venv/bin/python benchmarks/decode_speed.py --snr --threads 1 --repeat 5
 """
 
 from __future__ import annotations
@@ -178,6 +183,7 @@ def main() -> None:
                              "loader worker processes, DataLoader and the old process pool, and print the RTFs")
     parser.add_argument("--precision", action="store_true",
                         help="float32 vs float16 teacher network on --device: speed and n-best agreement")
+    parser.add_argument("--snr", action="store_true", help="the decode stage with and without measure_snr")
     parser.add_argument("--device", default="cpu", help="--precision: cpu, cuda or cuda:N")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -189,6 +195,9 @@ def main() -> None:
         return
 
     cuts = list(load_demo()[0])[: args.cuts]
+    if args.snr:
+        snr_case(cuts, args)
+        return
     if args.workers:
         loader_case(cuts, args)
         return
@@ -237,6 +246,35 @@ def pool_with_features(planned, teacher, workers: int):
         while pending:
             ready, ready_batch, future = pending.popleft()
             yield ready, ready_batch, future.result() if future is not None else ([], {})
+
+
+def snr_case(cuts: list, args: argparse.Namespace) -> None:
+    """The decode stage end to end with and without ``measure_snr``, runs interleaved, median of ``--repeat``."""
+    teacher = open_teacher(resolve_teacher(args.teacher), beam=args.beam, nbest=min(8, args.beam))
+    times: dict[bool, list[float]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory() as folder:
+        manifest = Path(folder) / "cuts.jsonl.gz"
+        write_cuts(cuts, manifest)
+        audio = sum(cut.duration for cut in cuts)
+        for _ in range(args.repeat):
+            for measure in (False, True):
+                config = DecodeConfig(beam=args.beam, nbest=min(8, args.beam), batch_duration=args.batch_seconds,
+                                      measure_snr=measure)
+                started = time.perf_counter()
+                decode_manifest(manifest, Path(folder) / f"snr-{measure}", args.teacher, config, teacher=teacher,
+                                force=True)
+                times[measure].append(time.perf_counter() - started)
+        same = _texts(Path(folder) / "snr-False" / "decoded.jsonl.gz") == _texts(
+            Path(folder) / "snr-True" / "decoded.jsonl.gz")
+    print(f"decode stage, {len(cuts)} cuts ({audio:.0f} s), {args.threads} thread(s), median of {args.repeat} "
+          f"interleaved runs; n-best identical: {same}")
+    print(f"{'measure_snr':<14}{'seconds':>10}{'RTF':>10}{'runs':>40}")
+    for measure in (False, True):
+        median = statistics.median(times[measure])
+        print(f"{str(measure):<14}{median:>10.2f}{median / audio:>10.4f}"
+              f"{' '.join(f'{t:.2f}' for t in times[measure]):>40}")
+    ratio = statistics.median(times[True]) / statistics.median(times[False])
+    print(f"with the SNR / without (peer): {ratio:.3f}x the time")
 
 
 def loader_case(cuts: list, args: argparse.Namespace) -> None:

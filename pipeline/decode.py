@@ -4,10 +4,10 @@ Outputs in ``OUT_DIR``, all written atomically (temporary name, renamed when com
 
 - ``decoded.jsonl.gz``: the input cuts with ``custom.nbest`` (``[{text, tokens, score}]``,
   best first, total log-probabilities), ``custom.embedding`` (lhotse ``Array``) and,
-  with ``save_frames``, ``custom.frames`` (``TemporalArray`` of encoder frames, 40 ms shift);
+  with ``save_frames``, ``custom.frames`` (``TemporalArray`` of encoder frames, 40 ms shift) and, with
+  ``measure_snr`` (the default) for a cut with a recording, ``custom.snr_db``: the energy-percentile SNR read from
+  the audio (:mod:`.noise`), which propagate's ``noisy_pair_snr`` reads;
 - ``embeddings.h5``: the arrays (lhotse numpy_hdf5 storage);
-  and, with ``measure_snr`` (the default) for a cut with a recording, ``custom.snr_db``: the energy-percentile SNR
-  read from the audio (:mod:`.noise`), which propagate's ``noisy_pair_snr`` reads;
 - ``failed.jsonl``: one ``{"id", "reason"}`` line per cut whose audio is missing,
   unreadable or empty, or which lasts less than ``min_duration`` or more than
   ``max_duration`` seconds (with ``on_error="fail"`` the first such cut is an
