@@ -88,6 +88,8 @@ CANDIDATES.update({c.name: c for c in (
               description="session 14's decision: unsure ratio 0.75, error margin 0.1, one-word corrections"),
     Candidate("no-noisy-pairs", propagate=(("noisy_pair_snr", 0.0),),
               description="a noisy reading may lend its text by sound to a noisy cut (no 20 dB bound; session 16)"),
+    Candidate("unheard-known", propagate=(("retrieve_unheard_known", True),),
+              description="the unheard path drops no 1-best word that an annotated reference says (session 16)"),
     Candidate("no-retrieve", propagate=(("retrieve_reach", 0.0), ("retrieve_unheard_reach", 0.0),
                                         ("retrieve_far_reach", 0.0), ("retrieve_scored_reach", 0.0)),
               description="no retrieval of a struggling cut's nearest annotated reading from another group"),
@@ -110,8 +112,8 @@ CANDIDATES.update({c.name: c for c in (
 )})
 ABLATIONS: tuple[str, ...] = ("consensus", "knn", "knn-only", "rounds", "length-norm", "no-sound", "no-isolated",
                               "sound-split", "no-fluency", "no-floor", "correction", "session-14", "no-noisy-pairs",
-                              "no-retrieve", "no-unheard-retrieve", "no-far-retrieve", "far-hub", "no-hub-bound",
-                              "hub-scale", "no-scored-retrieve",
+                              "unheard-known", "no-retrieve", "no-unheard-retrieve", "no-far-retrieve", "far-hub",
+                              "no-hub-bound", "hub-scale", "no-scored-retrieve",
                               "no-split-prior", "no-rival")
 
 

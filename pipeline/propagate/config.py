@@ -57,6 +57,7 @@ class PropagateConfig:
     retrieve_unheard_reach: float = 2.25  # or any 1-best, within this x, if the reading adds only unheard words
     retrieve_unheard_ratio: float = 0.95  # ... and is nearer than this x any reading of another text
     retrieve_unheard_calibration: tuple[float, ...] = RETRIEVE_UNHEARD_PRIOR  # its (c0, c1)
+    retrieve_unheard_known: bool = False  # ... and it drops no 1-best word that a reference of the manifest has
     retrieve_far_reach: float = 2.5     # or a 1-best below -retrieve_far_fluency, within this x (0: off) ...
     retrieve_far_ratio: float = 0.9     # ... nearer than this x any other text's, if the reading has an unheard word
     retrieve_far_fluency: float = 1.0   # nats per word

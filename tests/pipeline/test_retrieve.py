@@ -305,3 +305,18 @@ def test_the_unsure_path_skips_a_hub_reading_over_its_bound(bound: float, takes:
     config = PropagateConfig(retrieve_unheard_reach=0.0, retrieve_far_reach=0.0, retrieve_unsure_hub=bound)
     out = retrieve(entries, results, graph, config)
     assert (out[0].text == "A b c") is takes and (out[0] == results[0]) is not takes
+
+
+@pytest.mark.parametrize("known_word, takes", [("z", False), ("v", True)])
+def test_the_unheard_path_with_known_words_keeps_a_one_best_word_a_reference_says(known_word: str,
+                                                                                  takes: bool) -> None:
+    """``retrieve_unheard_known``: the reading ``x y q`` would replace the 1-best's ``z``; when an annotated reading
+    of the manifest says ``z`` ("bob" of "play bob dylan"), the 1-best's word is a word of the pool and stays."""
+    entries = _unheard_entries("x y q")
+    entries[2] = replace(entries[2], reference=f"d e {known_word}", reference_original=f"D e {known_word}")
+    graph = _graph([(0, 1, 18.0), (0, 2, 40.0)], 3)
+    results = _results(entries)
+    config = PropagateConfig(retrieve_unheard_reach=2.0, retrieve_unheard_ratio=0.9)
+    assert retrieve(entries, results, graph, config)[0].text == "X y q"              # off by default: takes
+    out = retrieve(entries, results, graph, replace(config, retrieve_unheard_known=True))
+    assert (out[0].text == "X y q") is takes
