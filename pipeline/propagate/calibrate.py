@@ -145,8 +145,9 @@ whose audio and the cut's both measure below ``S`` (decode's ``custom.snr_db``, 
 measured reading of the winner there is no exemption at all; rivals still count, noisy or not.) On development draws
 41-74 (68 pools) the energy SNR put every ``us-noisy`` cut at 10-17 dB and every other one above 62 dB; 11 of the 35
 labels harmed under session 15's defaults joined two noisy readings by sound alone. A rule written before the fresh
-draws existed picked the smallest ``S`` in {15, 20, 25, 30} with the fewest harmed labels keeping >= 99% of the words
-saved (``replay_settings.py --snr-from-audio``): 20 dB, harmed 35 -> 24, saved 16,467 -> 16,452. On fresh draws 75-82
+draws were read picked, of ``S`` in {15, 20, 25, 30}, the one with the fewest harmed labels among those keeping >= 99%
+of the words saved, ties to the smaller (``replay_settings.py --snr-from-audio``): 20 dB (25 and 30 tie), harmed
+35 -> 24, saved 16,467 -> 16,452. On fresh draws 75-82
 it harmed 5 labels instead of 7, kept 99.8% of the words, and moved the mean all-pools reduction 26.72% -> 26.68%
 (re-decoded), so it became the default. A cut without ``custom.snr_db`` (decoded by an older choral) is never part of a
 noisy pair. The bound reads a rough figure: a recording that is speech from end to end has no quiet floor and may read
