@@ -1,5 +1,5 @@
 """Noisy pairs: decode's energy SNR (pipeline.noise) and propagate's noisy_pair_snr, which keeps one noisy reading
-from lending its text to another by sound alone (the exemption by sound, the far retrieval path)."""
+from lending its text to another by sound alone (the exemption by sound here; the far retrieval path in test_retrieve.py)."""
 
 from dataclasses import replace
 
@@ -8,14 +8,12 @@ import pytest
 import scipy.sparse as sp
 
 from choral.pipeline.errors import ConfigError, InputError
-from choral.pipeline.fields import CutResult, snr_db
-from choral.pipeline.graph import CutGraph
+from choral.pipeline.fields import snr_db
 from choral.pipeline.noise import energy_snr_db
 from choral.pipeline.propagate import PropagateConfig
 from choral.pipeline.propagate.calibrate import Rule, candidates
 from choral.pipeline.propagate.engine import propagate_batch
 from choral.pipeline.propagate.labels import CutEntry, noisy_pair
-from choral.pipeline.propagate.retrieve import retrieve
 
 RATE = 16_000
 
@@ -75,30 +73,6 @@ def test_the_exemption_by_sound_reads_no_annotated_reading_when_both_are_noisy(s
     assert found.unheard and found.by_sound
     assert found.source_distance == (0.5 if exempt else np.inf)
     assert found.exempt(Rule()) is exempt
-
-
-def _graph(pairs: list[tuple[int, int, float]], n: int) -> CutGraph:
-    a, b, d = (np.array(column) for column in zip(*pairs))
-    empty = np.zeros(0, dtype=np.int64)
-    return CutGraph(np.array([f"c{i}" for i in range(n)]), empty, empty, np.zeros(0), 10.0, "dtw-vector",
-                    annotated_a=a.astype(np.int64), annotated_b=b.astype(np.int64),
-                    annotated_distances=d.astype(np.float64))
-
-
-@pytest.mark.parametrize("snr_cut, snr_reading, level, takes", [(12.0, 14.0, 20.0, False), (12.0, 14.0, 0.0, True),
-                                                                (12.0, 70.0, 20.0, True), (None, 14.0, 20.0, True)])
-def test_the_far_path_skips_a_reading_when_both_are_noisy(snr_cut, snr_reading, level, takes) -> None:
-    """The far path (a 1-best at -1.2 nats per word, its nearest annotated reading 1.8 thresholds away with an unheard
-    word ``q``) takes the reading unless it and the cut are both below ``noisy_pair_snr``."""
-    entries = [_entry("c0", snr_cut, "g0", ["x y z", "x y w"], scores=[-3.6, -5.6]),
-               _entry("c1", snr_reading, "g1", ["a b c"], reference="a b q"),
-               _entry("c2", 80.0, "g2", reference="d e f")]
-    results = [CutResult(e.originals[0], 0.4, e.originals[0], "teacher") if e.reference is None
-               else CutResult(e.reference, 1.0, e.originals[0], "reference") for e in entries]
-    graph = _graph([(0, 1, 18.0), (0, 2, 21.0)], 3)
-    out = retrieve(entries, results, graph, PropagateConfig(noisy_pair_snr=level))
-    assert (out[0].text == "a b q") is takes
-    assert out[1:] == results[1:]
 
 
 def test_a_cut_s_snr_must_be_a_finite_number_and_the_level_non_negative() -> None:

@@ -320,3 +320,27 @@ def test_the_unheard_path_with_known_words_keeps_a_one_best_word_a_reference_say
     assert retrieve(entries, results, graph, config)[0].text == "X y q"              # off by default: takes
     out = retrieve(entries, results, graph, replace(config, retrieve_unheard_known=True))
     assert (out[0].text == "X y q") is takes
+
+
+def _noisy(cut_id: str, snr: float | None, group: str, hypotheses: list[str] | None = None,
+           reference: str | None = None, scores: list[float] | None = None):
+    from choral.pipeline.propagate.labels import CutEntry
+    texts = hypotheses or [reference or "x"]
+    return CutEntry(cut_id, group, texts, texts, np.asarray(scores or [-1.0] * len(texts)), reference, reference,
+                    snr_db=snr)
+
+
+@pytest.mark.parametrize("snr_cut, snr_reading, level, takes", [(12.0, 14.0, 20.0, False), (12.0, 14.0, 0.0, True),
+                                                                (12.0, 70.0, 20.0, True), (None, 14.0, 20.0, True)])
+def test_the_far_path_skips_a_reading_when_both_are_noisy(snr_cut, snr_reading, level, takes) -> None:
+    """The far path (a 1-best at -1.2 nats per word, its nearest annotated reading 1.8 thresholds away with an unheard
+    word ``q``) takes the reading unless it and the cut are both below ``noisy_pair_snr``."""
+    entries = [_noisy("c0", snr_cut, "g0", ["x y z", "x y w"], scores=[-3.6, -5.6]),
+               _noisy("c1", snr_reading, "g1", ["a b c"], reference="a b q"),
+               _noisy("c2", 80.0, "g2", reference="d e f")]
+    results = [CutResult(e.originals[0], 0.4, e.originals[0], "teacher") if e.reference is None
+               else CutResult(e.reference, 1.0, e.originals[0], "reference") for e in entries]
+    graph = _graph([(0, 1, 18.0), (0, 2, 21.0)], 3)
+    out = retrieve(entries, results, graph, PropagateConfig(noisy_pair_snr=level))
+    assert (out[0].text == "a b q") is takes
+    assert out[1:] == results[1:]
