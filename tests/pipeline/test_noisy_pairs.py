@@ -1,5 +1,5 @@
 """Noisy pairs: decode's energy SNR (pipeline.noise) and propagate's noisy_pair_snr, which keeps one noisy reading
-from lending its text to another by sound alone (the exemption by sound here; the far retrieval path in test_retrieve.py)."""
+from lending its text to another by sound alone (the exemption by sound here; the far path in test_retrieve.py)."""
 
 from dataclasses import replace
 
